@@ -1,0 +1,255 @@
+"""Ports through which the reader gets bytes: one object (:class:`ByteSource`) or many keyed
+objects (:class:`ObjectStore`), and their standard-library implementations.
+
+Every range here is half-open, ``[start, end)``. HTTP's inclusive ``bytes=a-b`` is converted in
+exactly one place, at the HTTP edge.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+from ._errors import ObjectNotFound, RangeNotSatisfiable, StoreError
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """A half-open byte range ``[start, end)``."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"invalid byte range [{self.start}, {self.end})")
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class TailRead:
+    """The last bytes of an object, with what a suffix read learns about the object."""
+
+    data: bytes
+    object_size: int
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    etag: str | None = None
+
+
+@runtime_checkable
+class ByteSource(Protocol):
+    """One object, read by ranges. The reader core needs nothing else."""
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Return exactly the bytes ``[start, end)``; raise ``RangeNotSatisfiable`` outside."""
+        ...
+
+    def read_tail(self, n: int) -> TailRead:
+        """Return the last ``min(n, size)`` bytes, the object size and its ETag if known."""
+        ...
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Many objects addressed by '/'-separated keys (``20240101/A7.des``).
+
+    ``if_match``: the read fails with ``PreconditionFailed`` when the object's current ETag
+    differs, so a cached index never serves offsets of a rebuilt object.
+    """
+
+    def read_tail(self, key: str, n: int) -> TailRead: ...
+
+    def read_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes: ...
+
+    def iter_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[bytes]: ...
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def describe(self, key: str = "") -> str:
+        """A human-readable location for messages: ``/data/des/20240101/A7.des``, ``s3://b/p/k``."""
+        ...
+
+
+class BytesSource:
+    """An object held in memory (tests, and shards just built)."""
+
+    def __init__(self, data: bytes, etag: str | None = None) -> None:
+        self._data = data
+        self._etag = etag
+
+    def read_range(self, start: int, end: int) -> bytes:
+        if start < 0 or end < start or end > len(self._data):
+            raise RangeNotSatisfiable(
+                f"range [{start}, {end}) outside object of {len(self._data)} bytes"
+            )
+        return self._data[start:end]
+
+    def read_tail(self, n: int) -> TailRead:
+        size = len(self._data)
+        return TailRead(self._data[max(0, size - n) :], size, self._etag)
+
+
+def _etag_of(st: os.stat_result) -> str:
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+class LocalFileSource:
+    """One local file, read with ``os.pread`` on a descriptor kept open (thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no such shard: {self.path}", key=str(self.path)) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open {self.path}: {exc.strerror}", key=str(self.path)
+            ) from exc
+        st = os.fstat(self._fd)
+        self.size = st.st_size
+        self.etag = _etag_of(st)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LocalFileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_range(self, start: int, end: int) -> bytes:
+        if start < 0 or end < start or end > self.size:
+            raise RangeNotSatisfiable(
+                f"range [{start}, {end}) outside {self.path} ({self.size} bytes)",
+                key=str(self.path),
+            )
+        data = os.pread(self._fd, end - start, start)
+        if len(data) != end - start:
+            raise RangeNotSatisfiable(f"{self.path} shrank while being read", key=str(self.path))
+        return data
+
+    def read_tail(self, n: int) -> TailRead:
+        start = max(0, self.size - n)
+        return TailRead(self.read_range(start, self.size), self.size, self.etag)
+
+
+class LocalObjectStore:
+    """Objects as files under a base directory; keys can never escape it.
+
+    Descriptors are cached per key and re-validated by ``stat`` so a file replaced by an
+    atomic rename (append, repack) is reopened: the ETag is inode, size and mtime.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self._lock = threading.Lock()
+        self._open: dict[str, LocalFileSource] = {}
+
+    def path_for(self, key: str) -> Path:
+        """The file behind ``key``; raises ``StoreError`` for keys that would leave base_dir."""
+        pure = PurePosixPath(key)
+        if (
+            not key
+            or "\\" in key
+            or "\x00" in key
+            or pure.is_absolute()
+            or any(part in ("", ".", "..") for part in key.split("/"))
+        ):
+            raise StoreError(f"invalid object key {key!r}", key=key)
+        return self.base_dir.joinpath(*pure.parts)
+
+    def _source(self, key: str) -> LocalFileSource:
+        path = self.path_for(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no such object: {path}", key=key, location=str(path)) from None
+        etag = _etag_of(st)
+        with self._lock:
+            src = self._open.get(key)
+            if src is not None and src.etag == etag:
+                return src
+            fresh = LocalFileSource(path)
+            if src is not None:
+                src.close()
+            if len(self._open) >= 1024:
+                for old in self._open.values():
+                    old.close()
+                self._open.clear()
+            self._open[key] = fresh
+            return fresh
+
+    def close(self) -> None:
+        with self._lock:
+            for src in self._open.values():
+                src.close()
+            self._open.clear()
+
+    def read_tail(self, key: str, n: int) -> TailRead:
+        return self._source(key).read_tail(n)
+
+    def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+        src = self._source(key)
+        _check_match(src, key, if_match)
+        return src.read_range(start, end)
+
+    def iter_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[bytes]:
+        src = self._source(key)
+        _check_match(src, key, if_match)
+        if start < 0 or end < start or end > src.size:
+            raise RangeNotSatisfiable(f"range [{start}, {end}) outside {src.path}", key=key)
+        pos = start
+        while pos < end:
+            nxt = min(end, pos + chunk_size)
+            yield src.read_range(pos, nxt)
+            pos = nxt
+
+    def head(self, key: str) -> ObjectInfo:
+        src = self._source(key)
+        return ObjectInfo(src.size, src.etag)
+
+    def describe(self, key: str = "") -> str:
+        return str(self.base_dir / key) if key else str(self.base_dir)
+
+
+def _check_match(src: LocalFileSource, key: str, if_match: str | None) -> None:
+    if if_match is not None and if_match != src.etag:
+        from ._errors import PreconditionFailed
+
+        raise PreconditionFailed(f"{src.path} changed since it was indexed", key=key)

@@ -1,0 +1,3 @@
+"""DES migration: move files out of a business database into DES shards, safely."""
+
+__all__: list[str] = []
