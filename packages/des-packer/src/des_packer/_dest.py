@@ -1,0 +1,231 @@
+"""Where shards go: a local directory (S3 lives in ``_s3dest.py``).
+
+Local crash safety: every object is written under a temporary name in its final directory
+(``.des-tmp.<shard name>.*``), flushed and fsynced, then renamed into place (parts and big files
+before the head object), and the directory is fsynced. Readers only ever see complete objects.
+An append copies the old shard to a temporary file, writes the new tail there and renames it over
+the old one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from ._errors import PackConfigError, PackerError
+
+__all__ = ["Destination", "ExistingShard", "LocalDestination", "Transaction"]
+
+TEMP_PREFIX = ".des-tmp."
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingShard:
+    """A shard already in the output: its index, size and version tag."""
+
+    index: Any  # des_format.ShardIndex
+    size: int
+    etag: str | None
+
+
+class Transaction(Protocol):
+    """The objects of one shard being written; nothing is visible before ``commit``."""
+
+    out: IO[bytes]
+
+    def open_part(self, n: int) -> IO[bytes]: ...
+
+    def add_bigfile(self, staged: Path, key: str) -> None: ...
+
+    def commit(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    def describe(self, key: str = "") -> str: ...
+
+    def cleanup(self, shard_key: str) -> int: ...
+
+    def existing(self, shard_key: str) -> ExistingShard | None: ...
+
+    def stage_path(self, shard_key: str) -> Path: ...
+
+    def begin(self, shard_key: str, existing: ExistingShard | None) -> Transaction: ...
+
+    def close(self) -> None: ...
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_name(shard_key: str, what: str) -> str:
+    return f"{TEMP_PREFIX}{shard_key.rsplit('/', 1)[-1]}.{what}.{secrets.token_hex(6)}"
+
+
+class LocalDestination:
+    """Shards under a base directory, keys ``YYYYMMDD/<HEX>.des``."""
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.base_dir = Path(base_dir)
+        if self.base_dir.exists() and not self.base_dir.is_dir():
+            raise PackConfigError(
+                f"--output-dir {self.base_dir} exists and is not a directory; "
+                "give a directory (it is created when missing)"
+            )
+        self.fsync = fsync
+
+    def describe(self, key: str = "") -> str:
+        return str(self.base_dir / key) if key else str(self.base_dir)
+
+    def path(self, key: str) -> Path:
+        return self.base_dir.joinpath(*key.split("/"))
+
+    def cleanup(self, shard_key: str) -> int:
+        """Remove temporary files a killed run left for this shard; return how many."""
+        directory = self.path(shard_key).parent
+        name = shard_key.rsplit("/", 1)[-1]
+        removed = 0
+        if directory.is_dir():
+            for p in directory.glob(f"{TEMP_PREFIX}{name}.*"):
+                p.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def existing(self, shard_key: str) -> ExistingShard | None:
+        from des_format import LocalFileSource, read_index
+
+        path = self.path(shard_key)
+        if not path.exists():
+            return None
+        with LocalFileSource(path) as src:
+            index = read_index(src)
+            return ExistingShard(index, src.size, src.etag)
+
+    def stage_path(self, shard_key: str) -> Path:
+        directory = self.path(shard_key).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / _temp_name(shard_key, "big")
+
+    def begin(self, shard_key: str, existing: ExistingShard | None) -> LocalTransaction:
+        return LocalTransaction(self, shard_key, existing)
+
+    def close(self) -> None:
+        pass
+
+
+class LocalTransaction:
+    def __init__(
+        self, dest: LocalDestination, shard_key: str, existing: ExistingShard | None
+    ) -> None:
+        self.dest = dest
+        self.key = shard_key
+        self.final = dest.path(shard_key)
+        self.directory = self.final.parent
+        created = not self.directory.exists()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if created and dest.fsync:
+            fsync_dir(self.directory.parent)
+        self.existing = existing
+        self._temps: list[tuple[Path, Path, IO[bytes]]] = []  # (temp, final, file)
+        self._bigfiles: list[tuple[Path, Path]] = []
+        head_tmp = self.directory / _temp_name(shard_key, "0")
+        self.out: IO[bytes] = head_tmp.open("w+b")
+        if existing is not None:
+            with self.final.open("rb") as old:
+                _copy_exactly(old, self.out, existing.size)
+            self.base_size = existing.size
+        else:
+            self.base_size = 0
+        self._head = (head_tmp, self.final, self.out)
+
+    def open_part(self, n: int) -> IO[bytes]:
+        from des_format import part_key
+
+        final = self.dest.path(part_key(self.key, n))
+        tmp = self.directory / _temp_name(self.key, f"p{n}")
+        fh: IO[bytes] = tmp.open("w+b")
+        self._temps.append((tmp, final, fh))
+        return fh
+
+    def add_bigfile(self, staged: Path, key: str) -> None:
+        """Publish a staged big file at commit (content-addressed: kept if already there)."""
+        final = self.dest.path(key)
+        if final.exists() or any(f == final for _s, f in self._bigfiles):
+            staged.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._bigfiles.append((staged, final))
+
+    def _finish(self, fh: IO[bytes]) -> int:
+        fh.flush()
+        if self.dest.fsync:
+            os.fsync(fh.fileno())
+        size = fh.seek(0, os.SEEK_END)
+        fh.close()
+        return size
+
+    def commit(self) -> int:
+        """Make the shard visible; return the bytes this run stored."""
+        stored = 0
+        for staged, final in self._bigfiles:
+            if self.dest.fsync:
+                with staged.open("rb") as big:
+                    os.fsync(big.fileno())
+            stored += staged.stat().st_size
+            os.replace(staged, final)
+        if self._bigfiles and self.dest.fsync:
+            fsync_dir(self._bigfiles[0][1].parent)
+        for tmp, final, fh in self._temps:
+            stored += self._finish(fh)
+            os.replace(tmp, final)
+        head_tmp, final, fh = self._head
+        stored += self._finish(fh) - self.base_size
+        if self.existing is not None:
+            from des_format import LocalFileSource
+
+            with LocalFileSource(final) as now:
+                if now.etag != self.existing.etag:
+                    head_tmp.unlink(missing_ok=True)
+                    raise PackerError(
+                        f"{final} changed while this run appended to it (another packer "
+                        "owns the same shard?); run again to append to the new version"
+                    )
+        os.replace(head_tmp, final)
+        if self.dest.fsync:
+            fsync_dir(self.directory)
+        self._temps = []
+        self._bigfiles = []
+        return stored
+
+    def abort(self) -> None:
+        for tmp, _final, fh in [*self._temps, self._head]:
+            fh.close()
+            tmp.unlink(missing_ok=True)
+        for staged, _final in self._bigfiles:
+            staged.unlink(missing_ok=True)
+        self._temps = []
+        self._bigfiles = []
+
+
+def _copy_exactly(src: IO[bytes], dst: IO[bytes], n: int) -> None:
+    left = n
+    while left:
+        chunk = src.read(min(left, 1 << 20))
+        if not chunk:
+            raise PackerError(f"existing shard shrank while being copied ({left} bytes missing)")
+        dst.write(chunk)
+        left -= len(chunk)

@@ -1,0 +1,206 @@
+"""Manifest entries and the manifest reader.
+
+A manifest is either a JSON list of objects (as in the product README; parsed whole, so its
+memory is that of the parsed document) or JSON Lines, one object per line (streamed: one line
+in memory at a time). Each object has ``uid``, ``created_at``, ``size_bytes`` and
+``source_path`` (``source`` is accepted too), optionally ``content_type`` and ``meta``.
+Relative source paths are relative to the manifest's own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ._errors import ManifestError
+
+__all__ = [
+    "ManifestEntry",
+    "ManifestRecord",
+    "iter_manifest_records",
+    "parse_manifest_entry",
+    "read_manifest",
+]
+
+_REQUIRED = ("uid", "created_at", "size_bytes", "source_path")
+_FIELDS_HINT = "every entry needs uid, created_at, size_bytes and source_path"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One file to pack.
+
+    ``created_at`` may be given as a datetime or an ISO 8601 string; it is stored as an aware
+    UTC datetime. ``source`` is a local path or an ``s3://bucket/key`` URI.
+    """
+
+    uid: str
+    created_at: datetime
+    size_bytes: int
+    source: str
+    content_type: str | None = None
+    meta: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        from des_routing import parse_created_at
+
+        if not isinstance(self.created_at, datetime) or self.created_at.tzinfo is None:
+            object.__setattr__(self, "created_at", parse_created_at(self.created_at))
+        if isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int):
+            raise ValueError(f"size_bytes must be an integer, got {self.size_bytes!r}")
+        if self.size_bytes < 0:
+            raise ValueError(f"size_bytes must not be negative, got {self.size_bytes}")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """One raw object of a manifest and where it came from (for messages)."""
+
+    where: str
+    value: object
+
+
+def iter_manifest_records(path: str | os.PathLike[str]) -> Iterator[ManifestRecord]:
+    """Yield the raw objects of a manifest file, streaming JSON Lines.
+
+    Raises ``ManifestError`` for a file that cannot be read or is not JSON.
+    """
+    p = Path(path)
+    name = p.name
+    try:
+        fh = p.open("rb")
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read manifest {p}: {exc.strerror}; check the --input-json path"
+        ) from None
+    with fh:
+        first = _first_significant_byte(fh)
+        if first == b"[":
+            try:
+                doc = json.load(fh)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ManifestError(
+                    f"manifest {p} is not valid JSON: {exc}; write a JSON list of objects "
+                    "or one JSON object per line (JSON Lines)"
+                ) from None
+            for i, item in enumerate(doc, start=1):
+                yield ManifestRecord(f"{name} entry #{i}", item)
+            return
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            where = f"{name} line {lineno}"
+            try:
+                value = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ManifestError(
+                    f"not valid JSON ({exc}); each line of a JSON Lines manifest must be "
+                    "one JSON object",
+                    where=where,
+                ) from None
+            yield ManifestRecord(where, value)
+
+
+def _first_significant_byte(fh: Any) -> bytes:
+    while True:
+        b: bytes = fh.read(1)
+        if not b:
+            fh.seek(0)
+            return b""
+        if b == b"\xef":  # UTF-8 byte order mark
+            fh.read(2)
+            continue
+        if not b.isspace():
+            fh.seek(fh.tell() - 1)
+            return b
+
+
+def parse_manifest_entry(
+    value: object, *, where: str = "", base_dir: str | os.PathLike[str] | None = None
+) -> ManifestEntry:
+    """Validate one manifest object and build its entry; relative paths join ``base_dir``."""
+    from des_routing import RoutingError, parse_created_at
+
+    if not isinstance(value, dict):
+        raise ManifestError(
+            f"expected a JSON object, got {type(value).__name__}; {_FIELDS_HINT}", where=where
+        )
+    raw_uid = value.get("uid")
+    uid = raw_uid if isinstance(raw_uid, str) else None
+    if uid is not None:
+        where = f"{where} (uid {uid!r})" if where else f"uid {uid!r}"
+    source_value = value.get("source_path", value.get("source"))
+    missing = [
+        f for f in _REQUIRED if (source_value if f == "source_path" else value.get(f)) is None
+    ]
+    if missing:
+        names = ", ".join(missing)
+        raise ManifestError(
+            f"missing field{'s' if len(missing) > 1 else ''} {names}; {_FIELDS_HINT}",
+            where=where,
+            uid=uid,
+        )
+    if uid is None or not uid.strip():
+        raise ManifestError(
+            f"uid must be a non-empty string, got {raw_uid!r}", where=where, uid=uid
+        )
+    created_raw = value["created_at"]
+    if not isinstance(created_raw, str):
+        raise ManifestError(
+            f"created_at must be an ISO 8601 string such as 2024-01-01T00:00:00Z, "
+            f"got {created_raw!r}",
+            where=where,
+            uid=uid,
+        )
+    try:
+        created_at = parse_created_at(created_raw)
+    except (RoutingError, ValueError) as exc:
+        raise ManifestError(
+            f"cannot parse created_at {created_raw!r} ({exc}); use ISO 8601 such as "
+            "2024-01-01T00:00:00Z",
+            where=where,
+            uid=uid,
+        ) from None
+    size = value["size_bytes"]
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ManifestError(
+            f"size_bytes must be a whole number of bytes, got {size!r}", where=where, uid=uid
+        )
+    if size < 0:
+        raise ManifestError(
+            f"size_bytes must not be negative, got {size}; give the file's size in bytes",
+            where=where,
+            uid=uid,
+        )
+    if not isinstance(source_value, str) or not source_value:
+        raise ManifestError(
+            f"source_path must be a non-empty string (a path or s3://bucket/key), "
+            f"got {source_value!r}",
+            where=where,
+            uid=uid,
+        )
+    content_type = value.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ManifestError(
+            f"content_type must be a string, got {content_type!r}", where=where, uid=uid
+        )
+    meta = value.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ManifestError(f"meta must be a JSON object, got {meta!r}", where=where, uid=uid)
+    source = source_value
+    if base_dir is not None and "://" not in source and not os.path.isabs(source):
+        source = os.path.normpath(os.path.join(base_dir, source))
+    return ManifestEntry(uid, created_at, size, source, content_type, meta)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestEntry]:
+    """Yield the validated entries of a manifest; the first invalid entry raises."""
+    base = Path(path).resolve().parent
+    for rec in iter_manifest_records(path):
+        yield parse_manifest_entry(rec.value, where=rec.where, base_dir=base)

@@ -1,0 +1,382 @@
+"""The packer: runs a plan against a destination.
+
+Reading, checksumming and compressing run in a thread pool (zstd and lz4 release the GIL); the
+bytes read but not yet written are bounded by ``max_inflight_bytes``. Writing stays sequential,
+shard after shard, entries in uid order, so the output is byte-identical whatever the number of
+workers. Memory holds the plan (the manifest's metadata), never more than the in-flight bytes of
+file contents, and big files are streamed to a staging file, never held whole.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ._dest import Destination, ExistingShard, LocalDestination, Transaction
+from ._errors import EntryFailed, PackAborted, PackConfigError, PackerError
+from ._manifest import ManifestEntry
+from ._options import PackOptions, ProgressEvent
+from ._plan import PackPlan, PlannedShard, plan_shards
+from ._report import PackReport, ShardResult
+from ._sources import SourceReader
+
+__all__ = ["open_destination", "pack", "pack_plan"]
+
+_BIGFILE_COST = 1 << 20  # in-flight budget charged for a big file (streamed in 1 MiB chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class _StagedBigFile:
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(slots=True)
+class _ShardState:
+    shard: PlannedShard
+    existing: ExistingShard | None
+    todo: list[ManifestEntry]
+    duplicates: list[str]
+    remaining: int = 0
+    txn: Transaction | None = None
+    writer: Any = None
+    files: int = 0
+    bytes_in: int = 0
+
+
+@dataclass(slots=True)
+class _Totals:
+    files: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    written: int = 0
+    appended: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    shards: list[ShardResult] = field(default_factory=list)
+    files_seen: int = 0
+    bytes_seen: int = 0
+
+    def report(self, started: float) -> PackReport:
+        return PackReport(
+            files=self.files,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            shards_written=self.written,
+            shards_appended=self.appended,
+            shards_skipped=self.skipped,
+            failures=tuple(self.failures),
+            duplicates=tuple(self.duplicates),
+            elapsed_seconds=time.monotonic() - started,
+            shards=tuple(self.shards),
+        )
+
+
+def open_destination(output: str, options: PackOptions) -> Destination:
+    """A destination for ``output``: a directory, ``s3://bucket/prefix`` or zones."""
+    if options.zones_config or output.startswith("s3://"):
+        from ._s3dest import open_s3_destination
+
+        dest: Destination = open_s3_destination(output, options)
+        return dest
+    if "://" in output:
+        raise PackConfigError(
+            f"--output-dir {output!r}: unsupported scheme; give a directory or s3://bucket/prefix"
+        )
+    if not output:
+        raise PackConfigError("--output-dir is empty; give a directory or s3://bucket/prefix")
+    return LocalDestination(output, fsync=options.fsync)
+
+
+def pack(
+    entries: Iterable[ManifestEntry], output: str, options: PackOptions | None = None
+) -> PackReport:
+    """Plan ``entries`` and pack them into shards under ``output``.
+
+    ``output`` is a directory or ``s3://bucket/prefix`` (or ignored for the bucket choice when
+    ``options.zones_config`` names a zones file). Raises ``ManifestError`` (bad or duplicate
+    entries, with ``on_error="fail"``), ``PackConfigError``, or ``PackAborted`` (a file failed
+    with ``on_error="fail"``; shards finished before it stay complete and readable).
+    """
+    opts = options or PackOptions()
+    opts.validate()
+    plan = plan_shards(
+        entries,
+        n_bits=opts.n_bits,
+        shard_range=opts.shard_range,
+        on_duplicate="skip" if opts.on_error == "skip" else "fail",
+    )
+    return pack_plan(plan, output, opts)
+
+
+def pack_plan(plan: PackPlan, output: str, options: PackOptions | None = None) -> PackReport:
+    """Write the shards of ``plan`` (see :func:`pack`)."""
+    opts = options or PackOptions()
+    opts.validate()
+    dest = open_destination(output, opts)
+    try:
+        return _Packer(plan, dest, opts).run()
+    finally:
+        dest.close()
+
+
+class _Packer:
+    def __init__(self, plan: PackPlan, dest: Destination, options: PackOptions) -> None:
+        self.plan = plan
+        self.dest = dest
+        self.opts = options
+        self.sources = SourceReader(endpoint_url=options.s3_endpoint_url, region=options.s3_region)
+        self.totals = _Totals()
+        self.totals.failures.extend(plan.rejected)
+        self.files_total = plan.files
+        self.bytes_total = plan.bytes
+
+    # ---- work items, lazily: a shard's existing index is read when the pipeline reaches it
+
+    def _items(self) -> Iterator[tuple[_ShardState, ManifestEntry | None]]:
+        for shard in self.plan.shards:
+            self.dest.cleanup(shard.key)
+            existing = self._existing(shard)
+            todo = list(shard.entries)
+            duplicates: list[str] = []
+            if existing is not None:
+                todo = []
+                for e in shard.entries:
+                    if existing.index.lookup(e.uid) is None:
+                        todo.append(e)
+                    else:
+                        duplicates.append(e.uid)
+            state = _ShardState(shard, existing, todo, duplicates, remaining=len(todo))
+            if not todo:
+                yield state, None
+                continue
+            for e in todo:
+                yield state, e
+
+    def _existing(self, shard: PlannedShard) -> ExistingShard | None:
+        from des_format import DesFormatError
+
+        try:
+            return self.dest.existing(shard.key)
+        except DesFormatError as exc:
+            raise PackerError(
+                f"existing shard {self.dest.describe(shard.key)} cannot be read ({exc}); "
+                "check it with `des verify` and move it away before packing into it again"
+            ) from None
+
+    # ---- the worker side (thread pool): read, checksum, compress
+
+    def _prepare(self, state: _ShardState, entry: ManifestEntry) -> Any:
+        from des_format import prepare_payload
+
+        if entry.size_bytes >= self.opts.big_file_threshold:
+            staged = self.dest.stage_path(state.shard.key)
+            try:
+                with staged.open("wb") as out:
+                    sha = self.sources.copy_to(entry, out)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            return _StagedBigFile(staged, sha, entry.size_bytes)
+        data = self.sources.read(entry)
+        return prepare_payload(
+            entry.uid,
+            data,
+            name=PurePosixPath(entry.source).name or None,
+            content_type=entry.content_type,
+            meta=dict(entry.meta) if entry.meta else None,
+            codec=self.opts.codec,
+            level=self.opts.level,
+        )
+
+    def _cost(self, entry: ManifestEntry) -> int:
+        if entry.size_bytes >= self.opts.big_file_threshold:
+            return _BIGFILE_COST
+        return max(entry.size_bytes, 1)
+
+    # ---- the writer side (this thread)
+
+    def run(self) -> PackReport:
+        started = time.monotonic()
+        workers = self.opts.workers or os.cpu_count() or 1
+        max_pending = max(64, workers * 256)
+        items = self._items()
+        pending: deque[tuple[_ShardState, ManifestEntry | None, Future[Any] | None, int]] = deque()
+        inflight = 0
+        exhausted = False
+        current: _ShardState | None = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="des-pack") as pool:
+            try:
+                while True:
+                    while not exhausted and len(pending) < max_pending:
+                        if pending and inflight >= self.opts.max_inflight_bytes:
+                            break
+                        nxt = next(items, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        state, entry = nxt
+                        if entry is None:
+                            pending.append((state, None, None, 0))
+                            continue
+                        cost = self._cost(entry)
+                        inflight += cost
+                        pending.append(
+                            (state, entry, pool.submit(self._prepare, state, entry), cost)
+                        )
+                    if not pending:
+                        break
+                    state, entry, job, cost = pending.popleft()
+                    if entry is None or job is None:
+                        self._skip_shard(state)
+                        continue
+                    if state is not current:
+                        current = state
+                        self._open_shard(state)
+                    try:
+                        result = job.result()
+                    except EntryFailed as exc:
+                        inflight -= cost
+                        self._entry_failed(state, entry, exc, started)
+                    else:
+                        inflight -= cost
+                        self._add(state, entry, result)
+                    state.remaining -= 1
+                    if state.remaining == 0:
+                        self._close_shard(state)
+                        current = None
+            except BaseException:
+                if current is not None and current.txn is not None:
+                    current.txn.abort()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for _s, _e, f, _c in pending:
+                    if f is not None and f.done() and not f.cancelled() and f.exception() is None:
+                        res = f.result()
+                        if isinstance(res, _StagedBigFile):
+                            res.path.unlink(missing_ok=True)
+                raise
+        return self.totals.report(started)
+
+    def _open_shard(self, state: _ShardState) -> None:
+        from des_format import ShardWriter
+
+        txn = self.dest.begin(state.shard.key, state.existing)
+        state.txn = txn
+        kwargs: dict[str, Any] = {
+            "codec": self.opts.codec,
+            "level": self.opts.level,
+            "big_file_threshold": self.opts.big_file_threshold,
+            "max_size": self.opts.max_shard_size,
+            "open_part": txn.open_part,
+        }
+        if state.existing is not None:
+            kwargs["base_offset"] = state.existing.size
+            kwargs["existing"] = state.existing.index
+        state.writer = ShardWriter(txn.out, **kwargs)
+
+    def _add(self, state: _ShardState, entry: ManifestEntry, result: Any) -> None:
+        from des_format import bigfile_key
+
+        assert state.txn is not None
+        if isinstance(result, _StagedBigFile):
+            key = bigfile_key(state.shard.key, result.sha256, self.opts.bigfiles_prefix)
+            state.txn.add_bigfile(result.path, key)
+            meta: dict[str, Any] = dict(entry.meta) if entry.meta else {}
+            name = PurePosixPath(entry.source).name
+            if name:
+                meta.setdefault("name", name)
+            if entry.content_type:
+                meta.setdefault("content_type", entry.content_type)
+            state.writer.add_bigfile(
+                entry.uid, sha256=result.sha256, size=result.size, meta=meta or None
+            )
+        else:
+            state.writer.add_prepared(result)
+        state.files += 1
+        state.bytes_in += entry.size_bytes
+        self._progress(entry.size_bytes)
+
+    def _progress(self, nbytes: int, key: str | None = None, status: str | None = None) -> None:
+        t = self.totals
+        if key is None:
+            t.files_seen += 1
+            t.bytes_seen += nbytes
+        if self.opts.progress is not None:
+            self.opts.progress(
+                ProgressEvent(
+                    t.files_seen, t.bytes_seen, self.files_total, self.bytes_total, key, status
+                )
+            )
+
+    def _entry_failed(
+        self, state: _ShardState, entry: ManifestEntry, exc: EntryFailed, started: float
+    ) -> None:
+        if self.opts.on_error == "skip":
+            self.totals.failures.append((entry.uid, exc.reason))
+            self._progress(entry.size_bytes)
+            return
+        if state.txn is not None:
+            state.txn.abort()
+            state.txn = None
+        self.totals.failures.append((entry.uid, exc.reason))
+        self.totals.shards.append(
+            ShardResult(state.shard.key, "failed", 0, 0, 0, duplicates=len(state.duplicates))
+        )
+        raise PackAborted(str(exc), self.totals.report(started))
+
+    def _skip_shard(self, state: _ShardState) -> None:
+        t = self.totals
+        t.skipped += 1
+        t.duplicates.extend(state.duplicates)
+        t.shards.append(
+            ShardResult(state.shard.key, "skipped", 0, 0, 0, duplicates=len(state.duplicates))
+        )
+        t.files_seen += len(state.shard.entries)
+        t.bytes_seen += state.shard.bytes
+        self._progress(0, state.shard.key, "skipped")
+
+    def _close_shard(self, state: _ShardState) -> None:
+        t = self.totals
+        txn = state.txn
+        assert txn is not None
+        t.duplicates.extend(state.duplicates)
+        if state.files == 0:
+            txn.abort()
+            t.shards.append(
+                ShardResult(state.shard.key, "failed", 0, 0, 0, duplicates=len(state.duplicates))
+            )
+            self._progress(0, state.shard.key, "failed")
+            return
+        summary = state.writer.close()
+        stored = txn.commit()
+        parts = int(getattr(summary, "parts", 0) or 0)
+        status = "appended" if state.existing is not None else "written"
+        if state.existing is not None:
+            t.appended += 1
+        else:
+            t.written += 1
+        t.files += state.files
+        t.bytes_in += state.bytes_in
+        t.bytes_out += stored
+        t.shards.append(
+            ShardResult(
+                state.shard.key,
+                status,
+                state.files,
+                state.bytes_in,
+                stored,
+                parts=parts,
+                duplicates=len(state.duplicates),
+            )
+        )
+        state.txn = None
+        state.writer = None
+        self._progress(0, state.shard.key, status)

@@ -1,0 +1,120 @@
+"""Reading source files: local paths and ``s3://bucket/key`` URIs.
+
+Local files are read with plain ``open``; S3 URIs go through des-storage-s3's source reader
+(retries with backoff), imported only when the first S3 source shows up, so a local-only install
+needs nothing beyond des-packer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ._errors import EntryFailed, PackConfigError
+from ._manifest import ManifestEntry
+
+__all__ = ["SourceReader"]
+
+_CHUNK = 1 << 20
+
+
+def _size_message(entry: ManifestEntry, actual: str) -> str:
+    return (
+        f"source {entry.source} has {actual} bytes but size_bytes is {entry.size_bytes}; "
+        "fix size_bytes in the manifest (or the file)"
+    )
+
+
+class SourceReader:
+    """Reads the bytes of manifest entries; thread-safe."""
+
+    def __init__(self, *, endpoint_url: str | None = None, region: str | None = None) -> None:
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._lock = threading.Lock()
+        self._s3: Any = None
+
+    def _s3_reader(self) -> Any:
+        with self._lock:
+            if self._s3 is None:
+                try:
+                    from des_storage_s3 import S3SourceReader
+                except ImportError:
+                    raise PackConfigError(
+                        "s3:// sources need the S3 extra: pip install 'des-packer[s3]'"
+                    ) from None
+                self._s3 = S3SourceReader.from_env(
+                    endpoint_url=self._endpoint_url, region_name=self._region
+                )
+            return self._s3
+
+    def _chunks(self, entry: ManifestEntry) -> Iterator[bytes]:
+        """The source's bytes in chunks; raises ``EntryFailed`` for a missing/unreadable one."""
+        src = entry.source
+        if src.startswith("s3://"):
+            yield from self._s3_chunks(entry)
+            return
+        if "://" in src:
+            raise EntryFailed(
+                entry.uid,
+                f"source {src} has an unsupported scheme; use a local path or s3://bucket/key",
+            )
+        try:
+            fh = open(src, "rb")  # noqa: SIM115 - closed below, across yields
+        except FileNotFoundError:
+            raise EntryFailed(
+                entry.uid, f"source {src} does not exist; fix source_path in the manifest"
+            ) from None
+        except IsADirectoryError:
+            raise EntryFailed(entry.uid, f"source {src} is a directory, not a file") from None
+        except OSError as exc:
+            raise EntryFailed(
+                entry.uid, f"cannot read source {src}: {exc.strerror}; check its permissions"
+            ) from None
+        with fh:
+            try:
+                while True:
+                    chunk = fh.read(_CHUNK)
+                    if not chunk:
+                        return
+                    yield chunk
+            except OSError as exc:
+                raise EntryFailed(entry.uid, f"cannot read source {src}: {exc.strerror}") from None
+
+    def _s3_chunks(self, entry: ManifestEntry) -> Iterator[bytes]:
+        from des_format import DesFormatError
+
+        reader = self._s3_reader()
+        try:
+            yield from reader.iter_bytes(entry.source)
+        except DesFormatError as exc:
+            raise EntryFailed(entry.uid, f"cannot read source {entry.source}: {exc}") from None
+
+    def read(self, entry: ManifestEntry) -> bytes:
+        """All bytes of the source; ``EntryFailed`` unless there are exactly size_bytes."""
+        want = entry.size_bytes
+        buf = bytearray()
+        for chunk in self._chunks(entry):
+            buf += chunk
+            if len(buf) > want:
+                raise EntryFailed(entry.uid, _size_message(entry, f"more than {want}"))
+        if len(buf) != want:
+            raise EntryFailed(entry.uid, _size_message(entry, str(len(buf))))
+        return bytes(buf)
+
+    def copy_to(self, entry: ManifestEntry, out: BinaryIO) -> str:
+        """Stream the source into ``out``; return its SHA-256 (hex). Checks size_bytes."""
+        want = entry.size_bytes
+        digest = hashlib.sha256()
+        n = 0
+        for chunk in self._chunks(entry):
+            n += len(chunk)
+            if n > want:
+                raise EntryFailed(entry.uid, _size_message(entry, f"more than {want}"))
+            digest.update(chunk)
+            out.write(chunk)
+        if n != want:
+            raise EntryFailed(entry.uid, _size_message(entry, str(n)))
+        return digest.hexdigest()
