@@ -1,3 +1,61 @@
 """DES migration: move files out of a business database into DES shards, safely."""
 
-__all__: list[str] = []
+from ._config import (
+    DatabaseConfig,
+    MigrationConfig,
+    MigrationSettings,
+    PackerConfig,
+    S3SourceConfig,
+    expand_env,
+    parse_config,
+    parse_cutoff,
+    read_config,
+    redact_url,
+)
+from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
+from ._metrics import MigrationMetrics
+from ._orchestrator import STEPS, CycleReport, FileFailure, MigrationOrchestrator
+from ._source_db import Cursor, FileRow, SourceDatabase, Totals, advisory_key, make_engine
+from ._stats import (
+    DayStats,
+    MigrationStats,
+    ShardIndexStats,
+    compute_stats,
+    format_stats,
+    plan_n_bits,
+)
+
+__all__ = [
+    "STEPS",
+    "ConfigError",
+    "Cursor",
+    "CycleReport",
+    "DatabaseConfig",
+    "DayStats",
+    "FileFailure",
+    "FileRow",
+    "MigrateError",
+    "MigrationConfig",
+    "MigrationMetrics",
+    "MigrationOrchestrator",
+    "MigrationSettings",
+    "MigrationStats",
+    "PackerConfig",
+    "S3SourceConfig",
+    "SchemaMismatch",
+    "ShardIndexStats",
+    "SourceDatabase",
+    "SourceDatabaseError",
+    "StepFailed",
+    "Totals",
+    "advisory_key",
+    "compute_stats",
+    "expand_env",
+    "format_stats",
+    "make_engine",
+    "parse_config",
+    "parse_cutoff",
+    "plan_n_bits",
+    "read_config",
+    "redact_url",
+]

@@ -1,0 +1,733 @@
+"""The migration cycle: fetch -> validate -> pack -> verify -> mark -> (optional) cleanup.
+
+Safety rules, in the order they matter:
+
+1. A row is marked archived only after its packed copy was read back through
+   ``des_format.ShardRetriever`` (index entry found, payload checksum verified, size and, when
+   the table has one, the source checksum compared). Marks of one batch are one transaction.
+2. A source file is deleted only after the transaction that marked its row has committed.
+3. Any step failing for the whole batch rolls the transaction back: rows stay unmarked, sources
+   stay in place, claims are released. A bad file is recorded with its reason and the rest of
+   its batch goes on.
+4. Rows already in their shard (a crashed earlier run packed them but did not mark them) are
+   verified against the source and marked; they are never packed twice.
+5. On PostgreSQL, rows are claimed ``FOR UPDATE SKIP LOCKED`` and each shard key of the batch is
+   held under a transaction-scoped advisory lock (taken in sorted order) from before the
+   "already packed?" check until the marks commit, so two migrators never append to one shard
+   at the same time and never lose each other's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._config import MigrationConfig
+from ._errors import StepFailed
+from ._metrics import MigrationMetrics
+from ._source_db import Cursor, FileRow, SourceDatabase
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore, ShardRetriever
+    from des_packer import ManifestEntry, PackOptions, PackReport
+
+log = logging.getLogger("des_migrate")
+
+PackFn = Callable[[list["ManifestEntry"], str, "PackOptions"], "PackReport"]
+#: Called with the step name at the start of each step; raising fails that step (tests).
+FaultHook = Callable[[str], None]
+
+STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailure:
+    """A file left unarchived, the step that refused it and why."""
+
+    uid: str
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle did. ``status``: success, partial (some files failed), failure (a step
+    failed for a whole batch, or the database could not be read) or empty (nothing eligible)."""
+
+    status: str
+    batches: int = 0
+    fetched: int = 0
+    migrated: int = 0
+    bytes_migrated: int = 0
+    already_packed: int = 0
+    failures: tuple[FileFailure, ...] = ()
+    deleted_sources: int = 0
+    error: str | None = None
+    dry_run: bool = False
+    shards: tuple[str, ...] = ()
+    elapsed_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 success (or nothing to do), 3 partial failure, 1 failure."""
+        return {"success": 0, "empty": 0, "partial": 3}.get(self.status, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "batches": self.batches,
+            "fetched": self.fetched,
+            "migrated": self.migrated,
+            "bytes_migrated": self.bytes_migrated,
+            "already_packed": self.already_packed,
+            "deleted_sources": self.deleted_sources,
+            "failed": len(self.failures),
+            "failures": [{"uid": f.uid, "step": f.step, "reason": f.reason} for f in self.failures],
+            "shards": list(self.shards),
+            "error": self.error,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+        }
+
+
+@dataclass
+class _Batch:
+    rows: list[FileRow]
+    keys: dict[str, str] = field(default_factory=dict)  # uid -> shard key
+    failures: list[FileFailure] = field(default_factory=list)
+    verified: list[FileRow] = field(default_factory=list)
+    already_packed: int = 0
+
+    def fail(self, row: FileRow, step: str, reason: str) -> None:
+        self.failures.append(FileFailure(row.uid, step, reason))
+
+
+class MigrationOrchestrator:
+    """Runs migration cycles for one configuration.
+
+    ``pack_fn`` defaults to ``des_packer.pack``; ``store`` (where shards are read back from)
+    defaults to the output directory or the ``s3://`` output. ``fault`` is called with each
+    step's name before the step runs (failure injection in tests).
+    """
+
+    def __init__(
+        self,
+        config: MigrationConfig,
+        *,
+        db: SourceDatabase | None = None,
+        metrics: MigrationMetrics | None = None,
+        pack_fn: PackFn | None = None,
+        store: ObjectStore | None = None,
+        fault: FaultHook | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db if db is not None else SourceDatabase(config.database)
+        self.metrics = metrics
+        self._pack_fn = pack_fn
+        self._store = store
+        self._retriever: ShardRetriever | None = None
+        self._fault = fault
+        self._now = now or (lambda: datetime.now(UTC))
+        self._stop = threading.Event()
+        self._s3_client: Any = None
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Finish the batch in progress, then stop (what SIGTERM does)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def cutoff(self) -> datetime:
+        return self.config.migration.effective_cutoff(self._now())
+
+    def _use_claims(self) -> bool:
+        mode = self.config.migration.claim_mode
+        if mode == "none":
+            return False
+        return self.db.supports_skip_locked
+
+    def _step(self, name: str) -> None:
+        if self._fault is not None:
+            self._fault(name)
+
+    # ------------------------------------------------------------------ wiring
+
+    def _output(self) -> str:
+        return self.config.packer.output_dir
+
+    def _n_bits(self) -> int:
+        return self.config.packer.n_bits
+
+    def retriever(self) -> ShardRetriever:
+        if self._retriever is None:
+            from des_format import IndexCache, ShardRetriever
+
+            self._retriever = ShardRetriever(self._object_store(), cache=IndexCache(64 << 20))
+        return self._retriever
+
+    def _object_store(self) -> ObjectStore:
+        if self._store is not None:
+            return self._store
+        out = self._output()
+        if out.startswith("s3://"):
+            from des_storage_s3 import ClientSettings, S3ObjectStore, make_client
+
+            bucket, _, prefix = out[len("s3://") :].partition("/")
+            pk = self.config.packer
+            client = make_client(
+                ClientSettings(region_name=pk.s3_region_name, endpoint_url=pk.s3_endpoint_url)
+            )
+            self._store = S3ObjectStore(client, bucket, prefix)
+        else:
+            from des_format import LocalObjectStore
+
+            self._store = LocalObjectStore(out)
+        return self._store
+
+    def _pack_options(self) -> PackOptions:
+        from des_packer import PackOptions
+
+        pk = self.config.packer
+        return PackOptions(
+            n_bits=pk.n_bits,
+            codec=pk.codec,
+            level=pk.level,
+            max_shard_size=pk.max_shard_size,
+            workers=pk.workers,
+            big_file_threshold=pk.big_file_threshold_bytes,
+            on_error="skip",
+            s3_endpoint_url=pk.s3_endpoint_url or pk.s3_source.endpoint_url,
+            s3_region=pk.s3_region_name or pk.s3_source.region_name,
+        )
+
+    def _pack(self, entries: list[ManifestEntry]) -> PackReport:
+        if self._pack_fn is not None:
+            return self._pack_fn(entries, self._output(), self._pack_options())
+        from des_packer import pack
+
+        return pack(entries, self._output(), self._pack_options())
+
+    # ------------------------------------------------------------------ the cycle
+
+    def run_migration_cycle(self, *, dry_run: bool = False) -> CycleReport:
+        """Migrate every eligible row, batch by batch, and return what happened."""
+        started = time.monotonic()
+        report = self._dry_run() if dry_run else self._cycle()
+        elapsed = time.monotonic() - started
+        report = _replace(report, elapsed_seconds=elapsed)
+        if self.metrics is not None and not dry_run:
+            self.metrics.cycles.labels(status=report.status).inc()
+            self.metrics.duration.observe(elapsed)
+            with contextlib.suppress(Exception):
+                self.metrics.pending.set(self.db.count_pending(self.cutoff()))
+        log.info(
+            "cycle %s: %d migrated (%d bytes), %d already packed, %d failed, %d sources deleted",
+            report.status,
+            report.migrated,
+            report.bytes_migrated,
+            report.already_packed,
+            len(report.failures),
+            report.deleted_sources,
+        )
+        return report
+
+    def _cycle(self) -> CycleReport:
+        cfg = self.config.migration
+        cutoff = self.cutoff()
+        after: Cursor | None = None
+        batches = fetched = migrated = nbytes = already = deleted = 0
+        failures: list[FileFailure] = []
+        shards: set[str] = set()
+        error: str | None = None
+        while not self._stop.is_set():
+            if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
+                break
+            try:
+                outcome = self._run_batch(cutoff, after)
+            except StepFailed as exc:
+                error = str(exc)
+                log.error("batch failed, rows left unmarked: %s", exc)
+                break
+            if outcome is None:
+                break
+            batch, after, deleted_now = outcome
+            batches += 1
+            fetched += len(batch.rows)
+            migrated += len(batch.verified)
+            nbytes += sum(r.size_bytes for r in batch.verified)
+            already += batch.already_packed
+            deleted += deleted_now
+            failures.extend(batch.failures)
+            shards.update(batch.keys[r.uid] for r in batch.verified)
+        if error is not None:
+            status = "failure"
+        elif failures:
+            status = "partial"
+        elif fetched == 0:
+            status = "empty"
+        else:
+            status = "success"
+        return CycleReport(
+            status=status,
+            batches=batches,
+            fetched=fetched,
+            migrated=migrated,
+            bytes_migrated=nbytes,
+            already_packed=already,
+            failures=tuple(failures),
+            deleted_sources=deleted,
+            error=error,
+            shards=tuple(sorted(shards)),
+        )
+
+    def _run_batch(
+        self, cutoff: datetime, after: Cursor | None
+    ) -> tuple[_Batch, Cursor, int] | None:
+        cfg = self.config.migration
+        db = self.db
+        try:
+            conn = db.engine.connect()
+        except Exception as exc:
+            raise StepFailed(
+                "fetch", f"cannot connect to {db.redacted_url}: {_brief(exc)}"
+            ) from exc
+        with conn:
+            trans = conn.begin()
+            try:
+                self._step("fetch")
+                rows, last = db.select_page(
+                    conn,
+                    cutoff,
+                    after=after,
+                    limit=cfg.batch_size,
+                    include_failed=cfg.retry_failed,
+                    claim=self._use_claims(),
+                )
+            except Exception as exc:
+                trans.rollback()
+                raise StepFailed("fetch", _brief(exc)) from exc
+            if not rows or last is None:
+                trans.rollback()
+                return None
+            if self.metrics is not None:
+                self.metrics.batch_size.set(len(rows))
+            batch = _Batch(rows)
+            try:
+                self._validate(batch)
+                ok = self._ok_rows(batch)
+                with _step_errors("pack"):
+                    db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
+                present, to_pack = self._split_already_packed(batch, ok)
+                packed = self._pack_rows(batch, to_pack)
+                self._verify(batch, packed, present)
+                self._step("mark")
+                with _step_errors("mark"):
+                    db.mark_archived(conn, [r.uid for r in batch.verified])
+                    db.record_errors(
+                        conn, [(f.uid, f"{f.step}: {f.reason}") for f in batch.failures]
+                    )
+                    trans.commit()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    trans.rollback()
+                if isinstance(exc, StepFailed):
+                    self._write_report(
+                        [FileFailure(r.uid, exc.step, exc.reason) for r in batch.rows]
+                    )
+                    raise
+                if isinstance(exc, Exception):
+                    raise StepFailed("batch", _brief(exc)) from exc
+                raise
+        self._write_report(batch.failures)
+        if self.metrics is not None:
+            self.metrics.files.inc(len(batch.verified))
+            self.metrics.bytes.inc(sum(r.size_bytes for r in batch.verified))
+            for f in batch.failures:
+                self.metrics.failed_files.labels(step=f.step).inc()
+        deleted = self._cleanup(batch.verified) if cfg.delete_source_files else 0
+        return batch, last, deleted
+
+    # ------------------------------------------------------------------ steps
+
+    def _ok_rows(self, batch: _Batch) -> list[FileRow]:
+        bad = {f.uid for f in batch.failures}
+        return [r for r in batch.rows if r.uid not in bad]
+
+    def _validate(self, batch: _Batch) -> None:
+        """Each source exists and has the size the table says; the uid routes to a shard."""
+        from des_routing import RoutingError, locate_shard
+
+        self._step("validate")
+        with _step_errors("validate"):
+            for row in batch.rows:
+                try:
+                    batch.keys[row.uid] = locate_shard(
+                        row.uid, row.created_at, self._n_bits()
+                    ).object_key
+                except RoutingError as exc:
+                    batch.fail(row, "validate", f"cannot route uid: {exc}")
+                    continue
+                if row.size_bytes < 0:
+                    batch.fail(row, "validate", "size_bytes is NULL or negative")
+                    continue
+                if not row.location:
+                    batch.fail(row, "validate", "file location is empty")
+                    continue
+                problem = self._check_source(row)
+                if problem is not None:
+                    batch.fail(row, "validate", problem)
+
+    def _check_source(self, row: FileRow) -> str | None:
+        loc = row.location
+        if loc.startswith("s3://"):
+            if not self.config.packer.s3_source.enabled:
+                return f"source {loc} is on S3 but packer.s3_source.enabled is false"
+            try:
+                size = self._s3_size(loc)
+            except FileNotFoundError:
+                return f"source {loc} does not exist"
+            except Exception as exc:  # noqa: BLE001  (a per-file failure, reported with its reason)
+                return f"cannot read source {loc}: {_brief(exc)}"
+        else:
+            try:
+                st = os.stat(loc)
+            except FileNotFoundError:
+                return f"source {loc} does not exist"
+            except OSError as exc:
+                return f"cannot stat source {loc}: {exc.strerror}"
+            if not os.path.isfile(loc):
+                return f"source {loc} is not a regular file"
+            size = st.st_size
+        if size != row.size_bytes:
+            return f"source {loc} has {size} bytes, the table says {row.size_bytes}"
+        return None
+
+    def _s3_client_for_sources(self) -> Any:
+        if self._s3_client is None:
+            from des_storage_s3 import ClientSettings, make_client
+
+            s3 = self.config.packer.s3_source
+            self._s3_client = make_client(
+                ClientSettings(region_name=s3.region_name, endpoint_url=s3.endpoint_url)
+            )
+        return self._s3_client
+
+    def _s3_size(self, uri: str) -> int:
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        client = self._s3_client_for_sources()
+        s3 = self.config.packer.s3_source
+        attempt = 0
+        while True:
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+                return int(head["ContentLength"])
+            except Exception as exc:
+                code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    raise FileNotFoundError(uri) from None
+                attempt += 1
+                if attempt > s3.max_retries:
+                    raise
+                time.sleep(s3.retry_delay_seconds * attempt)
+
+    def _split_already_packed(
+        self, batch: _Batch, rows: list[FileRow]
+    ) -> tuple[list[FileRow], list[FileRow]]:
+        """Rows whose uid is already in its shard (an earlier run packed it) vs. rows to pack."""
+        from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound
+
+        present: list[FileRow] = []
+        to_pack: list[FileRow] = []
+        retriever = self.retriever()
+        with _step_errors("pack"):
+            for row in rows:
+                key = batch.keys[row.uid]
+                try:
+                    retriever.stat(key, row.uid)
+                except (ObjectNotFound, EntryNotFound):
+                    to_pack.append(row)
+                except EntryDeleted:
+                    batch.fail(
+                        row,
+                        "pack",
+                        f"shard {key} holds a deletion marker for this uid; not packing it again",
+                    )
+                except DesFormatError as exc:
+                    if _is_store_outage(exc):
+                        raise
+                    batch.fail(row, "pack", f"shard {key} cannot be read: {_brief(exc)}")
+                else:
+                    present.append(row)
+        return present, to_pack
+
+    def _pack_rows(self, batch: _Batch, rows: list[FileRow]) -> list[FileRow]:
+        """Pack ``rows``; returns the rows the packer reports durable (incl. duplicates)."""
+        self._step("pack")
+        if not rows:
+            return []
+        from des_packer import ManifestEntry
+
+        entries = [
+            ManifestEntry(r.uid, r.created_at, r.size_bytes, r.location, r.content_type)
+            for r in rows
+        ]
+        with _step_errors("pack"):
+            report = self._pack(entries)
+        failed = dict(report.failures)
+        packed: list[FileRow] = []
+        for row in rows:
+            if row.uid in failed:
+                batch.fail(row, "pack", failed[row.uid])
+            else:
+                packed.append(row)
+        return packed
+
+    def _verify(self, batch: _Batch, packed: list[FileRow], present: list[FileRow]) -> None:
+        """Read every file back through the retriever before anything is marked."""
+        self._step("verify")
+        from des_format import DesFormatError
+
+        retriever = self.retriever()
+        earlier = {r.uid for r in present}
+        by_key: dict[str, list[FileRow]] = defaultdict(list)
+        for row in [*packed, *present]:
+            by_key[batch.keys[row.uid]].append(row)
+        algorithm = self.config.database.checksum_algorithm
+        threshold = self.config.packer.big_file_threshold_bytes
+        with _step_errors("verify"):
+            for key in sorted(by_key):
+                rows = by_key[key]
+                small = [r for r in rows if r.size_bytes < threshold]
+                results: dict[str, bytes | DesFormatError] = {}
+                if small:
+                    results.update(retriever.read_many(key, [r.uid for r in small]))
+                for row in rows:
+                    try:
+                        if row.uid in results:
+                            got = results[row.uid]
+                            if isinstance(got, DesFormatError):
+                                raise got
+                            size, digest, crc = _digest_of([got], algorithm)
+                            entry = retriever.stat(key, row.uid)
+                        else:
+                            opened = retriever.open(key, row.uid)
+                            entry = opened.entry
+                            size, digest, crc = _digest_of(opened.iter_bytes(), algorithm)
+                    except DesFormatError as exc:
+                        if _is_store_outage(exc):
+                            raise
+                        batch.fail(row, "verify", f"reading back from {key}: {_brief(exc)}")
+                        continue
+                    problem = self._compare(row, size, digest, crc, entry.checksum)
+                    if problem is None and row.uid in earlier:
+                        problem = self._compare_with_source(row, entry.checksum)
+                    if problem is not None:
+                        batch.fail(row, "verify", problem)
+                        continue
+                    batch.verified.append(row)
+                    if row.uid in earlier:
+                        batch.already_packed += 1
+
+    def _compare(
+        self, row: FileRow, size: int, digest: str, crc: int, entry_crc: int | None
+    ) -> str | None:
+        if size != row.size_bytes:
+            return f"packed copy has {size} bytes, the table says {row.size_bytes}"
+        if entry_crc is not None and crc != entry_crc:
+            return f"packed copy has CRC-32 {crc:08x}, its index says {entry_crc:08x}"
+        if row.checksum is not None and digest != row.checksum:
+            algorithm = self.config.database.checksum_algorithm
+            return f"packed copy has {algorithm} {digest}, the table says {row.checksum}"
+        return None
+
+    def _compare_with_source(self, row: FileRow, entry_crc: int | None) -> str | None:
+        """A file an earlier run packed must still equal its source before it is marked."""
+        if row.location.startswith("s3://"):
+            data_iter: Iterable[bytes] = [self._read_s3_source(row.location)]
+        else:
+            data_iter = _iter_file(row.location)
+        try:
+            crc = 0
+            for chunk in data_iter:
+                crc = zlib.crc32(chunk, crc)
+        except OSError as exc:
+            return f"cannot re-read source {row.location}: {exc.strerror}"
+        if entry_crc is not None and crc != entry_crc:
+            return (
+                f"shard already holds uid with CRC-32 {entry_crc:08x} but the source has "
+                f"{crc:08x}; resolve by hand"
+            )
+        return None
+
+    def _read_s3_source(self, uri: str) -> bytes:
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        body = self._s3_client_for_sources().get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())
+
+    def _cleanup(self, rows: Sequence[FileRow]) -> int:
+        """Delete the sources of rows whose archived mark has committed (logged, one by one)."""
+        try:
+            self._step("cleanup")
+        except Exception as exc:  # noqa: BLE001  (cleanup is optional; sources are kept)
+            log.error("cleanup skipped, sources kept: %s", _brief(exc))
+            return 0
+        deleted = 0
+        for row in rows:
+            try:
+                if row.location.startswith("s3://"):
+                    bucket, _, key = row.location[len("s3://") :].partition("/")
+                    self._s3_client_for_sources().delete_object(Bucket=bucket, Key=key)
+                else:
+                    os.unlink(row.location)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # noqa: BLE001  (a source left behind is only a warning)
+                log.warning("could not delete source %s of %s: %s", row.location, row.uid, exc)
+                continue
+            deleted += 1
+            log.info("deleted source %s (uid %s, archived and verified)", row.location, row.uid)
+        return deleted
+
+    def _write_report(self, failures: Sequence[FileFailure]) -> None:
+        path = self.config.migration.report_file
+        if not path or not failures:
+            return
+        stamp = self._now().isoformat()
+        try:
+            with Path(path).open("a", encoding="utf-8") as fh:
+                for f in failures:
+                    rec = {"time": stamp, "uid": f.uid, "step": f.step, "reason": f.reason}
+                    fh.write(json.dumps(rec) + "\n")
+        except OSError as exc:
+            log.error("cannot write report file %s: %s", path, exc.strerror)
+
+    # ------------------------------------------------------------------ dry run
+
+    def _dry_run(self) -> CycleReport:
+        """Validate every eligible row and list the shards it would write; change nothing."""
+        cfg = self.config.migration
+        cutoff = self.cutoff()
+        fetched = 0
+        failures: list[FileFailure] = []
+        shards: set[str] = set()
+        after: Cursor | None = None
+        nbytes = 0
+        try:
+            while True:
+                with self.db.engine.connect() as conn:
+                    rows, last = self.db.select_page(
+                        conn,
+                        cutoff,
+                        after=after,
+                        limit=cfg.batch_size,
+                        include_failed=cfg.retry_failed,
+                    )
+                if not rows or last is None:
+                    break
+                batch = _Batch(rows)
+                self._validate(batch)
+                ok = self._ok_rows(batch)
+                fetched += len(rows)
+                failures.extend(batch.failures)
+                shards.update(batch.keys[r.uid] for r in ok)
+                nbytes += sum(r.size_bytes for r in ok)
+                after = last
+        except StepFailed as exc:
+            return CycleReport(status="failure", fetched=fetched, error=str(exc), dry_run=True)
+        except Exception as exc:  # noqa: BLE001  (reported as a failed dry run)
+            return CycleReport(
+                status="failure",
+                fetched=fetched,
+                error=f"fetch failed: {_brief(exc)}",
+                dry_run=True,
+            )
+        status = "empty" if fetched == 0 else ("partial" if failures else "success")
+        return CycleReport(
+            status=status,
+            fetched=fetched,
+            bytes_migrated=0,
+            failures=tuple(failures),
+            dry_run=True,
+            shards=tuple(sorted(shards)),
+        )
+
+    # ------------------------------------------------------------------ continuous
+
+    def run_continuous(
+        self, interval: float, *, on_cycle: Callable[[CycleReport], None] | None = None
+    ) -> CycleReport:
+        """Run cycles every ``interval`` seconds until :meth:`request_stop`; the last report."""
+        last = CycleReport(status="empty")
+        while not self._stop.is_set():
+            last = self.run_migration_cycle()
+            if on_cycle is not None:
+                on_cycle(last)
+            if self._stop.wait(interval):
+                break
+        return last
+
+
+@contextlib.contextmanager
+def _step_errors(step: str) -> Any:
+    """Turn any unexpected error inside a step into StepFailed(step, ...)."""
+    try:
+        yield
+    except StepFailed:
+        raise
+    except Exception as exc:
+        raise StepFailed(step, _brief(exc)) from exc
+
+
+def _digest_of(chunks: Iterable[bytes], algorithm: str) -> tuple[int, str, int]:
+    size = 0
+    crc = 0
+    h = hashlib.new(algorithm) if algorithm != "crc32" else None
+    for chunk in chunks:
+        size += len(chunk)
+        crc = zlib.crc32(chunk, crc)
+        if h is not None:
+            h.update(chunk)
+    digest = h.hexdigest() if h is not None else f"{crc:08x}"
+    return size, digest, crc
+
+
+def _iter_file(path: str) -> Iterable[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_READ_CHUNK):
+            yield chunk
+
+
+def _is_store_outage(exc: BaseException) -> bool:
+    from des_format import StorageUnavailable
+
+    return isinstance(exc, StorageUnavailable)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def _replace(report: CycleReport, **changes: Any) -> CycleReport:
+    import dataclasses
+
+    return dataclasses.replace(report, **changes)
