@@ -1,0 +1,222 @@
+"""What the ``des-pack`` command does, as a plain function returning the exit code (the typer
+layer in ``cli.py`` only declares options)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._console import ProgressDisplay, format_bytes, format_summary
+from ._errors import ManifestError, PackAborted, PackConfigError, PackerError
+from ._manifest import ManifestEntry, iter_manifest_records, parse_manifest_entry
+from ._options import CODECS, PackOptions
+from ._pack import pack_plan
+from ._plan import PackPlan, parse_shard_range, plan_shards
+from ._report import PackReport
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_SKIPPED",
+    "EXIT_USAGE",
+    "PackArgs",
+    "run_pack",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SKIPPED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PackArgs:
+    input_json: Path
+    output_dir: str | None
+    max_shard_size: int = 1 << 30
+    n_bits: int = 8
+    codec: str = "zstd"
+    level: int | None = 3
+    workers: int | None = None
+    shard_range: str | None = None
+    dry_run: bool = False
+    json: bool = False
+    on_error: str = "fail"
+    skipped_report: Path = Path("des-pack-skipped.jsonl")
+    big_file_threshold: int = 10 * 1024 * 1024
+    zones_config: str | None = None
+    progress: bool | None = None
+
+
+def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
+    print(f"des-pack: error: {msg}", file=err)
+    if args.json:
+        print(json.dumps({"error": msg, "exit_code": code}), file=out)
+    return code
+
+
+def _entries(path: Path, on_error: str, rejected: list[tuple[str, str]]) -> Iterator[ManifestEntry]:
+    base = path.resolve().parent
+    for rec in iter_manifest_records(path):
+        try:
+            yield parse_manifest_entry(rec.value, where=rec.where, base_dir=base)
+        except ManifestError as exc:
+            if on_error != "skip":
+                raise
+            rejected.append((exc.uid or rec.where, str(exc)))
+
+
+def _options(args: PackArgs, progress: Any) -> PackOptions:
+    if args.codec not in CODECS:
+        raise PackConfigError(f"unknown codec {args.codec!r}; use one of: {', '.join(CODECS)}")
+    if args.on_error not in ("fail", "skip"):
+        raise PackConfigError(f"--on-error must be fail or skip, got {args.on_error!r}")
+    shard_range = None
+    if args.shard_range is not None:
+        from des_routing import MAX_N_BITS, MIN_N_BITS
+
+        if not MIN_N_BITS <= args.n_bits <= MAX_N_BITS:
+            raise PackConfigError(
+                f"--n-bits must be within {MIN_N_BITS}..{MAX_N_BITS}, got {args.n_bits}"
+            )
+        shard_range = parse_shard_range(args.shard_range, args.n_bits)
+    env = os.environ
+    opts = PackOptions(
+        n_bits=args.n_bits,
+        codec=args.codec,
+        level=args.level,
+        max_shard_size=args.max_shard_size,
+        workers=args.workers,
+        big_file_threshold=args.big_file_threshold,
+        bigfiles_prefix=env.get("DES_BIGFILES_PREFIX") or "_bigFiles",
+        on_error=args.on_error,
+        shard_range=shard_range,
+        zones_config=args.zones_config,
+        s3_endpoint_url=env.get("DES_S3_ENDPOINT_URL") or None,
+        s3_region=env.get("DES_S3_REGION") or None,
+        progress=progress,
+    )
+    opts.validate()
+    return opts
+
+
+def _plan_json(plan: PackPlan, max_shard_size: int) -> dict[str, Any]:
+    return {
+        "dry_run": True,
+        "shards": [
+            {
+                "key": s.key,
+                "shard_index": s.shard_index,
+                "files": s.files,
+                "bytes": s.bytes,
+                "parts_at_most": max(1, -(-s.bytes // max_shard_size)),
+            }
+            for s in plan.shards
+        ],
+        "files": plan.files,
+        "bytes": plan.bytes,
+        "shard_count": len(plan.shards),
+        "out_of_range": plan.out_of_range,
+        "rejected": [{"uid": u, "reason": r} for u, r in plan.rejected],
+    }
+
+
+def _write_skipped(path: Path, failures: tuple[tuple[str, str], ...]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for uid, reason in failures:
+            fh.write(json.dumps({"uid": uid, "reason": reason}) + "\n")
+
+
+def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run des-pack; return the exit code (0 ok, 1 failed, 2 usage/config, 3 some skipped)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not args.dry_run and not args.output_dir and not args.zones_config:
+        return _err(
+            "--output-dir is required (a directory or s3://bucket/prefix), "
+            "or --zones-config for multi-zone S3",
+            args,
+            EXIT_USAGE,
+            out,
+            err,
+        )
+    display = ProgressDisplay(err, bar=args.progress)
+    try:
+        opts = _options(args, None if args.dry_run else display)
+        rejected: list[tuple[str, str]] = []
+        plan = plan_shards(
+            _entries(args.input_json, args.on_error, rejected),
+            n_bits=opts.n_bits,
+            shard_range=opts.shard_range,
+            on_duplicate=opts.on_error,
+        )
+    except (ManifestError, PackConfigError) as exc:
+        return _err(str(exc), args, EXIT_USAGE, out, err)
+    from des_routing import RoutingError
+
+    if rejected:
+        plan = PackPlan(plan.shards, plan.n_bits, plan.out_of_range, (*rejected, *plan.rejected))
+    if args.dry_run:
+        doc = _plan_json(plan, opts.max_shard_size)
+        if args.json:
+            print(json.dumps(doc, indent=2), file=out)
+        else:
+            for s in doc["shards"]:
+                print(
+                    f"{s['key']}  {s['files']:>8} files  {s['bytes']:>14} bytes"
+                    f"  ({format_bytes(s['bytes'])}, at most {s['parts_at_most']} object(s))",
+                    file=out,
+                )
+            print(
+                f"plan: {len(plan.shards)} shards, {plan.files} files, {plan.bytes} bytes "
+                f"({format_bytes(plan.bytes)}); {plan.out_of_range} entries outside "
+                f"--shard-range; {len(plan.rejected)} rejected; nothing written",
+                file=out,
+            )
+        return EXIT_SKIPPED if plan.rejected else EXIT_OK
+    from des_format import DesFormatError
+
+    report: PackReport
+    try:
+        with display:
+            report = pack_plan(plan, args.output_dir or "", opts)
+    except PackAborted as exc:
+        report = exc.report
+        print(format_summary(report), file=err)
+        return _err(
+            f"{exc}; packing stopped (shards finished before it are complete). "
+            "Fix the entry or use --on-error skip, then run the same command again",
+            args,
+            EXIT_FAILED,
+            out,
+            err,
+        )
+    except PackConfigError as exc:
+        return _err(str(exc), args, EXIT_USAGE, out, err)
+    except (PackerError, DesFormatError, RoutingError, OSError) as exc:
+        return _err(f"{exc}", args, EXIT_FAILED, out, err)
+    code = EXIT_OK
+    if report.failures:
+        code = EXIT_SKIPPED
+        try:
+            _write_skipped(args.skipped_report, report.failures)
+        except OSError as exc:
+            print(f"des-pack: error: cannot write {args.skipped_report}: {exc.strerror}", file=err)
+        print(
+            f"des-pack: {len(report.failures)} entries skipped; see {args.skipped_report}",
+            file=err,
+        )
+    if args.json:
+        doc = report.to_json()
+        doc["exit_code"] = code
+        if report.failures:
+            doc["skipped_report"] = str(args.skipped_report)
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        print(format_summary(report), file=out)
+    return code
