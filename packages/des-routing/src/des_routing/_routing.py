@@ -161,7 +161,8 @@ def parse_created_at(value: str | datetime) -> datetime:
         if not text:
             raise InvalidCreatedAt(f"created_at is empty: {_CREATED_AT_HELP}")
         try:
-            parsed = datetime.fromisoformat(text)
+            # RFC 3339 allows a lower-case "t" and "z"; ISO 8601 text has no other letters.
+            parsed = datetime.fromisoformat(text.upper())
         except ValueError:
             raise InvalidCreatedAt(f"invalid created_at {value!r}: {_CREATED_AT_HELP}") from None
     else:
