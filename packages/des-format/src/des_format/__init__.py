@@ -1,5 +1,118 @@
 """The DES shard format: streaming writer, I/O-free reader core, codecs, checksums. Standard
-library only.
+library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`` extras).
 """
 
-__all__: list[str] = []
+from ._cache import CacheStats, IndexCache
+from ._codecs import Codec, codec_available, is_precompressed, parse_codec
+from ._errors import (
+    ChecksumMismatch,
+    CodecNotInstalled,
+    CorruptShard,
+    DesFormatError,
+    DuplicateUid,
+    EntryDeleted,
+    EntryNotFound,
+    ObjectNotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+    StoreError,
+    UnknownCodec,
+    UnsupportedFormatVersion,
+)
+from ._index import ShardIndex, read_index
+from ._layout import (
+    DEFAULT_BIG_FILE_THRESHOLD,
+    DEFAULT_BIGFILES_PREFIX,
+    DEFAULT_TAIL_SIZE,
+    FORMAT_VERSION,
+    Footer,
+    Header,
+    IndexEntry,
+    bigfile_key,
+    parse_footer,
+    parse_header,
+    part_key,
+)
+from ._reader import ShardReader
+from ._retriever import CoalescedRange, OpenedFile, ShardRetriever, plan_coalesced_ranges
+from ._source import (
+    ByteRange,
+    ByteSource,
+    BytesSource,
+    LocalFileSource,
+    LocalObjectStore,
+    ObjectInfo,
+    ObjectStore,
+    TailRead,
+)
+from ._writer import (
+    BigFileSink,
+    FileDigest,
+    LocalBigFileSink,
+    PreparedPayload,
+    ShardWriter,
+    WriteSummary,
+    hash_file,
+    prepare_payload,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BIGFILES_PREFIX",
+    "DEFAULT_BIG_FILE_THRESHOLD",
+    "DEFAULT_TAIL_SIZE",
+    "FORMAT_VERSION",
+    "BigFileSink",
+    "ByteRange",
+    "ByteSource",
+    "BytesSource",
+    "CacheStats",
+    "ChecksumMismatch",
+    "CoalescedRange",
+    "Codec",
+    "CodecNotInstalled",
+    "CorruptShard",
+    "DesFormatError",
+    "DuplicateUid",
+    "EntryDeleted",
+    "EntryNotFound",
+    "FileDigest",
+    "Footer",
+    "Header",
+    "IndexCache",
+    "IndexEntry",
+    "LocalBigFileSink",
+    "LocalFileSource",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "OpenedFile",
+    "PreconditionFailed",
+    "PreparedPayload",
+    "RangeNotSatisfiable",
+    "ShardIndex",
+    "ShardReader",
+    "ShardRetriever",
+    "ShardWriter",
+    "StorageUnavailable",
+    "StoreError",
+    "TailRead",
+    "UnknownCodec",
+    "UnsupportedFormatVersion",
+    "WriteSummary",
+    "__version__",
+    "bigfile_key",
+    "codec_available",
+    "hash_file",
+    "is_precompressed",
+    "parse_codec",
+    "parse_footer",
+    "parse_header",
+    "part_key",
+    "plan_coalesced_ranges",
+    "prepare_payload",
+    "read_index",
+]

@@ -40,6 +40,16 @@ class CodecNotInstalled(DesFormatError, RuntimeError):
         self.extra = extra
 
 
+class DuplicateUid(DesFormatError, ValueError):
+    """A writer was asked to add a uid that the shard already holds."""
+
+    def __init__(self, uid: str) -> None:
+        super().__init__(
+            f"uid {uid!r} is already in this shard: a uid can be stored once per shard"
+        )
+        self.uid = uid
+
+
 class EntryNotFound(DesFormatError, LookupError):
     """The shard exists but holds no entry for this uid."""
 

@@ -1,0 +1,242 @@
+"""Codec registry: ids, lazy library imports, per-thread codec objects, the store-raw rule.
+
+zstd (``zstandard``) and lz4 (``lz4.frame``) are optional extras. Their libraries are imported
+on first use; a missing one raises :class:`CodecNotInstalled` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from enum import IntEnum
+from types import ModuleType
+from typing import Any
+
+from ._errors import CodecNotInstalled, CorruptShard, UnknownCodec
+
+
+class Codec(IntEnum):
+    """How a payload is stored. The value is the id written in the index."""
+
+    NONE = 0
+    ZSTD = 1
+    LZ4 = 2
+
+    @property
+    def label(self) -> str:
+        """The codec's name as users write it: ``"none"``, ``"zstd"`` or ``"lz4"``."""
+        return self.name.lower()
+
+
+CODEC_NAMES: dict[str, Codec] = {c.label: c for c in Codec}
+DEFAULT_LEVELS: dict[Codec, int] = {Codec.NONE: 0, Codec.ZSTD: 3, Codec.LZ4: 0}
+_EXTRAS = {Codec.ZSTD: ("zstandard", "zstd"), Codec.LZ4: ("lz4.frame", "lz4")}
+
+# Extensions of formats that are already compressed: compressing them again wastes CPU.
+_COMPRESSED_EXTENSION_TEXT = """
+    jpg jpeg jpe jfif png gif webp avif heic heif jxl jp2
+    gz tgz zip bz2 tbz2 xz txz zst zstd lz4 lzma 7z rar br cab arj lz
+    mp3 mp4 m4a m4v aac ogg oga ogv opus flac wma wmv mov avi mkv webm flv 3gp mpg mpeg
+    pdf docx xlsx pptx odt ods odp epub jar apk ipa whl woff woff2 dmg
+"""
+COMPRESSED_EXTENSIONS: frozenset[str] = frozenset(_COMPRESSED_EXTENSION_TEXT.split())
+# Content types of compressed formats (prefix match for the families).
+COMPRESSED_CONTENT_TYPE_PREFIXES: tuple[str, ...] = ("image/", "video/", "audio/", "font/woff")
+UNCOMPRESSED_IMAGE_TYPES: frozenset[str] = frozenset(
+    {"image/svg+xml", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/x-portable-pixmap"}
+)
+COMPRESSED_CONTENT_TYPES: frozenset[str] = frozenset(
+    {
+        "application/zip",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-bzip2",
+        "application/x-xz",
+        "application/zstd",
+        "application/x-7z-compressed",
+        "application/x-rar-compressed",
+        "application/vnd.rar",
+        "application/pdf",
+        "application/java-archive",
+        "application/epub+zip",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }
+)
+
+
+def parse_codec(value: str | int | Codec) -> Codec:
+    """A codec from its name (``"zstd"``), id (``1``) or member; ``UnknownCodec`` otherwise."""
+    if isinstance(value, Codec):
+        return value
+    if isinstance(value, str):
+        try:
+            return CODEC_NAMES[value.strip().lower()]
+        except KeyError:
+            raise UnknownCodec(
+                f"unknown codec {value!r}; choose one of: {', '.join(CODEC_NAMES)}"
+            ) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return Codec(value)
+        except ValueError:
+            raise UnknownCodec(f"unknown codec id {value}") from None
+    raise UnknownCodec(f"unknown codec {value!r}")
+
+
+def is_precompressed(name: str | None = None, content_type: str | None = None) -> bool:
+    """True when the file's own name or content type marks it as already compressed."""
+    if name:
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        if "." in base:
+            ext = base.rsplit(".", 1)[1].lower()
+            if ext in COMPRESSED_EXTENSIONS:
+                return True
+    if content_type:
+        ctype = content_type.split(";", 1)[0].strip().lower()
+        if ctype in COMPRESSED_CONTENT_TYPES:
+            return True
+        if ctype not in UNCOMPRESSED_IMAGE_TYPES and ctype.startswith(
+            COMPRESSED_CONTENT_TYPE_PREFIXES
+        ):
+            return True
+    return False
+
+
+_modules: dict[Codec, ModuleType] = {}
+_local = threading.local()
+
+
+def codec_available(codec: Codec) -> bool:
+    """Whether the library behind ``codec`` can be imported."""
+    try:
+        _module(codec)
+    except CodecNotInstalled:
+        return False
+    return True
+
+
+def _module(codec: Codec) -> ModuleType:
+    mod = _modules.get(codec)
+    if mod is not None:
+        return mod
+    import importlib
+
+    modname, extra = _EXTRAS[codec]
+    try:
+        mod = importlib.import_module(modname)
+    except ImportError:
+        raise CodecNotInstalled(codec.label, extra) from None
+    _modules[codec] = mod
+    return mod
+
+
+def _zstd_compressor(level: int) -> Any:
+    cache: dict[int, Any] | None = getattr(_local, "zc", None)
+    if cache is None:
+        cache = _local.zc = {}
+    comp = cache.get(level)
+    if comp is None:
+        zstd = _module(Codec.ZSTD)
+        comp = cache[level] = zstd.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=False
+        )
+    return comp
+
+
+def _zstd_decompressor() -> Any:
+    dec = getattr(_local, "zd", None)
+    if dec is None:
+        dec = _local.zd = _module(Codec.ZSTD).ZstdDecompressor()
+    return dec
+
+
+def compress(codec: Codec, data: bytes, level: int | None = None) -> bytes:
+    """Compress ``data`` with ``codec`` (``Codec.NONE`` returns it unchanged)."""
+    if codec is Codec.NONE:
+        return data
+    lvl = DEFAULT_LEVELS[codec] if level is None else level
+    if codec is Codec.ZSTD:
+        return bytes(_zstd_compressor(lvl).compress(data))
+    lz4f = _module(Codec.LZ4)
+    return bytes(
+        lz4f.compress(data, compression_level=lvl, store_size=True, content_checksum=False)
+    )
+
+
+def decompress(codec: Codec, data: bytes, size: int, *, uid: str = "") -> bytes:
+    """Decompress a stored payload that must expand to exactly ``size`` bytes."""
+    if codec is Codec.NONE:
+        out = data
+    elif codec is Codec.ZSTD:
+        zstd = _module(Codec.ZSTD)
+        try:
+            out = _zstd_decompressor().decompress(data, max_output_size=max(size, 1))
+        except zstd.ZstdError as exc:
+            raise CorruptShard(f"payload of {uid!r} is not a valid zstd frame: {exc}") from None
+    else:
+        lz4f = _module(Codec.LZ4)
+        try:
+            out = lz4f.decompress(data)
+        except (RuntimeError, ValueError, OverflowError) as exc:
+            raise CorruptShard(f"payload of {uid!r} is not a valid lz4 frame: {exc}") from None
+    if len(out) != size:
+        raise CorruptShard(f"payload of {uid!r} expands to {len(out)} bytes, index says {size}")
+    return bytes(out)
+
+
+def iter_decompress(
+    codec: Codec, chunks: Iterator[bytes], size: int, *, uid: str = ""
+) -> Iterator[bytes]:
+    """Decompress a stream of stored chunks, yielding original bytes; checks the total size."""
+    errors: tuple[type[BaseException], ...] = ()
+    if codec is Codec.NONE:
+        feed: Callable[[bytes], bytes] = bytes
+        tail: Callable[[], bytes] = bytes
+    elif codec is Codec.ZSTD:
+        zstd = _module(Codec.ZSTD)
+        dobj = zstd.ZstdDecompressor().decompressobj()
+        errors = (zstd.ZstdError,)
+
+        def feed(b: bytes) -> bytes:
+            return bytes(dobj.decompress(b))
+
+        def tail() -> bytes:
+            return b"" if dobj.eof else _truncated()
+
+    else:
+        lz4f = _module(Codec.LZ4)
+        ldobj = lz4f.LZ4FrameDecompressor()
+        errors = (RuntimeError, ValueError, OverflowError)
+
+        def feed(b: bytes) -> bytes:
+            return bytes(ldobj.decompress(b))
+
+        def tail() -> bytes:
+            return b"" if ldobj.eof else _truncated()
+
+    def _truncated() -> bytes:
+        raise CorruptShard(f"payload of {uid!r} ends in the middle of a {codec.label} frame")
+
+    total = 0
+    try:
+        for chunk in chunks:
+            out = feed(chunk)
+            total += len(out)
+            if total > size:
+                raise CorruptShard(f"payload of {uid!r} expands past its size {size}")
+            if out:
+                yield out
+        if codec is not Codec.NONE:
+            tail()
+    except CorruptShard:
+        raise
+    except Exception as exc:
+        if codec is not Codec.NONE and isinstance(exc, errors):
+            raise CorruptShard(
+                f"payload of {uid!r} is not a valid {codec.label} frame: {exc}"
+            ) from None
+        raise
+    if total != size:
+        raise CorruptShard(f"payload of {uid!r} expands to {total} bytes, index says {size}")

@@ -1,0 +1,411 @@
+"""The version-1 index: hash buckets, their varint encoding, and :class:`ShardIndex`, which
+decodes one bucket at a time on first use. Plus :func:`read_index`, the <= 2-read entry point
+that also recognises legacy DES2 shards.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._codecs import Codec
+from ._errors import ChecksumMismatch, CorruptShard, DesFormatError, UnknownCodec
+from ._layout import (
+    DEFAULT_TAIL_SIZE,
+    DIR_ENTRY,
+    DIR_ENTRY_SIZE,
+    F_BIGFILE,
+    F_CODEC_MASK,
+    F_DELETED,
+    F_KNOWN,
+    F_META,
+    F_NO_CRC,
+    F_PART,
+    FOOTER_SIZE,
+    HEADER_SIZE,
+    LEGACY_FOOTER_MAGIC,
+    Footer,
+    IndexEntry,
+    bucket_of,
+    is_footer,
+    parse_footer,
+    read_varint,
+    write_varint,
+)
+from ._source import ByteSource
+
+Fetch = Callable[[int, int], bytes]
+_ENTRY_OVERHEAD = 160  # estimated bytes of Python memory per decoded entry (for IndexCache)
+_CRC = struct.Struct("<I")
+
+
+def canonical_meta(meta: dict[str, Any]) -> bytes:
+    """Canonical JSON of a metadata object: sorted keys, compact separators, UTF-8."""
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
+    """Encode one bucket: its metadata table, then its entries sorted by UTF-8 uid bytes."""
+    ordered = sorted(entries, key=lambda item: item[0])
+    if not ordered:
+        return b""
+    metas: dict[bytes, int] = {}
+    encoded_meta: list[bytes | None] = []
+    for _, entry in ordered:
+        if entry.meta:
+            blob = canonical_meta(entry.meta)
+            if blob not in metas:
+                metas[blob] = len(metas)
+            encoded_meta.append(blob)
+        else:
+            encoded_meta.append(None)
+    out = bytearray()
+    write_varint(out, len(metas))
+    for blob in metas:
+        write_varint(out, len(blob))
+        out += blob
+    write_varint(out, len(ordered))
+    for (uid_b, e), mblob in zip(ordered, encoded_meta, strict=True):
+        flags = int(e.codec)
+        if e.is_bigfile:
+            flags |= F_BIGFILE
+        if e.deleted:
+            flags |= F_DELETED
+        if e.part and not e.is_bigfile:
+            flags |= F_PART
+        if mblob is not None:
+            flags |= F_META
+        if e.checksum is None:
+            flags |= F_NO_CRC
+        write_varint(out, len(uid_b))
+        out += uid_b
+        write_varint(out, flags)
+        if e.is_bigfile:
+            if e.bigfile_hash is None or len(e.bigfile_hash) != 64:
+                raise ValueError(f"big file {e.uid!r} needs a sha256 hex digest")
+            out += bytes.fromhex(e.bigfile_hash)
+            write_varint(out, e.size)
+        else:
+            write_varint(out, e.offset)
+            write_varint(out, e.size)
+            if e.codec is not Codec.NONE:
+                write_varint(out, e.stored_size)
+            if e.part:
+                write_varint(out, e.part)
+        if e.checksum is not None:
+            out += _CRC.pack(e.checksum)
+        if mblob is not None:
+            write_varint(out, metas[mblob])
+    return bytes(out)
+
+
+def parse_bucket(raw: bytes | memoryview) -> dict[str, IndexEntry]:
+    """Decode one bucket into ``uid -> IndexEntry``; ``CorruptShard`` on any inconsistency."""
+    if len(raw) == 0:
+        return {}
+    buf = bytes(raw)
+    pos = 0
+    n_meta, pos = read_varint(buf, pos)
+    if n_meta > len(buf):
+        raise CorruptShard("bucket metadata count exceeds bucket size")
+    metas: list[dict[str, Any]] = []
+    for _ in range(n_meta):
+        ln, pos = read_varint(buf, pos)
+        if pos + ln > len(buf):
+            raise CorruptShard("bucket metadata runs past the bucket")
+        try:
+            obj = json.loads(buf[pos : pos + ln].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise CorruptShard("bucket metadata is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise CorruptShard("bucket metadata is not a JSON object")
+        metas.append(obj)
+        pos += ln
+    count, pos = read_varint(buf, pos)
+    if count > len(buf):
+        raise CorruptShard("bucket entry count exceeds bucket size")
+    out: dict[str, IndexEntry] = {}
+    prev = b""
+    for _ in range(count):
+        ln, pos = read_varint(buf, pos)
+        end = pos + ln
+        if end > len(buf):
+            raise CorruptShard("uid runs past the bucket")
+        uid_b = buf[pos:end]
+        pos = end
+        if uid_b <= prev and out:
+            raise CorruptShard("bucket entries are not sorted by uid")
+        prev = uid_b
+        try:
+            uid = uid_b.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptShard("uid is not valid UTF-8") from None
+        flags, pos = read_varint(buf, pos)
+        if flags & ~F_KNOWN:
+            raise CorruptShard(f"entry {uid!r} has unknown flag bits 0x{flags:x}")
+        try:
+            codec = Codec(flags & F_CODEC_MASK)
+        except ValueError:
+            raise UnknownCodec(
+                f"entry {uid!r} uses codec id {flags & F_CODEC_MASK}, unknown to this reader"
+            ) from None
+        sha: str | None = None
+        part = 0
+        if flags & F_BIGFILE:
+            if pos + 32 > len(buf):
+                raise CorruptShard("big-file hash runs past the bucket")
+            sha = buf[pos : pos + 32].hex()
+            pos += 32
+            size, pos = read_varint(buf, pos)
+            offset = 0
+            stored = size
+            if codec is not Codec.NONE or flags & F_PART:
+                raise CorruptShard(f"big-file entry {uid!r} has inline-only flags")
+        else:
+            offset, pos = read_varint(buf, pos)
+            size, pos = read_varint(buf, pos)
+            if codec is Codec.NONE:
+                stored = size
+            else:
+                stored, pos = read_varint(buf, pos)
+            if flags & F_PART:
+                part, pos = read_varint(buf, pos)
+                if part == 0:
+                    raise CorruptShard(f"entry {uid!r} has a part flag with part 0")
+        crc: int | None = None
+        if not flags & F_NO_CRC:
+            if pos + 4 > len(buf):
+                raise CorruptShard("entry checksum runs past the bucket")
+            crc = _CRC.unpack_from(buf, pos)[0]
+            pos += 4
+        meta: dict[str, Any] = {}
+        if flags & F_META:
+            mid, pos = read_varint(buf, pos)
+            if mid >= len(metas):
+                raise CorruptShard(f"entry {uid!r} references missing metadata {mid}")
+            meta = metas[mid]
+        out[uid] = IndexEntry(
+            uid=uid,
+            size=size,
+            stored_size=stored,
+            codec=codec,
+            checksum=crc,
+            offset=offset,
+            part=part,
+            is_bigfile=sha is not None,
+            bigfile_hash=sha,
+            deleted=bool(flags & F_DELETED),
+            meta=meta,
+        )
+    if pos != len(buf):
+        raise CorruptShard(f"bucket has {len(buf) - pos} trailing bytes")
+    return out
+
+
+def parse_directory(raw: bytes, bucket_count: int, area_length: int) -> list[tuple[int, int]]:
+    """Bucket (start, end) pairs relative to the index offset, checked for consistency."""
+    spans: list[tuple[int, int]] = []
+    prev = 0
+    for end, _crc in DIR_ENTRY.iter_unpack(raw):
+        if end < prev:
+            raise CorruptShard("index directory bucket ends go backwards")
+        spans.append((prev, end))
+        prev = end
+    if len(spans) != bucket_count or prev != area_length:
+        raise CorruptShard("index directory does not cover the index")
+    return spans
+
+
+class ShardIndex:
+    """The index of one shard, decoded one bucket at a time.
+
+    Built by :func:`read_index`. A lookup hashes the uid, picks its bucket and decodes only that
+    bucket (fetching its bytes through ``fetch`` when they were not in the tail read), then keeps
+    the decoded bucket, so later lookups in it are a dict hit. Thread-safe: two threads may both
+    decode a bucket, with the same result.
+    """
+
+    def __init__(
+        self,
+        *,
+        footer: Footer | None,
+        object_size: int,
+        etag: str | None,
+        directory: bytes = b"",
+        area: bytes | None = None,
+        fetch: Fetch | None = None,
+        legacy_entries: dict[str, IndexEntry] | None = None,
+        legacy_version: int = 0,
+        index_offset: int = 0,
+    ) -> None:
+        self.object_size = object_size
+        self.etag = etag
+        self._fetch = fetch
+        self._legacy = legacy_entries
+        if footer is not None:
+            self.format_version = footer.version
+            self.index_offset = footer.index_offset
+            self.entry_count = footer.entry_count
+            self.bucket_count = footer.bucket_count
+            area_len = object_size - FOOTER_SIZE - len(directory) - footer.index_offset
+            self._spans = parse_directory(directory, footer.bucket_count, area_len)
+            self._crcs = [crc for _end, crc in DIR_ENTRY.iter_unpack(directory)]
+        else:
+            assert legacy_entries is not None
+            self.format_version = legacy_version
+            self.index_offset = index_offset
+            self.entry_count = len(legacy_entries)
+            self.bucket_count = 1
+            self._spans = []
+            self._crcs = []
+        self._directory = directory
+        self._area = area
+        self._buckets: list[dict[str, IndexEntry] | None] = [None] * len(self._spans)
+        self._decoded_entries = 0 if legacy_entries is None else len(legacy_entries)
+        self._raw_bytes = len(directory) + (len(area) if area is not None else 0)
+
+    @property
+    def is_legacy(self) -> bool:
+        """True for a DES2 shard (entries carry no checksum)."""
+        return self._legacy is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated memory held: raw index bytes kept plus decoded entries."""
+        return 256 + self._raw_bytes + self._decoded_entries * _ENTRY_OVERHEAD
+
+    @property
+    def index_length(self) -> int:
+        """Bytes from the index offset to the end of the object (index, directory, footer)."""
+        return self.object_size - self.index_offset
+
+    def bucket_index(self, uid: str) -> int:
+        return bucket_of(uid.encode("utf-8", "surrogatepass"), self.bucket_count)
+
+    def is_loaded(self, uid: str) -> bool:
+        """Whether a lookup of ``uid`` can be answered without fetching anything."""
+        if self._legacy is not None:
+            return True
+        b = self.bucket_index(uid)
+        return self._buckets[b] is not None or self._area is not None
+
+    def _raw_bucket(self, b: int) -> bytes:
+        start, end = self._spans[b]
+        if self._area is not None:
+            raw = self._area[start:end]
+        elif self._fetch is None:
+            raise DesFormatError("index bucket is not in memory and this index cannot fetch")
+        else:
+            raw = self._fetch(self.index_offset + start, self.index_offset + end)
+            if len(raw) != end - start:
+                raise CorruptShard("short read of an index bucket")
+        if zlib.crc32(raw) != self._crcs[b]:
+            raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
+        return raw
+
+    def _bucket(self, b: int) -> dict[str, IndexEntry]:
+        decoded = self._buckets[b]
+        if decoded is None:
+            decoded = parse_bucket(self._raw_bucket(b))
+            self._buckets[b] = decoded
+            self._decoded_entries += len(decoded)
+        return decoded
+
+    def lookup(self, uid: str) -> IndexEntry | None:
+        """The entry for ``uid`` (tombstones included), or None."""
+        if self._legacy is not None:
+            return self._legacy.get(uid)
+        return self._bucket(self.bucket_index(uid)).get(uid)
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, str) and self.lookup(uid) is not None
+
+    def iter_entries(self) -> Iterator[IndexEntry]:
+        """Every entry, bucket by bucket, sorted by uid bytes inside a bucket (legacy: index
+        order). Fetches the whole bucket area in one read when it is not in memory."""
+        if self._legacy is not None:
+            yield from self._legacy.values()
+            return
+        area = self._area
+        if area is None and any(b is None for b in self._buckets) and self._fetch is not None:
+            end = self.object_size - FOOTER_SIZE - len(self._directory)
+            area = self._fetch(self.index_offset, end)
+        for b, (start, stop) in enumerate(self._spans):
+            decoded = self._buckets[b]
+            if decoded is None:
+                if area is not None:
+                    raw = area[start:stop]
+                    if zlib.crc32(raw) != self._crcs[b]:
+                        raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
+                    decoded = parse_bucket(raw)
+                else:
+                    decoded = self._bucket(b)
+            yield from sorted(
+                decoded.values(), key=lambda e: e.uid.encode("utf-8", "surrogatepass")
+            )
+
+    def check(self) -> None:
+        """Decode every bucket and check counts and bucket membership (used by verify)."""
+        seen = 0
+        if self._legacy is not None:
+            return
+        for entry in self.iter_entries():
+            seen += 1
+            if entry.is_bigfile and (entry.bigfile_hash is None or entry.offset != 0):
+                raise CorruptShard(f"big-file entry {entry.uid!r} is malformed")
+        if seen != self.entry_count:
+            raise CorruptShard(f"footer says {self.entry_count} entries, index holds {seen}")
+        for b in range(len(self._spans)):
+            for uid in self._bucket(b):
+                if self.bucket_index(uid) != b:
+                    raise CorruptShard(f"uid {uid!r} is stored in the wrong bucket")
+
+
+def read_index(
+    source: ByteSource, *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
+) -> ShardIndex:
+    """Read a shard's index with at most 2 reads: the tail, plus the directory (v1) or the index
+    (legacy) when the tail did not hold it. Buckets are fetched later, one per lookup, through
+    ``fetch`` (default: ``source.read_range``)."""
+    from ._legacy import parse_legacy_index
+
+    tail = source.read_tail(max(tail_size, 64))
+    data = tail.data
+    size = tail.object_size
+    if len(data) != min(size, max(tail_size, 64)):
+        raise CorruptShard("tail read returned the wrong number of bytes")
+    tail_start = size - len(data)
+    reader = fetch if fetch is not None else source.read_range
+    if is_footer(data):
+        footer = parse_footer(data[-FOOTER_SIZE:])
+        dir_len = footer.bucket_count * DIR_ENTRY_SIZE
+        dir_start = size - FOOTER_SIZE - dir_len
+        if footer.index_offset < HEADER_SIZE or dir_start < footer.index_offset:
+            raise CorruptShard("footer index offset is outside the shard")
+        if dir_start >= tail_start:
+            directory = data[dir_start - tail_start : len(data) - FOOTER_SIZE]
+        else:
+            directory = reader(dir_start, size - FOOTER_SIZE)
+            if len(directory) != dir_len:
+                raise CorruptShard("short read of the index directory")
+        if zlib.crc32(directory) != footer.directory_crc:
+            raise ChecksumMismatch("index directory checksum mismatch")
+        area = None
+        if footer.index_offset >= tail_start:
+            area = data[footer.index_offset - tail_start : dir_start - tail_start]
+        return ShardIndex(
+            footer=footer,
+            object_size=size,
+            etag=tail.etag,
+            directory=directory,
+            area=area,
+            fetch=reader,
+        )
+    if len(data) >= 12 and data[-12:-8] == LEGACY_FOOTER_MAGIC:
+        return parse_legacy_index(data, size, tail.etag, reader)
+    if size < 12:
+        raise CorruptShard(f"object of {size} bytes is too small to be a DES shard")
+    raise CorruptShard("not a DES shard: no footer magic at the end of the object")

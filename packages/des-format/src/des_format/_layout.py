@@ -1,0 +1,262 @@
+"""Fixed byte layouts of the DES shard format (version 1): header, footer, varints, the bucket
+hash, object-key helpers and the :class:`IndexEntry` value. Bytes in, values out; no I/O.
+
+See ``FORMAT.md`` beside this package for the normative description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._codecs import Codec
+from ._errors import ChecksumMismatch, CorruptShard, UnsupportedFormatVersion
+
+MAGIC = b"DESF"
+PART_MAGIC = b"DESP"
+LEGACY_MAGIC = b"DES2"
+LEGACY_FOOTER_MAGIC = b"DESI"
+FORMAT_VERSION = 1
+FORMAT_MINOR = 0
+KNOWN_FEATURES = 0  # footer feature bits this reader understands (none defined yet)
+
+DEFAULT_TAIL_SIZE = 65536
+DEFAULT_BIG_FILE_THRESHOLD = 10 * 1024 * 1024
+DEFAULT_BIGFILES_PREFIX = "_bigFiles"
+
+# header: magic, major, minor, part number, crc32 of the first 12 bytes
+HEADER = struct.Struct("<4sHHII")
+HEADER_SIZE = HEADER.size  # 16
+# footer: magic, major, minor, index offset, entry count, bucket count, directory crc32,
+# feature bits, reserved, footer crc32 (of bytes 0..40), magic
+FOOTER = struct.Struct("<4sHHQQIIIII4s")
+FOOTER_SIZE = FOOTER.size  # 48
+DIR_ENTRY = struct.Struct("<II")  # bucket end (relative to index offset), bucket crc32
+DIR_ENTRY_SIZE = DIR_ENTRY.size
+MAX_BUCKETS = 4096  # directory <= 32 KiB
+TARGET_BUCKET_BYTES = 4096
+HASH_PERSON = b"DES-idx1"
+
+# entry flag bits
+F_CODEC_MASK = 0x07
+F_BIGFILE = 0x08
+F_DELETED = 0x10
+F_PART = 0x20
+F_META = 0x40
+F_NO_CRC = 0x80
+F_KNOWN = 0xFF
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    version: int
+    minor: int
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    version: int
+    minor: int
+    index_offset: int
+    entry_count: int
+    bucket_count: int
+    directory_crc: int
+    features: int
+
+
+def serialize_header(part: int = 0) -> bytes:
+    magic = MAGIC if part == 0 else PART_MAGIC
+    head = HEADER.pack(magic, FORMAT_VERSION, FORMAT_MINOR, part, 0)[:12]
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def parse_header(buf: bytes) -> Header:
+    if len(buf) < HEADER_SIZE:
+        raise CorruptShard(f"header needs {HEADER_SIZE} bytes, got {len(buf)}")
+    magic, major, minor, part, crc = HEADER.unpack_from(buf)
+    if magic not in (MAGIC, PART_MAGIC):
+        raise CorruptShard(f"bad header magic {magic!r}")
+    if zlib.crc32(buf[:12]) != crc:
+        raise ChecksumMismatch("header checksum mismatch")
+    if major != FORMAT_VERSION:
+        raise UnsupportedFormatVersion(
+            f"shard format version {major} is not supported (this reader knows {FORMAT_VERSION})"
+        )
+    if (magic == MAGIC) != (part == 0):
+        raise CorruptShard(f"header magic {magic!r} does not match part number {part}")
+    return Header(major, minor, part)
+
+
+def serialize_footer(
+    *, index_offset: int, entry_count: int, bucket_count: int, directory_crc: int
+) -> bytes:
+    body = FOOTER.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        FORMAT_MINOR,
+        index_offset,
+        entry_count,
+        bucket_count,
+        directory_crc,
+        0,
+        0,
+        0,
+        MAGIC,
+    )
+    crc = zlib.crc32(body[:40])
+    return body[:40] + struct.pack("<I", crc) + MAGIC
+
+
+def is_footer(tail: bytes) -> bool:
+    """Whether the last bytes of an object look like a version-1 footer (magic only)."""
+    return len(tail) >= FOOTER_SIZE and tail[-4:] == MAGIC and tail[-FOOTER_SIZE:][:4] == MAGIC
+
+
+def parse_footer(buf: bytes) -> Footer:
+    """Parse the last ``FOOTER_SIZE`` bytes of a shard (checks magic, CRC and version)."""
+    if len(buf) != FOOTER_SIZE:
+        raise CorruptShard(f"footer needs {FOOTER_SIZE} bytes, got {len(buf)}")
+    (magic, major, minor, index_offset, count, buckets, dir_crc, features, _res, crc, magic2) = (
+        FOOTER.unpack(buf)
+    )
+    if magic != MAGIC or magic2 != MAGIC:
+        raise CorruptShard("not a DES shard: footer magic missing")
+    if zlib.crc32(buf[:40]) != crc:
+        raise ChecksumMismatch("footer checksum mismatch")
+    if major != FORMAT_VERSION:
+        raise UnsupportedFormatVersion(
+            f"shard format version {major} is not supported (this reader knows {FORMAT_VERSION});"
+            " upgrade des-format"
+        )
+    if features & ~KNOWN_FEATURES:
+        raise UnsupportedFormatVersion(
+            f"shard uses format features 0x{features:x} unknown to this reader; upgrade des-format"
+        )
+    if buckets == 0 or buckets & (buckets - 1) or buckets > MAX_BUCKETS:
+        raise CorruptShard(f"bucket count {buckets} is not a power of two <= {MAX_BUCKETS}")
+    return Footer(major, minor, index_offset, count, buckets, dir_crc, features)
+
+
+# ---- varints: unsigned LEB128, at most 10 bytes, value < 2**64 ----
+
+
+def write_varint(out: bytearray, value: int) -> None:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Decode one varint at ``pos``; returns (value, next position). ``CorruptShard`` if bad."""
+    result = 0
+    shift = 0
+    end = len(buf)
+    while True:
+        if pos >= end:
+            raise CorruptShard("index entry truncated inside a varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            if result >= 1 << 64:
+                raise CorruptShard("varint exceeds 64 bits")
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise CorruptShard("varint longer than 10 bytes")
+
+
+# ---- the bucket hash ----
+
+
+def uid_hash(uid_bytes: bytes) -> int:
+    """The fixed 64-bit hash of a uid's UTF-8 bytes: BLAKE2b, 8-byte digest, person 'DES-idx1'."""
+    return int.from_bytes(
+        hashlib.blake2b(uid_bytes, digest_size=8, person=HASH_PERSON).digest(), "big"
+    )
+
+
+def bucket_of(uid_bytes: bytes, bucket_count: int) -> int:
+    """The bucket of a uid: the top log2(bucket_count) bits of :func:`uid_hash`."""
+    bits = bucket_count.bit_length() - 1
+    if bits == 0:
+        return 0
+    return uid_hash(uid_bytes) >> (64 - bits)
+
+
+def plan_bucket_count(estimated_index_bytes: int) -> int:
+    """Smallest power of two giving buckets of about 4 KiB, capped at ``MAX_BUCKETS``."""
+    want = max(1, -(-estimated_index_bytes // TARGET_BUCKET_BYTES))
+    n = 1
+    while n < want and n < MAX_BUCKETS:
+        n <<= 1
+    return n
+
+
+# ---- object keys ----
+
+
+def part_key(shard_key: str, n: int) -> str:
+    """Key of continuation part ``n`` (>= 1): ``20240101/A7.des`` -> ``20240101/A7.p2.des``."""
+    if n < 1:
+        raise ValueError(f"part numbers start at 1, got {n}")
+    stem = shard_key[:-4] if shard_key.endswith(".des") else shard_key
+    return f"{stem}.p{n}.des"
+
+
+def bigfile_key(shard_key: str, sha256: str, prefix: str = DEFAULT_BIGFILES_PREFIX) -> str:
+    """Key of a big file beside its shard: ``20240101/A7.des`` -> ``20240101/_bigFiles/<sha>``."""
+    parent = shard_key.rsplit("/", 1)[0] + "/" if "/" in shard_key else ""
+    return f"{parent}{prefix.strip('/')}/{sha256}"
+
+
+# ---- the entry value ----
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One file in a shard's index.
+
+    ``size`` is the original length; ``stored_size`` the bytes in the object (``size`` for big
+    files, which live in their own object); ``checksum`` the CRC-32 of the original bytes
+    (``None`` for legacy DES2 entries and for big files added by hash only); ``offset`` is within
+    the object named by ``part`` (0: the shard object itself).
+    """
+
+    uid: str
+    size: int
+    stored_size: int
+    codec: Codec = Codec.NONE
+    checksum: int | None = None
+    offset: int = 0
+    part: int = 0
+    is_bigfile: bool = False
+    bigfile_hash: str | None = None
+    deleted: bool = False
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.meta.get("content_type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def name(self) -> str | None:
+        value = self.meta.get("name")
+        return value if isinstance(value, str) else None
+
+    @property
+    def etag(self) -> str:
+        """A strong HTTP ETag derived from the content checksum and size."""
+        if self.checksum is not None:
+            return f'"des-{self.checksum:08x}-{self.size:x}"'
+        if self.bigfile_hash:
+            return f'"des-{self.bigfile_hash[:16]}-{self.size:x}"'
+        return f'"des-legacy-{self.offset:x}-{self.stored_size:x}-{self.size:x}"'

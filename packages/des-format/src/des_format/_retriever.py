@@ -1,0 +1,384 @@
+"""The one retrieval pipeline: index (cached by key + ETag) -> payload range -> decode -> verify.
+
+Every backend (local directory, S3, multi-zone S3) is an :class:`ObjectStore`; this module never
+knows which. Request budget: a cold read is a tail read [+ one bucket read] + one payload read;
+a warm read (the uid's bucket already decoded) is exactly the payload read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ._cache import IndexCache
+from ._codecs import Codec, iter_decompress
+from ._errors import (
+    ChecksumMismatch,
+    CorruptShard,
+    DesFormatError,
+    EntryDeleted,
+    EntryNotFound,
+    ObjectNotFound,
+    PreconditionFailed,
+)
+from ._index import ShardIndex, read_index
+from ._layout import (
+    DEFAULT_BIGFILES_PREFIX,
+    DEFAULT_TAIL_SIZE,
+    IndexEntry,
+    bigfile_key,
+    part_key,
+)
+from ._reader import check_payload, decode_payload
+from ._source import DEFAULT_CHUNK_SIZE, ByteRange, ObjectStore, TailRead
+
+Observer = Callable[[str, int], None]
+_RETRYABLE = (PreconditionFailed, ChecksumMismatch, ObjectNotFound)
+
+
+@dataclass(frozen=True, slots=True)
+class CoalescedRange:
+    """One read covering several requested ranges; ``members`` index the input ranges."""
+
+    start: int
+    end: int
+    members: tuple[int, ...]
+
+
+def plan_coalesced_ranges(
+    ranges: Sequence[ByteRange | tuple[int, int]],
+    max_gap: int,
+    max_span: int | None = None,
+) -> list[CoalescedRange]:
+    """Merge ranges whose gap is at most ``max_gap`` bytes into single reads (pure).
+
+    Ranges are taken in order of start; a merged read never exceeds ``max_span`` bytes unless
+    one input range alone does. Empty ranges ride along with their neighbours.
+    """
+    spans: list[tuple[int, int, int]] = []
+    for i, r in enumerate(ranges):
+        start, end = (r.start, r.end) if isinstance(r, ByteRange) else r
+        if start < 0 or end < start:
+            raise ValueError(f"invalid byte range [{start}, {end})")
+        spans.append((start, end, i))
+    spans.sort()
+    out: list[CoalescedRange] = []
+    cur_start = cur_end = 0
+    members: list[int] = []
+    for start, end, i in spans:
+        if members and start - cur_end <= max_gap:
+            new_end = max(cur_end, end)
+            if max_span is None or new_end - cur_start <= max_span:
+                cur_end = new_end
+                members.append(i)
+                continue
+        if members:
+            out.append(CoalescedRange(cur_start, cur_end, tuple(members)))
+        cur_start, cur_end, members = start, end, [i]
+    if members:
+        out.append(CoalescedRange(cur_start, cur_end, tuple(members)))
+    return out
+
+
+class _KeySource:
+    """A :class:`ByteSource` view of one key of a store, reporting each request."""
+
+    def __init__(self, retriever: ShardRetriever, key: str) -> None:
+        self._r = retriever
+        self._key = key
+        self.etag: str | None = None
+
+    def read_tail(self, n: int) -> TailRead:
+        tail = self._r.store.read_tail(self._key, n)
+        self._r._notify("tail", len(tail.data))
+        self.etag = tail.etag
+        return tail
+
+    def read_range(self, start: int, end: int) -> bytes:
+        data = self._r.store.read_range(self._key, start, end, if_match=self.etag)
+        self._r._notify("index", len(data))
+        return data
+
+
+class OpenedFile:
+    """A file found in a shard, its bytes not read yet. ``iter_bytes`` streams and verifies."""
+
+    def __init__(self, retriever: ShardRetriever, key: str, entry: IndexEntry, etag: str | None):
+        self._r = retriever
+        self.key = key
+        self.entry = entry
+        self._etag = etag
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The original bytes in chunks; the checksum is checked after the last chunk
+        (``ChecksumMismatch`` then, never silently wrong data)."""
+        entry = self.entry
+        yield from self._r._stream(self.key, entry, self._etag)
+
+    def read(self) -> bytes:
+        return b"".join(self.iter_bytes())
+
+
+class ShardRetriever:
+    """Reads files from shards in an :class:`ObjectStore`, by shard key and uid."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        cache: IndexCache | None = None,
+        tail_size: int = DEFAULT_TAIL_SIZE,
+        bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX,
+        observer: Observer | None = None,
+        coalesce_gap: int = 64 * 1024,
+        max_coalesced: int = 8 * 1024 * 1024,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.tail_size = tail_size
+        self.bigfiles_prefix = bigfiles_prefix
+        self._observer = observer
+        self.coalesce_gap = coalesce_gap
+        self.max_coalesced = max_coalesced
+        self.chunk_size = chunk_size
+
+    def _notify(self, kind: str, nbytes: int) -> None:
+        if self._observer is not None:
+            self._observer(kind, nbytes)
+
+    # ---- index ----
+
+    def _cold_index(self, key: str) -> tuple[str | None, ShardIndex]:
+        src = _KeySource(self, key)
+        index = read_index(src, tail_size=self.tail_size)
+        if self.cache is not None:
+            self.cache.put(key, index.etag, index)
+        return index.etag, index
+
+    def index(self, key: str) -> tuple[str | None, ShardIndex, bool]:
+        """(etag, index, from_cache) for the shard at ``key``."""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit[0], hit[1], True
+        etag, index = self._cold_index(key)
+        return etag, index, False
+
+    def _entry(self, key: str, index: ShardIndex, uid: str) -> IndexEntry:
+        loaded = index.is_loaded(uid)
+        entry = index.lookup(uid)
+        if not loaded and self.cache is not None:
+            self.cache.resize(key, index)
+        if entry is None:
+            raise EntryNotFound(uid, self.store.describe(key))
+        if entry.deleted:
+            raise EntryDeleted(uid, self.store.describe(key))
+        return entry
+
+    def _drop(self, key: str, index: ShardIndex) -> None:
+        if self.cache is not None:
+            self.cache.discard(key, index)
+
+    # ---- reads ----
+
+    def stat(self, key: str, uid: str) -> IndexEntry:
+        """The entry of ``uid`` (never reads the payload)."""
+        _etag, index, cached = self.index(key)
+        try:
+            return self._entry(key, index, uid)
+        except _RETRYABLE:
+            if not cached:
+                raise
+            self._drop(key, index)
+            _etag, index = self._cold_index(key)
+            return self._entry(key, index, uid)
+
+    def read(self, key: str, uid: str) -> bytes:
+        """The original bytes of ``uid`` in the shard at ``key``, checksum verified."""
+        etag, index, cached = self.index(key)
+        try:
+            return self._read_entry(key, self._entry(key, index, uid), etag)
+        except _RETRYABLE as exc:
+            if not cached and not isinstance(exc, PreconditionFailed):
+                raise
+            self._drop(key, index)
+            etag, index = self._cold_index(key)
+            return self._read_entry(key, self._entry(key, index, uid), etag)
+
+    def _read_entry(self, key: str, entry: IndexEntry, etag: str | None) -> bytes:
+        if entry.is_bigfile:
+            assert entry.bigfile_hash is not None
+            if entry.size == 0:
+                return check_payload(entry, b"")
+            bkey = bigfile_key(key, entry.bigfile_hash, self.bigfiles_prefix)
+            data = self.store.read_range(bkey, 0, entry.size)
+            self._notify("bigfile", len(data))
+            check_payload(entry, data)
+            if (
+                entry.checksum is not None
+                and hashlib.sha256(data).hexdigest() != entry.bigfile_hash
+            ):
+                raise ChecksumMismatch(f"sha256 mismatch for big file {entry.uid!r}")
+            return data
+        if entry.stored_size == 0:
+            return decode_payload(entry, b"")
+        okey = key if entry.part == 0 else part_key(key, entry.part)
+        stored = self.store.read_range(
+            okey,
+            entry.offset,
+            entry.offset + entry.stored_size,
+            if_match=etag if entry.part == 0 else None,
+        )
+        self._notify("payload", len(stored))
+        return decode_payload(entry, stored)
+
+    def open(self, key: str, uid: str) -> OpenedFile:
+        """Find ``uid`` (index only) and return a handle that streams its bytes."""
+        etag, index, cached = self.index(key)
+        try:
+            entry = self._entry(key, index, uid)
+        except _RETRYABLE:
+            if not cached:
+                raise
+            self._drop(key, index)
+            etag, index = self._cold_index(key)
+            entry = self._entry(key, index, uid)
+        return OpenedFile(self, key, entry, etag)
+
+    def _stream(self, key: str, entry: IndexEntry, etag: str | None) -> Iterator[bytes]:
+        attempt = 0
+        while True:
+            chunks = self._stored_chunks(key, entry, etag)
+            try:
+                first = next(chunks, None)
+            except PreconditionFailed:
+                if attempt:
+                    raise
+                attempt += 1
+                if self.cache is not None:
+                    self.cache.discard(key)
+                etag, index = self._cold_index(key)
+                entry = self._entry(key, index, entry.uid)
+                continue
+            break
+
+        def all_chunks() -> Iterator[bytes]:
+            if first is not None:
+                yield first
+            yield from chunks
+
+        crc = 0
+        sha = hashlib.sha256() if entry.checksum is None and entry.is_bigfile else None
+        codec = Codec.NONE if entry.is_bigfile else entry.codec
+        total = 0
+        for piece in iter_decompress(codec, all_chunks(), entry.size, uid=entry.uid):
+            crc = zlib.crc32(piece, crc)
+            if sha is not None:
+                sha.update(piece)
+            total += len(piece)
+            yield piece
+        if total != entry.size:
+            raise CorruptShard(f"{entry.uid!r}: got {total} bytes, index says {entry.size}")
+        if entry.checksum is not None and crc != entry.checksum:
+            raise ChecksumMismatch(f"checksum mismatch for {entry.uid!r}")
+        if sha is not None and sha.hexdigest() != entry.bigfile_hash:
+            raise ChecksumMismatch(f"sha256 mismatch for big file {entry.uid!r}")
+
+    def _stored_chunks(self, key: str, entry: IndexEntry, etag: str | None) -> Iterator[bytes]:
+        if entry.is_bigfile:
+            assert entry.bigfile_hash is not None
+            okey, start, end, match, kind = (
+                bigfile_key(key, entry.bigfile_hash, self.bigfiles_prefix),
+                0,
+                entry.size,
+                None,
+                "bigfile",
+            )
+        else:
+            okey = key if entry.part == 0 else part_key(key, entry.part)
+            start, end = entry.offset, entry.offset + entry.stored_size
+            match, kind = (etag if entry.part == 0 else None), "payload"
+        if end == start:
+            return
+        got = 0
+        try:
+            for chunk in self.store.iter_range(
+                okey, start, end, if_match=match, chunk_size=self.chunk_size
+            ):
+                got += len(chunk)
+                yield chunk
+        finally:
+            self._notify(kind, got)
+        if got != end - start:
+            raise CorruptShard(f"{entry.uid!r}: short read ({got} of {end - start} bytes)")
+
+    def read_many(
+        self, key: str, uids: Iterable[str]
+    ) -> Iterator[tuple[str, bytes | DesFormatError]]:
+        """Read several files of one shard, coalescing nearby payload ranges into single
+        requests. Yields ``(uid, bytes)`` or ``(uid, error)`` per uid, in the order given."""
+        wanted = list(uids)
+        etag, index, _cached = self.index(key)
+        try:
+            results = self._read_many(key, index, etag, wanted)
+        except PreconditionFailed:
+            self._drop(key, index)
+            etag, index = self._cold_index(key)
+            results = self._read_many(key, index, etag, wanted)
+        for uid in wanted:
+            yield uid, results[uid]
+
+    def _read_many(
+        self, key: str, index: ShardIndex, etag: str | None, uids: list[str]
+    ) -> dict[str, bytes | DesFormatError]:
+        results: dict[str, bytes | DesFormatError] = {}
+        by_part: dict[int, list[IndexEntry]] = {}
+        for uid in dict.fromkeys(uids):
+            try:
+                entry = self._entry(key, index, uid)
+            except (EntryNotFound, EntryDeleted) as exc:
+                results[uid] = exc
+                continue
+            if entry.is_bigfile or entry.stored_size == 0:
+                try:
+                    results[uid] = self._read_entry(key, entry, etag)
+                except PreconditionFailed:
+                    raise
+                except DesFormatError as exc:
+                    results[uid] = exc
+                continue
+            by_part.setdefault(entry.part, []).append(entry)
+        for part, entries in sorted(by_part.items()):
+            okey = key if part == 0 else part_key(key, part)
+            plan = plan_coalesced_ranges(
+                [(e.offset, e.offset + e.stored_size) for e in entries],
+                self.coalesce_gap,
+                self.max_coalesced,
+            )
+            for span in plan:
+                try:
+                    blob = self.store.read_range(
+                        okey, span.start, span.end, if_match=etag if part == 0 else None
+                    )
+                except PreconditionFailed:
+                    raise
+                except DesFormatError as exc:
+                    for i in span.members:
+                        results[entries[i].uid] = exc
+                    continue
+                self._notify("payload", len(blob))
+                for i in span.members:
+                    e = entries[i]
+                    rel = e.offset - span.start
+                    try:
+                        results[e.uid] = decode_payload(e, blob[rel : rel + e.stored_size])
+                    except DesFormatError as exc:
+                        results[e.uid] = exc
+        return results

@@ -1,0 +1,557 @@
+"""The streaming shard writer, the thread-safe payload preparation step, and big-file sinks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from ._codecs import Codec, compress, is_precompressed, parse_codec
+from ._errors import DuplicateUid, EntryNotFound
+from ._index import ShardIndex, canonical_meta, serialize_bucket
+from ._layout import (
+    DEFAULT_BIG_FILE_THRESHOLD,
+    DEFAULT_BIGFILES_PREFIX,
+    DIR_ENTRY,
+    HEADER_SIZE,
+    IndexEntry,
+    bucket_of,
+    plan_bucket_count,
+    serialize_footer,
+    serialize_header,
+)
+
+_COPY_CHUNK = 1 << 20
+_MAX_UID_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPayload:
+    """A file made ready for a shard: checksummed, compressed or kept raw (or a big file)."""
+
+    uid: str
+    size: int
+    stored: bytes
+    codec: Codec
+    checksum: int
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+    sha256: str | None = None  # set when the payload is a big file
+
+    @property
+    def is_bigfile(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """What hashing a file in one streaming pass learns."""
+
+    sha256: str
+    checksum: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSummary:
+    """What :meth:`ShardWriter.close` wrote."""
+
+    entry_count: int
+    added: int
+    deleted: int
+    data_bytes: int
+    index_bytes: int
+    head_size: int
+    parts: tuple[int, ...] = ()
+    bigfiles: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class BigFileSink(Protocol):
+    """Where payloads above the big-file threshold go, named by their sha256 hex digest.
+
+    Implementations store each hash once (skip when present) and never expose a partial
+    object (write to a temporary name, then publish atomically).
+    """
+
+    def put_bytes(self, sha256: str, data: bytes) -> None: ...
+
+    def put_file(self, sha256: str, path: str | os.PathLike[str]) -> None: ...
+
+
+def build_meta(
+    meta: dict[str, Any] | None, name: str | None = None, content_type: str | None = None
+) -> dict[str, Any]:
+    """The metadata object stored for a file (``name``/``content_type`` override ``meta``)."""
+    out = dict(meta) if meta else {}
+    if name is not None:
+        out["name"] = name
+    if content_type is not None:
+        out["content_type"] = content_type
+    if out:
+        try:
+            canonical_meta(out)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata must be a JSON object of plain values: {exc}") from None
+    return out
+
+
+def check_uid(uid: str) -> bytes:
+    """The UTF-8 bytes of a valid uid; ``ValueError`` naming the problem otherwise."""
+    if not isinstance(uid, str) or not uid:
+        raise ValueError(f"uid must be a non-empty string, got {uid!r}")
+    try:
+        raw = uid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"uid {uid!r} is not encodable as UTF-8") from None
+    if len(raw) > _MAX_UID_BYTES:
+        raise ValueError(f"uid is {len(raw)} bytes long; the limit is {_MAX_UID_BYTES}")
+    return raw
+
+
+def prepare_payload(
+    uid: str,
+    data: bytes,
+    *,
+    name: str | None = None,
+    content_type: str | None = None,
+    meta: dict[str, Any] | None = None,
+    codec: str | Codec = "zstd",
+    level: int | None = None,
+    big_file_threshold: int | None = None,
+) -> PreparedPayload:
+    """Checksum ``data`` and decide how to store it. Pure CPU and thread-safe.
+
+    Stored raw when the codec is ``none``, when the file's own name or content type marks it
+    as already compressed, or when compression does not make it smaller. Above
+    ``big_file_threshold`` the payload is marked as a big file (sha256 computed, kept raw).
+    """
+    check_uid(uid)
+    data = bytes(data)
+    full_meta = build_meta(meta, name, content_type)
+    crc = zlib.crc32(data)
+    if big_file_threshold is not None and len(data) > big_file_threshold:
+        sha = hashlib.sha256(data).hexdigest()
+        return PreparedPayload(uid, len(data), data, Codec.NONE, crc, full_meta, sha)
+    chosen = parse_codec(codec)
+    stored = data
+    if chosen is not Codec.NONE and data:
+        fname = name if name is not None else full_meta.get("name")
+        ctype = content_type if content_type is not None else full_meta.get("content_type")
+        if is_precompressed(
+            fname if isinstance(fname, str) else None, ctype if isinstance(ctype, str) else None
+        ):
+            chosen = Codec.NONE
+        else:
+            packed = compress(chosen, data, level)
+            if len(packed) < len(data):
+                stored = packed
+            else:
+                chosen = Codec.NONE
+    else:
+        chosen = Codec.NONE
+    return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta)
+
+
+def hash_file(path: str | os.PathLike[str]) -> FileDigest:
+    """sha256, CRC-32 and size of a file, read in 1 MiB chunks (never held whole)."""
+    sha = hashlib.sha256()
+    crc = 0
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_COPY_CHUNK):
+            sha.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    return FileDigest(sha.hexdigest(), crc, size)
+
+
+class LocalBigFileSink:
+    """Big files under ``<shard_dir>/<prefix>/<sha256>``, written atomically (temp file, fsync,
+    rename) and skipped when already present."""
+
+    def __init__(
+        self, shard_dir: str | os.PathLike[str], prefix: str = DEFAULT_BIGFILES_PREFIX
+    ) -> None:
+        self.directory = Path(shard_dir) / prefix.strip("/")
+        self.written: list[str] = []
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
+        return self.directory / sha256
+
+    def _publish(self, sha256: str, write: Callable[[BinaryIO], None]) -> None:
+        target = self.path_for(sha256)
+        if target.exists():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{sha256[:16]}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.directory)
+        self.written.append(sha256)
+
+    def put_bytes(self, sha256: str, data: bytes) -> None:
+        def write(fh: BinaryIO) -> None:
+            fh.write(data)
+
+        self._publish(sha256, write)
+
+    def put_file(self, sha256: str, path: str | os.PathLike[str]) -> None:
+        def copy(fh: BinaryIO) -> None:
+            with open(path, "rb") as src:
+                while chunk := src.read(_COPY_CHUNK):
+                    fh.write(chunk)
+
+        self._publish(sha256, copy)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    """Streams payloads into a shard object, then writes its index and footer on ``close``.
+
+    Payload bytes go straight to ``out`` (only the index entries stay in memory). With
+    ``max_size`` and ``open_part``, payloads that would grow the current object past
+    ``max_size`` go to continuation parts 1, 2, ... (``open_part(n)`` returns their stream);
+    the index in ``out`` covers every entry. For an append, pass the existing object's size as
+    ``base_offset`` and its index as ``existing``: ``out`` then receives only the tail to add
+    after the old bytes. ``close`` does not close any stream.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        codec: str | Codec = "zstd",
+        level: int | None = None,
+        big_file_threshold: int = DEFAULT_BIG_FILE_THRESHOLD,
+        bigfile_sink: BigFileSink | None = None,
+        max_size: int | None = None,
+        open_part: Callable[[int], BinaryIO] | None = None,
+        base_offset: int = 0,
+        existing: ShardIndex | None = None,
+    ) -> None:
+        self._codec = parse_codec(codec)
+        self._level = level
+        self._threshold = big_file_threshold
+        self._sink = bigfile_sink
+        if max_size is not None and max_size <= HEADER_SIZE:
+            raise ValueError(f"max_size must exceed {HEADER_SIZE} bytes")
+        if max_size is not None and open_part is None:
+            raise ValueError("max_size needs open_part to open continuation parts")
+        self._max_size = max_size
+        self._open_part = open_part
+        self._head = out
+        self._entries: dict[str, IndexEntry] = {}
+        self._added = 0
+        self._deleted = 0
+        self._data_bytes = 0
+        self._parts: list[int] = []
+        self._bigfiles: list[str] = []
+        self._closed = False
+        next_part = 1
+        if base_offset:
+            if existing is None:
+                raise ValueError("an append (base_offset > 0) needs existing=<the shard's index>")
+            if existing.is_legacy:
+                raise ValueError(
+                    "cannot append to a legacy DES2 shard; repack it into the current format"
+                )
+            if existing.object_size != base_offset:
+                raise ValueError(
+                    f"base_offset {base_offset} differs from the indexed object size"
+                    f" {existing.object_size}"
+                )
+            for entry in existing.iter_entries():
+                self._entries[entry.uid] = entry
+                next_part = max(next_part, entry.part + 1)
+            self._pos = base_offset
+        else:
+            if existing is not None:
+                raise ValueError("existing= is only for appends (base_offset > 0)")
+            out.write(serialize_header(0))
+            self._pos = HEADER_SIZE
+        self._base = base_offset
+        self._next_part = next_part
+        self._cur_out = out
+        self._cur_part = 0
+        self._cur_pos = self._pos
+
+    # ---- state ----
+
+    def __contains__(self, uid: object) -> bool:
+        entry = self._entries.get(uid) if isinstance(uid, str) else None
+        return entry is not None and not entry.deleted
+
+    @property
+    def entry_count(self) -> int:
+        return len(self._entries)
+
+    @property
+    def position(self) -> int:
+        """Size the head object has reached so far (before the index is written)."""
+        return self._pos
+
+    # ---- adding ----
+
+    def _check_new(self, uid: str) -> None:
+        if self._closed:
+            raise ValueError("this ShardWriter is closed")
+        check_uid(uid)
+        old = self._entries.get(uid)
+        if old is not None and not old.deleted:
+            raise DuplicateUid(uid)
+
+    def _write_payload(self, stored: bytes) -> tuple[int, int]:
+        n = len(stored)
+        if (
+            n
+            and self._max_size is not None
+            and self._open_part is not None
+            and self._cur_pos + n > self._max_size
+            and self._cur_pos > HEADER_SIZE
+        ):
+            part = self._next_part
+            self._next_part += 1
+            self._cur_out = self._open_part(part)
+            self._cur_out.write(serialize_header(part))
+            self._cur_part = part
+            self._cur_pos = HEADER_SIZE
+            self._parts.append(part)
+        offset = self._cur_pos
+        if n:
+            self._cur_out.write(stored)
+        self._cur_pos += n
+        if self._cur_part == 0:
+            self._pos = self._cur_pos
+        self._data_bytes += n
+        return self._cur_part, offset
+
+    def add(
+        self,
+        uid: str,
+        data: bytes,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        meta: dict[str, Any] | None = None,
+        codec: str | Codec | None = None,
+        level: int | None = None,
+    ) -> IndexEntry:
+        """Add one file; returns its index entry. ``DuplicateUid`` if the uid is present."""
+        self._check_new(uid)
+        prepared = prepare_payload(
+            uid,
+            data,
+            name=name,
+            content_type=content_type,
+            meta=meta,
+            codec=self._codec if codec is None else codec,
+            level=self._level if level is None else level,
+            big_file_threshold=self._threshold if self._sink is not None else None,
+        )
+        return self.add_prepared(prepared)
+
+    def add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
+        """Add a payload made by :func:`prepare_payload` (possibly in another thread)."""
+        self._check_new(prepared.uid)
+        if prepared.is_bigfile or (self._sink is not None and prepared.size > self._threshold):
+            if self._sink is None:
+                raise ValueError(
+                    f"{prepared.uid!r} was prepared as a big file but this writer has no"
+                    " bigfile_sink"
+                )
+            data = prepared.stored
+            if prepared.codec is not Codec.NONE:
+                from ._codecs import decompress
+
+                data = decompress(prepared.codec, prepared.stored, prepared.size)
+            sha = prepared.sha256 or hashlib.sha256(data).hexdigest()
+            self._sink.put_bytes(sha, data)
+            return self.add_bigfile(
+                prepared.uid,
+                sha256=sha,
+                size=prepared.size,
+                meta=prepared.meta,
+                checksum=prepared.checksum,
+            )
+        part, offset = self._write_payload(prepared.stored)
+        entry = IndexEntry(
+            uid=prepared.uid,
+            size=prepared.size,
+            stored_size=len(prepared.stored),
+            codec=prepared.codec,
+            checksum=prepared.checksum,
+            offset=offset,
+            part=part,
+            meta=prepared.meta,
+        )
+        self._entries[prepared.uid] = entry
+        self._added += 1
+        return entry
+
+    def add_bigfile(
+        self,
+        uid: str,
+        *,
+        sha256: str,
+        size: int,
+        meta: dict[str, Any] | None = None,
+        checksum: int | None = None,
+        name: str | None = None,
+        content_type: str | None = None,
+    ) -> IndexEntry:
+        """Record a file already stored as a big file under its sha256 (nothing is written
+        to the shard but its index entry)."""
+        self._check_new(uid)
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        entry = IndexEntry(
+            uid=uid,
+            size=size,
+            stored_size=size,
+            checksum=checksum,
+            is_bigfile=True,
+            bigfile_hash=sha256,
+            meta=build_meta(meta, name, content_type),
+        )
+        self._entries[uid] = entry
+        self._added += 1
+        if sha256 not in self._bigfiles:
+            self._bigfiles.append(sha256)
+        return entry
+
+    def add_path(
+        self,
+        uid: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        meta: dict[str, Any] | None = None,
+        codec: str | Codec | None = None,
+        level: int | None = None,
+    ) -> IndexEntry:
+        """Add a file from disk. A big file (with a sink) is hashed and copied in chunks,
+        never held in memory; smaller files are read and added like :meth:`add`."""
+        self._check_new(uid)
+        size = os.stat(path).st_size
+        if self._sink is not None and size > self._threshold:
+            digest = hash_file(path)
+            self._sink.put_file(digest.sha256, path)
+            return self.add_bigfile(
+                uid,
+                sha256=digest.sha256,
+                size=digest.size,
+                meta=meta,
+                checksum=digest.checksum,
+                name=name,
+                content_type=content_type,
+            )
+        data = Path(path).read_bytes()
+        decide_name = name if name is not None else Path(path).name
+        prepared = prepare_payload(
+            uid,
+            data,
+            name=decide_name,
+            content_type=content_type,
+            meta=meta,
+            codec=self._codec if codec is None else codec,
+            level=self._level if level is None else level,
+        )
+        if name is None:
+            prepared = replace(prepared, meta=build_meta(meta, None, content_type))
+        return self.add_prepared(prepared)
+
+    def delete(self, uid: str) -> IndexEntry:
+        """Mark ``uid`` deleted (a tombstone; its payload bytes stay until a repack)."""
+        if self._closed:
+            raise ValueError("this ShardWriter is closed")
+        entry = self._entries.get(uid)
+        if entry is None:
+            raise EntryNotFound(uid, "this shard")
+        if not entry.deleted:
+            entry = replace(entry, deleted=True)
+            self._entries[uid] = entry
+            self._deleted += 1
+        return entry
+
+    # ---- finishing ----
+
+    def close(self) -> WriteSummary:
+        """Write the index, directory and footer to the head object; returns a summary."""
+        if self._closed:
+            raise ValueError("this ShardWriter is already closed")
+        self._closed = True
+        keyed = [(uid.encode("utf-8"), e) for uid, e in self._entries.items()]
+        distinct_meta: set[bytes] = set()
+        estimate = 0
+        for ub, e in keyed:
+            estimate += len(ub) + 20
+            if e.meta:
+                estimate += 2
+                distinct_meta.add(canonical_meta(e.meta))
+        estimate += sum(len(m) + 2 for m in distinct_meta)
+        n_buckets = plan_bucket_count(estimate)
+        groups: list[list[tuple[bytes, IndexEntry]]] = [[] for _ in range(n_buckets)]
+        for ub, e in keyed:
+            groups[bucket_of(ub, n_buckets)].append((ub, e))
+        index_offset = self._pos
+        directory = bytearray()
+        rel = 0
+        written = 0
+        for group in groups:
+            blob = serialize_bucket(group)
+            if blob:
+                self._head.write(blob)
+            rel += len(blob)
+            if rel >= 1 << 32:
+                raise ValueError("index larger than 4 GiB: split the shard (lower max_size)")
+            directory += DIR_ENTRY.pack(rel, zlib.crc32(blob))
+            written += len(blob)
+        self._head.write(directory)
+        footer = serialize_footer(
+            index_offset=index_offset,
+            entry_count=len(keyed),
+            bucket_count=n_buckets,
+            directory_crc=zlib.crc32(directory),
+        )
+        self._head.write(footer)
+        index_bytes = written + len(directory) + len(footer)
+        head_size = index_offset + index_bytes
+        return WriteSummary(
+            entry_count=len(keyed),
+            added=self._added,
+            deleted=self._deleted,
+            data_bytes=self._data_bytes,
+            index_bytes=index_bytes,
+            head_size=head_size,
+            parts=tuple(self._parts),
+            bigfiles=tuple(self._bigfiles),
+        )
