@@ -1,0 +1,483 @@
+"""Kubernetes manifests, checked without a cluster.
+
+Every document in k8s/ is validated by kubernetes-validate against the pinned Kubernetes
+version's OpenAPI schemas (shipped inside the package: no network), strictly (unknown fields
+are errors). Then what a schema cannot see: probes, security context, references between
+objects (ConfigMaps, Secrets, PVCs, Service and HPA targets) and the Indexed Job's shard ranges,
+whose formula is run both as a function and as the container's own shell command.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+IMAGES = {"ghcr.io/your-org/des-http", "ghcr.io/your-org/des-packer"}
+
+
+def load_shard_range() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("shard_range", ROOT / "tools" / "shard_range.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("shard_range", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+shard_range = load_shard_range()
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert all(isinstance(d, dict) for d in docs)
+    return docs
+
+
+def all_documents() -> list[dict[str, Any]]:
+    return [doc for path in MANIFESTS for doc in documents(path)]
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    (match,) = [d for d in all_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return match
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "CronJob":
+        spec: dict[str, Any] = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        return spec
+    spec = doc["spec"]["template"]["spec"]
+    return spec
+
+
+WORKLOADS = ("Deployment", "Job", "CronJob")
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [d for d in all_documents() if d["kind"] in WORKLOADS]
+
+
+# ------------------------------------------------------------------------------- schema checks
+
+
+def test_the_expected_manifests_are_there() -> None:
+    assert [p.name for p in MANIFESTS] == [
+        "des-http-deployment.yaml",
+        "des-http-hpa.yaml",
+        "des-http-secret.yaml",
+        "des-http-service.yaml",
+        "des-migrate-cronjob.yaml",
+        "des-migrate-secret.yaml",
+        "des-packer-cronjob.yaml",
+        "des-packer-indexed-job.yaml",
+        "des-packer-job.yaml",
+        "des-storage.yaml",
+    ]
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in all_documents())
+    assert kinds == [
+        ("ConfigMap", "des-http-config"),
+        ("ConfigMap", "des-migrate-config"),
+        ("CronJob", "des-migrate"),
+        ("CronJob", "des-packer"),
+        ("Deployment", "des-http"),
+        ("HorizontalPodAutoscaler", "des-http"),
+        ("Job", "des-packer"),
+        ("Job", "des-packer-indexed"),
+        ("PersistentVolumeClaim", "des-input"),
+        ("PersistentVolumeClaim", "des-output"),
+        ("PersistentVolumeClaim", "des-source-files"),
+        ("Secret", "des-http-secrets"),
+        ("Secret", "des-migrate-secrets"),
+        ("Service", "des-http"),
+    ]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_is_valid_for_the_pinned_kubernetes_version(path: Path) -> None:
+    for doc in documents(path):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubernetes_validate_command_passes_on_every_manifest() -> None:
+    """The same check as an operator runs it: the CLI, all files, strict, quiet."""
+    command = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run(
+        [str(command), "-k", KUBERNETES_VERSION, "--strict", "--quiet", *map(str, MANIFESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda d: d["spec"].__setitem__("replica", 2), "replica"),
+        (lambda d: pod_spec(d)["containers"][0].__setitem__("ports", "8000"), "'8000'"),
+        (lambda d: d["spec"].pop("selector"), "selector"),
+    ],
+    ids=["unknown-field", "wrong-type", "missing-required"],
+)
+def test_validation_rejects_broken_manifests(mutate: Any, fragment: str) -> None:
+    deployment = copy.deepcopy(find("Deployment", "des-http"))
+    mutate(deployment)
+    with pytest.raises(kubernetes_validate.ValidationError, match=fragment):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------------- des-http
+
+
+def test_des_http_deployment_probes_resources_and_security() -> None:
+    deployment = find("Deployment", "des-http")
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    resources = container["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    assert "memory" in resources["limits"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert spec["securityContext"]["runAsUser"] == 10001
+    # A read-only root needs a writable /tmp (prometheus multiprocess files live there).
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/tmp"] == "tmp"
+    config = find("ConfigMap", "des-http-config")["data"]
+    assert config["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_des_http_config_from_configmap_and_secrets_from_secret() -> None:
+    (container,) = pod_spec(find("Deployment", "des-http"))["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "des-http-config"}}]
+    config = find("ConfigMap", "des-http-config")["data"]
+    assert config["DES_BACKEND"] in {"local", "s3", "multi_s3"}
+    assert not any("SECRET" in key or "PASSWORD" in key for key in config)
+    secret_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    assert secret_env == {
+        "AWS_ACCESS_KEY_ID": {"name": "des-http-secrets", "key": "AWS_ACCESS_KEY_ID"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "des-http-secrets", "key": "AWS_SECRET_ACCESS_KEY"},
+    }
+    # Auth tokens: a file from the Secret, where DES_AUTH_TOKENS_FILE points.
+    volumes = {v["name"]: v for v in pod_spec(find("Deployment", "des-http"))["volumes"]}
+    tokens = volumes["auth-tokens"]["secret"]
+    assert tokens["secretName"] == "des-http-secrets"
+    assert tokens["items"] == [{"key": "tokens", "path": "tokens"}]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "auth-tokens"]
+    assert f"{mount['mountPath']}/tokens" == config["DES_AUTH_TOKENS_FILE"]
+    assert "tokens" in find("Secret", "des-http-secrets")["stringData"]
+
+
+def test_service_and_autoscaler_target_the_deployment() -> None:
+    deployment = find("Deployment", "des-http")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = find("Service", "des-http")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    hpa = find("HorizontalPodAutoscaler", "des-http")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "des-http",
+    }
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    # Scaling on CPU utilisation needs a CPU request to measure against.
+    (container,) = pod_spec(deployment)["containers"]
+    assert "cpu" in container["resources"]["requests"]
+
+
+# ------------------------------------------------------------------------- every workload
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_workload_is_non_root_with_a_read_only_root(doc: dict[str, Any]) -> None:
+    spec = pod_spec(doc)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001, "the images' uid"
+    assert spec["automountServiceAccountToken"] is False
+    for container in spec["containers"]:
+        image, _, tag = container["image"].rpartition(":")
+        assert image in IMAGES
+        assert tag
+        assert tag != "latest"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert "memory" in container["resources"]["limits"]
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_reference_resolves_to_an_object_in_k8s(doc: dict[str, Any]) -> None:
+    defined = {(d["kind"], d["metadata"]["name"]) for d in all_documents()}
+    spec = pod_spec(doc)
+    wanted: set[tuple[str, str]] = set()
+    for volume in spec.get("volumes", []):
+        if "persistentVolumeClaim" in volume:
+            wanted.add(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+        if "configMap" in volume:
+            wanted.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            wanted.add(("Secret", volume["secret"]["secretName"]))
+    for container in spec["containers"]:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                wanted.add(("ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                wanted.add(("Secret", source["secretRef"]["name"]))
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {})
+            if "secretKeyRef" in ref:
+                wanted.add(("Secret", ref["secretKeyRef"]["name"]))
+                secret = find("Secret", ref["secretKeyRef"]["name"])
+                assert ref["secretKeyRef"]["key"] in secret["stringData"]
+            if "configMapKeyRef" in ref:
+                wanted.add(("ConfigMap", ref["configMapKeyRef"]["name"]))
+        mounted = {m["name"] for m in container.get("volumeMounts", [])}
+        assert mounted <= {v["name"] for v in spec.get("volumes", [])}
+    assert wanted <= defined
+
+
+def test_example_secrets_hold_no_real_values() -> None:
+    for doc in all_documents():
+        if doc["kind"] != "Secret":
+            continue
+        assert "data" not in doc, "examples use stringData placeholders"
+        for key, value in doc["stringData"].items():
+            assert value == "REPLACE_ME" or value.lstrip().startswith("#"), key
+
+
+# ----------------------------------------------------------------------------------- packers
+
+
+def test_packer_job_and_cronjob_run_des_pack_on_the_mounted_volumes() -> None:
+    job = find("Job", "des-packer")
+    (container,) = pod_spec(job)["containers"]
+    assert container["command"] == ["des-pack"]
+    args = container["args"]
+    assert args[args.index("--input-json") + 1].startswith("/data/input/")
+    assert args[args.index("--output-dir") + 1] == "/data/output"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/data/input"]["readOnly"] is True
+    assert "readOnly" not in mounts["/data/output"]
+    assert pod_spec(job)["restartPolicy"] == "Never"
+
+
+def test_packer_cronjob_never_overlaps_itself() -> None:
+    cron = find("CronJob", "des-packer")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["timeZone"] == "Etc/UTC"
+    (container,) = pod_spec(cron)["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    script = container["args"][0]
+    assert "exec des-pack" in script
+    assert "date -u -d yesterday +%Y%m%d" in script
+
+
+def test_migrator_cronjob_has_its_configmap_secret_and_pvc() -> None:
+    cron = find("CronJob", "des-migrate")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = pod_spec(cron)
+    (container,) = spec["containers"]
+    assert container["command"] == ["des-migrate"]
+    assert container["args"][:2] == ["--config", "/etc/des-migrate/migration-config.yaml"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "des-migrate-config"
+    assert volumes["source-files"]["persistentVolumeClaim"]["claimName"] == "des-source-files"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    assert env == dict.fromkeys(
+        ["DB_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], "des-migrate-secrets"
+    )
+    config = yaml.safe_load(
+        find("ConfigMap", "des-migrate-config")["data"]["migration-config.yaml"]
+    )
+    assert "${DB_PASSWORD}" in config["database"]["url"]
+    assert config["migration"]["delete_source_files"] is False
+    # Sources are mounted read-only exactly while the config keeps them.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "source-files"]
+    assert mount["readOnly"] is True
+
+
+def test_migrator_configmap_is_a_valid_des_migrate_config() -> None:
+    des_migrate = pytest.importorskip("des_migrate")
+    text = find("ConfigMap", "des-migrate-config")["data"]["migration-config.yaml"]
+    parse_config = getattr(des_migrate, "parse_config", None)
+    assert parse_config is not None, "des_migrate.parse_config is not exported yet"
+    config = parse_config(yaml.safe_load(text), env={"DB_PASSWORD": "pw"})
+    assert config.packer.output_dir == "s3://des-shards/des"
+    assert config.packer.n_bits == 8
+    assert config.database.table_name == "files"
+
+
+# ------------------------------------------------------------------------- the Indexed Job
+
+
+def indexed_job() -> dict[str, Any]:
+    return find("Job", "des-packer-indexed")
+
+
+def test_indexed_job_settings_agree() -> None:
+    job = indexed_job()
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["parallelism"] == job["spec"]["completions"]
+    (container,) = pod_spec(job)["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["DES_PACKERS"]) == job["spec"]["completions"]
+    assert '--n-bits "${DES_N_BITS}"' in container["args"][0]
+    assert '--shard-range "${range}"' in container["args"][0]
+    assert "python /opt/des-tools/shard_range.py" in container["args"][0]
+
+
+def covered(count: int, n_bits: int) -> list[int]:
+    """Every shard index the `count` pods pack, in pod order, with repeats kept."""
+    indexes: list[int] = []
+    for i in range(count):
+        start, end = shard_range.plan_shard_range(i, count, n_bits)
+        indexes.extend(range(start, end + 1))
+    return indexes
+
+
+@pytest.mark.parametrize("n_bits", range(4, 17))
+def test_ranges_cover_every_shard_index_exactly_once(n_bits: int) -> None:
+    for count in range(1, 17):
+        assert covered(count, n_bits) == list(range(1 << n_bits)), (count, n_bits)
+
+
+@given(n_bits=st.integers(1, 16), data=st.data())
+def test_ranges_are_contiguous_and_balanced(n_bits: int, data: st.DataObject) -> None:
+    count = data.draw(st.integers(1, 1 << n_bits))
+    ranges = [shard_range.plan_shard_range(i, count, n_bits) for i in range(count)]
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] == (1 << n_bits) - 1
+    for (_, end), (start, _) in itertools.pairwise(ranges):
+        assert start == end + 1
+    sizes = {end - start + 1 for start, end in ranges}
+    assert min(sizes) >= 1
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_formula_examples() -> None:
+    plan = shard_range.plan_shard_range
+    assert [plan(i, 4, 8) for i in range(4)] == [(0, 63), (64, 127), (128, 191), (192, 255)]
+    assert [plan(i, 3, 8) for i in range(3)] == [(0, 84), (85, 169), (170, 255)]
+    assert plan(0, 1, 16) == (0, 65535)
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "n_bits", "message"),
+    [
+        (0, 0, 8, "the number of packers must be between 1 and 2**n_bits = 256, got 0"),
+        (0, 17, 4, "the number of packers must be between 1 and 2**n_bits = 16, got 17"),
+        (4, 4, 8, "the completion index must be between 0 and 3, got 4"),
+        (-1, 4, 8, "the completion index must be between 0 and 3, got -1"),
+        (0, 1, 0, "n_bits must be between 1 and 16, got 0"),
+        (0, 1, 17, "n_bits must be between 1 and 16, got 17"),
+    ],
+)
+def test_formula_rejects_impossible_settings(
+    index: int, count: int, n_bits: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^" + message.replace("*", r"\*") + "$"):
+        shard_range.plan_shard_range(index, count, n_bits)
+
+
+@pytest.mark.parametrize(
+    ("env", "stderr"),
+    [
+        ({"DES_PACKERS": "4"}, "shard_range: JOB_COMPLETION_INDEX is not set\n"),
+        (
+            {"JOB_COMPLETION_INDEX": "x", "DES_PACKERS": "4"},
+            "shard_range: JOB_COMPLETION_INDEX must be an integer, got 'x'\n",
+        ),
+        (
+            {"JOB_COMPLETION_INDEX": "0", "DES_PACKERS": "4", "DES_N_BITS": "1"},
+            "shard_range: the number of packers must be between 1 and 2**n_bits = 2, got 4\n",
+        ),
+    ],
+)
+def test_tool_exits_2_with_a_message_on_bad_environment(
+    env: dict[str, str], stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shard_range.main(env) == 2
+    assert capsys.readouterr() == ("", stderr)
+
+
+def fake_des_pack(bin_dir: Path) -> None:
+    """A des-pack stand-in on PATH that prints the arguments it was given, one per line."""
+    bin_dir.mkdir()
+    script = bin_dir / "des-pack"
+    script.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    python = bin_dir / "python"
+    python.symlink_to(sys.executable)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 7, 16])
+def test_the_jobs_own_command_packs_disjoint_ranges_covering_every_shard(
+    count: int, tmp_path: Path
+) -> None:
+    """Run the container's shell script as Kubernetes would, once per completion index."""
+    (container,) = pod_spec(indexed_job())["containers"]
+    command = [*container["command"], *container["args"]]
+    assert command[:2] == ["/bin/sh", "-c"]
+    script = command[2].replace("/opt/des-tools/", f"{ROOT / 'tools'}/")
+    env_defaults = {e["name"]: e["value"] for e in container["env"]}
+    fake_des_pack(tmp_path / "bin")
+    seen: list[int] = []
+    for index in range(count):
+        env = {
+            **env_defaults,
+            "DES_PACKERS": str(count),
+            "JOB_COMPLETION_INDEX": str(index),
+            "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        }
+        result = subprocess.run(
+            ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert (
+            lines[0]
+            == f"packer {index} of {count}: shard indexes "
+            + lines[lines.index("--shard-range") + 1]
+        )
+        argv = lines[1:]
+        assert argv[argv.index("--n-bits") + 1] == "8"
+        start, end = map(int, argv[argv.index("--shard-range") + 1].split("-"))
+        assert (start, end) == shard_range.plan_shard_range(index, count, 8)
+        seen.extend(range(start, end + 1))
+    assert seen == list(range(256))
+
+
+def test_the_packer_image_puts_the_tool_where_the_job_runs_it() -> None:
+    dockerfile = (ROOT / "docker" / "des-packer.Dockerfile").read_text()
+    (container,) = pod_spec(indexed_job())["containers"]
+    (path,) = re.findall(r"python (\S+/shard_range\.py)", container["args"][0])
+    assert f"COPY tools/shard_range.py {path}" in dockerfile
