@@ -1,0 +1,180 @@
+"""Config loading: defaults, validation messages naming the key, ${ENV} expansion, redaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from des_migrate import ConfigError, MigrationConfig, parse_config, read_config, redact_url
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "example_data" / "migration-config.yaml"
+
+
+def test_defaults_match_the_documented_shape() -> None:
+    cfg = parse_config({})
+    assert cfg == MigrationConfig()
+    db = cfg.database
+    assert (db.url, db.table_name, db.uid_column, db.created_at_column) == (
+        "sqlite+pysqlite:///./example.db",
+        "files",
+        "uid",
+        "created_at",
+    )
+    assert (db.file_location_column, db.size_bytes_column, db.archived_column) == (
+        "file_location",
+        "size_bytes",
+        "archived",
+    )
+    assert db.content_type_column is None
+    assert db.checksum_column is None
+    assert db.error_column is None
+    m = cfg.migration
+    assert (m.archive_age_days, m.batch_size, m.delete_source_files) == (7, 100, False)
+    p = cfg.packer
+    assert (p.output_dir, p.max_shard_size, p.n_bits) == ("./des_output", 1_000_000_000, 8)
+    s3 = p.s3_source
+    assert (s3.enabled, s3.region_name, s3.endpoint_url, s3.max_retries) == (
+        False,
+        "us-east-1",
+        None,
+        3,
+    )
+    assert s3.retry_delay_seconds == 2.0
+
+
+def test_example_config_file_parses() -> None:
+    cfg = read_config(EXAMPLE, env={"DB_PASSWORD": "pw"})
+    assert cfg.database.table_name == "files"
+    assert cfg.migration.batch_size == 100
+    assert cfg.packer.s3_source.enabled is False
+
+
+def test_yaml_and_json_give_the_same_config(tmp_path: Path) -> None:
+    doc = {
+        "database": {"url": "sqlite+pysqlite:///x.db", "table_name": "source_files"},
+        "migration": {"archive_age_days": 30, "batch_size": 500, "delete_source_files": True},
+        "packer": {"output_dir": "/data/out", "n_bits": 10, "s3_source": {"enabled": True}},
+    }
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps(doc))
+    y = tmp_path / "c.yaml"
+    y.write_text(
+        "database: {url: 'sqlite+pysqlite:///x.db', table_name: source_files}\n"
+        "migration: {archive_age_days: 30, batch_size: 500, delete_source_files: true}\n"
+        "packer:\n  output_dir: /data/out\n  n_bits: 10\n  s3_source: {enabled: true}\n"
+    )
+    a, b = read_config(j), read_config(y)
+    assert a == b
+    assert a.packer.n_bits == 10
+    assert a.packer.s3_source.enabled is True
+    assert a.migration.batch_size == 500
+    assert a.migration.delete_source_files is True
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {"migration": {"batch_size": 0}},
+            "config key 'migration.batch_size': expected an integer from 1 to 1000000, got 0",
+        ),
+        (
+            {"migration": {"batch_size": "100"}},
+            "config key 'migration.batch_size': expected an integer from 1 to 1000000, got '100'",
+        ),
+        (
+            {"migration": {"delete_source_files": "yes"}},
+            "config key 'migration.delete_source_files': expected true or false, got 'yes'",
+        ),
+        (
+            {"packer": {"n_bits": 3}},
+            "config key 'packer.n_bits': expected an integer from 4 to 16, got 3",
+        ),
+        (
+            {"database": {"table_name": "files; drop table x"}},
+            "config key 'database.table_name': expected an SQL identifier (letters, digits, "
+            "underscore; not starting with a digit), got 'files; drop table x'",
+        ),
+        (
+            {"database": {"url": ""}},
+            "config key 'database.url': expected a non-empty string, got ''",
+        ),
+        (
+            {"packer": {"codec": "brotli"}},
+            "config key 'packer.codec': expected one of 'none', 'zstd', 'lz4', got 'brotli'",
+        ),
+        (
+            {"migration": {"archive_age_days": -1}},
+            "config key 'migration.archive_age_days': expected a number >= 0, got -1",
+        ),
+        (
+            {"migration": {"cutoff": "yesterday"}},
+            "config key 'migration.cutoff': expected an ISO-8601 date or time such as "
+            "2024-01-01T00:00:00Z, got 'yesterday'",
+        ),
+        (
+            {"packer": {"s3_source": {"max_retries": -2}}},
+            "config key 'packer.s3_source.max_retries': expected an integer from 0 to 100, got -2",
+        ),
+        (
+            {"database": "sqlite:///x.db"},
+            "config key 'database': expected a mapping of keys to values, got 'sqlite:///x.db'",
+        ),
+    ],
+)
+def test_config_errors_name_key_and_expected_value(doc: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert str(info.value) == message
+
+
+def test_unknown_key_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"migration": {"bach_size": 10}})
+    assert info.value.key == "migration.bach_size"
+    assert "one of the known keys" in str(info.value)
+    assert "batch_size" in str(info.value)
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config([1, 2])
+    assert info.value.key == "(top level)"
+
+
+def test_env_expansion_in_database_url() -> None:
+    cfg = parse_config(
+        {"database": {"url": "postgresql+psycopg://des:${DB_PASSWORD}@db:5432/app"}},
+        env={"DB_PASSWORD": "s3cr3t"},
+    )
+    assert cfg.database.url == "postgresql+psycopg://des:s3cr3t@db:5432/app"
+    assert redact_url(cfg.database.url) == "postgresql+psycopg://des:***@db:5432/app"
+
+
+def test_missing_env_variable_names_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"database": {"url": "postgresql://u:${NOPE_PW}@h/db"}}, env={})
+    assert str(info.value) == (
+        "config key 'database.url' is required: expected environment variable NOPE_PW to be "
+        "set (used as ${NOPE_PW})"
+    )
+
+
+def test_cutoff_overrides_archive_age() -> None:
+    cfg = parse_config({"migration": {"cutoff": "2024-03-01", "archive_age_days": 1}})
+    assert cfg.migration.effective_cutoff() == datetime(2024, 3, 1, tzinfo=UTC)
+    aged = parse_config({"migration": {"archive_age_days": 2}}).migration
+    now = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    assert aged.effective_cutoff(now) == datetime(2024, 3, 8, 12, tzinfo=UTC)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        read_config(tmp_path / "missing.yaml")
+    assert info.value.key == "--config"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="valid JSON"):
+        read_config(bad)
