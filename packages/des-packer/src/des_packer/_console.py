@@ -49,6 +49,7 @@ class ProgressDisplay:
         self._progress: Any = None
         self._task: Any = None
         self._started = time.monotonic()
+        self._last_line = -1e9
 
     def __enter__(self) -> ProgressDisplay:
         if self.bar:
@@ -93,7 +94,12 @@ class ProgressDisplay:
             )
             return
         if event.shard_key is not None:
-            elapsed = time.monotonic() - self._started
+            now = time.monotonic()
+            last = event.files_done >= event.files_total
+            if event.shard_status == "written" and not last and now - self._last_line < 1.0:
+                return
+            self._last_line = now
+            elapsed = now - self._started
             print(
                 f"des-pack: {event.shard_status} {event.shard_key} "
                 f"[{event.files_done}/{event.files_total} files, "

@@ -13,7 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ._errors import PackConfigError, PackerError
 
@@ -29,14 +29,20 @@ class ExistingShard:
     index: Any  # des_format.ShardIndex
     size: int
     etag: str | None
+    source: Any = None  # kept open while the index is in use; see ``release``
+
+    def release(self) -> None:
+        closer = getattr(self.source, "close", None)
+        if callable(closer):
+            closer()
 
 
 class Transaction(Protocol):
     """The objects of one shard being written; nothing is visible before ``commit``."""
 
-    out: IO[bytes]
+    out: BinaryIO
 
-    def open_part(self, n: int) -> IO[bytes]: ...
+    def open_part(self, n: int) -> BinaryIO: ...
 
     def add_bigfile(self, staged: Path, key: str) -> None: ...
 
@@ -111,9 +117,13 @@ class LocalDestination:
         path = self.path(shard_key)
         if not path.exists():
             return None
-        with LocalFileSource(path) as src:
+        src = LocalFileSource(path)
+        try:
             index = read_index(src)
-            return ExistingShard(index, src.size, src.etag)
+        except BaseException:
+            src.close()
+            raise
+        return ExistingShard(index, src.size, src.etag, src)
 
     def stage_path(self, shard_key: str) -> Path:
         directory = self.path(shard_key).parent
@@ -140,10 +150,10 @@ class LocalTransaction:
         if created and dest.fsync:
             fsync_dir(self.directory.parent)
         self.existing = existing
-        self._temps: list[tuple[Path, Path, IO[bytes]]] = []  # (temp, final, file)
+        self._temps: list[tuple[Path, Path, BinaryIO]] = []  # (temp, final, file)
         self._bigfiles: list[tuple[Path, Path]] = []
         head_tmp = self.directory / _temp_name(shard_key, "0")
-        self.out: IO[bytes] = head_tmp.open("w+b")
+        self.out: BinaryIO = head_tmp.open("w+b")
         if existing is not None:
             with self.final.open("rb") as old:
                 _copy_exactly(old, self.out, existing.size)
@@ -152,12 +162,12 @@ class LocalTransaction:
             self.base_size = 0
         self._head = (head_tmp, self.final, self.out)
 
-    def open_part(self, n: int) -> IO[bytes]:
+    def open_part(self, n: int) -> BinaryIO:
         from des_format import part_key
 
         final = self.dest.path(part_key(self.key, n))
         tmp = self.directory / _temp_name(self.key, f"p{n}")
-        fh: IO[bytes] = tmp.open("w+b")
+        fh: BinaryIO = tmp.open("w+b")
         self._temps.append((tmp, final, fh))
         return fh
 
@@ -170,7 +180,7 @@ class LocalTransaction:
         final.parent.mkdir(parents=True, exist_ok=True)
         self._bigfiles.append((staged, final))
 
-    def _finish(self, fh: IO[bytes]) -> int:
+    def _finish(self, fh: BinaryIO) -> int:
         fh.flush()
         if self.dest.fsync:
             os.fsync(fh.fileno())
@@ -221,7 +231,7 @@ class LocalTransaction:
         self._bigfiles = []
 
 
-def _copy_exactly(src: IO[bytes], dst: IO[bytes], n: int) -> None:
+def _copy_exactly(src: BinaryIO, dst: BinaryIO, n: int) -> None:
     left = n
     while left:
         chunk = src.read(min(left, 1 << 20))

@@ -35,6 +35,7 @@ _BIGFILE_COST = 1 << 20  # in-flight budget charged for a big file (streamed in 
 class _StagedBigFile:
     path: Path
     sha256: str
+    checksum: int
     size: int
 
 
@@ -177,15 +178,15 @@ class _Packer:
     def _prepare(self, state: _ShardState, entry: ManifestEntry) -> Any:
         from des_format import prepare_payload
 
-        if entry.size_bytes >= self.opts.big_file_threshold:
+        if entry.size_bytes > self.opts.big_file_threshold:
             staged = self.dest.stage_path(state.shard.key)
             try:
                 with staged.open("wb") as out:
-                    sha = self.sources.copy_to(entry, out)
+                    sha, crc = self.sources.copy_to(entry, out)
             except BaseException:
                 staged.unlink(missing_ok=True)
                 raise
-            return _StagedBigFile(staged, sha, entry.size_bytes)
+            return _StagedBigFile(staged, sha, crc, entry.size_bytes)
         data = self.sources.read(entry)
         return prepare_payload(
             entry.uid,
@@ -198,7 +199,7 @@ class _Packer:
         )
 
     def _cost(self, entry: ManifestEntry) -> int:
-        if entry.size_bytes >= self.opts.big_file_threshold:
+        if entry.size_bytes > self.opts.big_file_threshold:
             return _BIGFILE_COST
         return max(entry.size_bytes, 1)
 
@@ -289,14 +290,14 @@ class _Packer:
         if isinstance(result, _StagedBigFile):
             key = bigfile_key(state.shard.key, result.sha256, self.opts.bigfiles_prefix)
             state.txn.add_bigfile(result.path, key)
-            meta: dict[str, Any] = dict(entry.meta) if entry.meta else {}
-            name = PurePosixPath(entry.source).name
-            if name:
-                meta.setdefault("name", name)
-            if entry.content_type:
-                meta.setdefault("content_type", entry.content_type)
             state.writer.add_bigfile(
-                entry.uid, sha256=result.sha256, size=result.size, meta=meta or None
+                entry.uid,
+                sha256=result.sha256,
+                size=result.size,
+                meta=dict(entry.meta) if entry.meta else None,
+                checksum=result.checksum,
+                name=PurePosixPath(entry.source).name or None,
+                content_type=entry.content_type,
             )
         else:
             state.writer.add_prepared(result)
@@ -333,6 +334,8 @@ class _Packer:
         raise PackAborted(str(exc), self.totals.report(started))
 
     def _skip_shard(self, state: _ShardState) -> None:
+        if state.existing is not None:
+            state.existing.release()
         t = self.totals
         t.skipped += 1
         t.duplicates.extend(state.duplicates)
@@ -344,6 +347,13 @@ class _Packer:
         self._progress(0, state.shard.key, "skipped")
 
     def _close_shard(self, state: _ShardState) -> None:
+        try:
+            self._finish_shard(state)
+        finally:
+            if state.existing is not None:
+                state.existing.release()
+
+    def _finish_shard(self, state: _ShardState) -> None:
         t = self.totals
         txn = state.txn
         assert txn is not None
@@ -357,7 +367,7 @@ class _Packer:
             return
         summary = state.writer.close()
         stored = txn.commit()
-        parts = int(getattr(summary, "parts", 0) or 0)
+        parts = len(summary.parts)
         status = "appended" if state.existing is not None else "written"
         if state.existing is not None:
             t.appended += 1

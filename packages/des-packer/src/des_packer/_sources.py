@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -40,14 +41,15 @@ class SourceReader:
         with self._lock:
             if self._s3 is None:
                 try:
-                    from des_storage_s3 import S3SourceReader
+                    from des_storage_s3 import ClientSettings, S3SourceReader, make_client
                 except ImportError:
                     raise PackConfigError(
                         "s3:// sources need the S3 extra: pip install 'des-packer[s3]'"
                     ) from None
-                self._s3 = S3SourceReader.from_env(
-                    endpoint_url=self._endpoint_url, region_name=self._region
+                client = make_client(
+                    ClientSettings(region_name=self._region, endpoint_url=self._endpoint_url)
                 )
+                self._s3 = S3SourceReader(client)
             return self._s3
 
     def _chunks(self, entry: ManifestEntry) -> Iterator[bytes]:
@@ -88,7 +90,7 @@ class SourceReader:
 
         reader = self._s3_reader()
         try:
-            yield from reader.iter_bytes(entry.source)
+            yield from reader.iter_read(entry.source)
         except DesFormatError as exc:
             raise EntryFailed(entry.uid, f"cannot read source {entry.source}: {exc}") from None
 
@@ -104,17 +106,20 @@ class SourceReader:
             raise EntryFailed(entry.uid, _size_message(entry, str(len(buf))))
         return bytes(buf)
 
-    def copy_to(self, entry: ManifestEntry, out: BinaryIO) -> str:
-        """Stream the source into ``out``; return its SHA-256 (hex). Checks size_bytes."""
+    def copy_to(self, entry: ManifestEntry, out: BinaryIO) -> tuple[str, int]:
+        """Stream the source into ``out``; return its SHA-256 (hex) and CRC-32. Checks
+        size_bytes."""
         want = entry.size_bytes
         digest = hashlib.sha256()
+        crc = 0
         n = 0
         for chunk in self._chunks(entry):
             n += len(chunk)
             if n > want:
                 raise EntryFailed(entry.uid, _size_message(entry, f"more than {want}"))
             digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
             out.write(chunk)
         if n != want:
             raise EntryFailed(entry.uid, _size_message(entry, str(n)))
-        return digest.hexdigest()
+        return digest.hexdigest(), crc

@@ -78,7 +78,7 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
         typer.Option(
             "--big-file-threshold",
             envvar="DES_BIG_FILE_THRESHOLD_BYTES",
-            help="Files of this many bytes or more go to _bigFiles/<sha256>.",
+            help="Files larger than this many bytes go to _bigFiles/<sha256>.",
         ),
     ] = 10 * 1024 * 1024,
     zones_config: Annotated[
