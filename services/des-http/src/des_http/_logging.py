@@ -1,0 +1,120 @@
+"""Structured access logs: one JSON line per request, tagged with a request id that is echoed
+in ``X-Request-ID``.
+
+The middleware is plain ASGI (no per-request task or body buffering, so streamed files stay
+streamed). It never logs request headers, so bearer tokens never reach a log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ACCESS_LOGGER = "des_http.access"
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+class JsonFormatter(logging.Formatter):
+    """Renders a record as one JSON object; ``record.fields`` (a dict) is merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        else:
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send the service's logs to stdout as JSON lines (used by the CLI and ``des_http:app``)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("des_http")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Our access log replaces uvicorn's plain-text one.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def plan_request_id(incoming: str | None) -> str:
+    """Keep a caller's well-formed ``X-Request-ID``; otherwise make a fresh one."""
+    if incoming and _VALID_REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class AccessLogMiddleware:
+    """Outermost middleware: request id in, ``X-Request-ID`` out, one access-log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = plan_request_id(incoming)
+        scope.setdefault("state", {})["request_id"] = request_id
+        state: dict[str, Any] = {"status": 0, "bytes": 0}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                fields: dict[str, Any] = {
+                    "event": "access",
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "query": scope.get("query_string", b"").decode("latin-1"),
+                    "status": state["status"] or 500,
+                    "bytes": state["bytes"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                }
+                principal = scope["state"].get("principal")
+                if principal:
+                    fields["principal"] = principal
+                if error is not None:
+                    fields["error"] = type(error).__name__
+                access_log.info("access", extra={"fields": fields})

@@ -1,0 +1,159 @@
+"""Prometheus metrics of the service.
+
+Names follow the product README (``des_retrievals_total``, ``des_retrieval_seconds``,
+``des_s3_range_calls_total``) plus the index cache and the bytes served. With several uvicorn
+workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by the workers (before
+they start): each worker then writes its samples there and ``/metrics`` adds them up.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_VARIABLE) or os.environ.get(MULTIPROC_VARIABLE.lower())
+
+
+def _stat(stats: Any, name: str) -> int:
+    if isinstance(stats, dict):
+        return int(stats.get(name, 0))
+    return int(getattr(stats, name, 0))
+
+
+class ServiceMetrics:
+    """The service's metric families, registered in ``registry`` (a fresh one by default)."""
+
+    def __init__(self, backend: str, registry: CollectorRegistry | None = None) -> None:
+        self.backend = backend
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.retrievals = Counter(
+            "des_retrievals",
+            "Files asked for, by backend and HTTP status of the answer.",
+            ["backend", "status"],
+            registry=reg,
+        )
+        self.retrieval_seconds = Histogram(
+            "des_retrieval_seconds",
+            "Time to look a file up and have its first bytes ready.",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.range_calls = Counter(
+            "des_s3_range_calls",
+            "Requests sent to the object store, by kind (tail, index, payload, bigfile).",
+            ["backend", "type"],
+            registry=reg,
+        )
+        self.range_bytes = Counter(
+            "des_s3_range_bytes",
+            "Bytes received from the object store, by kind of request.",
+            ["backend", "type"],
+            registry=reg,
+        )
+        self.bytes_served = Counter(
+            "des_bytes_served",
+            "File bytes sent to clients (bodies of 200 and 206 answers and batch items).",
+            ["backend"],
+            registry=reg,
+        )
+        self.cache_hits = Counter(
+            "des_index_cache_hits", "Index cache hits.", ["backend"], registry=reg
+        )
+        self.cache_misses = Counter(
+            "des_index_cache_misses", "Index cache misses.", ["backend"], registry=reg
+        )
+        self.cache_evictions = Counter(
+            "des_index_cache_evictions", "Index cache evictions.", ["backend"], registry=reg
+        )
+        self.cache_bytes = Gauge(
+            "des_index_cache_bytes",
+            "Bytes held by the index cache (summed over live workers).",
+            ["backend"],
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.cache_entries = Gauge(
+            "des_index_cache_entries",
+            "Index parts held by the index cache (summed over live workers).",
+            ["backend"],
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self._lock = threading.Lock()
+        self._seen = (0, 0, 0)
+        # Children looked up once: labels() costs a dict lookup and a lock per call.
+        self._bytes_served = self.bytes_served.labels(backend)
+        self._latency = self.retrieval_seconds.labels(backend)
+        self._status_children: dict[int, Any] = {}
+        self._kind_children: dict[str, tuple[Any, Any]] = {}
+
+    def observe_store_request(self, kind: str, nbytes: int) -> None:
+        """The retriever's observer: called once per request sent to the object store."""
+        children = self._kind_children.get(kind)
+        if children is None:
+            children = (
+                self.range_calls.labels(self.backend, kind),
+                self.range_bytes.labels(self.backend, kind),
+            )
+            self._kind_children[kind] = children
+        children[0].inc()
+        if nbytes:
+            children[1].inc(nbytes)
+
+    def observe_retrieval(self, status: int, seconds: float | None) -> None:
+        child = self._status_children.get(status)
+        if child is None:
+            child = self.retrievals.labels(self.backend, str(status))
+            self._status_children[status] = child
+        child.inc()
+        if seconds is not None:
+            self._latency.observe(seconds)
+
+    def add_bytes_served(self, nbytes: int) -> None:
+        if nbytes:
+            self._bytes_served.inc(nbytes)
+
+    def sync_cache(self, stats: Any) -> None:
+        """Fold the index cache's cumulative ``stats()`` into the counters and gauges."""
+        hits, misses, evictions = (_stat(stats, n) for n in ("hits", "misses", "evictions"))
+        with self._lock:
+            old_hits, old_misses, old_evictions = self._seen
+            self._seen = (hits, misses, evictions)
+        if hits > old_hits:
+            self.cache_hits.labels(self.backend).inc(hits - old_hits)
+        if misses > old_misses:
+            self.cache_misses.labels(self.backend).inc(misses - old_misses)
+        if evictions > old_evictions:
+            self.cache_evictions.labels(self.backend).inc(evictions - old_evictions)
+        self.cache_bytes.labels(self.backend).set(_stat(stats, "bytes"))
+        self.cache_entries.labels(self.backend).set(_stat(stats, "entries"))
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text for ``/metrics`` (all workers' samples in multiprocess mode)."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

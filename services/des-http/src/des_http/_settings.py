@@ -1,0 +1,93 @@
+"""Settings of the service: the shared DES settings (``des_routing.DesSettings``) plus the
+HTTP edge's own, all read from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from des_routing import DesSettings, SettingsError
+
+DEFAULT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+DEFAULT_MAX_BATCH_ITEMS = 1000
+DEFAULT_RETRY_AFTER_SECONDS = 5
+DEFAULT_STREAM_THRESHOLD_BYTES = 1 << 20
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting of des-http is missing or invalid; the message names the variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Everything :func:`des_http.create_app` needs.
+
+    ``des`` carries the storage settings shared with the packer (backend, base directory,
+    n_bits, S3, zones, big files, index cache size); the rest is the HTTP edge's.
+    """
+
+    des: DesSettings
+    cache_control: str = DEFAULT_CACHE_CONTROL
+    auth_tokens_file: Path | None = None
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    log_level: str = "INFO"
+    retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
+    stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
+        """Read every setting; raise ``SettingsError``/``ConfigError`` naming the variable."""
+        env = os.environ if env is None else env
+        des = DesSettings.from_env(dict(env))
+        tokens = env.get("DES_AUTH_TOKENS_FILE", "").strip()
+        level = env.get("DES_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if level not in LOG_LEVELS:
+            raise ConfigError(
+                "DES_LOG_LEVEL", f"unknown level {level!r}; use one of {', '.join(LOG_LEVELS)}"
+            )
+        cache_control = env.get("DES_CACHE_CONTROL", DEFAULT_CACHE_CONTROL).strip()
+        if not cache_control or any(ch in cache_control for ch in "\r\n"):
+            raise ConfigError(
+                "DES_CACHE_CONTROL",
+                f"expected a Cache-Control header value such as {DEFAULT_CACHE_CONTROL!r}",
+            )
+        return cls(
+            des=des,
+            cache_control=cache_control,
+            auth_tokens_file=Path(tokens) if tokens else None,
+            max_batch_items=_positive_int(
+                env, "DES_MAX_BATCH_ITEMS", DEFAULT_MAX_BATCH_ITEMS, upper=100_000
+            ),
+            log_level=level,
+            retry_after_seconds=_positive_int(
+                env, "DES_RETRY_AFTER_SECONDS", DEFAULT_RETRY_AFTER_SECONDS, upper=86_400
+            ),
+            stream_threshold_bytes=_positive_int(
+                env, "DES_STREAM_THRESHOLD_BYTES", DEFAULT_STREAM_THRESHOLD_BYTES, upper=1 << 30
+            ),
+        )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+    if not 1 <= value <= upper:
+        raise ConfigError(name, f"expected a number from 1 to {upper}, got {value}")
+    return value
+
+
+def describe_config_error(exc: ConfigError | SettingsError) -> str:
+    """One line for a person starting the service."""
+    return f"des-http: invalid configuration: {exc}"
