@@ -117,3 +117,122 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
 def pack_main() -> None:
     """Entry point of ``des-pack``."""
     pack_app()
+
+
+# ---- des: inspect and retrieve -----------------------------------------------------------------
+
+DES_EXIT_HELP = "Exit codes: 0 ok; 1 not found, unreadable or failed verification; 2 usage error."
+
+des_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help=(
+        "Inspect and retrieve DES shards with the service's settings (DES_BACKEND, "
+        "DES_BASE_DIR, DES_S3_*, DES_ZONES_CONFIG, DES_N_BITS); the options below override "
+        "them. " + DES_EXIT_HELP
+    ),
+)
+
+
+@des_app.callback()
+def des_settings(  # noqa: PLR0917 - typer maps options to parameters
+    ctx: typer.Context,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="local, s3 or multi_s3 (DES_BACKEND).")
+    ] = None,
+    base_dir: Annotated[
+        str | None, typer.Option("--base-dir", help="Shard directory (DES_BASE_DIR).")
+    ] = None,
+    n_bits: Annotated[int | None, typer.Option("--n-bits", help="DES_N_BITS.")] = None,
+    s3_bucket: Annotated[str | None, typer.Option("--s3-bucket", help="DES_S3_BUCKET.")] = None,
+    s3_prefix: Annotated[str | None, typer.Option("--s3-prefix", help="DES_S3_PREFIX.")] = None,
+    s3_region: Annotated[str | None, typer.Option("--s3-region", help="DES_S3_REGION.")] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option("--s3-endpoint-url", help="DES_S3_ENDPOINT_URL.")
+    ] = None,
+    zones_config: Annotated[
+        str | None, typer.Option("--zones-config", help="DES_ZONES_CONFIG.")
+    ] = None,
+) -> None:
+    ctx.obj = {
+        "DES_BACKEND": backend,
+        "DES_BASE_DIR": base_dir,
+        "DES_N_BITS": None if n_bits is None else str(n_bits),
+        "DES_S3_BUCKET": s3_bucket,
+        "DES_S3_PREFIX": s3_prefix,
+        "DES_S3_REGION": s3_region,
+        "DES_S3_ENDPOINT_URL": s3_endpoint_url,
+        "DES_ZONES_CONFIG": zones_config,
+    }
+
+
+@des_app.command(
+    help=(
+        "Retrieve one file (des get UID --created-at T [-o FILE]; stdout without -o) or many "
+        "(des get --batch FILE --out DIR; FILE is JSON Lines of uid and created_at, each file "
+        "is written to DIR/<uid>, a JSON report goes to stdout). " + DES_EXIT_HELP
+    )
+)
+def get(  # noqa: PLR0917 - typer maps options to parameters
+    ctx: typer.Context,
+    uid: Annotated[str | None, typer.Argument(help="The file's uid.")] = None,
+    created_at: Annotated[
+        str | None, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
+    ] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", help="JSON Lines of {uid, created_at}.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Directory for --batch files.")
+    ] = None,
+) -> None:
+    from ._inspect import EXIT_USAGE, run_get, run_get_batch
+
+    if batch is not None:
+        if uid is not None or out_dir is None:
+            typer.echo("des: error: --batch FILE needs --out DIR and no UID argument", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(run_get_batch(batch, out_dir, ctx.obj))
+    if uid is None or created_at is None:
+        typer.echo("des: error: give UID --created-at T (or --batch FILE --out DIR)", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(run_get(uid, created_at, output, ctx.obj))
+
+
+@des_app.command(
+    help="List the entries of a shard (a local .des path or a key such as 20240101/A7.des)."
+)
+def ls(
+    ctx: typer.Context,
+    shard: Annotated[str, typer.Argument(help="Local shard path or object key.")],
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per entry.")] = False,
+) -> None:
+    from ._inspect import run_ls
+
+    raise typer.Exit(run_ls(shard, ctx.obj, as_json=json_out))
+
+
+@des_app.command(
+    help=(
+        "Verify a shard, a base directory, or (DES_BACKEND=s3) every shard under a key "
+        "prefix: header, footer and index checksums; --deep reads and checks every payload. "
+        "Prints a JSON report. " + DES_EXIT_HELP
+    )
+)
+def verify(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Shard path, directory, key or prefix.")],
+    deep: Annotated[bool, typer.Option("--deep", help="Check every payload too.")] = False,
+) -> None:
+    from ._inspect import run_verify
+
+    raise typer.Exit(run_verify(target, ctx.obj, deep=deep))
+
+
+def des_main() -> None:
+    """Entry point of ``des``."""
+    des_app()

@@ -1,0 +1,427 @@
+"""What the ``des`` operator command does (get, ls, verify), as plain functions returning exit
+codes. Reads use the service's settings (``DES_*`` through ``des_routing.DesSettings``; flags
+override them) and des-format's one retrieval pipeline, :class:`des_format.ShardRetriever`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+from urllib.parse import quote
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "StoreSource",
+    "load_settings",
+    "open_read_store",
+    "run_get",
+    "run_get_batch",
+    "run_ls",
+    "run_verify",
+    "safe_file_name",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad flag or setting (exit 2)."""
+
+
+def load_settings(overrides: Mapping[str, str | None], env: Mapping[str, str] | None = None) -> Any:
+    """``DesSettings.from_env`` with flag values (``DES_*`` names) taking precedence."""
+    from des_routing import DesSettings, RoutingError
+
+    merged = dict(os.environ if env is None else env)
+    for name, value in overrides.items():
+        if value is not None:
+            merged[name] = value
+    try:
+        return DesSettings.from_env(merged)
+    except RoutingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def open_read_store(settings: Any) -> Any:
+    """The ObjectStore of ``settings``: local needs nothing more, S3 needs ``des-packer[s3]``."""
+    if settings.backend == "local":
+        from des_format import LocalObjectStore
+
+        return LocalObjectStore(settings.base_dir)
+    try:
+        from des_storage_s3 import open_store
+    except ImportError:
+        raise UsageError(
+            f"DES_BACKEND={settings.backend} needs the S3 extra: pip install 'des-packer[s3]'"
+        ) from None
+    return open_store(settings)
+
+
+class StoreSource:
+    """One object of an ObjectStore as a ByteSource."""
+
+    def __init__(self, store: Any, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.etag: str | None = None
+
+    def read_tail(self, n: int) -> Any:
+        tail = self.store.read_tail(self.key, n)
+        self.etag = tail.etag
+        return tail
+
+    def read_range(self, start: int, end: int) -> bytes:
+        data: bytes = self.store.read_range(self.key, start, end, if_match=self.etag)
+        return data
+
+
+def safe_file_name(uid: str) -> str:
+    """A file name for ``uid`` that cannot leave the output directory (percent-encoded)."""
+    name = quote(uid, safe="-_.@+=,~")
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    return name
+
+
+def _key_for(uid: str, created_at: str, n_bits: int) -> str:
+    from des_routing import RoutingError, locate_shard
+
+    try:
+        return str(locate_shard(uid, created_at, n_bits).object_key)
+    except RoutingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _explain(exc: BaseException, store: Any, key: str) -> str:
+    from des_format import EntryDeleted, EntryNotFound, ObjectNotFound
+
+    if isinstance(exc, ObjectNotFound):
+        return (
+            f"no shard {store.describe(key)}: check created_at, DES_N_BITS and the base "
+            "directory / bucket the files were packed into"
+        )
+    if isinstance(exc, EntryNotFound | EntryDeleted):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _write_stream(chunks: Iterator[bytes], dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with tmp.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def run_get(
+    uid: str,
+    created_at: str,
+    output: Path | None,
+    overrides: Mapping[str, str | None],
+    *,
+    stdout: BinaryIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    from des_format import DesFormatError, ShardRetriever
+
+    err = err or sys.stderr
+    try:
+        settings = load_settings(overrides)
+        key = _key_for(uid, created_at, settings.n_bits)
+        store = open_read_store(settings)
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    retriever = ShardRetriever(store, bigfiles_prefix=settings.bigfiles_prefix)
+    try:
+        opened = retriever.open(key, uid)
+        if output is None:
+            out = stdout or sys.stdout.buffer
+            for chunk in opened.iter_bytes():
+                out.write(chunk)
+            out.flush()
+        else:
+            _write_stream(opened.iter_bytes(), output)
+    except DesFormatError as exc:
+        print(f"des: error: {_explain(exc, store, key)}", file=err)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"des: error: cannot write {output}: {exc.strerror}", file=err)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def run_get_batch(
+    batch: Path,
+    out_dir: Path,
+    overrides: Mapping[str, str | None],
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Fetch every (uid, created_at) of a JSON Lines file into ``out_dir/<uid>``."""
+    from des_format import DesFormatError, IndexCache, ShardRetriever
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        settings = load_settings(overrides)
+        store = open_read_store(settings)
+        lines = batch.read_text(encoding="utf-8").splitlines()
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"des: error: cannot read --batch {batch}: {exc.strerror}", file=err)
+        return EXIT_USAGE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = IndexCache(settings.index_cache_bytes) if settings.index_cache_bytes else None
+    retriever = ShardRetriever(store, cache=cache, bigfiles_prefix=settings.bigfiles_prefix)
+    ok = 0
+    failed: list[dict[str, str]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            uid, created_at = row["uid"], row["created_at"]
+            if not isinstance(uid, str) or not isinstance(created_at, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            failed.append(
+                {
+                    "line": str(lineno),
+                    "error": f"{batch.name} line {lineno}: expected a JSON object with "
+                    "string fields uid and created_at",
+                }
+            )
+            continue
+        try:
+            key = _key_for(uid, created_at, settings.n_bits)
+            _write_stream(retriever.open(key, uid).iter_bytes(), out_dir / safe_file_name(uid))
+            ok += 1
+        except UsageError as exc:
+            failed.append({"uid": uid, "error": str(exc)})
+        except DesFormatError as exc:
+            failed.append({"uid": uid, "error": _explain(exc, store, key)})
+        except OSError as exc:
+            failed.append({"uid": uid, "error": f"cannot write: {exc.strerror}"})
+    print(json.dumps({"ok": ok, "failed": len(failed), "failures": failed}, indent=2), file=out)
+    for f in failed:
+        who = f"uid {f['uid']!r}" if "uid" in f else f"line {f['line']}"
+        print(f"des: error: {who}: {f['error']}", file=err)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ---- ls and verify ---------------------------------------------------------------------------
+
+
+def _entry_json(e: Any) -> dict[str, Any]:
+    return {
+        "uid": e.uid,
+        "size": e.size,
+        "stored_size": e.stored_size,
+        "codec": e.codec.name.lower(),
+        "checksum": None if e.checksum is None else f"{e.checksum:08x}",
+        "offset": e.offset,
+        "part": e.part,
+        "is_bigfile": e.is_bigfile,
+        "bigfile_hash": e.bigfile_hash,
+        "deleted": e.deleted,
+        "content_type": e.content_type,
+        "meta": e.meta,
+    }
+
+
+def _open_reader(target: str, overrides: Mapping[str, str | None]) -> tuple[Any, str]:
+    """A ShardReader for a local shard path or a key in the configured store."""
+    from des_format import ShardReader, bigfile_key, part_key
+
+    path = Path(target)
+    if path.is_file():
+        settings = load_settings(overrides)
+        return ShardReader.open_path(path, bigfiles_prefix=settings.bigfiles_prefix), str(path)
+    settings = load_settings(overrides)
+    store = open_read_store(settings)
+    key = target
+
+    def parts(n: int) -> Any:
+        return StoreSource(store, part_key(key, n))
+
+    def bigfiles(sha: str) -> Any:
+        return StoreSource(store, bigfile_key(key, sha, settings.bigfiles_prefix))
+
+    return ShardReader(StoreSource(store, key), parts, bigfiles), store.describe(key)
+
+
+def run_ls(
+    target: str,
+    overrides: Mapping[str, str | None],
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    from des_format import DesFormatError
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        reader, where = _open_reader(target, overrides)
+        entries = sorted(reader.iter_entries(), key=lambda e: e.uid)
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    except DesFormatError as exc:
+        print(f"des: error: {target}: {exc}", file=err)
+        return EXIT_FAILED
+    if as_json:
+        for e in entries:
+            print(json.dumps(_entry_json(e)), file=out)
+        return EXIT_OK
+    print(f"# {where}: {len(entries)} entries, format {reader.index.format_version}", file=out)
+    print("uid\tsize\tstored_size\tcodec\tchecksum\tpart\toffset\tflags\tcontent_type", file=out)
+    for e in entries:
+        d = _entry_json(e)
+        flags = ",".join(
+            f for f in ("bigfile", "deleted") if d["is_bigfile" if f == "bigfile" else f]
+        )
+        print(
+            f"{e.uid}\t{e.size}\t{e.stored_size}\t{d['codec']}\t{d['checksum'] or '-'}\t"
+            f"{e.part}\t{e.offset}\t{flags or '-'}\t{e.content_type or '-'}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _local_shards(base: Path) -> Iterator[Path]:
+    import re
+
+    part = re.compile(r"\.p\d+\.des$")
+    for path in sorted(base.rglob("*.des")):
+        if path.name.startswith(".") or part.search(path.name) or not path.is_file():
+            continue
+        yield path
+
+
+def _s3_keys(store: Any, prefix: str) -> Iterator[str]:
+    """Shard keys under ``prefix`` in an S3ObjectStore (the one place des lists)."""
+    import re
+
+    part = re.compile(r"\.p\d+\.des$")
+    client, bucket, root = store.client, store.bucket, store.prefix.strip("/")
+    full = f"{root}/{prefix}" if root else prefix
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=full):
+        for obj in page.get("Contents", []):
+            key = obj["Key"][len(root) + 1 :] if root else obj["Key"]
+            if key.endswith(".des") and not part.search(key):
+                yield key
+
+
+def _verify_one(reader: Any, deep: bool) -> tuple[int, str | None]:
+    from des_format import DesFormatError
+
+    try:
+        return int(reader.verify(deep=deep)), None
+    except DesFormatError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    finally:
+        reader.close()
+
+
+def run_verify(
+    target: str,
+    overrides: Mapping[str, str | None],
+    *,
+    deep: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Verify one shard, a local directory of shards, or every shard under an S3 prefix.
+
+    Fast (default): header, footer, index directory and bucket checksums. ``deep``: every
+    payload read and checked too. Prints a JSON report; exit 1 when any shard fails.
+    """
+    from des_format import DesFormatError, ShardReader
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    results: list[dict[str, Any]] = []
+    try:
+        path = Path(target)
+        settings = load_settings(overrides)
+        if path.is_dir():
+            for shard in _local_shards(path):
+                try:
+                    reader = ShardReader.open_path(shard, bigfiles_prefix=settings.bigfiles_prefix)
+                except DesFormatError as exc:
+                    results.append({"shard": str(shard), "ok": False, "error": str(exc)})
+                    continue
+                n, problem = _verify_one(reader, deep)
+                results.append(
+                    {"shard": str(shard), "ok": problem is None, "entries": n}
+                    | ({"error": problem} if problem else {})
+                )
+        elif path.is_file() or target.endswith(".des"):
+            try:
+                reader, where = _open_reader(target, overrides)
+            except DesFormatError as exc:
+                results.append({"shard": target, "ok": False, "error": str(exc)})
+            else:
+                n, problem = _verify_one(reader, deep)
+                results.append(
+                    {"shard": where, "ok": problem is None, "entries": n}
+                    | ({"error": problem} if problem else {})
+                )
+        elif settings.backend == "s3":
+            store = open_read_store(settings)
+            for key in _s3_keys(store, target.strip("/")):
+                try:
+                    reader, where = _open_reader(key, overrides)
+                except DesFormatError as exc:
+                    results.append({"shard": key, "ok": False, "error": str(exc)})
+                    continue
+                n, problem = _verify_one(reader, deep)
+                results.append(
+                    {"shard": where, "ok": problem is None, "entries": n}
+                    | ({"error": problem} if problem else {})
+                )
+        else:
+            raise UsageError(
+                f"{target!r} is neither a shard file, a directory, nor (with DES_BACKEND=s3) "
+                "a key prefix; give a .des path, a base directory or an S3 prefix"
+            )
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    except DesFormatError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_FAILED
+    bad = [r for r in results if not r["ok"]]
+    report = {
+        "mode": "deep" if deep else "fast",
+        "shards": len(results),
+        "ok": len(results) - len(bad),
+        "failed": len(bad),
+        "entries": sum(int(r.get("entries", 0)) for r in results),
+        "results": results,
+    }
+    print(json.dumps(report, indent=2), file=out)
+    for r in bad:
+        print(f"des: verify failed: {r['shard']}: {r['error']}", file=err)
+    if not results:
+        print(f"des: error: no shards found under {target}", file=err)
+        return EXIT_FAILED
+    return EXIT_FAILED if bad else EXIT_OK
