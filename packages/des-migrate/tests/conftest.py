@@ -131,3 +131,50 @@ class Helpers:
 @pytest.fixture
 def h() -> type[Helpers]:
     return Helpers
+
+
+def migration_config(
+    url: str, out: Path, *, report: Path | None = None, **sections: dict[str, Any]
+) -> Any:
+    """A config for tests: fixed cutoff 2024-02-01, error and checksum columns, n_bits 4."""
+    from des_migrate import parse_config
+
+    doc: dict[str, Any] = {
+        "database": {
+            "url": url,
+            "checksum_column": "checksum",
+            "content_type_column": "content_type",
+            "error_column": "migration_error",
+        },
+        "migration": {"cutoff": "2024-02-01T00:00:00Z", "batch_size": 100},
+        "packer": {"output_dir": str(out), "n_bits": 4, "workers": 2},
+    }
+    if report is not None:
+        doc["migration"]["report_file"] = str(report)
+    for name, values in sections.items():
+        doc[name].update(values)
+    return parse_config(doc)
+
+
+def read_back(out: Path, uid: str, created_at: datetime, n_bits: int = 4) -> bytes:
+    from des_format import LocalObjectStore, ShardRetriever
+    from des_routing import locate_shard
+
+    key = locate_shard(uid, created_at, n_bits).object_key
+    return ShardRetriever(LocalObjectStore(out)).read(key, uid)
+
+
+def shard_uids(out: Path) -> list[str]:
+    """Every uid in every shard under ``out`` (duplicates across shards would show twice)."""
+    from des_format import LocalFileSource, read_index
+
+    uids: list[str] = []
+    for path in sorted(out.glob("*/*.des")):
+        with LocalFileSource(path) as src:
+            uids.extend(e.uid for e in read_index(src).iter_entries() if not e.deleted)
+    return uids
+
+
+Helpers.migration_config = staticmethod(migration_config)  # type: ignore[attr-defined]
+Helpers.read_back = staticmethod(read_back)  # type: ignore[attr-defined]
+Helpers.shard_uids = staticmethod(shard_uids)  # type: ignore[attr-defined]

@@ -139,7 +139,6 @@ class MigrationOrchestrator:
         self.metrics = metrics
         self._pack_fn = pack_fn
         self._store = store
-        self._retriever: ShardRetriever | None = None
         self._fault = fault
         self._now = now or (lambda: datetime.now(UTC))
         self._stop = threading.Event()
@@ -166,7 +165,8 @@ class MigrationOrchestrator:
 
     def _step(self, name: str) -> None:
         if self._fault is not None:
-            self._fault(name)
+            with _step_errors(name):
+                self._fault(name)
 
     # ------------------------------------------------------------------ wiring
 
@@ -177,11 +177,14 @@ class MigrationOrchestrator:
         return self.config.packer.n_bits
 
     def retriever(self) -> ShardRetriever:
-        if self._retriever is None:
-            from des_format import IndexCache, ShardRetriever
+        """A retriever with a fresh index cache.
 
-            self._retriever = ShardRetriever(self._object_store(), cache=IndexCache(64 << 20))
-        return self._retriever
+        Each step that reads shards takes a new one: an index cached before a pack would not
+        know the files the pack just appended.
+        """
+        from des_format import IndexCache, ShardRetriever
+
+        return ShardRetriever(self._object_store(), cache=IndexCache(64 << 20))
 
     def _object_store(self) -> ObjectStore:
         if self._store is not None:
@@ -321,6 +324,9 @@ class MigrationOrchestrator:
                     include_failed=cfg.retry_failed,
                     claim=self._use_claims(),
                 )
+            except StepFailed:
+                trans.rollback()
+                raise
             except Exception as exc:
                 trans.rollback()
                 raise StepFailed("fetch", _brief(exc)) from exc
