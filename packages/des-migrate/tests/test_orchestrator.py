@@ -253,6 +253,7 @@ def test_rows_packed_by_a_crashed_run_are_verified_not_duplicated(
     assert report.status == "success"
     assert (report.migrated, report.already_packed) == (10, 6)
     assert sorted(h.shard_uids(out)) == sorted(r.uid for r in rows[:10])
+    assert h.archived_uids(engine, table) == {r.uid for r in rows[:10]} | {"done-before"}
 
 
 def test_a_different_file_already_in_the_shard_is_refused(
