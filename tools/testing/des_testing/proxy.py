@@ -40,6 +40,13 @@ _HOP = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients hanging up mid-answer (timeouts, refused whole objects) are expected here."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One request as seen on the wire between client and proxy."""
@@ -146,13 +153,13 @@ class FaultProxy:
                         '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
                         f"{code}</Code><Message>injected by FaultProxy</Message></Error>"
                     ).encode()
+                    record(status, len(xml))
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(xml)))
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(xml)
-                    record(status, len(xml))
                     return
                 if kind == "reset":
                     record(None, 0)
@@ -163,6 +170,7 @@ class FaultProxy:
                     self.connection.close()
                     return
                 if kind == "slow" and fault is not None:
+                    record(None, 0)  # recorded on arrival: the client may give up waiting
                     time.sleep(fault.delay)
                 fwd = {k: v for k, v in headers.items() if k.lower() not in _HOP}
                 if kind == "ignore_range":
@@ -179,6 +187,14 @@ class FaultProxy:
                     status = resp.status
                 finally:
                     conn.close()
+                out = data
+                if self.command == "HEAD":
+                    out = b""
+                elif kind == "truncate" and fault is not None:
+                    out = data[: int(len(data) * fault.keep_fraction)]
+                # Record before answering, so a client that got its answer sees the count.
+                if kind != "slow":
+                    record(status, len(out))
                 self.send_response(status)
                 length_sent = False
                 for k, v in resp_headers:
@@ -195,27 +211,22 @@ class FaultProxy:
                 elif not length_sent:
                     self.send_header("Content-Length", "0")
                 self.end_headers()
-                if self.command == "HEAD":
-                    record(status, 0)
-                    return
-                if kind == "truncate" and fault is not None:
-                    part = data[: int(len(data) * fault.keep_fraction)]
-                    self.wfile.write(part)
+                if out:
+                    self.wfile.write(out)
                     self.wfile.flush()
-                    record(status, len(part))
+                if kind == "truncate":
                     self.close_connection = True
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
-                    return
-                self.wfile.write(data)
-                record(status, len(data))
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle  # noqa: N815
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 
