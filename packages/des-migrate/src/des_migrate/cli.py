@@ -85,7 +85,9 @@ def migrate(  # noqa: PLR0917  (typer options)
     except SourceDatabaseError as exc:
         raise _fail(str(exc), EXIT_FAILURE) from None
 
-    metrics = MigrationMetrics()
+    from prometheus_client import CollectorRegistry
+
+    metrics = MigrationMetrics(CollectorRegistry())
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
