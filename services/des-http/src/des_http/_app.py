@@ -237,6 +237,7 @@ def create_app(
         retriever = ShardRetriever(
             store,
             cache=cache,
+            tail_size=des.tail_read_bytes,
             bigfiles_prefix=des.bigfiles_prefix,
             observer=metrics.observe_store_request,
         )

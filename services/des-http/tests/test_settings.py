@@ -1,0 +1,118 @@
+"""Settings from the environment, and start-up refusing bad ones with a message naming the
+variable (no traceback), for both ``uvicorn des_http:app`` and ``des-http``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from des_http import ConfigError, HttpSettings
+from des_routing import SettingsError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = HttpSettings.from_env({"DES_BASE_DIR": str(tmp_path)})
+    assert s.des.backend == "local"
+    assert s.des.base_dir == tmp_path
+    assert s.des.n_bits == 8
+    assert s.cache_control == "public, max-age=31536000, immutable"
+    assert s.auth_tokens_file is None
+    assert s.max_batch_items == 1000
+    assert s.log_level == "INFO"
+    assert s.retry_after_seconds == 5
+    assert s.stream_threshold_bytes == 1 << 20
+
+
+def test_every_http_setting_is_read(tmp_path: Path) -> None:
+    s = HttpSettings.from_env(
+        {
+            "DES_BACKEND": "s3",
+            "DES_S3_BUCKET": "shards",
+            "DES_N_BITS": "10",
+            "DES_CACHE_CONTROL": "no-cache",
+            "DES_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
+            "DES_MAX_BATCH_ITEMS": "50",
+            "DES_LOG_LEVEL": "debug",
+            "DES_RETRY_AFTER_SECONDS": "30",
+            "DES_STREAM_THRESHOLD_BYTES": "4096",
+            "DES_INDEX_CACHE_BYTES": "1 MiB",
+        }
+    )
+    assert (s.des.backend, s.des.s3_bucket, s.des.n_bits) == ("s3", "shards", 10)
+    assert s.des.index_cache_bytes == 1 << 20
+    assert s.cache_control == "no-cache"
+    assert s.auth_tokens_file == tmp_path / "tokens"
+    assert (s.max_batch_items, s.log_level, s.retry_after_seconds) == (50, "DEBUG", 30)
+    assert s.stream_threshold_bytes == 4096
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DES_MAX_BATCH_ITEMS": "lots"}, "DES_MAX_BATCH_ITEMS"),
+        ({"DES_MAX_BATCH_ITEMS": "0"}, "DES_MAX_BATCH_ITEMS"),
+        ({"DES_LOG_LEVEL": "chatty"}, "DES_LOG_LEVEL"),
+        ({"DES_RETRY_AFTER_SECONDS": "-1"}, "DES_RETRY_AFTER_SECONDS"),
+        ({"DES_STREAM_THRESHOLD_BYTES": "1.5"}, "DES_STREAM_THRESHOLD_BYTES"),
+        ({"DES_CACHE_CONTROL": "a\nb"}, "DES_CACHE_CONTROL"),
+    ],
+)
+def test_bad_http_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        HttpSettings.from_env(env)
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}: ")
+
+
+def test_bad_des_settings_come_from_des_routing() -> None:
+    with pytest.raises(SettingsError, match="DES_S3_BUCKET"):
+        HttpSettings.from_env({"DES_BACKEND": "s3"})
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("DES_")}
+    full.update(env)
+    return subprocess.run(args, env=full, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DES_BACKEND": "ftp"}, "DES_BACKEND"),
+        ({"DES_N_BITS": "99"}, "DES_N_BITS"),
+        ({"DES_BACKEND": "multi_s3"}, "DES_ZONES_CONFIG"),
+        ({"DES_MAX_BATCH_ITEMS": "x"}, "DES_MAX_BATCH_ITEMS"),
+        ({"DES_AUTH_TOKENS_FILE": "/nonexistent/tokens"}, "DES_AUTH_TOKENS_FILE"),
+    ],
+)
+def test_uvicorn_import_of_app_refuses_bad_settings(env: dict[str, str], variable: str) -> None:
+    code = "import uvicorn.importer as i; i.import_from_string('des_http:app')"
+    done = _run([sys.executable, "-c", code], env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("des-http: invalid configuration: ")
+    assert variable in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_des_http_command_refuses_bad_settings() -> None:
+    done = _run(["des-http", "--port", "0"], {"DES_BACKEND": "nope"})
+    assert done.returncode == 2
+    assert "DES_BACKEND" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_hash_token_prints_a_tokens_file_line() -> None:
+    done = subprocess.run(
+        ["des-http", "hash-token", "--scope", "admin", "--name", "ops"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == (
+        "admin sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0 ops\n"
+    )
