@@ -1,0 +1,244 @@
+"""Shard uploads against moto over HTTP: conditional create, multipart, abort, append, replace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from des_format._errors import PreconditionFailed
+from des_storage_s3 import (
+    MIN_PART_SIZE,
+    RetryPolicy,
+    S3ShardStore,
+    S3Unavailable,
+    ShardChanged,
+    ShardExists,
+)
+from des_testing import FaultProxy
+
+MiB = 1024 * 1024
+KEY = "20240101/A7.des"
+
+
+@pytest.fixture
+def shards(client: Any, bucket: str, fast_retry: RetryPolicy) -> S3ShardStore:
+    return S3ShardStore(client, bucket, "des/", part_size=MIN_PART_SIZE, retry=fast_retry)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def get(direct: Any, bucket: str, key: str) -> bytes:
+    data: bytes = direct.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data
+
+
+def no_pending_uploads(direct: Any, bucket: str) -> bool:
+    return "Uploads" not in direct.list_multipart_uploads(Bucket=bucket)
+
+
+def test_small_shard_is_one_conditional_put(
+    shards: S3ShardStore, tmp_path: Path, proxy: FaultProxy, direct: Any, bucket: str, data_of: Any
+) -> None:
+    data = data_of(1000)
+    proxy.clear()
+    res = shards.put_shard(write(tmp_path, "s.des", data), KEY)
+    assert (res.key, res.s3_key, res.size, res.parts) == (KEY, "des/" + KEY, 1000, 0)
+    reqs = proxy.snapshot()
+    assert [(r.method, r.headers.get("If-None-Match")) for r in reqs] == [("PUT", "*")]
+    assert get(direct, bucket, "des/" + KEY) == data
+    assert res.etag == direct.head_object(Bucket=bucket, Key="des/" + KEY)["ETag"]
+
+
+def test_published_shard_is_never_overwritten(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str
+) -> None:
+    shards.put_shard(write(tmp_path, "a", b"first"), KEY)
+    with pytest.raises(ShardExists) as info:
+        shards.put_shard(write(tmp_path, "b", b"second"), KEY)
+    assert isinstance(info.value, PreconditionFailed)
+    assert str(info.value).startswith(f"s3://{bucket}/des/{KEY} already exists;")
+    assert get(direct, bucket, "des/" + KEY) == b"first"
+
+
+def test_multipart_upload_streams_parts_in_parallel(
+    shards: S3ShardStore, tmp_path: Path, proxy: FaultProxy, direct: Any, bucket: str, data_of: Any
+) -> None:
+    data = data_of(11 * MiB)
+    proxy.clear()
+    res = shards.put_shard(write(tmp_path, "big.des", data), KEY)
+    assert (res.size, res.parts) == (11 * MiB, 3)
+    assert get(direct, bucket, "des/" + KEY) == data
+    reqs = proxy.snapshot()
+    parts = sorted((r.query, r.bytes_in) for r in reqs if r.method == "PUT")
+    assert [n for _, n in parts] == [5 * MiB, 5 * MiB, 1 * MiB]
+    assert reqs[0].method == "POST"  # create
+    complete = reqs[-1]
+    assert complete.method == "POST"
+    assert complete.headers.get("If-None-Match") == "*"
+    assert no_pending_uploads(direct, bucket)
+
+
+def test_multipart_create_only_refuses_existing_and_aborts(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, data_of: Any
+) -> None:
+    direct.put_object(Bucket=bucket, Key="des/" + KEY, Body=b"published")
+    with pytest.raises(ShardExists):
+        shards.put_shard(write(tmp_path, "big.des", data_of(11 * MiB)), KEY)
+    assert get(direct, bucket, "des/" + KEY) == b"published"
+    assert no_pending_uploads(direct, bucket)
+
+
+def test_failed_parts_are_retried(
+    shards: S3ShardStore, tmp_path: Path, proxy: FaultProxy, direct: Any, bucket: str, data_of: Any
+) -> None:
+    data = data_of(11 * MiB, seed=3)
+    proxy.inject("error500", times=2, match=lambda m, p, h: "partNumber=2" in p)
+    proxy.inject("reset", times=1, match=lambda m, p, h: "partNumber=3" in p)
+    shards.put_shard(write(tmp_path, "big.des", data), KEY)
+    assert get(direct, bucket, "des/" + KEY) == data
+    faults = sorted(r.fault for r in proxy.snapshot() if r.fault)
+    assert faults == ["error500", "error500", "reset"]
+
+
+def test_interrupted_upload_leaves_no_object_and_no_parts(
+    shards: S3ShardStore, tmp_path: Path, proxy: FaultProxy, direct: Any, bucket: str, data_of: Any
+) -> None:
+    proxy.inject("error500", times=100, match=lambda m, p, h: "partNumber=2" in p)
+    with pytest.raises(S3Unavailable, match="gave up after 4 attempts"):
+        shards.put_shard(write(tmp_path, "big.des", data_of(11 * MiB)), KEY)
+    assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
+    assert no_pending_uploads(direct, bucket)
+    assert any(r.method == "DELETE" and "uploadId=" in r.query for r in proxy.snapshot())
+
+
+def test_keyboard_interrupt_aborts_the_upload(
+    client: Any, tmp_path: Path, direct: Any, bucket: str, data_of: Any
+) -> None:
+    calls = {"n": 0}
+    real = client.upload_part
+
+    def flaky(**kw: Any) -> Any:
+        calls["n"] += 1
+        if kw["PartNumber"] == 2:
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    client.upload_part = flaky
+    shards = S3ShardStore(client, bucket, part_size=MIN_PART_SIZE, max_concurrency=1)
+    with pytest.raises(KeyboardInterrupt):
+        shards.put_shard(write(tmp_path, "big.des", data_of(11 * MiB)), KEY)
+    assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
+    assert no_pending_uploads(direct, bucket)
+
+
+def test_replace_shard_is_conditional(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy
+) -> None:
+    first = shards.put_shard(write(tmp_path, "a", b"v1"), KEY)
+    proxy.clear()
+    second = shards.replace_shard(write(tmp_path, "b", b"v2"), KEY, first.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"v2"
+    put = [r for r in proxy.snapshot() if r.method == "PUT"]
+    assert [r.headers.get("If-Match") for r in put] == [first.etag]
+    with pytest.raises(ShardChanged, match="changed: its ETag is"):
+        shards.replace_shard(write(tmp_path, "c", b"v3"), KEY, first.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"v2"
+    shards.replace_shard(write(tmp_path, "d", b"v4"), KEY, second.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"v4"
+
+
+def test_replace_missing_shard(shards: S3ShardStore, tmp_path: Path) -> None:
+    with pytest.raises(ShardChanged, match="no longer exists"):
+        shards.replace_shard(write(tmp_path, "a", b"v1"), KEY, '"abc"')
+
+
+def test_append_to_small_shard_downloads_and_puts_once(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy
+) -> None:
+    first = shards.put_shard(write(tmp_path, "a", b"old-bytes|"), KEY)
+    proxy.clear()
+    res = shards.append_shard(KEY, write(tmp_path, "tail", b"new-tail"), first.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"old-bytes|new-tail"
+    assert (res.size, res.parts) == (18, 0)
+    reqs = proxy.snapshot()
+    assert [(r.method, r.headers.get("If-Match")) for r in reqs] == [
+        ("HEAD", None),
+        ("GET", first.etag),
+        ("PUT", first.etag),
+    ]
+
+
+def test_append_to_large_shard_copies_server_side(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy, data_of: Any
+) -> None:
+    old = data_of(6 * MiB, seed=1)
+    first = shards.put_shard(write(tmp_path, "a", old), KEY)
+    tail = data_of(300_000, seed=2)
+    proxy.clear()
+    res = shards.append_shard(KEY, write(tmp_path, "tail", tail), first.etag)
+    assert get(direct, bucket, "des/" + KEY) == old + tail
+    assert (res.size, res.parts) == (len(old) + len(tail), 2)
+    reqs = proxy.snapshot()
+    copy = [r for r in reqs if "x-amz-copy-source" in {k.lower() for k in r.headers}]
+    assert len(copy) == 1
+    hdrs = {k.lower(): v for k, v in copy[0].headers.items()}
+    assert hdrs["x-amz-copy-source-if-match"] == first.etag
+    assert hdrs["x-amz-copy-source-range"] == f"bytes=0-{len(old) - 1}"
+    assert copy[0].bytes_in == 0  # the old bytes never travel through the client
+    sent = sum(r.bytes_in for r in reqs if r.method == "PUT")
+    assert sent == len(tail)
+    complete = reqs[-1]
+    assert (complete.method, complete.headers.get("If-Match")) == ("POST", first.etag)
+
+
+def test_append_with_stale_etag_is_refused(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str
+) -> None:
+    first = shards.put_shard(write(tmp_path, "a", b"v1"), KEY)
+    direct.put_object(Bucket=bucket, Key="des/" + KEY, Body=b"someone else's v2")
+    with pytest.raises(ShardChanged):
+        shards.append_shard(KEY, write(tmp_path, "tail", b"+tail"), first.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"someone else's v2"
+
+
+def test_append_race_during_upload_is_detected(
+    shards: S3ShardStore,
+    tmp_path: Path,
+    direct: Any,
+    bucket: str,
+    proxy: FaultProxy,
+    data_of: Any,
+) -> None:
+    """Another writer replaces the shard while our tail parts are uploading: the append must
+    not complete (moto ignores If-Match on CompleteMultipartUpload; the re-check catches it).
+    """
+    old = data_of(6 * MiB, seed=1)
+    first = shards.put_shard(write(tmp_path, "a", old), KEY)
+
+    def other_writer(method: str, path: str, headers: dict[str, str]) -> bool:
+        if method == "PUT" and "partNumber=2" in path:
+            direct.put_object(Bucket=bucket, Key="des/" + KEY, Body=b"other writer")
+        return False
+
+    proxy.inject("slowdown", match=other_writer)
+    with pytest.raises(ShardChanged):
+        shards.append_shard(KEY, write(tmp_path, "tail", b"+tail"), first.etag)
+    assert get(direct, bucket, "des/" + KEY) == b"other writer"
+    assert no_pending_uploads(direct, bucket)
+
+
+def test_bigfile_uploaded_once_per_hash(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy
+) -> None:
+    key = "20240101/_bigFiles/" + "ab" * 32
+    path = write(tmp_path, "big", b"big file bytes")
+    assert shards.put_bigfile(path, key) is True
+    proxy.clear()
+    assert shards.put_bigfile(path, key) is False
+    assert [r.method for r in proxy.snapshot()] == ["HEAD"]
+    assert get(direct, bucket, "des/" + key) == b"big file bytes"
