@@ -110,7 +110,7 @@ def plan_version(current: str, bump: str) -> str:
 
 def changelog_entry(text: str, version: str) -> str | None:
     """The ``## 0.2.0`` (or ``## [0.2.0] - date``) heading line of a Markdown changelog."""
-    pattern = rf"^##\s+\[?v?{re.escape(version)}\]?(\s.*)?$"
+    pattern = rf"^##[ \t]+\[?v?{re.escape(version)}\]?([ \t].*)?$"
     found = re.search(pattern, text, flags=re.MULTILINE)
     return None if found is None else found.group(0)
 
