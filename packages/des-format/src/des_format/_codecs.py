@@ -109,7 +109,9 @@ _local = threading.local()
 
 
 def codec_available(codec: Codec) -> bool:
-    """Whether the library behind ``codec`` can be imported."""
+    """Whether the library behind ``codec`` can be imported (always true for none)."""
+    if codec is Codec.NONE:
+        return True
     try:
         _module(codec)
     except CodecNotInstalled:

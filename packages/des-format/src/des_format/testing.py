@@ -1,0 +1,248 @@
+"""Test helpers for code built on des-format (standard library only; no pytest import).
+
+- :class:`CountingStore` / :class:`CountingSource`: wrappers that count requests and bytes, so
+  tests can assert exact request budgets (R2, R3).
+- :class:`ObjectStoreConformance`: test methods every :class:`ObjectStore` implementation must
+  pass. Subclass it in a test module as ``TestXxx`` and implement :meth:`make_store`::
+
+      class TestLocalStore(ObjectStoreConformance):
+          @pytest.fixture(autouse=True)
+          def _dir(self, tmp_path):
+              self.base = tmp_path
+
+          def make_store(self):
+              def put(key, data):
+                  ...  # create or replace the object atomically
+              return LocalObjectStore(self.base), put
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
+from ._source import DEFAULT_CHUNK_SIZE, ByteSource, ObjectInfo, ObjectStore, TailRead
+
+Put = Callable[[str, bytes], None]
+
+
+@dataclass
+class Request:
+    """One request seen by a counting wrapper."""
+
+    method: str
+    key: str
+    start: int | None
+    end: int | None
+    nbytes: int
+    if_match: str | None = None
+
+
+@dataclass
+class _Log:
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, req: Request) -> None:
+        with self.lock:
+            self.requests.append(req)
+
+
+class CountingStore:
+    """An :class:`ObjectStore` wrapper recording every request (method, key, range, bytes)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self._log = _Log()
+
+    @property
+    def requests(self) -> list[Request]:
+        return list(self._log.requests)
+
+    @property
+    def count(self) -> int:
+        return len(self._log.requests)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._log.requests)
+
+    def by_method(self) -> Counter[str]:
+        return Counter(r.method for r in self._log.requests)
+
+    def reset(self) -> None:
+        with self._log.lock:
+            self._log.requests.clear()
+
+    def read_tail(self, key: str, n: int) -> TailRead:
+        tail = self.inner.read_tail(key, n)
+        self._log.add(Request("read_tail", key, None, None, len(tail.data)))
+        return tail
+
+    def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+        try:
+            data = self.inner.read_range(key, start, end, if_match=if_match)
+        except Exception:
+            self._log.add(Request("read_range", key, start, end, 0, if_match))
+            raise
+        self._log.add(Request("read_range", key, start, end, len(data), if_match))
+        return data
+
+    def iter_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[bytes]:
+        req = Request("iter_range", key, start, end, 0, if_match)
+        self._log.add(req)
+        for chunk in self.inner.iter_range(
+            key, start, end, if_match=if_match, chunk_size=chunk_size
+        ):
+            req.nbytes += len(chunk)
+            yield chunk
+
+    def head(self, key: str) -> ObjectInfo:
+        info = self.inner.head(key)
+        self._log.add(Request("head", key, None, None, 0))
+        return info
+
+    def describe(self, key: str = "") -> str:
+        return self.inner.describe(key)
+
+
+class CountingSource:
+    """A :class:`ByteSource` wrapper counting reads and bytes."""
+
+    def __init__(self, inner: ByteSource) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.nbytes = 0
+        self.ranges: list[tuple[int, int] | str] = []
+
+    def read_range(self, start: int, end: int) -> bytes:
+        data = self.inner.read_range(start, end)
+        self.reads += 1
+        self.nbytes += len(data)
+        self.ranges.append((start, end))
+        return data
+
+    def read_tail(self, n: int) -> TailRead:
+        tail = self.inner.read_tail(n)
+        self.reads += 1
+        self.nbytes += len(tail.data)
+        self.ranges.append(f"tail:{n}")
+        return tail
+
+
+def _raises(exc_type: type[BaseException], fn: Callable[[], object]) -> BaseException:
+    try:
+        fn()
+    except exc_type as exc:
+        return exc
+    raise AssertionError(f"expected {exc_type.__name__}")
+
+
+class ObjectStoreConformance:
+    """Behaviour every :class:`ObjectStore` must show. Implement :meth:`make_store`.
+
+    ``put(key, data)`` must create or replace an object (a replacement gets a new ETag).
+    """
+
+    payload = bytes(range(256)) * 40 + b"tail-end"  # 10,248 bytes
+
+    def make_store(self) -> tuple[ObjectStore, Put]:
+        raise NotImplementedError
+
+    def _store_with(self, key: str, data: bytes) -> ObjectStore:
+        store, put = self.make_store()
+        put(key, data)
+        return store
+
+    def test_read_range_returns_exact_bytes(self) -> None:
+        store = self._store_with("20240101/A7.des", self.payload)
+        assert store.read_range("20240101/A7.des", 0, 10) == self.payload[:10]
+        assert store.read_range("20240101/A7.des", 300, 4000) == self.payload[300:4000]
+        end = len(self.payload)
+        assert store.read_range("20240101/A7.des", end - 8, end) == b"tail-end"
+
+    def test_read_range_empty_range(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        assert store.read_range("a/b.des", 5, 5) == b""
+
+    def test_read_range_outside_object(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        size = len(self.payload)
+        _raises(RangeNotSatisfiable, lambda: store.read_range("a/b.des", size, size + 10))
+        _raises(RangeNotSatisfiable, lambda: store.read_range("a/b.des", size - 1, size + 1))
+
+    def test_read_tail_suffix_and_size(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        tail = store.read_tail("a/b.des", 100)
+        assert tail.data == self.payload[-100:]
+        assert tail.object_size == len(self.payload)
+        assert isinstance(tail.etag, str)
+        assert tail.etag
+
+    def test_read_tail_longer_than_object(self) -> None:
+        store = self._store_with("a/small.des", b"0123456789")
+        tail = store.read_tail("a/small.des", 65536)
+        assert tail.data == b"0123456789"
+        assert tail.object_size == 10
+
+    def test_read_tail_of_empty_object(self) -> None:
+        store = self._store_with("a/empty.des", b"")
+        tail = store.read_tail("a/empty.des", 64)
+        assert tail.data == b""
+        assert tail.object_size == 0
+
+    def test_head_matches_tail_etag(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        info = store.head("a/b.des")
+        assert info.size == len(self.payload)
+        assert info.etag == store.read_tail("a/b.des", 16).etag
+
+    def test_missing_object(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        _raises(ObjectNotFound, lambda: store.read_tail("a/missing.des", 10))
+        _raises(ObjectNotFound, lambda: store.read_range("a/missing.des", 0, 1))
+        _raises(ObjectNotFound, lambda: store.head("a/missing.des"))
+        _raises(ObjectNotFound, lambda: list(store.iter_range("a/missing.des", 0, 1)))
+
+    def test_if_match(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        etag = store.head("a/b.des").etag
+        assert store.read_range("a/b.des", 0, 4, if_match=etag) == self.payload[:4]
+        _raises(
+            PreconditionFailed, lambda: store.read_range("a/b.des", 0, 4, if_match='"other"')
+        )
+        _raises(
+            PreconditionFailed,
+            lambda: list(store.iter_range("a/b.des", 0, 4, if_match='"other"')),
+        )
+
+    def test_replaced_object_gets_new_etag(self) -> None:
+        store, put = self.make_store()
+        put("a/b.des", self.payload)
+        old = store.head("a/b.des").etag
+        put("a/b.des", self.payload + b"appended")
+        new = store.read_tail("a/b.des", 8)
+        assert new.data == b"appended"
+        assert new.etag != old
+        _raises(PreconditionFailed, lambda: store.read_range("a/b.des", 0, 4, if_match=old))
+
+    def test_iter_range_chunks(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        chunks = list(store.iter_range("a/b.des", 100, 5100, chunk_size=1000))
+        assert b"".join(chunks) == self.payload[100:5100]
+        assert all(0 < len(c) <= 1000 for c in chunks)
+
+    def test_describe_names_the_key(self) -> None:
+        store = self._store_with("a/b.des", self.payload)
+        assert "a/b.des" in store.describe("a/b.des")

@@ -1,0 +1,192 @@
+"""Codec registry, the store-raw rule, optional libraries."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import des_format._codecs as codecs_mod
+import pytest
+from des_format import (
+    Codec,
+    CodecNotInstalled,
+    CorruptShard,
+    ShardWriter,
+    UnknownCodec,
+    codec_available,
+    is_precompressed,
+    parse_codec,
+    prepare_payload,
+)
+from des_format._codecs import compress, decompress, iter_decompress
+
+AVAILABLE_CODECS = [c.label for c in Codec if codec_available(c)]
+needs_zstd = pytest.mark.skipif(
+    not codec_available(Codec.ZSTD), reason="zstandard is not installed"
+)
+needs_lz4 = pytest.mark.skipif(not codec_available(Codec.LZ4), reason="lz4 is not installed")
+
+TEXT = b"the quick brown fox jumps over the lazy dog " * 50
+
+
+def test_parse_codec() -> None:
+    assert parse_codec("zstd") is Codec.ZSTD
+    assert parse_codec(" LZ4 ") is Codec.LZ4
+    assert parse_codec(0) is Codec.NONE
+    assert parse_codec(Codec.ZSTD) is Codec.ZSTD
+    with pytest.raises(
+        UnknownCodec, match="unknown codec 'brotli'; choose one of: none, zstd, lz4"
+    ):
+        parse_codec("brotli")
+    with pytest.raises(UnknownCodec, match="unknown codec id 9"):
+        parse_codec(9)
+    assert [c.label for c in Codec] == ["none", "zstd", "lz4"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "expected"),
+    [
+        ("photo.jpg", None, True),
+        ("PHOTO.JPEG", None, True),
+        ("dir/archive.tar.gz", None, True),
+        ("movie.mov", None, True),
+        ("report.pdf", None, True),
+        ("notes.txt", None, False),
+        ("no-extension", None, False),
+        (None, "image/png", True),
+        (None, "video/mp4; codecs=avc1", True),
+        (None, "application/zip", True),
+        (None, "image/svg+xml", False),
+        (None, "text/plain", False),
+        (None, None, False),
+    ],
+)
+def test_is_precompressed(name: str | None, content_type: str | None, expected: bool) -> None:
+    assert is_precompressed(name, content_type) is expected
+
+
+def test_compressible_payload_is_compressed_and_round_trips(codec_name: str) -> None:
+    codec = codec_name
+    prepared = prepare_payload("u1", TEXT, codec=codec)
+    assert prepared.codec is parse_codec(codec)
+    if codec != "none":
+        assert len(prepared.stored) < len(TEXT)
+    assert decompress(prepared.codec, prepared.stored, len(TEXT)) == TEXT
+    assert (
+        b"".join(
+            iter_decompress(
+                prepared.codec, iter([prepared.stored[:7], prepared.stored[7:]]), len(TEXT)
+            )
+        )
+        == TEXT
+    )
+
+
+@needs_zstd
+def test_precompressed_name_is_stored_raw_whatever_the_uid() -> None:
+    by_name = prepare_payload("u-1", TEXT, name="photo.jpg", codec="zstd")
+    assert by_name.codec is Codec.NONE
+    assert by_name.stored == TEXT
+    by_type = prepare_payload("u-2", TEXT, content_type="image/webp", codec="zstd")
+    assert by_type.codec is Codec.NONE
+    # A uid that looks like a jpg does not decide anything: the file's own name does.
+    by_uid = prepare_payload("cat.jpg", TEXT, codec="zstd")
+    assert by_uid.codec is Codec.ZSTD
+    via_meta = prepare_payload("u-3", TEXT, meta={"name": "x.zip"}, codec="zstd")
+    assert via_meta.codec is Codec.NONE
+
+
+@needs_zstd
+def test_incompressible_payload_is_stored_raw() -> None:
+    data = bytes(range(256))
+    prepared = prepare_payload("u", data, codec="zstd")
+    assert prepared.codec is Codec.NONE
+    assert prepared.stored == data
+
+
+@needs_zstd
+def test_zstd_levels_change_output_not_content() -> None:
+    data = TEXT + bytes(range(256)) * 8
+    fast = prepare_payload("u", data, codec="zstd", level=1)
+    best = prepare_payload("u", data, codec="zstd", level=19)
+    assert len(best.stored) <= len(fast.stored)
+    assert decompress(Codec.ZSTD, best.stored, len(data)) == data
+
+
+@needs_zstd
+def test_zstd_frames_record_content_size() -> None:
+    import zstandard
+
+    stored = compress(Codec.ZSTD, TEXT, 3)
+    assert zstandard.frame_content_size(stored) == len(TEXT)
+
+
+@needs_zstd
+def test_decompress_checks_size_and_frames() -> None:
+    stored = compress(Codec.ZSTD, TEXT, 3)
+    with pytest.raises(CorruptShard, match="index says 10"):
+        decompress(Codec.ZSTD, stored, 10)
+    with pytest.raises(CorruptShard, match="not a valid zstd frame"):
+        decompress(Codec.ZSTD, b"garbage!", 10, uid="x")
+    with pytest.raises(CorruptShard, match="ends in the middle of a zstd frame"):
+        list(iter_decompress(Codec.ZSTD, iter([stored[:-3]]), len(TEXT), uid="x"))
+
+
+@needs_lz4
+def test_lz4_garbage_is_corrupt_shard() -> None:
+    with pytest.raises(CorruptShard, match="not a valid lz4 frame"):
+        decompress(Codec.LZ4, b"\x04\x22\x4d\x18garbage", 10, uid="x")
+    stored = compress(Codec.LZ4, TEXT)
+    with pytest.raises(CorruptShard, match="ends in the middle of a lz4 frame"):
+        list(iter_decompress(Codec.LZ4, iter([stored[:-5]]), len(TEXT), uid="x"))
+
+
+@pytest.mark.parametrize(
+    ("codec", "module", "extra"),
+    [(Codec.ZSTD, "zstandard", "zstd"), (Codec.LZ4, "lz4.frame", "lz4")],
+)
+def test_missing_library_raises_codec_not_installed(
+    monkeypatch: pytest.MonkeyPatch, codec: Codec, module: str, extra: str
+) -> None:
+    monkeypatch.setattr(codecs_mod, "_modules", {})
+    monkeypatch.setattr(codecs_mod, "_local", threading.local())
+    monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    with pytest.raises(CodecNotInstalled) as info:
+        compress(codec, TEXT)
+    assert str(info.value) == (
+        f"codec '{codec.label}' needs an optional library: pip install \"des-format[{extra}]\""
+    )
+    assert info.value.extra == extra
+    with pytest.raises(CodecNotInstalled):
+        decompress(codec, b"x", 1)
+    assert codecs_mod.codec_available(codec) is False
+
+
+def test_writer_with_codec_none_needs_no_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr(codecs_mod, "_modules", {})
+    monkeypatch.setattr(codecs_mod, "_local", threading.local())
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setitem(sys.modules, "lz4.frame", None)
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="none")
+    w.add("a", TEXT)
+    w.close()
+    with pytest.raises(CodecNotInstalled, match="des-format\\[zstd\\]"):
+        ShardWriter(io.BytesIO(), codec="zstd").add("a", TEXT)
+
+
+def test_thread_local_compressors_are_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    payloads = [TEXT + str(i).encode() * 100 for i in range(64)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(
+                lambda p: prepare_payload("u", p[1], codec=AVAILABLE_CODECS[-1]),
+                enumerate(payloads),
+            )
+        )
+    for data, prepared in zip(payloads, results, strict=True):
+        assert decompress(prepared.codec, prepared.stored, len(data)) == data
