@@ -87,9 +87,7 @@ def shard_count(n_bits: int) -> int:
     return 1 << validate_n_bits(n_bits)
 
 
-def _is_control(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code <= 0x9F
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_uid(uid: object) -> str:
@@ -113,12 +111,12 @@ def validate_uid(uid: object) -> str:
             f"uid is {len(encoded)} bytes of UTF-8, at most {MAX_UID_BYTES} are allowed "
             f"(starts with {uid[:32]!r})"
         )
-    for pos, ch in enumerate(uid):
-        if _is_control(ch):
-            raise InvalidUid(
-                f"uid {uid[:64]!r} contains control character U+{ord(ch):04X} at position {pos}; "
-                "uids must be printable text"
-            )
+    control = _CONTROL_RE.search(uid)
+    if control is not None:
+        raise InvalidUid(
+            f"uid {uid[:64]!r} contains control character U+{ord(control.group()):04X} at "
+            f"position {control.start()}; uids must be printable text"
+        )
     return uid
 
 
