@@ -455,6 +455,16 @@ def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: fl
     pytest.fail(f"{base_url}/health did not answer within {timeout} s")
 
 
+def k8s_readiness_probe() -> str:
+    docs = yaml.safe_load_all((ROOT / "k8s" / "des-http-deployment.yaml").read_text())
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["python", "-c"]
+    script: str = command[2]
+    return script
+
+
 @dataclass(frozen=True, slots=True)
 class RunningService:
     base_url: str
@@ -514,6 +524,10 @@ def test_des_http_install_steps_give_a_service_that_answers_health(
         assert (result.returncode, result.stderr) == (0, "")
         with urllib.request.urlopen(service.base_url + "/metrics", timeout=5) as response:
             assert response.status == 200
+        # The Kubernetes readiness probe (k8s/des-http-deployment.yaml) passes against it too.
+        probe = k8s_readiness_probe().replace("127.0.0.1:8000", f"127.0.0.1:{service.port}")
+        result = http_image.run("python", "-c", probe)
+        assert (result.returncode, result.stderr) == (0, "")
     # With the service gone, the image's health check reports unhealthy (exit status 1).
     final = stages_of(http_image.dockerfile)[-1]
     check = healthcheck_command(final)

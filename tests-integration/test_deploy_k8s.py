@@ -154,7 +154,11 @@ def test_des_http_deployment_probes_resources_and_security() -> None:
     spec = pod_spec(deployment)
     (container,) = spec["containers"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["python", "-c"]
+    compile(probe[2], "readinessProbe", "exec")
+    assert 'urllib.request.Request("http://127.0.0.1:8000/ready", headers=headers)' in probe[2]
+    assert 'os.environ.get("DES_PROBE_TOKEN")' in probe[2]
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     resources = container["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
@@ -185,6 +189,7 @@ def test_des_http_config_from_configmap_and_secrets_from_secret() -> None:
     assert secret_env == {
         "AWS_ACCESS_KEY_ID": {"name": "des-http-secrets", "key": "AWS_ACCESS_KEY_ID"},
         "AWS_SECRET_ACCESS_KEY": {"name": "des-http-secrets", "key": "AWS_SECRET_ACCESS_KEY"},
+        "DES_PROBE_TOKEN": {"name": "des-http-secrets", "key": "probe-token"},
     }
     # Auth tokens: a file from the Secret, where DES_AUTH_TOKENS_FILE points.
     volumes = {v["name"]: v for v in pod_spec(find("Deployment", "des-http"))["volumes"]}
