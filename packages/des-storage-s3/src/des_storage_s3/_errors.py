@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from des_format._errors import (
+from des_format import (
+    ByteRange,
     ObjectNotFound,
     PreconditionFailed,
     RangeNotSatisfiable,
     StorageUnavailable,
     StoreError,
 )
-from des_format._source import ByteRange
 
 
 class S3StoreError(StoreError):

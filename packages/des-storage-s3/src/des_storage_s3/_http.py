@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from des_format._source import ByteRange
+from des_format import ByteRange
+
+DEFAULT_CHUNK_SIZE = 1 << 20  # the ObjectStore protocol's default streaming chunk
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)

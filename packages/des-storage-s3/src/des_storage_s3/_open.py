@@ -24,8 +24,7 @@ from ._upload import DEFAULT_PART_SIZE, S3ShardStore
 from ._zones import MultiZoneObjectStore, MultiZoneShardStore, zone_client_settings
 
 if TYPE_CHECKING:
-    from des_format import IndexCache, IndexEntry, OpenedFile, ShardRetriever
-    from des_format._source import ObjectStore
+    from des_format import IndexCache, IndexEntry, ObjectStore, OpenedFile, ShardRetriever
 
 
 def _s3_client_settings(settings: DesSettings, base: ClientSettings | None) -> ClientSettings:
@@ -66,7 +65,7 @@ def open_store(
     S3ObjectStore per zone of DES_ZONES_CONFIG).
     """
     if settings.backend == "local":
-        from des_format._source import LocalObjectStore
+        from des_format import LocalObjectStore
 
         return LocalObjectStore(settings.base_dir)
     if settings.backend == "s3":

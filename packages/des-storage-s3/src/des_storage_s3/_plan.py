@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from des_format._source import ByteRange
+from des_format import ByteRange
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024  # S3: at most 5 GiB per part (and per copied range)

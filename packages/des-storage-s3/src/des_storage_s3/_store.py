@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from des_format._source import DEFAULT_CHUNK_SIZE, ByteRange, ObjectInfo, TailRead
+from des_format import ByteRange, ObjectInfo, TailRead
 
 from ._errors import (
     S3RangeNotSatisfiable,
@@ -22,6 +22,7 @@ from ._errors import (
     translate_error,
 )
 from ._http import (
+    DEFAULT_CHUNK_SIZE,
     parse_content_range,
     parse_unsatisfied_size,
     serialize_range,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from des_format._source import ByteRange, ObjectInfo
+from des_format import ByteRange, ObjectInfo
 
 from ._errors import (
     S3ObjectNotFound,

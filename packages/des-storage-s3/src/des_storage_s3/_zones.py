@@ -14,13 +14,14 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from des_format._source import DEFAULT_CHUNK_SIZE, ObjectInfo, TailRead
+from des_format import ObjectInfo, TailRead
 from des_routing import Zone, ZoneMap, parse_object_key
 
+from ._http import DEFAULT_CHUNK_SIZE
 from ._upload import S3ShardStore, UploadResult
 
 if TYPE_CHECKING:
-    from des_format._source import ObjectStore
+    from des_format import ObjectStore
 
 
 def zone_index_of_key(key: str, n_bits: int) -> int:
