@@ -36,7 +36,7 @@ DISTRIBUTIONS = [
     ("des-http", "des_http"),
 ]
 CONSOLE_SCRIPTS = ["des-pack", "des", "des-migrate", "des-stats", "des-http"]
-PYPI_SIMPLE = "https://pypi.org/simple/pip/"
+INDEX_URL = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/") + "/"
 
 
 def _run(cmd: list[str | Path], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -94,9 +94,10 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     return Venv(root)
 
 
-def _pypi_reachable() -> str | None:
+def _index_problem() -> str | None:
+    """Why the package index cannot be used, or None when it answers."""
     try:
-        with urllib.request.urlopen(PYPI_SIMPLE, timeout=15) as resp:
+        with urllib.request.urlopen(INDEX_URL + "pip/", timeout=15) as resp:
             resp.read(1)
     except (urllib.error.URLError, OSError) as exc:
         return str(exc)
@@ -124,10 +125,10 @@ def test_wheels_install_without_the_workspace(wheels: dict[str, Path], venv: Ven
     _run([venv.python, "-c", "import des_format"])
 
     # 2. everything, siblings from the built wheels, third-party dependencies from PyPI
-    problem = _pypi_reachable()
+    problem = _index_problem()
     if problem is not None:
         pytest.fail(
-            f"PyPI is not reachable ({PYPI_SIMPLE}: {problem}); installing the wheels' "
+            f"the package index is not reachable ({INDEX_URL}: {problem}); installing the wheels' "
             "third-party dependencies needs it. Run this test where PyPI answers, or deselect "
             "it with -m 'not slow'."
         )
