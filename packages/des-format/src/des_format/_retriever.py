@@ -188,23 +188,41 @@ class ShardRetriever:
 
     # ---- reads ----
 
+    def _unchanged(self, key: str, etag: str | None) -> bool:
+        """Whether the object still has ``etag`` (one HEAD request, reported as "index")."""
+        if etag is None:
+            return False
+        info = self.store.head(key)
+        self._notify("index", 0)
+        return info.etag == etag
+
+    def _locate(self, key: str, uid: str) -> tuple[str | None, ShardIndex, IndexEntry, bool]:
+        """(etag, index, entry, from_cache). A miss under a cached index is confirmed with a
+        HEAD request (the shard may have been appended to); other errors under a cached
+        index drop it and re-read it once."""
+        etag, index, cached = self.index(key)
+        if not cached:
+            return etag, index, self._entry(key, index, uid), False
+        try:
+            return etag, index, self._entry(key, index, uid), True
+        except (EntryNotFound, EntryDeleted):
+            if self._unchanged(key, etag):
+                raise
+        except _RETRYABLE:
+            pass
+        self._drop(key, index)
+        etag, index = self._cold_index(key)
+        return etag, index, self._entry(key, index, uid), False
+
     def stat(self, key: str, uid: str) -> IndexEntry:
         """The entry of ``uid`` (never reads the payload)."""
-        _etag, index, cached = self.index(key)
-        try:
-            return self._entry(key, index, uid)
-        except _RETRYABLE:
-            if not cached:
-                raise
-            self._drop(key, index)
-            _etag, index = self._cold_index(key)
-            return self._entry(key, index, uid)
+        return self._locate(key, uid)[2]
 
     def read(self, key: str, uid: str) -> bytes:
         """The original bytes of ``uid`` in the shard at ``key``, checksum verified."""
-        etag, index, cached = self.index(key)
+        etag, index, entry, cached = self._locate(key, uid)
         try:
-            return self._read_entry(key, self._entry(key, index, uid), etag)
+            return self._read_entry(key, entry, etag)
         except _RETRYABLE as exc:
             if not cached and not isinstance(exc, PreconditionFailed):
                 raise
@@ -241,15 +259,7 @@ class ShardRetriever:
 
     def open(self, key: str, uid: str) -> OpenedFile:
         """Find ``uid`` (index only) and return a handle that streams its bytes."""
-        etag, index, cached = self.index(key)
-        try:
-            entry = self._entry(key, index, uid)
-        except _RETRYABLE:
-            if not cached:
-                raise
-            self._drop(key, index)
-            etag, index = self._cold_index(key)
-            entry = self._entry(key, index, uid)
+        etag, _index, entry, _cached = self._locate(key, uid)
         return OpenedFile(self, key, entry, etag)
 
     def _stream(self, key: str, entry: IndexEntry, etag: str | None) -> Iterator[bytes]:
@@ -325,10 +335,19 @@ class ShardRetriever:
         """Read several files of one shard, coalescing nearby payload ranges into single
         requests. Yields ``(uid, bytes)`` or ``(uid, error)`` per uid, in the order given."""
         wanted = list(uids)
-        etag, index, _cached = self.index(key)
+        etag, index, cached = self.index(key)
         try:
             results = self._read_many(key, index, etag, wanted)
-        except PreconditionFailed:
+            stale = (
+                cached
+                and any(isinstance(v, (EntryNotFound, EntryDeleted)) for v in results.values())
+                and not self._unchanged(key, etag)
+            )
+        except (PreconditionFailed, ObjectNotFound):
+            if not cached:
+                raise
+            stale = True
+        if stale:
             self._drop(key, index)
             etag, index = self._cold_index(key)
             results = self._read_many(key, index, etag, wanted)
