@@ -46,12 +46,17 @@ def test_readme_yaml_and_json_give_the_same_map(
     assert parse_zones(zones_obj) == expected
 
 
-def test_format_sniffed_for_other_suffixes(
-    tmp_path: Path, zones_yaml: str, zones_obj: dict[str, Any]
+def test_json_sniffed_for_other_suffixes(
+    tmp_path: Path, zones_obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)  # JSON must not need PyYAML
     conf = tmp_path / "zones.conf"
-    conf.write_text(json.dumps(zones_obj))
+    conf.write_text("\n  " + json.dumps(zones_obj))
     assert load_zones(conf).zones == (ZONE_A, ZONE_B)
+
+
+def test_yaml_sniffed_for_other_suffixes(tmp_path: Path, zones_yaml: str) -> None:
+    conf = tmp_path / "zones.conf"
     conf.write_text(zones_yaml)
     assert load_zones(conf).zones == (ZONE_A, ZONE_B)
 
@@ -364,10 +369,13 @@ def test_missing_empty_and_binary_files(tmp_path: Path) -> None:
 
 
 def test_yaml_without_pyyaml_names_the_extra(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zones_yaml: str, zones_obj: dict[str, Any]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    zones_yaml_text: str,
+    zones_obj: dict[str, Any],
 ) -> None:
     path = tmp_path / "zones.yaml"
-    path.write_text(zones_yaml)
+    path.write_text(zones_yaml_text)
     monkeypatch.setitem(sys.modules, "yaml", None)  # makes `import yaml` raise ImportError
     with pytest.raises(ZoneConfigError) as info:
         load_zones(path)
