@@ -10,9 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from ._errors import S3AccessDenied, S3ObjectNotFound, S3StoreError, translate_error
+from ._errors import (
+    S3AccessDenied,
+    S3ObjectNotFound,
+    S3StoreError,
+    S3Unavailable,
+    translate_error,
+)
 from ._metrics import metrics_for
-from ._retry import RetryPolicy, call_with_retry
+from ._retry import RetryPolicy, call_with_retry, plan_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -49,7 +55,8 @@ def _status_of(exc: S3StoreError) -> str:
 class S3SourceReader:
     """Reads whole source objects (the packer's inputs) from S3.
 
-    Throttling (503 SlowDown), 5xx, timeouts and connection resets are retried with
+    One client serves every bucket it can reach. Throttling (503 SlowDown), 5xx, timeouts and
+    connection resets are retried with
     exponential backoff and full jitter within the policy's attempts and time budget; 403
     and 404 are not. Metrics: ``des_s3_source_reads_total{status}``,
     ``des_s3_source_read_seconds{status}``, ``des_s3_source_bytes_downloaded``.
@@ -85,8 +92,6 @@ class S3SourceReader:
             data: bytes = body.read()
             expected = resp.get("ContentLength")
             if expected is not None and len(data) != int(expected):
-                from ._errors import S3Unavailable
-
                 raise S3Unavailable(
                     f"response body for {loc} has {len(data)} bytes, expected {expected}",
                     bucket=loc.bucket,
@@ -133,26 +138,76 @@ class S3SourceReader:
         return result
 
     def iter_read(self, uri: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Stream a large source object in chunks (one GET; a cut is an S3Unavailable)."""
+        """Stream a source object in chunks without holding it whole.
+
+        A connection cut mid-body resumes from the next unread byte (a ranged GET pinned with
+        If-Match to the first answer's ETag, so two versions are never spliced), under the
+        same retry policy as :meth:`read`. Metrics are recorded once, when the stream ends.
+        """
         loc = parse_s3_uri(uri)
-
-        def go() -> Any:
-            return self.client.get_object(Bucket=loc.bucket, Key=loc.key)
-
-        resp = call_with_retry(
-            go,
-            self.retry,
-            translate=lambda e: translate_error(e, bucket=loc.bucket, key=loc.key),
-            sleep=self._sleep,
-            draw=self._draw,
-        )
-        total = 0
+        started = self._clock()
+        status = "error"
         try:
-            for chunk in resp["Body"].iter_chunks(chunk_size):
-                total += len(chunk)
-                yield chunk
-        except Exception as exc:
-            raise translate_error(exc, bucket=loc.bucket, key=loc.key) from exc
+            yield from self._stream(loc, chunk_size, _Progress())
+            status = "ok"
+        except GeneratorExit:
+            status = "cancelled"
+            raise
+        except S3StoreError as exc:
+            status = _status_of(exc)
+            raise
         finally:
-            resp["Body"].close()
-        self.metrics.source_bytes.inc(total)
+            self.metrics.source_reads.labels(status=status).inc()
+            self.metrics.source_read_seconds.labels(status=status).observe(self._clock() - started)
+
+    def _stream(self, loc: S3Uri, chunk_size: int, progress: _Progress) -> Iterator[bytes]:
+        etag: str | None = None
+        size: int | None = None
+        attempt = 0
+        slept = 0.0
+        while size is None or progress.pos < size:
+            attempt += 1
+            try:
+                kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
+                if progress.pos:
+                    kwargs["Range"] = f"bytes={progress.pos}-"
+                if etag is not None:
+                    kwargs["IfMatch"] = etag
+                resp = self.client.get_object(**kwargs)
+                if etag is None:
+                    etag = resp.get("ETag")
+                length = int(resp["ContentLength"])
+                if size is None:
+                    size = progress.pos + length
+                body = resp["Body"]
+                try:
+                    for chunk in body.iter_chunks(chunk_size):
+                        if chunk:
+                            progress.pos += len(chunk)
+                            self.metrics.source_bytes.inc(len(chunk))
+                            attempt = 0
+                            yield chunk
+                finally:
+                    body.close()
+                if progress.pos < size:
+                    raise S3Unavailable(
+                        f"response body for {loc} ended at byte {progress.pos} of {size}",
+                        bucket=loc.bucket,
+                        key=loc.key,
+                    )
+            except Exception as exc:
+                err = translate_error(exc, bucket=loc.bucket, key=loc.key, operation="GET source")
+                delay = plan_retry(self.retry, max(attempt, 1), err, slept, self._draw())
+                if delay is None:
+                    if err is exc:
+                        raise
+                    raise err from exc
+                self._sleep(delay)
+                slept += delay
+
+
+class _Progress:
+    __slots__ = ("pos",)
+
+    def __init__(self) -> None:
+        self.pos = 0
