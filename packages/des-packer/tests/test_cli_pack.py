@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from des_packer.cli import pack_app
+from des_packer_testkit import DataSet, make_dataset, tree_bytes, write_manifest
+from typer.testing import CliRunner
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(pack_app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def with_rows(ds: DataSet, rows: list[dict[str, object]], name: str = "bad.json") -> str:
+    return str(write_manifest(ds.root / name, rows))
+
+
+def test_pack_then_summary(dataset: DataSet, tmp_path: Path) -> None:
+    code, out, err = run(
+        "--input-json", str(dataset.manifest), "--output-dir", str(tmp_path / "o"), "--n-bits", "4"
+    )
+    assert code == 0, err
+    assert "files packed:    60\n" in out
+    assert "failed:          0\n" in out
+    assert "des-pack: written 20240302/F.des [60/60 files" in err  # the last line is always shown
+
+
+def test_json_summary_and_rerun_skips(dataset: DataSet, tmp_path: Path) -> None:
+    args = ["--input-json", str(dataset.manifest), "--output-dir", str(tmp_path / "o"), "--json"]
+    code, out, _ = run(*args)
+    first = json.loads(out)
+    assert code == 0
+    assert first["files"] == 60
+    assert first["exit_code"] == 0
+    code, out, _ = run(*args)
+    again = json.loads(out)
+    assert code == 0
+    assert (again["files"], again["shards_skipped"]) == (0, first["shards_written"])
+
+
+def test_dry_run_writes_nothing(dataset: DataSet, tmp_path: Path) -> None:
+    code, out, _ = run(
+        "--input-json", str(dataset.manifest), "--output-dir", str(tmp_path / "o"),
+        "--dry-run", "--json", "--n-bits", "4", "--max-shard-size", "1000",
+    )  # fmt: skip
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["files"] == 60
+    assert plan["bytes"] == sum(r["size_bytes"] for r in dataset.rows)
+    assert sum(s["files"] for s in plan["shards"]) == 60
+    assert all(s["parts_at_most"] == max(1, -(-s["bytes"] // 1000)) for s in plan["shards"])
+    assert not (tmp_path / "o").exists()
+    code, out, _ = run("--input-json", str(dataset.manifest), "--dry-run")
+    assert code == 0
+    assert out.splitlines()[-1].startswith("plan: ")
+    assert out.splitlines()[-1].endswith("0 rejected; nothing written")
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "fragment"),
+    [
+        (
+            {"created_at": None},
+            2,
+            "bad.json entry #2 (uid 'fuid-00001'): missing field created_at; every entry needs "
+            "uid, created_at, size_bytes and source_path",
+        ),
+        (
+            {"created_at": "2024-13-45"},
+            2,
+            "bad.json entry #2 (uid 'fuid-00001'): cannot parse created_at '2024-13-45'",
+        ),
+        (
+            {"size_bytes": -1},
+            2,
+            "bad.json entry #2 (uid 'fuid-00001'): size_bytes must not be negative, got -1",
+        ),
+        ({"uid": "fuid-00000"}, 2, "duplicate uid 'fuid-00000' on 20240301"),
+        ({"size_bytes": 1}, 1, "bytes but size_bytes is 1; fix size_bytes in the manifest"),
+        ({"source_path": "input/nope.bin"}, 1, "nope.bin does not exist; fix source_path"),
+        ({"source_path": "input"}, 1, "is a directory, not a file"),
+    ],
+)
+def test_bad_entries(
+    dataset: DataSet, tmp_path: Path, change: dict[str, object], code: int, fragment: str
+) -> None:
+    rows = [dict(r) for r in dataset.rows[:4]]
+    if change.get("uid") == "fuid-00000":
+        rows[2]["created_at"] = rows[0]["created_at"]
+    rows[1].update(change)
+    rows[1] = {k: v for k, v in rows[1].items() if v is not None}
+    if change.get("uid"):
+        rows[2]["uid"] = "fuid-00000"
+        rows[1] = dataset.rows[1]
+    m = with_rows(dataset, rows)
+    got, out, err = run("--input-json", m, "--output-dir", str(tmp_path / "o"))
+    assert got == code, err
+    assert fragment in err
+    assert err.count("des-pack: error: ") == 1
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--codec", "brotli"], "unknown codec 'brotli'; use one of: none, zstd, lz4"),
+        (["--n-bits", "40"], "invalid --n-bits 40: n_bits must be within 4..16"),
+        (["--shard-range", "7"], "--shard-range '7' is not of the form A-B (for example 0-255)"),
+        (["--on-error", "ignore"], "--on-error must be fail or skip, got 'ignore'"),
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--max-shard-size", "0"], "--max-shard-size must be a positive number of bytes"),
+    ],
+)
+def test_bad_options_exit_2(
+    dataset: DataSet, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    code, _, err = run("--input-json", str(dataset.manifest), "--output-dir", str(tmp_path), *args)
+    assert code == 2
+    assert f"des-pack: error: {fragment}" in err
+
+
+def test_missing_output_dir_is_a_usage_error(dataset: DataSet) -> None:
+    code, _, err = run("--input-json", str(dataset.manifest))
+    assert code == 2
+    assert "--output-dir is required" in err
+
+
+def test_skip_mode_exit_3_and_report_file(dataset: DataSet, tmp_path: Path) -> None:
+    rows = [dict(r) for r in dataset.rows[:6]]
+    rows[2]["source_path"] = "input/missing.txt"
+    rows[4]["created_at"] = "not a date"
+    report = tmp_path / "skipped.jsonl"
+    code, out, err = run(
+        "--input-json", with_rows(dataset, rows), "--output-dir", str(tmp_path / "o"),
+        "--on-error", "skip", "--skipped-report", str(report), "--json",
+    )  # fmt: skip
+    assert code == 3
+    doc = json.loads(out)
+    assert doc["files"] == 4
+    assert doc["exit_code"] == 3
+    skipped = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted(s["uid"] for s in skipped) == ["fuid-00002", "fuid-00004"]
+    assert f"des-pack: 2 entries skipped; see {report}" in err
+
+
+def test_help_documents_exit_codes() -> None:
+    result = CliRunner().invoke(pack_app, ["--help"], terminal_width=200)
+    text = " ".join(result.stdout.split())
+    assert "Exit codes: 0 everything packed; 1 packing failed" in text
+    assert "3 some entries were skipped" in text
+
+
+def test_real_process_bad_input_and_good_run(dataset: DataSet, tmp_path: Path) -> None:
+    exe = [sys.executable, "-c", "from des_packer.cli import pack_main; pack_main()"]
+    rows = [dict(r) for r in dataset.rows[:3]]
+    rows[0]["size_bytes"] = "big"
+    proc = subprocess.run(
+        [*exe, "--input-json", with_rows(dataset, rows), "--output-dir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "des-pack: error: bad.json entry #1 (uid 'fuid-00000'): size_bytes must be a whole "
+        "number of bytes, got 'big'\n"
+    )
+    proc = subprocess.run(
+        [*exe, "--input-json", str(dataset.manifest), "--output-dir", str(tmp_path / "o2")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "files packed:    60" in proc.stdout
+    assert len(tree_bytes(tmp_path / "o2")) > 0
+
+
+def test_jsonl_manifest_streams(tmp_path: Path) -> None:
+    ds = make_dataset(tmp_path / "d", n=20, jsonl=True)
+    code, out, err = run("--input-json", str(ds.manifest), "--output-dir", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "files packed:    20" in out
