@@ -87,7 +87,7 @@ def shard_count(n_bits: int) -> int:
     return 1 << validate_n_bits(n_bits)
 
 
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_uid(uid: object) -> str:
