@@ -51,17 +51,30 @@ from ._settings import HttpSettings
 
 log = logging.getLogger("des_http.errors")
 
-UID_DESCRIPTION = "The file's uid, as given to the packer."
+UID_DESCRIPTION = (
+    "The file's uid, as given to the packer: printable text of at most 1,024 bytes of UTF-8."
+)
+UID_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
 CREATED_AT_DESCRIPTION = (
     "The file's creation time, ISO 8601 in UTC, e.g. `2024-01-01T00:00:00Z` "
     "(with the packer's n_bits it names the shard holding the file)."
 )
 
 
-UidParam = Annotated[str, PathParam(description=UID_DESCRIPTION)]
+UidParam = Annotated[
+    str,
+    PathParam(
+        description=UID_DESCRIPTION,
+        json_schema_extra={"minLength": 1, "pattern": UID_PATTERN},
+    ),
+]
 CreatedAtParam = Annotated[
     str,
-    Query(description=CREATED_AT_DESCRIPTION, examples=["2024-01-01T00:00:00Z"]),
+    Query(
+        description=CREATED_AT_DESCRIPTION,
+        examples=["2024-01-01T00:00:00Z"],
+        json_schema_extra={"format": "date-time"},
+    ),
 ]
 RangeParam = Annotated[
     str | None,
@@ -89,6 +102,8 @@ IfRangeParam = Annotated[
 
 class BatchItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Not checked here: a malformed uid or created_at is reported in that item's own part
+    # (status 400), so one bad row does not sink the whole batch.
     uid: str = Field(description=UID_DESCRIPTION, min_length=1, max_length=1024)
     created_at: str = Field(description=CREATED_AT_DESCRIPTION, min_length=1, max_length=64)
 
@@ -319,6 +334,32 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
         headers["Content-Length"] = str(entry.size)
         return 200, 0, entry.size
 
+    @app.post(
+        "/files/batch",
+        operation_id="get_files_batch",
+        summary="Fetch many files in one request",
+        description=(
+            "Answers `multipart/mixed`, one part per item, each with `X-DES-Item` (the item's "
+            "position in the request), `X-DES-Uid` (percent-encoded), `X-DES-Status` (the "
+            "status a single GET would have had) and either the file's bytes or a problem "
+            "JSON. Parts come grouped by shard, not in request order; files in one shard are "
+            "read with coalesced range requests."
+        ),
+        response_class=Response,
+        responses=BATCH_RESPONSES,
+        tags=["files"],
+    )
+    async def get_files_batch(request: Request, batch: BatchRequest) -> Response:
+        if len(batch.items) > settings.max_batch_items:
+            return service.error(request, BatchTooLarge(len(batch.items), settings.max_batch_items))
+        boundary = uuid.uuid4().hex
+        return StreamingResponse(
+            _batch_parts(service, batch.items, boundary),
+            200,
+            headers={"Cache-Control": "no-store"},
+            media_type=f"multipart/mixed; boundary={boundary}",
+        )
+
     @app.get(
         "/files/{uid}",
         operation_id="get_file",
@@ -406,32 +447,6 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
         finally:
             metrics.observe_retrieval(status, time.perf_counter() - started)
             service.sync_cache()
-
-    @app.post(
-        "/files/batch",
-        operation_id="get_files_batch",
-        summary="Fetch many files in one request",
-        description=(
-            "Answers `multipart/mixed`, one part per item, each with `X-DES-Item` (the item's "
-            "position in the request), `X-DES-Uid` (percent-encoded), `X-DES-Status` (the "
-            "status a single GET would have had) and either the file's bytes or a problem "
-            "JSON. Parts come grouped by shard, not in request order; files in one shard are "
-            "read with coalesced range requests."
-        ),
-        response_class=Response,
-        responses=BATCH_RESPONSES,
-        tags=["files"],
-    )
-    async def get_files_batch(request: Request, batch: BatchRequest) -> Response:
-        if len(batch.items) > settings.max_batch_items:
-            return service.error(request, BatchTooLarge(len(batch.items), settings.max_batch_items))
-        boundary = uuid.uuid4().hex
-        return StreamingResponse(
-            _batch_parts(service, batch.items, boundary),
-            200,
-            headers={"Cache-Control": "no-store"},
-            media_type=f"multipart/mixed; boundary={boundary}",
-        )
 
     @app.get(
         "/health",
