@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -360,15 +361,17 @@ class ImageEnv:
     def bin(self) -> Path:
         return self.venv / "bin"
 
-    def run(self, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             list(argv),
-            env=self.runtime_env,
+            env={**self.runtime_env, **(env or {})},
+            cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
         )
 
 
@@ -388,9 +391,16 @@ def build_image_env(dockerfile: Path, where: Path) -> ImageEnv:
     commands = uv_sync_commands(build)
     assert commands, f"{dockerfile.name} has no `RUN uv sync` step"
     lock_before = (ROOT / "uv.lock").read_bytes()
+    # A Docker build starts with an empty cache; uv's cache keys a local build by its
+    # pyproject.toml only, so rebuild the workspace members from their current sources.
+    members = [
+        tomllib.loads(p.read_text())["project"]["name"]
+        for p in [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]
+    ]
+    fresh = [arg for name in members for arg in ("--reinstall-package", name)]
     for words in commands:
         result = subprocess.run(
-            ["uv", *words[1:], "--quiet"],
+            ["uv", *words[1:], *fresh, "--quiet"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -441,11 +451,16 @@ def packer_image(tmp_path_factory: pytest.TempPathFactory) -> ImageEnv:
     return build_image_env(DOCKER / "des-packer.Dockerfile", tmp_path_factory.mktemp("des-packer"))
 
 
-def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_for_health(
+    base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the service exited with {process.returncode} before answering /health")
+            pytest.fail(
+                f"the service exited with {process.returncode} before answering /health:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
         try:
             with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
                 if response.status == 200:
@@ -486,7 +501,7 @@ def start_service(image: ImageEnv, env: dict[str, str], log: Path) -> Iterator[R
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(base_url, process)
+        wait_for_health(base_url, process, log)
         yield RunningService(base_url, port, process)
     finally:
         process.terminate()
@@ -568,9 +583,7 @@ def test_des_packer_install_steps_bring_s3_and_postgres_but_no_dev_tools(
 def test_des_packer_image_runs_the_shard_range_tool(packer_image: ImageEnv) -> None:
     # The COPY puts tools/shard_range.py at /opt/des-tools/; run that file with the image's python.
     env = {"JOB_COMPLETION_INDEX": "2", "DES_PACKERS": "3", "DES_N_BITS": "8"}
-    result = packer_image.run(
-        "python", str(ROOT / "tools" / "shard_range.py"), env={**packer_image.runtime_env, **env}
-    )
+    result = packer_image.run("python", str(ROOT / "tools" / "shard_range.py"), env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "170-255\n", "")
 
 
