@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -329,6 +330,65 @@ def test_compose_healthcheck_is_the_images_healthcheck() -> None:
     healthcheck = compose_services()["des-http"]["healthcheck"]
     assert isinstance(healthcheck, dict)
     assert healthcheck["test"] == ["CMD", *(healthcheck_command(final) or [])]
+
+
+def docker_run_examples(text: str) -> list[list[str]]:
+    """Every `docker run ... des-http:local` command in a Markdown/shell text, as argv."""
+    commands = []
+    joined = re.sub(r"\\\n\s*#?\s*", " ", text)
+    for raw in joined.splitlines():
+        line = raw.strip().lstrip("#").strip()
+        if line.startswith("docker run") and "des-http:local" in line:
+            commands.append(shlex.split(line))
+    return commands
+
+
+def docker_run_options(argv: list[str]) -> tuple[dict[str, str], list[str], list[str], str]:
+    """(-e variables, -v volumes, -p ports, image) of a `docker run` argv."""
+    env: dict[str, str] = {}
+    volumes: list[str] = []
+    ports: list[str] = []
+    rest = argv[2:]
+    image = ""
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word in ("-e", "-v", "-p"):
+            value = rest[i + 1]
+            i += 2
+            if word == "-e":
+                name, _, val = value.partition("=")
+                env[name] = val
+            elif word == "-v":
+                volumes.append(value)
+            else:
+                ports.append(value)
+        elif word.startswith("-"):
+            i += 1
+        else:
+            image = word
+            break
+    return env, volumes, ports, image
+
+
+def test_docker_run_examples_match_the_image() -> None:
+    """The documented `docker run` (product README, OPERATIONS.md, the Dockerfile's header)
+    uses the port the image exposes and mounts the shards where DES_BASE_DIR points."""
+    sources = [ROOT / "docs" / "OPERATIONS.md", DOCKER / "des-http.Dockerfile"]
+    if (ROOT / "README.md").is_file():
+        sources.append(ROOT / "README.md")
+    examples = [cmd for path in sources for cmd in docker_run_examples(path.read_text())]
+    assert len(examples) >= 2
+    final = stages_of(DOCKER / "des-http.Dockerfile")[-1]
+    (exposed,) = final.all("EXPOSE")
+    for argv in examples:
+        env, volumes, ports, image = docker_run_options(argv)
+        assert image == "des-http:local"
+        assert ports == [f"{exposed}:{exposed}"]
+        assert env["DES_BACKEND"] == "local"
+        (volume,) = volumes
+        _, target, mode = volume.rsplit(":", 2)
+        assert (target, mode) == (env["DES_BASE_DIR"], "ro")
 
 
 def test_example_data_fits_the_compose_mounts() -> None:

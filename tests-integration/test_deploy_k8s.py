@@ -84,6 +84,7 @@ def test_the_expected_manifests_are_there() -> None:
     assert [p.name for p in MANIFESTS] == [
         "des-http-deployment.yaml",
         "des-http-hpa.yaml",
+        "des-http-pdb.yaml",
         "des-http-secret.yaml",
         "des-http-service.yaml",
         "des-migrate-cronjob.yaml",
@@ -106,6 +107,7 @@ def test_the_expected_manifests_are_there() -> None:
         ("PersistentVolumeClaim", "des-input"),
         ("PersistentVolumeClaim", "des-output"),
         ("PersistentVolumeClaim", "des-source-files"),
+        ("PodDisruptionBudget", "des-http"),
         ("Secret", "des-http-secrets"),
         ("Secret", "des-migrate-secrets"),
         ("Service", "des-http"),
@@ -215,6 +217,9 @@ def test_service_and_autoscaler_target_the_deployment() -> None:
         "name": "des-http",
     }
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    pdb = find("PodDisruptionBudget", "des-http")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "drains can still evict"
     # Scaling on CPU utilisation needs a CPU request to measure against.
     (container,) = pod_spec(deployment)["containers"]
     assert "cpu" in container["resources"]["requests"]
