@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 import zlib
@@ -241,6 +242,15 @@ class MigrationOrchestrator:
             self.metrics.duration.observe(elapsed)
             with contextlib.suppress(Exception):
                 self.metrics.pending.set(self.db.count_pending(self.cutoff()))
+        if dry_run:
+            log.info(
+                "dry run %s: %d eligible rows, %d shards, %d would fail validation",
+                report.status,
+                report.fetched,
+                len(report.shards),
+                len(report.failures),
+            )
+            return report
         log.info(
             "cycle %s: %d migrated (%d bytes), %d already packed, %d failed, %d sources deleted",
             report.status,
@@ -419,7 +429,7 @@ class MigrationOrchestrator:
                 return f"source {loc} does not exist"
             except OSError as exc:
                 return f"cannot stat source {loc}: {exc.strerror}"
-            if not os.path.isfile(loc):
+            if not stat.S_ISREG(st.st_mode):
                 return f"source {loc} is not a regular file"
             size = st.st_size
         if size != row.size_bytes:
@@ -464,11 +474,18 @@ class MigrationOrchestrator:
         to_pack: list[FileRow] = []
         retriever = self.retriever()
         with _step_errors("pack"):
+            absent: set[str] = set()  # shard keys with no object yet: nothing to look up
             for row in rows:
                 key = batch.keys[row.uid]
+                if key in absent:
+                    to_pack.append(row)
+                    continue
                 try:
                     retriever.stat(key, row.uid)
-                except (ObjectNotFound, EntryNotFound):
+                except ObjectNotFound:
+                    absent.add(key)
+                    to_pack.append(row)
+                except EntryNotFound:
                     to_pack.append(row)
                 except EntryDeleted:
                     batch.fail(

@@ -311,13 +311,23 @@ class SourceDatabase:
     def lock_shards(self, conn: Connection, keys: Iterable[str]) -> None:
         """Hold a PostgreSQL advisory lock per shard key until ``conn``'s transaction ends.
 
-        Keys are locked in sorted order, so two migrators can never wait on each other in a
-        cycle. A no-op on databases without advisory locks (one migrator per database).
+        Locks are taken in ascending lock-id order, so two migrators never wait on each other
+        in a cycle (PostgreSQL would report such a deadlock; the batch would then fail and be
+        retried). A no-op on databases without advisory locks (one migrator per database).
         """
         if self.dialect != "postgresql":
             return
-        for key in sorted(set(keys)):
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(key)})
+        ids = sorted({advisory_key(k) for k in keys})
+        if not ids:
+            return
+        # one round trip; the subquery's ORDER BY fixes the order the locks are taken in
+        conn.execute(
+            sa.text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                "(SELECT k FROM unnest(CAST(:ids AS bigint[])) AS t(k) ORDER BY k) AS s"
+            ),
+            {"ids": ids},
+        )
 
 
 def advisory_key(key: str) -> int:
