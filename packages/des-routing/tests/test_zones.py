@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from des_routing import (
     locate_shard,
     parse_zones,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 ZONE_A = Zone(
@@ -485,3 +486,31 @@ def test_zone_for_matches_linear_scan(
         else:
             with pytest.raises(ZoneNotFound):
                 zones.zone_for(probe)
+
+
+@settings(max_examples=40, deadline=None)
+@given(part=partitions())
+def test_json_and_yaml_files_load_the_same_map(part: tuple[int, list[tuple[int, int]]]) -> None:
+    yaml = pytest.importorskip("yaml", reason="YAML zones files need PyYAML: des-routing[yaml]")
+    n_bits, ranges = part
+    obj = {
+        "n_bits": n_bits,
+        "allow_gaps": True,
+        "zones": [
+            {
+                "name": f"zone {a}: ü",
+                "range": {"start": a, "end": b},
+                "s3": {"bucket": f"b-{a}", "prefix": f"p{b}/", "region_name": "eu-west-1"},
+            }
+            for a, b in ranges
+        ],
+    }
+    expected = parse_zones(obj)
+    with tempfile.TemporaryDirectory() as tmp:
+        as_json = Path(tmp) / "zones.json"
+        as_json.write_text(json.dumps(obj), encoding="utf-8")
+        as_yaml = Path(tmp) / "zones.yml"
+        as_yaml.write_text(yaml.safe_dump(obj, allow_unicode=True), encoding="utf-8")
+        assert load_zones(as_json) == expected
+        assert load_zones(as_yaml) == expected
+    assert [(z.start, z.end) for z in expected.zones] == sorted(ranges)
