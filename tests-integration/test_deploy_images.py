@@ -391,12 +391,20 @@ def test_docker_run_examples_match_the_image() -> None:
         assert (target, mode) == (env["DES_BASE_DIR"], "ro")
 
 
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """A des-pack manifest: a JSON list, or JSON Lines (one entry per line)."""
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        entries: list[dict[str, str]] = json.loads(text)
+        return entries
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def test_example_data_fits_the_compose_mounts() -> None:
     """The packer helper's example manifest resolves inside the mounted input directory."""
     manifest = ROOT / "example_data" / "manifests" / "to-pack.json"
     assert manifest.is_file(), "example_data/manifests/to-pack.json is missing (des-packer's)"
-    entries = json.loads(manifest.read_text())
-    assert isinstance(entries, list)
+    entries = read_manifest(manifest)
     assert entries
     input_dir = (ROOT / "example_data" / "input").resolve()
     for entry in entries:
@@ -697,7 +705,7 @@ def test_compose_flow_packs_the_example_data_and_serves_every_file(
         "DES_BASE_DIR": host_path(str(environment["DES_BASE_DIR"]), http_mounts),
     }
     manifest = example / "manifests" / "to-pack.json"
-    entries = json.loads(manifest.read_text())
+    entries = read_manifest(manifest)
     with start_service(http_image, env, tmp_path / "des-http.log") as service:
         for entry in entries:
             query = urllib.parse.urlencode({"created_at": entry["created_at"]})
