@@ -278,6 +278,11 @@ class ShardIndex:
         return 256 + self._raw_bytes + self._decoded_entries * _ENTRY_OVERHEAD
 
     @property
+    def decoded_buckets(self) -> int:
+        """How many buckets have been decoded so far (lookups decode one at a time)."""
+        return sum(1 for b in self._buckets if b is not None)
+
+    @property
     def index_length(self) -> int:
         """Bytes from the index offset to the end of the object (index, directory, footer)."""
         return self.object_size - self.index_offset

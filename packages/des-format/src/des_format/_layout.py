@@ -145,6 +145,9 @@ def parse_footer(buf: bytes) -> Footer:
 
 
 def write_varint(out: bytearray, value: int) -> None:
+    if 0 <= value < 0x80:
+        out.append(value)
+        return
     if value < 0:
         raise ValueError("varints are unsigned")
     while value >= 0x80:

@@ -91,10 +91,20 @@ class ShardReader:
         src = LocalFileSource(p)
 
         def parts(n: int) -> ByteSource:
-            return LocalFileSource(p.parent / part_key(p.name, n))
+            path = p.parent / part_key(p.name, n)
+            try:
+                return LocalFileSource(path)
+            except ObjectNotFound:
+                raise ObjectNotFound(
+                    f"continuation part {n} is missing: {path}", key=str(path)
+                ) from None
 
         def bigfiles(sha: str) -> ByteSource:
-            return LocalFileSource(p.parent / bigfiles_prefix / sha)
+            path = p.parent / bigfiles_prefix / sha
+            try:
+                return LocalFileSource(path)
+            except ObjectNotFound:
+                raise ObjectNotFound(f"big file is missing: {path}", key=str(path)) from None
 
         return cls(src, parts, bigfiles)
 
@@ -166,6 +176,8 @@ class ShardReader:
             ):
                 raise ChecksumMismatch(f"sha256 mismatch for big file {entry.uid!r}")
             return data
+        if entry.stored_size == 0:
+            return decode_payload(entry, b"")
         src = self._part(entry.part)
         stored = src.read_range(entry.offset, entry.offset + entry.stored_size)
         return decode_payload(entry, stored)

@@ -123,6 +123,7 @@ def prepare_payload(
     codec: str | Codec = "zstd",
     level: int | None = None,
     big_file_threshold: int | None = None,
+    _checked: bool = False,
 ) -> PreparedPayload:
     """Checksum ``data`` and decide how to store it. Pure CPU and thread-safe.
 
@@ -130,7 +131,8 @@ def prepare_payload(
     as already compressed, or when compression does not make it smaller. Above
     ``big_file_threshold`` the payload is marked as a big file (sha256 computed, kept raw).
     """
-    check_uid(uid)
+    if not _checked:
+        check_uid(uid)
     data = bytes(data)
     full_meta = build_meta(meta, name, content_type)
     crc = zlib.crc32(data)
@@ -373,12 +375,16 @@ class ShardWriter:
             codec=self._codec if codec is None else codec,
             level=self._level if level is None else level,
             big_file_threshold=self._threshold if self._sink is not None else None,
+            _checked=True,
         )
-        return self.add_prepared(prepared)
+        return self._add_prepared(prepared)
 
     def add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
         """Add a payload made by :func:`prepare_payload` (possibly in another thread)."""
         self._check_new(prepared.uid)
+        return self._add_prepared(prepared)
+
+    def _add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
         if prepared.is_bigfile or (self._sink is not None and prepared.size > self._threshold):
             if self._sink is None:
                 raise ValueError(

@@ -1,0 +1,126 @@
+"""The package stays light (stdlib only) and its public API is pinned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import des_format
+
+PUBLIC_API = [
+    "DEFAULT_BIGFILES_PREFIX",
+    "DEFAULT_BIG_FILE_THRESHOLD",
+    "DEFAULT_TAIL_SIZE",
+    "FORMAT_VERSION",
+    "BigFileSink",
+    "ByteRange",
+    "ByteSource",
+    "BytesSource",
+    "CacheStats",
+    "ChecksumMismatch",
+    "CoalescedRange",
+    "Codec",
+    "CodecNotInstalled",
+    "CorruptShard",
+    "DesFormatError",
+    "DuplicateUid",
+    "EntryDeleted",
+    "EntryNotFound",
+    "FileDigest",
+    "Footer",
+    "Header",
+    "IndexCache",
+    "IndexEntry",
+    "LocalBigFileSink",
+    "LocalFileSource",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "OpenedFile",
+    "PreconditionFailed",
+    "PreparedPayload",
+    "RangeNotSatisfiable",
+    "ShardIndex",
+    "ShardReader",
+    "ShardRetriever",
+    "ShardWriter",
+    "StorageUnavailable",
+    "StoreError",
+    "TailRead",
+    "UnknownCodec",
+    "UnsupportedFormatVersion",
+    "WriteSummary",
+    "__version__",
+    "bigfile_key",
+    "codec_available",
+    "hash_file",
+    "is_precompressed",
+    "parse_codec",
+    "parse_footer",
+    "parse_header",
+    "part_key",
+    "plan_coalesced_ranges",
+    "prepare_payload",
+    "read_index",
+]
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(des_format.__all__) == sorted(PUBLIC_API)
+    for name in des_format.__all__:
+        assert hasattr(des_format, name), name
+
+
+def test_import_loads_only_the_standard_library() -> None:
+    code = (
+        "import sys, json; before = set(sys.modules); import des_format; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    loaded = json.loads(out)
+    assert "des_format" in loaded
+    outside = [
+        m
+        for m in loaded
+        if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "des_format"
+    ]
+    assert outside == []
+    assert "zstandard" not in loaded
+    assert "lz4" not in loaded
+
+
+def test_constants() -> None:
+    assert des_format.DEFAULT_TAIL_SIZE == 65536
+    assert des_format.DEFAULT_BIG_FILE_THRESHOLD == 10 * 1024 * 1024
+    assert des_format.DEFAULT_BIGFILES_PREFIX == "_bigFiles"
+    assert des_format.FORMAT_VERSION == 1
+
+
+def test_error_hierarchy() -> None:
+    e = des_format
+    assert issubclass(e.ChecksumMismatch, e.CorruptShard)
+    for cls in (
+        e.CorruptShard,
+        e.UnsupportedFormatVersion,
+        e.UnknownCodec,
+        e.CodecNotInstalled,
+        e.EntryNotFound,
+        e.EntryDeleted,
+        e.DuplicateUid,
+        e.StoreError,
+    ):
+        assert issubclass(cls, e.DesFormatError)
+    for cls in (
+        e.ObjectNotFound,
+        e.RangeNotSatisfiable,
+        e.PreconditionFailed,
+        e.StorageUnavailable,
+    ):
+        assert issubclass(cls, e.StoreError)
+    assert issubclass(e.EntryNotFound, LookupError)
+    assert issubclass(e.ObjectNotFound, LookupError)
+    assert issubclass(e.DuplicateUid, ValueError)
