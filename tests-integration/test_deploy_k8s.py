@@ -502,3 +502,60 @@ def test_des_pack_accepts_every_range_the_tool_prints() -> None:
                 start, end = shard_range.plan_shard_range(index, count, n_bits)
                 text = f"{start}-{end}"
                 assert des_packer.parse_shard_range(text, n_bits) == (start, end)
+
+
+# -------------------------------------------------- options the manifests pass exist
+
+
+def command_options(argv: list[str]) -> dict[str, set[str]]:
+    """{command: --options} used by a container's command and args (shell scripts included)."""
+    found: dict[str, set[str]] = {}
+    words: list[str] = []
+    for part in argv:
+        words.extend(re.split(r"[\s\\]+", part))
+    command = None
+    for raw in words:
+        word = raw.strip("\"'")
+        if word in {"des-pack", "des-migrate", "des", "des-stats", "uvicorn"}:
+            command = word
+            found.setdefault(command, set())
+        elif command and re.fullmatch(r"--[a-z][a-z0-9-]*", word):
+            found[command].add(word)
+    return found
+
+
+def help_text(command: str) -> str:
+    executable = Path(sys.executable).parent / command
+    result = subprocess.run(
+        [str(executable), "--help"],
+        env={**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_option_a_workload_passes_is_one_its_command_accepts(doc: dict[str, Any]) -> None:
+    for container in pod_spec(doc)["containers"]:
+        used = command_options([*container.get("command", []), *container.get("args", [])])
+        assert used, "the container names its command"
+        for command, options in used.items():
+            text = help_text(command)
+            unknown = sorted(o for o in options if not re.search(rf"{o}(?![a-z-])", text))
+            assert unknown == [], f"{command} does not accept {unknown}"
+
+
+def test_compose_packer_options_are_accepted_and_unknown_ones_are_caught() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["services"]["des-packer"]["command"]
+    used = command_options(command)
+    assert set(used) == {"des-pack"}
+    text = help_text("des-pack")
+    assert all(re.search(rf"{o}(?![a-z-])", text) for o in used["des-pack"])
+    # The check can fail: an option des-pack does not have is not found in its help.
+    assert command_options(["des-pack --input-jsonl x"]) == {"des-pack": {"--input-jsonl"}}
+    assert not re.search(r"--input-jsonl(?![a-z-])", text)
