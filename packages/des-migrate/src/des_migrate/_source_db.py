@@ -177,15 +177,14 @@ class SourceDatabase:
 
     def _columns(self) -> list[sa.Column[Any]]:
         cfg = self.config
-        cols = [
-            self.col(cfg.uid_column),
-            self.col(cfg.created_at_column),
-            self.col(cfg.file_location_column),
-            self.col(cfg.size_bytes_column),
+        names = [
+            cfg.uid_column,
+            cfg.created_at_column,
+            cfg.file_location_column,
+            cfg.size_bytes_column,
         ]
-        cols.append(self.col(cfg.content_type_column) if cfg.content_type_column else None)  # type: ignore[arg-type]
-        cols.append(self.col(cfg.checksum_column) if cfg.checksum_column else None)  # type: ignore[arg-type]
-        return [c for c in cols if c is not None]
+        names += [n for n in (cfg.content_type_column, cfg.checksum_column) if n is not None]
+        return [self.col(n) for n in names]
 
     def _row(self, r: Sequence[Any]) -> tuple[FileRow, Cursor]:
         cfg = self.config
