@@ -559,3 +559,45 @@ def test_compose_packer_options_are_accepted_and_unknown_ones_are_caught() -> No
     # The check can fail: an option des-pack does not have is not found in its help.
     assert command_options(["des-pack --input-jsonl x"]) == {"des-pack": {"--input-jsonl"}}
     assert not re.search(r"--input-jsonl(?![a-z-])", text)
+
+
+def test_des_http_start_script_empties_the_metrics_dir_then_execs_uvicorn(tmp_path: Path) -> None:
+    (container,) = pod_spec(find("Deployment", "des-http"))["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    config = find("ConfigMap", "des-http-config")["data"]
+    assert config["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/des-metrics"
+    metrics = tmp_path / "des-metrics"
+    metrics.mkdir()
+    (metrics / "counter_12.db").write_bytes(b"stale")
+    (metrics / "sub").mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "uvicorn"
+    fake.write_text(
+        '#!/bin/sh\nls -A "$PROMETHEUS_MULTIPROC_DIR" | wc -l\nfor a in "$@"; do echo "$a"; done\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["/bin/sh", "-c", container["args"][0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.split()
+    assert lines == [
+        "0", "des_http:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2",
+        "--no-server-header",
+    ]  # fmt: skip
+    # A first start, with no directory yet, creates it.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "new" / "des-metrics")
+    result = subprocess.run(
+        ["/bin/sh", "-c", container["args"][0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.split()[0]) == (0, "0")
