@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import des_storage_s3
+import pytest
 from des_storage_s3 import metrics_for, range_call_observer
 from prometheus_client import CollectorRegistry
 
@@ -43,3 +46,23 @@ def test_metrics_are_created_once_per_registry() -> None:
         )
 
     assert [value(k) for k in ("tail", "index", "payload", "bigfile")] == [1, 0, 2, 1]
+
+
+def test_open_store_backends(tmp_path: Any) -> None:
+    from des_format import LocalObjectStore
+    from des_routing import DesSettings, SettingsError
+    from des_storage_s3 import S3ObjectStore, open_shard_store, open_store
+
+    local = open_store(DesSettings(backend="local", base_dir=tmp_path))
+    assert isinstance(local, LocalObjectStore)
+    s3 = open_store(
+        DesSettings(backend="s3", s3_bucket="b", s3_prefix="des/", s3_region="eu-west-1")
+    )
+    assert isinstance(s3, S3ObjectStore)
+    assert s3.describe("20240101/A7.des") == "s3://b/des/20240101/A7.des"
+    with pytest.raises(SettingsError, match="DES_S3_BUCKET is required"):
+        open_store(DesSettings(backend="s3"))
+    with pytest.raises(SettingsError, match="DES_ZONES_CONFIG is required"):
+        open_store(DesSettings(backend="multi_s3"))
+    with pytest.raises(ValueError, match="no S3 shard store"):
+        open_shard_store(DesSettings(backend="local"))
