@@ -39,6 +39,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
+# The data set docker-compose.yml mounts (DES_EXAMPLE_DATA: try the flow on another one).
+EXAMPLE_DATA = Path(os.environ.get("DES_EXAMPLE_DATA", ROOT / "example_data"))
 
 # What must never reach a final image: compilers, package-manager caches, the installer itself.
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "python3-dev", "libpq-dev", "uv ", "/uv")
@@ -402,11 +404,11 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
 
 def test_example_data_fits_the_compose_mounts() -> None:
     """The packer helper's example manifest resolves inside the mounted input directory."""
-    manifest = ROOT / "example_data" / "manifests" / "to-pack.json"
+    manifest = EXAMPLE_DATA / "manifests" / "to-pack.json"
     assert manifest.is_file(), "example_data/manifests/to-pack.json is missing (des-packer's)"
     entries = read_manifest(manifest)
     assert entries
-    input_dir = (ROOT / "example_data" / "input").resolve()
+    input_dir = (EXAMPLE_DATA / "input").resolve()
     for entry in entries:
         source = entry.get("source_path") or entry.get("source")
         resolved = (manifest.parent / source).resolve()
@@ -683,8 +685,8 @@ def test_compose_flow_packs_the_example_data_and_serves_every_file(
     container paths are mapped onto a copy of example_data/.
     """
     example = tmp_path / "example_data"
-    shutil.copytree(ROOT / "example_data" / "input", example / "input")
-    shutil.copytree(ROOT / "example_data" / "manifests", example / "manifests")
+    shutil.copytree(EXAMPLE_DATA / "input", example / "input")
+    shutil.copytree(EXAMPLE_DATA / "manifests", example / "manifests")
     (example / "output").mkdir()
     services = compose_services()
     packer = services["des-packer"]
