@@ -601,3 +601,23 @@ def test_des_http_start_script_empties_the_metrics_dir_then_execs_uvicorn(tmp_pa
         check=False,
     )
     assert (result.returncode, result.stdout.split()[0]) == (0, "0")
+
+
+def test_packer_cronjob_script_packs_yesterdays_manifest(tmp_path: Path) -> None:
+    (container,) = pod_spec(find("CronJob", "des-packer"))["containers"]
+    fake_des_pack(tmp_path / "bin")
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "TZ": "UTC"}
+    day = subprocess.run(
+        ["date", "-u", "-d", "yesterday", "+%Y%m%d"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    result = subprocess.run(
+        [*container["command"], container["args"][0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    argv = result.stdout.splitlines()
+    assert argv[argv.index("--input-json") + 1] == f"/data/input/manifests/{day}.jsonl"
+    assert argv[argv.index("--output-dir") + 1] == "/data/output"
