@@ -362,7 +362,9 @@ def run_verify(
     try:
         path = Path(target)
         settings = load_settings(overrides)
-        if path.is_dir():
+        if settings.backend == "local" and not path.exists():
+            path = Path(settings.base_dir) / target  # a key or date directory in the base dir
+        if settings.backend == "local" and path.is_dir():
             for shard in _local_shards(path):
                 try:
                     reader = ShardReader.open_path(shard, bigfiles_prefix=settings.bigfiles_prefix)
@@ -376,7 +378,7 @@ def run_verify(
                 )
         elif path.is_file() or target.endswith(".des"):
             try:
-                reader, where = _open_reader(target, overrides)
+                reader, where = _open_reader(str(path) if path.is_file() else target, overrides)
             except DesFormatError as exc:
                 results.append({"shard": target, "ok": False, "error": str(exc)})
             else:
@@ -385,7 +387,7 @@ def run_verify(
                     {"shard": where, "ok": problem is None, "entries": n}
                     | ({"error": problem} if problem else {})
                 )
-        elif settings.backend == "s3":
+        elif settings.backend == "s3":  # a key prefix ("" = the whole bucket/prefix)
             store = open_read_store(settings)
             for key in _s3_keys(store, target.strip("/")):
                 try:
@@ -401,7 +403,8 @@ def run_verify(
         else:
             raise UsageError(
                 f"{target!r} is neither a shard file, a directory, nor (with DES_BACKEND=s3) "
-                "a key prefix; give a .des path, a base directory or an S3 prefix"
+                "a key prefix; give a .des path, a base directory or an S3 prefix (listing "
+                "a prefix is not supported for multi_s3: verify shard keys one by one)"
             )
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)
