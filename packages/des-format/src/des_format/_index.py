@@ -205,18 +205,13 @@ def parse_bucket(raw: bytes | memoryview) -> dict[str, IndexEntry]:
     return out
 
 
-def parse_directory(raw: bytes, bucket_count: int, area_length: int) -> list[tuple[int, int]]:
-    """Bucket (start, end) pairs relative to the index offset, checked for consistency."""
-    spans: list[tuple[int, int]] = []
-    prev = 0
-    for end, _crc in DIR_ENTRY.iter_unpack(raw):
-        if end < prev:
-            raise CorruptShard("index directory bucket ends go backwards")
-        spans.append((prev, end))
-        prev = end
-    if len(spans) != bucket_count or prev != area_length:
+def check_directory(raw: bytes, bucket_count: int, area_length: int) -> None:
+    """Cheap whole-directory checks (the per-bucket ones happen when a bucket is used)."""
+    if len(raw) != bucket_count * DIR_ENTRY_SIZE:
+        raise CorruptShard("index directory has the wrong length")
+    (last_end,) = _CRC.unpack_from(raw, len(raw) - DIR_ENTRY_SIZE)
+    if last_end != area_length:
         raise CorruptShard("index directory does not cover the index")
-    return spans
 
 
 class ShardIndex:
@@ -250,20 +245,19 @@ class ShardIndex:
             self.index_offset = footer.index_offset
             self.entry_count = footer.entry_count
             self.bucket_count = footer.bucket_count
-            area_len = object_size - FOOTER_SIZE - len(directory) - footer.index_offset
-            self._spans = parse_directory(directory, footer.bucket_count, area_len)
-            self._crcs = [crc for _end, crc in DIR_ENTRY.iter_unpack(directory)]
+            self._area_len = object_size - FOOTER_SIZE - len(directory) - footer.index_offset
+            check_directory(directory, footer.bucket_count, self._area_len)
         else:
             assert legacy_entries is not None
             self.format_version = legacy_version
             self.index_offset = index_offset
             self.entry_count = len(legacy_entries)
             self.bucket_count = 1
-            self._spans = []
-            self._crcs = []
+            self._area_len = 0
         self._directory = directory
         self._area = area
-        self._buckets: list[dict[str, IndexEntry] | None] = [None] * len(self._spans)
+        n_buckets = 0 if legacy_entries is not None else self.bucket_count
+        self._buckets: list[dict[str, IndexEntry] | None] = [None] * n_buckets
         self._decoded_entries = 0 if legacy_entries is None else len(legacy_entries)
         self._raw_bytes = len(directory) + (len(area) if area is not None else 0)
 
@@ -297,8 +291,16 @@ class ShardIndex:
         b = self.bucket_index(uid)
         return self._buckets[b] is not None or self._area is not None
 
+    def _span(self, b: int) -> tuple[int, int, int]:
+        """(start, end, crc) of bucket ``b``, relative to the index offset."""
+        end, crc = DIR_ENTRY.unpack_from(self._directory, b * DIR_ENTRY_SIZE)
+        start = DIR_ENTRY.unpack_from(self._directory, (b - 1) * DIR_ENTRY_SIZE)[0] if b else 0
+        if not start <= end <= self._area_len:
+            raise CorruptShard(f"index directory entry {b} is out of order")
+        return start, end, crc
+
     def _raw_bucket(self, b: int) -> bytes:
-        start, end = self._spans[b]
+        start, end, crc = self._span(b)
         if self._area is not None:
             raw = self._area[start:end]
         elif self._fetch is None:
@@ -307,7 +309,7 @@ class ShardIndex:
             raw = self._fetch(self.index_offset + start, self.index_offset + end)
             if len(raw) != end - start:
                 raise CorruptShard("short read of an index bucket")
-        if zlib.crc32(raw) != self._crcs[b]:
+        if zlib.crc32(raw) != crc:
             raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
         return raw
 
@@ -338,12 +340,13 @@ class ShardIndex:
         if area is None and any(b is None for b in self._buckets) and self._fetch is not None:
             end = self.object_size - FOOTER_SIZE - len(self._directory)
             area = self._fetch(self.index_offset, end)
-        for b, (start, stop) in enumerate(self._spans):
+        for b in range(self.bucket_count):
             decoded = self._buckets[b]
             if decoded is None:
                 if area is not None:
+                    start, stop, crc = self._span(b)
                     raw = area[start:stop]
-                    if zlib.crc32(raw) != self._crcs[b]:
+                    if zlib.crc32(raw) != crc:
                         raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
                     decoded = parse_bucket(raw)
                 else:
@@ -363,7 +366,7 @@ class ShardIndex:
                 raise CorruptShard(f"big-file entry {entry.uid!r} is malformed")
         if seen != self.entry_count:
             raise CorruptShard(f"footer says {self.entry_count} entries, index holds {seen}")
-        for b in range(len(self._spans)):
+        for b in range(self.bucket_count):
             for uid in self._bucket(b):
                 if self.bucket_index(uid) != b:
                     raise CorruptShard(f"uid {uid!r} is stored in the wrong bucket")

@@ -172,9 +172,9 @@ class ShardRetriever:
         return etag, index, False
 
     def _entry(self, key: str, index: ShardIndex, uid: str) -> IndexEntry:
-        loaded = index.is_loaded(uid)
+        before = index.nbytes
         entry = index.lookup(uid)
-        if not loaded and self.cache is not None:
+        if self.cache is not None and index.nbytes != before:
             self.cache.resize(key, index)
         if entry is None:
             raise EntryNotFound(uid, self.store.describe(key))

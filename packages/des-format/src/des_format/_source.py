@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ._errors import ObjectNotFound, RangeNotSatisfiable, StoreError
@@ -170,24 +170,36 @@ class LocalObjectStore:
 
     def __init__(self, base_dir: str | os.PathLike[str]) -> None:
         self.base_dir = Path(base_dir).resolve()
+        self._base_str = str(self.base_dir)
+        self._paths: dict[str, str] = {}
         self._lock = threading.Lock()
         self._open: dict[str, LocalFileSource] = {}
 
     def path_for(self, key: str) -> Path:
         """The file behind ``key``; raises ``StoreError`` for keys that would leave base_dir."""
-        pure = PurePosixPath(key)
+        return Path(self._path_str(key))
+
+    def _path_str(self, key: str) -> str:
+        path = self._paths.get(key)
+        if path is not None:
+            return path
+        parts = key.split("/")
         if (
             not key
             or "\\" in key
             or "\x00" in key
-            or pure.is_absolute()
-            or any(part in ("", ".", "..") for part in key.split("/"))
+            or key.startswith("/")
+            or any(part in ("", ".", "..") for part in parts)
         ):
             raise StoreError(f"invalid object key {key!r}", key=key)
-        return self.base_dir.joinpath(*pure.parts)
+        path = os.path.join(self._base_str, *parts)
+        if len(self._paths) >= 4096:
+            self._paths.clear()
+        self._paths[key] = path
+        return path
 
     def _source(self, key: str) -> LocalFileSource:
-        path = self.path_for(key)
+        path = self._path_str(key)
         try:
             st = os.stat(path)
         except FileNotFoundError:
