@@ -134,7 +134,8 @@ def part1(n: int) -> None:
         src = CountingSource(source)
         idx = read_index(src)
         entry = idx.lookup(uid)
-        assert entry is not None and entry.offset == plain[uid][0]
+        assert entry is not None
+        assert entry.offset == plain[uid][0]
         reads.append(src.reads)
         nbytes.append(src.nbytes)
     cold = (time.perf_counter() - t0) / 500
@@ -185,7 +186,8 @@ def part1(n: int) -> None:
 
 def part2(files: int, reads: int) -> None:
     print(
-        f"## warm random read of one file: shard vs loose files ({files:,} files, {reads:,} reads)\n"
+        f"## warm random read of one file: shard vs loose files"
+        f" ({files:,} files, {reads:,} reads)\n"
     )
     rnd = random.Random(11)
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,8 +212,8 @@ def part2(files: int, reads: int) -> None:
                 w.close()
             retriever = ShardRetriever(LocalObjectStore(base), cache=IndexCache(64 << 20))
             order = [rnd.choice(list(datas)) for _ in range(reads)]
-            for uid in datas:
-                assert retriever.read(key, uid) == datas[uid]  # warm every bucket
+            for uid, data in datas.items():
+                assert retriever.read(key, uid) == data  # warm every bucket
 
             def shard_read(u: str, r: ShardRetriever = retriever, k: str = key) -> bytes:
                 return r.read(k, u)
