@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from des_format import ShardReader
+from des_packer import PackOptions, pack, read_manifest
+from des_packer._inspect import safe_file_name
+from des_packer.cli import des_app
+from des_packer_testkit import DataSet
+from des_routing import locate_shard
+from typer.testing import CliRunner
+
+
+@pytest.fixture
+def packed(dataset: DataSet, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    pack(read_manifest(dataset.manifest), str(out), PackOptions(n_bits=4))
+    return out
+
+
+def des(out: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+    result = CliRunner().invoke(
+        des_app, ["--base-dir", str(out), "--n-bits", "4", *args], env=env or {}
+    )
+    return result.exit_code, result.stdout_bytes, result.stderr
+
+
+def test_get_to_file_and_stdout(dataset: DataSet, packed: Path, tmp_path: Path) -> None:
+    row = dataset.rows[4]
+    code, _, err = des(
+        packed, "get", row["uid"], "--created-at", row["created_at"], "-o", str(tmp_path / "x")
+    )
+    assert code == 0, err
+    assert (tmp_path / "x").read_bytes() == dataset.content(row["uid"])
+    code, out, _ = des(packed, "get", row["uid"], "--created-at", row["created_at"])
+    assert code == 0
+    assert out == dataset.content(row["uid"])
+
+
+def test_get_errors(dataset: DataSet, packed: Path) -> None:
+    row = dataset.rows[0]
+    code, _, err = des(packed, "get", "missing-uid", "--created-at", row["created_at"])
+    assert code == 1
+    key = locate_shard("missing-uid", row["created_at"], 4).object_key
+    assert err.startswith(f"des: error: no entry for uid 'missing-uid' in {packed.resolve() / key}")
+    code, _, err = des(packed, "get", row["uid"], "--created-at", "2030-01-01T00:00:00Z")
+    assert code == 1
+    assert "des: error: no shard " in err
+    assert "check created_at, DES_N_BITS and the base directory" in err
+    code, _, err = des(packed, "get", row["uid"], "--created-at", "soon")
+    assert code == 2
+    assert "invalid created_at 'soon'" in err
+    code, _, err = des(packed, "get", row["uid"])
+    assert code == 2
+    assert "give UID --created-at T (or --batch FILE --out DIR)" in err
+
+
+def test_s3_backend_without_bucket_is_a_usage_error(packed: Path) -> None:
+    code, _, err = des(packed, "get", "u", "--created-at", "2024-01-01", env={"DES_BACKEND": "s3"})
+    assert code == 2
+    assert "DES_S3_BUCKET" in err
+
+
+def test_ls_lists_every_entry(dataset: DataSet, packed: Path) -> None:
+    row = dataset.rows[0]
+    key = locate_shard(row["uid"], row["created_at"], 4).object_key
+    code, out, _ = des(packed, "ls", key, "--json")
+    assert code == 0
+    entries = [json.loads(line) for line in out.decode().splitlines()]
+    with ShardReader.open_path(packed / key) as reader:
+        assert [e["uid"] for e in entries] == sorted(e.uid for e in reader.iter_entries())
+    first = next(e for e in entries if e["uid"] == row["uid"])
+    assert set(first) == {
+        "uid", "size", "stored_size", "codec", "checksum", "offset", "part",
+        "is_bigfile", "bigfile_hash", "deleted", "content_type", "meta",
+    }  # fmt: skip
+    assert first["size"] == row["size_bytes"]
+    code, out, _ = des(packed, "ls", str(packed / key))
+    text = out.decode().splitlines()
+    assert text[0] == f"# {packed / key}: {len(entries)} entries, format 1"
+    assert text[1].split("\t")[:4] == ["uid", "size", "stored_size", "codec"]
+
+
+def test_verify_fast_and_deep_and_corruption(dataset: DataSet, packed: Path) -> None:
+    code, out, _ = des(packed, "verify", str(packed))
+    report = json.loads(out)
+    assert code == 0
+    assert report["mode"] == "fast"
+    assert report["failed"] == 0
+    assert report["entries"] == 60
+    # Flip one payload byte of a compressible text file: only --deep reads payloads.
+    row = dataset.rows[0]
+    key = locate_shard(row["uid"], row["created_at"], 4).object_key
+    with ShardReader.open_path(packed / key) as reader:
+        entry = reader.lookup(row["uid"])
+    assert entry is not None
+    shard = packed / key
+    raw = bytearray(shard.read_bytes())
+    raw[entry.offset + entry.stored_size // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    assert des(packed, "verify", str(packed))[0] == 0
+    code, out, err = des(packed, "verify", str(packed), "--deep")
+    report = json.loads(out)
+    assert code == 1
+    assert report["failed"] == 1
+    bad = next(r for r in report["results"] if not r["ok"])
+    assert bad["shard"] == str(shard)
+    assert f"des: verify failed: {shard}: " in err
+    # A flipped byte in the footer fails the fast check too.
+    raw[-3] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    code, out, _ = des(packed, "verify", key)
+    assert code == 1
+    assert json.loads(out)["failed"] == 1
+
+
+def test_verify_nothing_found(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out, err = des(tmp_path, "verify", str(tmp_path / "empty"))
+    assert code == 1
+    assert json.loads(out)["shards"] == 0
+    assert "no shards found" in err
+
+
+@pytest.mark.parametrize(
+    ("uid", "name"),
+    [("abc-1.txt", "abc-1.txt"), ("a/b", "a%2Fb"), ("..", "%2E%2E"), ("é", "%C3%A9")],
+)
+def test_safe_file_names(uid: str, name: str) -> None:
+    assert safe_file_name(uid) == name
