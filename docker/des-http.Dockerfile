@@ -25,7 +25,8 @@ COPY pyproject.toml uv.lock ./
 COPY packages/ packages/
 COPY services/ services/
 # Exactly what uv.lock pins, nothing for development, installed (not linked) into /opt/des.
-RUN uv sync --frozen --no-dev --no-editable --package des-http
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package des-http
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="des-http" \

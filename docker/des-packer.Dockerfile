@@ -25,7 +25,8 @@ COPY packages/ packages/
 COPY services/ services/
 # des-migrate depends on des-packer, so one sync installs all four commands; its extras bring
 # S3 (des-packer[s3] -> des-storage-s3) and PostgreSQL (psycopg binary wheels, no compiler).
-RUN uv sync --frozen --no-dev --no-editable --package des-migrate --extra s3 --extra postgres
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package des-migrate --extra s3 --extra postgres
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="des-packer" \

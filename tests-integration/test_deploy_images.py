@@ -133,6 +133,8 @@ def uv_sync_commands(stage: Stage) -> list[list[str]]:
     for run in stage.all("RUN"):
         for part in run.split("&&"):
             words = shlex.split(part)
+            while words and words[0].startswith("--"):  # RUN flags: --mount=type=cache,...
+                words.pop(0)
             if words[:2] == ["uv", "sync"]:
                 commands.append(words)
     return commands
