@@ -186,3 +186,14 @@ def test_jsonl_manifest_streams(tmp_path: Path) -> None:
     code, out, err = run("--input-json", str(ds.manifest), "--output-dir", str(tmp_path / "o"))
     assert code == 0, err
     assert "files packed:    20" in out
+
+
+def test_example_data_packs_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = Path(__file__).resolve().parents[3] / "example_data" / "manifests" / "to-pack.json"
+    monkeypatch.chdir(tmp_path)  # relative source paths follow the manifest, not the cwd
+    code, out, err = run("--input-json", str(manifest), "--output-dir", "out", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["files"] == 50
+    rows = json.loads(manifest.read_text())
+    assert doc["bytes_in"] == sum(r["size_bytes"] for r in rows)
