@@ -102,19 +102,26 @@ def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
     return bytes(out)
 
 
-def parse_bucket(raw: bytes | memoryview) -> dict[str, IndexEntry]:
-    """Decode one bucket into ``uid -> IndexEntry``; ``CorruptShard`` on any inconsistency."""
+EntryFields = tuple[Any, ...]  # the positional arguments of IndexEntry
+
+
+def decode_bucket(raw: bytes | memoryview) -> dict[str, EntryFields]:
+    """Decode one bucket into ``uid -> IndexEntry fields`` (a tuple; cheap to build), with
+    every consistency check of :func:`parse_bucket`."""
     if len(raw) == 0:
         return {}
     buf = bytes(raw)
+    n = len(buf)
+    rv = read_varint
+    unpack_crc = _CRC.unpack_from
     pos = 0
-    n_meta, pos = read_varint(buf, pos)
-    if n_meta > len(buf):
+    n_meta, pos = rv(buf, pos)
+    if n_meta > n:
         raise CorruptShard("bucket metadata count exceeds bucket size")
     metas: list[dict[str, Any]] = []
     for _ in range(n_meta):
-        ln, pos = read_varint(buf, pos)
-        if pos + ln > len(buf):
+        ln, pos = rv(buf, pos)
+        if pos + ln > n:
             raise CorruptShard("bucket metadata runs past the bucket")
         try:
             obj = json.loads(buf[pos : pos + ln].decode("utf-8"))
@@ -124,85 +131,105 @@ def parse_bucket(raw: bytes | memoryview) -> dict[str, IndexEntry]:
             raise CorruptShard("bucket metadata is not a JSON object")
         metas.append(obj)
         pos += ln
-    count, pos = read_varint(buf, pos)
-    if count > len(buf):
+    count, pos = rv(buf, pos)
+    if count > n:
         raise CorruptShard("bucket entry count exceeds bucket size")
-    out: dict[str, IndexEntry] = {}
+    out: dict[str, EntryFields] = {}
+    codecs = _CODECS
     prev = b""
-    for _ in range(count):
-        ln, pos = read_varint(buf, pos)
-        end = pos + ln
-        if end > len(buf):
-            raise CorruptShard("uid runs past the bucket")
-        uid_b = buf[pos:end]
-        pos = end
-        if uid_b <= prev and out:
-            raise CorruptShard("bucket entries are not sorted by uid")
-        prev = uid_b
-        try:
-            uid = uid_b.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CorruptShard("uid is not valid UTF-8") from None
-        flags, pos = read_varint(buf, pos)
-        if flags & ~F_KNOWN:
-            raise CorruptShard(f"entry {uid!r} has unknown flag bits 0x{flags:x}")
-        try:
-            codec = Codec(flags & F_CODEC_MASK)
-        except ValueError:
-            raise UnknownCodec(
-                f"entry {uid!r} uses codec id {flags & F_CODEC_MASK}, unknown to this reader"
-            ) from None
-        sha: str | None = None
-        part = 0
-        if flags & F_BIGFILE:
-            if pos + 32 > len(buf):
-                raise CorruptShard("big-file hash runs past the bucket")
-            sha = buf[pos : pos + 32].hex()
-            pos += 32
-            size, pos = read_varint(buf, pos)
-            offset = 0
-            stored = size
-            if codec is not Codec.NONE or flags & F_PART:
-                raise CorruptShard(f"big-file entry {uid!r} has inline-only flags")
-        else:
-            offset, pos = read_varint(buf, pos)
-            size, pos = read_varint(buf, pos)
-            if codec is Codec.NONE:
-                stored = size
+    try:
+        for _ in range(count):
+            ln = buf[pos]
+            if ln < 0x80:
+                pos += 1
             else:
-                stored, pos = read_varint(buf, pos)
-            if flags & F_PART:
-                part, pos = read_varint(buf, pos)
-                if part == 0:
-                    raise CorruptShard(f"entry {uid!r} has a part flag with part 0")
-        crc: int | None = None
-        if not flags & F_NO_CRC:
-            if pos + 4 > len(buf):
-                raise CorruptShard("entry checksum runs past the bucket")
-            crc = _CRC.unpack_from(buf, pos)[0]
-            pos += 4
-        meta: dict[str, Any] = {}
-        if flags & F_META:
-            mid, pos = read_varint(buf, pos)
-            if mid >= len(metas):
-                raise CorruptShard(f"entry {uid!r} references missing metadata {mid}")
-            meta = metas[mid]
-        out[uid] = IndexEntry(
-            uid=uid,
-            size=size,
-            stored_size=stored,
-            codec=codec,
-            checksum=crc,
-            offset=offset,
-            part=part,
-            is_bigfile=sha is not None,
-            bigfile_hash=sha,
-            deleted=bool(flags & F_DELETED),
-            meta=meta,
-        )
-    if pos != len(buf):
-        raise CorruptShard(f"bucket has {len(buf) - pos} trailing bytes")
+                ln, pos = rv(buf, pos)
+            end = pos + ln
+            if end > n:
+                raise CorruptShard("uid runs past the bucket")
+            uid_b = buf[pos:end]
+            pos = end
+            if uid_b <= prev and out:
+                raise CorruptShard("bucket entries are not sorted by uid")
+            prev = uid_b
+            uid = uid_b.decode("utf-8")
+            flags = buf[pos]
+            if flags < 0x80:
+                pos += 1
+            else:
+                flags, pos = rv(buf, pos)
+                if flags & ~F_KNOWN:
+                    raise CorruptShard(f"entry {uid!r} has unknown flag bits 0x{flags:x}")
+            codec = codecs[flags & F_CODEC_MASK]
+            if codec is None:
+                raise UnknownCodec(
+                    f"entry {uid!r} uses codec id {flags & F_CODEC_MASK}, unknown to this reader"
+                )
+            sha: str | None = None
+            part = 0
+            if flags & F_BIGFILE:
+                if pos + 32 > n:
+                    raise CorruptShard("big-file hash runs past the bucket")
+                sha = buf[pos : pos + 32].hex()
+                pos += 32
+                size, pos = rv(buf, pos)
+                offset = 0
+                stored = size
+                if codec is not Codec.NONE or flags & F_PART:
+                    raise CorruptShard(f"big-file entry {uid!r} has inline-only flags")
+            else:
+                offset, pos = rv(buf, pos)
+                size, pos = rv(buf, pos)
+                if codec is Codec.NONE:
+                    stored = size
+                else:
+                    stored, pos = rv(buf, pos)
+                if flags & F_PART:
+                    part, pos = rv(buf, pos)
+                    if part == 0:
+                        raise CorruptShard(f"entry {uid!r} has a part flag with part 0")
+            crc: int | None = None
+            if not flags & F_NO_CRC:
+                if pos + 4 > n:
+                    raise CorruptShard("entry checksum runs past the bucket")
+                crc = unpack_crc(buf, pos)[0]
+                pos += 4
+            meta: dict[str, Any] = {}
+            if flags & F_META:
+                mid, pos = rv(buf, pos)
+                if mid >= len(metas):
+                    raise CorruptShard(f"entry {uid!r} references missing metadata {mid}")
+                meta = metas[mid]
+            out[uid] = (
+                uid,
+                size,
+                stored,
+                codec,
+                crc,
+                offset,
+                part,
+                sha is not None,
+                sha,
+                bool(flags & F_DELETED),
+                meta,
+            )
+    except IndexError:
+        raise CorruptShard("index entry truncated") from None
+    except UnicodeDecodeError:
+        raise CorruptShard("uid is not valid UTF-8") from None
+    if pos != n:
+        raise CorruptShard(f"bucket has {n - pos} trailing bytes")
     return out
+
+
+_CODECS: list[Codec | None] = [None] * (F_CODEC_MASK + 1)
+for _c in Codec:
+    _CODECS[_c.value] = _c
+
+
+def parse_bucket(raw: bytes | memoryview) -> dict[str, IndexEntry]:
+    """Decode one bucket into ``uid -> IndexEntry``; ``CorruptShard`` on any inconsistency."""
+    return {uid: IndexEntry(*fields) for uid, fields in decode_bucket(raw).items()}
 
 
 def check_directory(raw: bytes, bucket_count: int, area_length: int) -> None:
@@ -257,7 +284,7 @@ class ShardIndex:
         self._directory = directory
         self._area = area
         n_buckets = 0 if legacy_entries is not None else self.bucket_count
-        self._buckets: list[dict[str, IndexEntry] | None] = [None] * n_buckets
+        self._buckets: list[dict[str, EntryFields | IndexEntry] | None] = [None] * n_buckets
         self._decoded_entries = 0 if legacy_entries is None else len(legacy_entries)
         self._raw_bytes = len(directory) + (len(area) if area is not None else 0)
 
@@ -313,10 +340,10 @@ class ShardIndex:
             raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
         return raw
 
-    def _bucket(self, b: int) -> dict[str, IndexEntry]:
+    def _bucket(self, b: int) -> dict[str, EntryFields | IndexEntry]:
         decoded = self._buckets[b]
         if decoded is None:
-            decoded = parse_bucket(self._raw_bucket(b))
+            decoded = dict(decode_bucket(self._raw_bucket(b)))
             self._buckets[b] = decoded
             self._decoded_entries += len(decoded)
         return decoded
@@ -325,7 +352,13 @@ class ShardIndex:
         """The entry for ``uid`` (tombstones included), or None."""
         if self._legacy is not None:
             return self._legacy.get(uid)
-        return self._bucket(self.bucket_index(uid)).get(uid)
+        bucket = self._bucket(self.bucket_index(uid))
+        found = bucket.get(uid)
+        if found is None or isinstance(found, IndexEntry):
+            return found
+        entry = IndexEntry(*found)
+        bucket[uid] = entry
+        return entry
 
     def __contains__(self, uid: object) -> bool:
         return isinstance(uid, str) and self.lookup(uid) is not None
@@ -348,12 +381,12 @@ class ShardIndex:
                     raw = area[start:stop]
                     if zlib.crc32(raw) != crc:
                         raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
-                    decoded = parse_bucket(raw)
+                    decoded = dict(decode_bucket(raw))
                 else:
                     decoded = self._bucket(b)
-            yield from sorted(
-                decoded.values(), key=lambda e: e.uid.encode("utf-8", "surrogatepass")
-            )
+            entries = [v if isinstance(v, IndexEntry) else IndexEntry(*v) for v in decoded.values()]
+            entries.sort(key=lambda e: e.uid.encode("utf-8"))
+            yield from entries
 
     def check(self) -> None:
         """Decode every bucket and check counts and bucket membership (used by verify)."""
