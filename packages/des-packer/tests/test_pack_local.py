@@ -213,3 +213,17 @@ def test_fail_mode_stops_and_earlier_shards_stay_complete(tmp_path: Path) -> Non
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.des"))
     assert written == [s.key for s in plan.shards[:-1]]
     assert not list(out.rglob(".des-tmp.*"))
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
+def test_every_codec_round_trips(tmp_path: Path, codec: str) -> None:
+    ds = make_dataset(tmp_path / "d", n=16)
+    out = tmp_path / "out"
+    report = pack(read_manifest(ds.manifest), str(out), PackOptions(n_bits=4, codec=codec))
+    assert report.files == 16
+    assert read_back(out, ds) == {r["uid"]: ds.content(r["uid"]) for r in ds.rows}
+    codecs = set()
+    for shard in out.rglob("*.des"):
+        with ShardReader.open_path(shard) as reader:
+            codecs |= {e.codec.name.lower() for e in reader.iter_entries()}
+    assert codecs == ({"none"} if codec == "none" else {"none", codec})
