@@ -245,14 +245,18 @@ def test_bad_uid_is_400(harness: Harness) -> None:
 
 
 def test_unknown_uid_and_missing_shard_are_404(harness: Harness) -> None:
-    body = assert_problem(harness.client.get(files_url("2537")), 404, "not-found")  # shard E9
+    r = harness.client.get(files_url("2537"))  # shard E9 exists, the uid is not in it
+    body = assert_problem(r, 404, "not-found")
     assert body["title"] == "File not found"
+    assert body["detail"] == "no file with this uid is stored for this created_at"
+    assert str(harness.settings.des.base_dir) not in r.text  # no server paths in answers
     assert_problem(harness.client.get(files_url("4097")), 404, "not-found")  # shard 01: none
     assert_problem(harness.client.get(files_url("1001", "2030-01-01T00:00:00Z")), 404, "not-found")
 
 
 def test_deleted_file_is_410(harness: Harness) -> None:
-    assert_problem(harness.client.get(files_url("2281")), 410, "deleted")
+    body = assert_problem(harness.client.get(files_url("2281")), 410, "deleted")
+    assert body["detail"] == "the file with this uid was deleted"
     assert harness.metric("des_retrievals_total", status="410") == 1
 
 

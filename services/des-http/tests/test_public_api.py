@@ -37,9 +37,7 @@ def test_public_names() -> None:
 def test_create_app_signature() -> None:
     sig = inspect.signature(des_http.create_app)
     assert list(sig.parameters) == ["settings", "retriever", "registry", "store", "tokens"]
-    assert all(
-        p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(sig.parameters.values())[1:]
-    )
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(sig.parameters.values())[1:])
 
 
 def test_importing_does_not_build_an_app() -> None:

@@ -24,6 +24,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.log_level == "INFO"
     assert s.retry_after_seconds == 5
     assert s.stream_threshold_bytes == 1 << 20
+    assert s.io_threads == 32
 
 
 def test_every_http_setting_is_read(tmp_path: Path) -> None:
@@ -39,6 +40,7 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
             "DES_RETRY_AFTER_SECONDS": "30",
             "DES_STREAM_THRESHOLD_BYTES": "4096",
             "DES_INDEX_CACHE_BYTES": "1 MiB",
+            "DES_IO_THREADS": "8",
         }
     )
     assert (s.des.backend, s.des.s3_bucket, s.des.n_bits) == ("s3", "shards", 10)
@@ -47,6 +49,7 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
     assert s.auth_tokens_file == tmp_path / "tokens"
     assert (s.max_batch_items, s.log_level, s.retry_after_seconds) == (50, "DEBUG", 30)
     assert s.stream_threshold_bytes == 4096
+    assert s.io_threads == 8
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,7 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
         ({"DES_RETRY_AFTER_SECONDS": "-1"}, "DES_RETRY_AFTER_SECONDS"),
         ({"DES_STREAM_THRESHOLD_BYTES": "1.5"}, "DES_STREAM_THRESHOLD_BYTES"),
         ({"DES_CACHE_CONTROL": "a\nb"}, "DES_CACHE_CONTROL"),
+        ({"DES_IO_THREADS": "0"}, "DES_IO_THREADS"),
     ],
 )
 def test_bad_http_settings_name_the_variable(env: dict[str, str], variable: str) -> None:

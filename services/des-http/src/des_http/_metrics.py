@@ -105,6 +105,12 @@ class ServiceMetrics:
         self._bytes_served = self.bytes_served.labels(backend)
         self._latency = self.retrieval_seconds.labels(backend)
         self._status_children: dict[int, Any] = {}
+        self._cache_counters = (
+            self.cache_hits.labels(backend),
+            self.cache_misses.labels(backend),
+            self.cache_evictions.labels(backend),
+        )
+        self._cache_gauges = (self.cache_bytes.labels(backend), self.cache_entries.labels(backend))
         self._kind_children: dict[str, tuple[Any, Any]] = {}
 
     def observe_store_request(self, kind: str, nbytes: int) -> None:
@@ -139,14 +145,16 @@ class ServiceMetrics:
         with self._lock:
             old_hits, old_misses, old_evictions = self._seen
             self._seen = (hits, misses, evictions)
+        hits_c, misses_c, evictions_c = self._cache_counters
+        bytes_g, entries_g = self._cache_gauges
         if hits > old_hits:
-            self.cache_hits.labels(self.backend).inc(hits - old_hits)
+            hits_c.inc(hits - old_hits)
         if misses > old_misses:
-            self.cache_misses.labels(self.backend).inc(misses - old_misses)
+            misses_c.inc(misses - old_misses)
         if evictions > old_evictions:
-            self.cache_evictions.labels(self.backend).inc(evictions - old_evictions)
-        self.cache_bytes.labels(self.backend).set(_stat(stats, "bytes"))
-        self.cache_entries.labels(self.backend).set(_stat(stats, "entries"))
+            evictions_c.inc(evictions - old_evictions)
+        bytes_g.set(_stat(stats, "bytes"))
+        entries_g.set(_stat(stats, "entries"))
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``/metrics`` (all workers' samples in multiprocess mode)."""

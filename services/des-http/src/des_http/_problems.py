@@ -94,6 +94,8 @@ class ProblemKind:
     detail: str | None = None  # fixed detail; None: the exception's own message is shown
 
 
+_NOT_FOUND = "no file with this uid is stored for this created_at"
+
 # THE table. Order matters: subclasses before their bases.
 ERROR_TABLE: tuple[tuple[type[BaseException], ProblemKind], ...] = (
     (InvalidUid, ProblemKind(400, "invalid-uid", "Invalid uid")),
@@ -103,9 +105,12 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ProblemKind], ...] = (
     (BadRequest, ProblemKind(400, "invalid-request", "Invalid request")),
     (Unauthorized, ProblemKind(401, "unauthorized", "Authentication required")),
     (Forbidden, ProblemKind(403, "forbidden", "Insufficient scope")),
-    (EntryNotFound, ProblemKind(404, "not-found", "File not found")),
-    (ObjectNotFound, ProblemKind(404, "not-found", "File not found")),
-    (EntryDeleted, ProblemKind(410, "deleted", "File deleted")),
+    (EntryNotFound, ProblemKind(404, "not-found", "File not found", _NOT_FOUND)),
+    (ObjectNotFound, ProblemKind(404, "not-found", "File not found", _NOT_FOUND)),
+    (
+        EntryDeleted,
+        ProblemKind(410, "deleted", "File deleted", "the file with this uid was deleted"),
+    ),
     (BatchTooLarge, ProblemKind(413, "batch-too-large", "Batch too large")),
     (
         RangeNotSatisfiableForFile,

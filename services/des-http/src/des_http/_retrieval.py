@@ -7,7 +7,9 @@ they differ only in the object store ``des_storage_s3.open_store`` returns for t
 from __future__ import annotations
 
 import mimetypes
+import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any, Protocol
 
 from des_routing import locate_shard, parse_created_at
@@ -60,7 +62,11 @@ def media_type_of(entry: FileEntry) -> str:
     meta = entry.meta or {}
     name = meta.get("name") or meta.get("filename")
     if isinstance(name, str) and name:
-        guessed, _ = mimetypes.guess_type(name, strict=False)
-        if guessed:
-            return guessed
+        return _media_type_of_suffix(posixpath.splitext(name)[1].lower())
     return DEFAULT_MEDIA_TYPE
+
+
+@lru_cache(maxsize=1024)
+def _media_type_of_suffix(suffix: str) -> str:
+    guessed, _ = mimetypes.guess_type("f" + suffix, strict=False)
+    return guessed or DEFAULT_MEDIA_TYPE

@@ -14,6 +14,7 @@ DEFAULT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 DEFAULT_MAX_BATCH_ITEMS = 1000
 DEFAULT_RETRY_AFTER_SECONDS = 5
 DEFAULT_STREAM_THRESHOLD_BYTES = 1 << 20
+DEFAULT_IO_THREADS = 32
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -40,6 +41,7 @@ class HttpSettings:
     log_level: str = "INFO"
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
     stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES
+    io_threads: int = DEFAULT_IO_THREADS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -72,6 +74,7 @@ class HttpSettings:
             stream_threshold_bytes=_positive_int(
                 env, "DES_STREAM_THRESHOLD_BYTES", DEFAULT_STREAM_THRESHOLD_BYTES, upper=1 << 30
             ),
+            io_threads=_positive_int(env, "DES_IO_THREADS", DEFAULT_IO_THREADS, upper=1024),
         )
 
 

@@ -1,0 +1,375 @@
+"""des-http throughput and latency against nginx serving the same files as plain files.
+
+Run by hand (never in tests), from the workspace root:
+
+    uv run python tools/bench/http_wrk.py --files 20000 --duration 30 --rounds 2
+
+What it does:
+
+1. writes ``--files`` small files (1-8 KiB, text and binary) and a manifest, packs them with
+   ``des-pack`` (local, n_bits 8, zstd) and also lays them out as plain files for nginx;
+2. starts des-http (one uvicorn worker, local backend) and nginx (one worker process), each on
+   127.0.0.1, and warms both up (one pass over every file, so the index cache is warm);
+3. runs wrk (16 connections, random uids from the whole set, ``--duration`` seconds) against
+   des-http and nginx alternately, ``--rounds`` times, then once against des-http with its
+   access log on;
+4. S3 backend: packs ``--s3-files`` files into a moto S3 server, and counts the store requests
+   per served file (from des-http's own metrics) on a cold pass and a warm pass.
+
+Prints a JSON summary and a markdown table (paste it into docs/bench/http.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "testing"))
+
+from des_testing import free_port, start_s3_server  # noqa: E402
+
+WRK_SCRIPT = r"""
+local paths = {}
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+end
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+  local out = string.format(
+    '{"requests": %d, "duration_us": %d, "errors_status": %d, "errors_connect": %d, ' ..
+    '"errors_read": %d, "errors_timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
+    '"max_us": %d, "bytes": %d}',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.timeout, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, summary.bytes)
+  io.stderr:write("WRKJSON " .. out .. "\n")
+end
+"""
+
+
+def make_files(root: Path, n: int, seed: int = 11) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    src = root / "in"
+    plain = root / "plain"
+    src.mkdir(parents=True)
+    plain.mkdir()
+    rows: list[dict[str, Any]] = []
+    words = [b"alpha ", b"beta ", b"gamma ", b"delta ", b"des ", b"shard "]
+    for i in range(n):
+        size = rnd.randint(1024, 8192)
+        if i % 2:
+            data = rnd.randbytes(size)
+        else:
+            data = b"".join(rnd.choice(words) for _ in range(size // 5))[:size]
+        uid = f"u{i:07d}"
+        (src / uid).write_bytes(data)
+        (plain / uid).write_bytes(data)
+        rows.append(
+            {
+                "uid": uid,
+                "created_at": f"2024-06-01T{i % 24:02d}:00:00Z",
+                "size_bytes": len(data),
+                "source_path": f"in/{uid}",
+            }
+        )
+    (root / "manifest.json").write_text(json.dumps(rows))
+    return rows
+
+
+def des_pack(root: Path, output: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "des-pack",
+            "--input-json",
+            str(root / "manifest.json"),
+            "--output-dir",
+            output,
+            "--n-bits",
+            "8",
+            "--no-progress",
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_des(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["des-http", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return proc
+
+
+def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {root}/nginx-tmp;
+    proxy_temp_path {root}/nginx-tmp;
+    fastcgi_temp_path {root}/nginx-tmp;
+    uwsgi_temp_path {root}/nginx-tmp;
+    scgi_temp_path {root}/nginx-tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location /plain/ {{ alias {root}/plain/; }}
+        location = /health {{ return 200 "ok"; }}
+    }}
+}}
+"""
+    )
+    (root / "nginx-tmp").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(root), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return proc
+
+
+def run_wrk(url: str, paths_file: Path, duration: int, connections: int) -> dict[str, Any]:
+    script = paths_file.parent / "random.lua"
+    script.write_text(WRK_SCRIPT)
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(paths_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in done.stderr.splitlines():
+        if line.startswith("WRKJSON "):
+            result: dict[str, Any] = json.loads(line[8:])
+            result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+            return result
+    raise RuntimeError(done.stdout + done.stderr)
+
+
+def warm(base: str, paths: list[str]) -> None:
+    for p in paths:
+        urllib.request.urlopen(base + p, timeout=10).read()
+
+
+def metric_sum(base: str, name: str) -> float:
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def metric_lines(base: str, name: str) -> dict[str, float]:
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    }
+
+
+def s3_requests_per_file(
+    work: Path, rows: list[dict[str, Any]], env: dict[str, str]
+) -> dict[str, Any]:
+    server = start_s3_server()
+    try:
+        server.client().create_bucket(Bucket="bench")
+        senv = {**env, **server.env(), "DES_S3_ENDPOINT_URL": server.endpoint_url}
+        (work / "s3set").mkdir()
+        sub = rows
+        s3root = work / "s3set"
+        (s3root / "in").symlink_to(work / "in")
+        (s3root / "manifest.json").write_text(json.dumps(sub))
+        des_pack(s3root, "s3://bench/des/", senv)
+        port = free_port()
+        denv = {
+            **senv,
+            "DES_BACKEND": "s3",
+            "DES_S3_BUCKET": "bench",
+            "DES_S3_PREFIX": "des/",
+            "DES_S3_REGION": "us-east-1",
+            "DES_LOG_LEVEL": "WARNING",
+        }
+        proc = start_des(denv, port, work / "des-s3.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            out: dict[str, Any] = {"files": len(sub)}
+            order = list(sub)
+            random.Random(3).shuffle(order)
+            for phase in ("cold", "warm"):
+                before = metric_sum(base, "des_s3_range_calls_total")
+                worst = 0.0
+                started = time.perf_counter()
+                for r in order:
+                    one = metric_sum(base, "des_s3_range_calls_total") if phase == "cold" else 0
+                    url = f"/files/{r['uid']}?created_at={quote(r['created_at'])}"
+                    urllib.request.urlopen(base + url, timeout=30).read()
+                    if phase == "cold":
+                        worst = max(worst, metric_sum(base, "des_s3_range_calls_total") - one)
+                elapsed = time.perf_counter() - started
+                after = metric_sum(base, "des_s3_range_calls_total")
+                per_file = (after - before) / len(order)
+                out[phase] = {
+                    "requests_per_file": per_file,
+                    "max_requests_one_file": worst if phase == "cold" else None,
+                    "seconds": elapsed,
+                }
+            out["by_type"] = metric_lines(base, "des_s3_range_calls_total")
+            return out
+        finally:
+            stop(proc)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--s3-files", type=int, default=1000)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="des-http-bench-"))
+    work.chmod(0o755)  # nginx's worker may run as another user
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DES_", "AWS_"))}
+    result: dict[str, Any] = {"files": args.files, "duration_s": args.duration}
+    try:
+        rows = make_files(work, args.files)
+        result["pack_seconds"] = des_pack(work, str(work / "shards"), env)
+        des_paths = [f"/files/{r['uid']}?created_at={quote(r['created_at'])}" for r in rows]
+        plain_paths = [f"/plain/{r['uid']}" for r in rows]
+        (work / "des-paths.txt").write_text("\n".join(des_paths) + "\n")
+        (work / "plain-paths.txt").write_text("\n".join(plain_paths) + "\n")
+
+        des_port, nginx_port = free_port(), free_port()
+        denv = {
+            **env,
+            "DES_BACKEND": "local",
+            "DES_BASE_DIR": str(work / "shards"),
+            "DES_N_BITS": "8",
+            "DES_LOG_LEVEL": "WARNING",
+        }
+        des = start_des(denv, des_port, work / "des.log")
+        nginx = start_nginx(work, nginx_port)
+        des_url, nginx_url = f"http://127.0.0.1:{des_port}", f"http://127.0.0.1:{nginx_port}"
+        try:
+            warm(des_url, des_paths)
+            warm(nginx_url, plain_paths)
+            runs: list[dict[str, Any]] = []
+            for rnd in range(args.rounds):
+                for name, url, paths in (
+                    ("des-http", des_url, work / "des-paths.txt"),
+                    ("nginx", nginx_url, work / "plain-paths.txt"),
+                ):
+                    r = run_wrk(url, paths, args.duration, args.connections)
+                    r.update(server=name, round=rnd + 1)
+                    runs.append(r)
+                    print(json.dumps(r), flush=True)
+            result["runs"] = runs
+        finally:
+            stop(des)
+            stop(nginx)
+
+        # des-http with its JSON access log on (the default), stdout to a file.
+        des = start_des({**denv, "DES_LOG_LEVEL": "INFO"}, des_port, work / "des-logged.log")
+        try:
+            warm(des_url, des_paths[:2000])
+            r = run_wrk(des_url, work / "des-paths.txt", args.duration, args.connections)
+            r.update(server="des-http (access log on)", round=1)
+            result["runs"].append(r)
+            print(json.dumps(r), flush=True)
+        finally:
+            stop(des)
+
+        if args.s3_files:
+            result["s3"] = s3_requests_per_file(work, rows[: args.s3_files], env)
+            print(json.dumps(result["s3"]), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(json.dumps(result, indent=1))
+    print()
+    print("| run | server | requests/s | p50 ms | p90 ms | p99 ms | non-2xx |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in result["runs"]:
+        print(
+            f"| {r['round']} | {r['server']} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | "
+            f"{r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['errors_status']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
