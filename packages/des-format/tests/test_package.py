@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import des_format
+import pytest
 
 PUBLIC_API = [
     "DEFAULT_BIGFILES_PREFIX",
@@ -155,3 +156,27 @@ def test_suite_passes_without_optional_codecs() -> None:
     assert "zstandard is not installed" in proc.stdout or "zstd library is not installed" in (
         proc.stdout
     )
+
+
+def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    if not des_format.codec_available(des_format.Codec.ZSTD):
+        pytest.skip("the README examples use zstd; zstandard is not installed")
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    runnable = blocks[:4]  # write, append, read one shard, retriever
+    assert len(runnable) == 4
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    for block in runnable:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["size"] == 3 << 20
+    for command in (["verify", "des/20240101/A7.des"], ["ls", "des/20240101/A7.des"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "des_format", *command],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
