@@ -11,6 +11,7 @@ from des_format import (
     BytesSource,
     CoalescedRange,
     IndexCache,
+    ShardIndex,
     ShardWriter,
     plan_coalesced_ranges,
     read_index,
@@ -81,7 +82,7 @@ def test_plan_properties(ranges: list[tuple[int, int]], gap: int, span: int | No
         assert sum(c.end - c.start for c in plan) <= total
 
 
-def _index(n: int) -> object:
+def _index(n: int) -> ShardIndex:
     out = io.BytesIO()
     w = ShardWriter(out, codec="none")
     for i in range(n):
@@ -92,10 +93,10 @@ def _index(n: int) -> object:
 
 def test_cache_lru_and_stats() -> None:
     a, b, c = _index(3), _index(3), _index(3)
-    size = a.nbytes  # type: ignore[attr-defined]
+    size = a.nbytes
     cache = IndexCache(2 * size)
-    cache.put("a", '"1"', a)  # type: ignore[arg-type]
-    cache.put("b", '"2"', b)  # type: ignore[arg-type]
+    cache.put("a", '"1"', a)
+    cache.put("b", '"2"', b)
     assert cache.get("a") == ('"1"', a)
     cache.put("c", '"3"', c)  # evicts b, the least recently used
     assert cache.get("b") is None
@@ -113,7 +114,7 @@ def test_cache_lru_and_stats() -> None:
 def test_cache_refuses_indexes_larger_than_its_bound() -> None:
     idx = _index(3)
     cache = IndexCache(10)
-    cache.put("a", None, idx)  # type: ignore[arg-type]
+    cache.put("a", None, idx)
     assert len(cache) == 0
     assert cache.stats().bytes == 0
 

@@ -106,7 +106,8 @@ def test_legacy_through_the_retriever(legacy_dir: Path) -> None:
 
 
 def _golden_expected(golden_dir: Path) -> dict[str, Any]:
-    return json.loads((golden_dir / "expected.json").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads((golden_dir / "expected.json").read_text("utf-8"))
+    return loaded
 
 
 @pytest.mark.parametrize("name", GOLDEN_SHARDS)
