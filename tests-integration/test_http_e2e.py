@@ -267,16 +267,17 @@ def test_local_backend_with_two_workers_adds_up_metrics(packed: Packed, tmp_path
     mp.mkdir()
     env = clean_env(DES_BASE_DIR=str(out), DES_N_BITS="4", PROMETHEUS_MULTIPROC_DIR=str(mp))
     with run_service(tmp_path, env, ["des-http", "--workers", "2"]) as svc:
-        with svc.client() as c:
-            for row in packed.rows:
-                assert c.get(file_url(row)).status_code == 200
+        deadline = time.monotonic() + 60
+        while len({p.name for p in mp.glob("counter_*.db")}) < 2:  # both workers are up
+            assert time.monotonic() < deadline, sorted(p.name for p in mp.iterdir())
+            time.sleep(0.1)
+        for row in packed.rows:  # a new connection each: the workers share the load
+            assert httpx.get(svc.url + file_url(row), timeout=30).status_code == 200
         served = sum(r["size_bytes"] for r in packed.rows)
         metrics = svc.metrics()
         key = ("des_retrievals_total", (("backend", "local"), ("status", "200")))
         assert metrics[key] == len(packed.rows)
         assert metrics[("des_bytes_served_total", (("backend", "local"),))] == served
-        pids = {p.name.split("_")[-1] for p in mp.glob("counter_*.db")}
-        assert len(pids) == 2  # both workers wrote samples
 
 
 def _s3_env(server: S3Server, **extra: str) -> dict[str, str]:
