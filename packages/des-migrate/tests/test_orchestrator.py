@@ -342,3 +342,34 @@ def test_three_concurrent_migrators_pack_each_row_exactly_once(
     assert sorted(uids) == sorted(r.uid for r in rows)
     for r in rows[::7]:
         assert h.read_back(out, r.uid, r.created_at) == r.data
+
+
+def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
+    sqlite_url: str, tmp_path: Path, h: type
+) -> None:
+    from des_format import LocalObjectStore, ShardRetriever
+    from des_routing import locate_shard
+
+    rows = _rows(h, 6)
+    engine, table = _setup(sqlite_url, tmp_path, h, rows)
+    out = tmp_path / "out"
+    cfg = h.migration_config(sqlite_url, out, migration={"delete_source_files": True})
+    victim = rows[2]
+    key = locate_shard(victim.uid, victim.created_at, 4).object_key
+
+    def flip_a_payload_byte(step: str) -> None:
+        if step == "verify":
+            entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
+            path = out / key
+            data = bytearray(path.read_bytes())
+            data[entry.offset + entry.stored_size // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+    report = MigrationOrchestrator(cfg, fault=flip_a_payload_byte).run_migration_cycle()
+    assert report.status == "partial"
+    assert report.migrated == 5
+    assert [(f.uid, f.step) for f in report.failures] == [(victim.uid, "verify")]
+    assert report.failures[0].reason.startswith(f"reading back from {key}: ")
+    assert victim.uid not in h.archived_uids(engine, table)
+    assert (tmp_path / "src" / f"{victim.uid}.bin").read_bytes() == victim.data
+    assert report.deleted_sources == 5

@@ -30,6 +30,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -524,64 +525,82 @@ class MigrationOrchestrator:
         return packed
 
     def _verify(self, batch: _Batch, packed: list[FileRow], present: list[FileRow]) -> None:
-        """Read every file back through the retriever before anything is marked."""
-        self._step("verify")
-        from des_format import DesFormatError
+        """Read every file back through the retriever before anything is marked.
 
+        Shards are verified in parallel (reads, decompression and checksums release the GIL);
+        the payload checksum is checked by the retriever itself, the size and the table's
+        checksum here, and a file an earlier run packed is also compared with its source.
+        """
+        self._step("verify")
         retriever = self.retriever()
         earlier = {r.uid for r in present}
         by_key: dict[str, list[FileRow]] = defaultdict(list)
         for row in [*packed, *present]:
             by_key[batch.keys[row.uid]].append(row)
+        workers = self.config.packer.workers or os.cpu_count() or 1
+        keys = sorted(by_key)
+
+        def one(key: str) -> list[tuple[FileRow, str | None]]:
+            return self._verify_shard(retriever, key, by_key[key], earlier)
+
+        with _step_errors("verify"):
+            if workers > 1 and len(keys) > 1:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    outcomes = list(pool.map(one, keys))
+            else:
+                outcomes = [one(k) for k in keys]
+        for outcome in outcomes:
+            for row, problem in outcome:
+                if problem is not None:
+                    batch.fail(row, "verify", problem)
+                    continue
+                batch.verified.append(row)
+                if row.uid in earlier:
+                    batch.already_packed += 1
+
+    def _verify_shard(
+        self, retriever: ShardRetriever, key: str, rows: list[FileRow], earlier: set[str]
+    ) -> list[tuple[FileRow, str | None]]:
+        from des_format import DesFormatError
+
         algorithm = self.config.database.checksum_algorithm
         threshold = self.config.packer.big_file_threshold_bytes
-        with _step_errors("verify"):
-            for key in sorted(by_key):
-                rows = by_key[key]
-                small = [r for r in rows if r.size_bytes < threshold]
-                results: dict[str, bytes | DesFormatError] = {}
-                if small:
-                    results.update(retriever.read_many(key, [r.uid for r in small]))
-                for row in rows:
-                    try:
-                        if row.uid in results:
-                            got = results[row.uid]
-                            if isinstance(got, DesFormatError):
-                                raise got
-                            size, digest, crc = _digest_of([got], algorithm)
-                            entry = retriever.stat(key, row.uid)
-                        else:
-                            opened = retriever.open(key, row.uid)
-                            entry = opened.entry
-                            size, digest, crc = _digest_of(opened.iter_bytes(), algorithm)
-                    except DesFormatError as exc:
-                        if _is_store_outage(exc):
-                            raise
-                        batch.fail(row, "verify", f"reading back from {key}: {_brief(exc)}")
-                        continue
-                    problem = self._compare(row, size, digest, crc, entry.checksum)
-                    if problem is None and row.uid in earlier:
-                        problem = self._compare_with_source(row, entry.checksum)
-                    if problem is not None:
-                        batch.fail(row, "verify", problem)
-                        continue
-                    batch.verified.append(row)
-                    if row.uid in earlier:
-                        batch.already_packed += 1
+        small = [r for r in rows if r.size_bytes < threshold]
+        results: dict[str, bytes | DesFormatError] = {}
+        if small:
+            results.update(retriever.read_many(key, [r.uid for r in small]))
+        out: list[tuple[FileRow, str | None]] = []
+        for row in rows:
+            try:
+                if row.uid in results:
+                    got = results[row.uid]
+                    if isinstance(got, DesFormatError):
+                        raise got
+                    size, digest, crc = _digest_of([got], algorithm)
+                else:  # big files are streamed, never held whole
+                    opened = retriever.open(key, row.uid)
+                    size, digest, crc = _digest_of(opened.iter_bytes(), algorithm)
+            except DesFormatError as exc:
+                if _is_store_outage(exc):
+                    raise
+                out.append((row, f"reading back from {key}: {_brief(exc)}"))
+                continue
+            # the retriever has checked these bytes against the index entry's CRC-32
+            problem = self._compare(row, size, digest)
+            if problem is None and row.uid in earlier:
+                problem = self._compare_with_source(row, crc)
+            out.append((row, problem))
+        return out
 
-    def _compare(
-        self, row: FileRow, size: int, digest: str, crc: int, entry_crc: int | None
-    ) -> str | None:
+    def _compare(self, row: FileRow, size: int, digest: str) -> str | None:
         if size != row.size_bytes:
             return f"packed copy has {size} bytes, the table says {row.size_bytes}"
-        if entry_crc is not None and crc != entry_crc:
-            return f"packed copy has CRC-32 {crc:08x}, its index says {entry_crc:08x}"
         if row.checksum is not None and digest != row.checksum:
             algorithm = self.config.database.checksum_algorithm
             return f"packed copy has {algorithm} {digest}, the table says {row.checksum}"
         return None
 
-    def _compare_with_source(self, row: FileRow, entry_crc: int | None) -> str | None:
+    def _compare_with_source(self, row: FileRow, packed_crc: int) -> str | None:
         """A file an earlier run packed must still equal its source before it is marked."""
         if row.location.startswith("s3://"):
             data_iter: Iterable[bytes] = [self._read_s3_source(row.location)]
@@ -593,9 +612,9 @@ class MigrationOrchestrator:
                 crc = zlib.crc32(chunk, crc)
         except OSError as exc:
             return f"cannot re-read source {row.location}: {exc.strerror}"
-        if entry_crc is not None and crc != entry_crc:
+        if crc != packed_crc:
             return (
-                f"shard already holds uid with CRC-32 {entry_crc:08x} but the source has "
+                f"shard already holds uid with CRC-32 {packed_crc:08x} but the source has "
                 f"{crc:08x}; resolve by hand"
             )
         return None
