@@ -25,7 +25,9 @@ from des_routing import DesSettings, locate_shard
 from des_storage_s3 import (
     S3ObjectNotFound,
     S3ObjectStore,
+    S3ProtocolError,
     S3ShardStore,
+    S3Unavailable,
     open_retriever,
     range_call_observer,
 )
@@ -311,3 +313,25 @@ def test_open_retriever_from_settings(
         ret.read(elsewhere, created)
     reg_value = reg.get_sample_value("des_s3_range_calls_total", {"backend": "s3", "type": "tail"})
     assert reg_value == len(written)  # one tail per shard; the refused one moved no bytes
+
+
+@pytest.mark.parametrize("kind", ["slowdown", "error500", "reset", "truncate", "ignore_range"])
+def test_faults_under_the_retriever_never_give_wrong_bytes(
+    client: Any, shards: Shards, proxy: FaultProxy, kind: str, fast_retry: Any
+) -> None:
+    store = S3ObjectStore(client, shards.bucket, "p", retry=fast_retry)
+    r = ShardRetriever(store, cache=IndexCache(1 << 20))
+    proxy.clear()
+    proxy.inject(kind, times=1)  # the tail read
+    proxy.inject(kind, times=1, match=lambda m, p, h: not h.get("Range", "").startswith("bytes=-"))
+    if kind == "ignore_range":
+        # A server that ignores ranges cannot serve DES: a clear error, no download.
+        with pytest.raises(S3ProtocolError, match="ignored the suffix range"):
+            r.read(KEY_10K, "u0004242")
+        return
+    assert r.read(KEY_10K, "u0004242") == payload(4242)
+    assert [x.fault for x in proxy.snapshot()].count(kind) == 2
+    # budget spent on the payload: a clear error, not bytes
+    proxy.inject(kind, times=10)
+    with pytest.raises(S3Unavailable, match="gave up after 4 attempts"):
+        r.read(KEY_10K, "u0004242")

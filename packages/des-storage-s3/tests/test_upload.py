@@ -226,7 +226,7 @@ def test_append_race_during_upload_is_detected(
         return False
 
     proxy.inject("slowdown", match=other_writer)
-    with pytest.raises(ShardChanged):
+    with pytest.raises(ShardChanged, match="changed: its ETag is"):
         shards.append_shard(KEY, write(tmp_path, "tail", b"+tail"), first.etag)
     assert get(direct, bucket, "des/" + KEY) == b"other writer"
     assert no_pending_uploads(direct, bucket)

@@ -255,6 +255,8 @@ class S3ShardStore:
                 path=path, s3_key=s3_key, plan=plan, old=old, cond=cond, source_etag=source_etag
             )
         except (S3PreconditionFailed, S3ObjectNotFound) as exc:
+            if isinstance(exc, ShardChanged | ShardExists):
+                raise
             if isinstance(exc, S3ObjectNotFound) and if_match is None:
                 raise
             raise self._conditional_error(exc, s3_key, cond) from exc
