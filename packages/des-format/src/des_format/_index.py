@@ -49,27 +49,31 @@ def canonical_meta(meta: dict[str, Any]) -> bytes:
 
 def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
     """Encode one bucket: its metadata table, then its entries sorted by UTF-8 uid bytes."""
-    ordered = sorted(entries, key=lambda item: item[0])
-    if not ordered:
+    return serialize_bucket_with_meta(
+        [(ub, e, canonical_meta(e.meta) if e.meta else None) for ub, e in entries]
+    )
+
+
+def serialize_bucket_with_meta(items: list[tuple[bytes, IndexEntry, bytes | None]]) -> bytes:
+    """:func:`serialize_bucket` for entries whose canonical metadata JSON is already known."""
+    if not items:
         return b""
+    items.sort(key=lambda item: item[0])
     metas: dict[bytes, int] = {}
-    encoded_meta: list[bytes | None] = []
-    for _, entry in ordered:
-        if entry.meta:
-            blob = canonical_meta(entry.meta)
-            if blob not in metas:
-                metas[blob] = len(metas)
-            encoded_meta.append(blob)
-        else:
-            encoded_meta.append(None)
+    for _ub, _e, blob in items:
+        if blob is not None and blob not in metas:
+            metas[blob] = len(metas)
     out = bytearray()
-    write_varint(out, len(metas))
+    wv = write_varint
+    pack_crc = _CRC.pack
+    none = Codec.NONE
+    wv(out, len(metas))
     for blob in metas:
-        write_varint(out, len(blob))
+        wv(out, len(blob))
         out += blob
-    write_varint(out, len(ordered))
-    for (uid_b, e), mblob in zip(ordered, encoded_meta, strict=True):
-        flags = int(e.codec)
+    wv(out, len(items))
+    for uid_b, e, mblob in items:
+        flags = e.codec.value
         if e.is_bigfile:
             flags |= F_BIGFILE
         if e.deleted:
@@ -80,25 +84,32 @@ def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
             flags |= F_META
         if e.checksum is None:
             flags |= F_NO_CRC
-        write_varint(out, len(uid_b))
+        n = len(uid_b)
+        if n < 0x80:
+            out.append(n)
+        else:
+            wv(out, n)
         out += uid_b
-        write_varint(out, flags)
+        if flags < 0x80:
+            out.append(flags)
+        else:
+            wv(out, flags)
         if e.is_bigfile:
             if e.bigfile_hash is None or len(e.bigfile_hash) != 64:
                 raise ValueError(f"big file {e.uid!r} needs a sha256 hex digest")
             out += bytes.fromhex(e.bigfile_hash)
-            write_varint(out, e.size)
+            wv(out, e.size)
         else:
-            write_varint(out, e.offset)
-            write_varint(out, e.size)
-            if e.codec is not Codec.NONE:
-                write_varint(out, e.stored_size)
+            wv(out, e.offset)
+            wv(out, e.size)
+            if e.codec is not none:
+                wv(out, e.stored_size)
             if e.part:
-                write_varint(out, e.part)
+                wv(out, e.part)
         if e.checksum is not None:
-            out += _CRC.pack(e.checksum)
+            out += pack_crc(e.checksum)
         if mblob is not None:
-            write_varint(out, metas[mblob])
+            wv(out, metas[mblob])
     return bytes(out)
 
 

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ._codecs import Codec, compress, is_precompressed, parse_codec
 from ._errors import DuplicateUid, EntryNotFound
-from ._index import ShardIndex, canonical_meta, serialize_bucket
+from ._index import ShardIndex, canonical_meta, serialize_bucket_with_meta
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
@@ -231,6 +231,19 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _meta_blob(meta: dict[str, Any], memo: dict[tuple[Any, ...], bytes]) -> bytes:
+    """Canonical JSON of ``meta``, memoised for objects of plain scalar values."""
+    try:
+        key = tuple(sorted((k, type(v), v) for k, v in meta.items()))
+        hash(key)
+    except TypeError:  # unhashable values (lists, objects): no memo
+        return canonical_meta(meta)
+    blob = memo.get(key)
+    if blob is None:
+        blob = memo[key] = canonical_meta(meta)
+    return blob
 
 
 class ShardWriter:
@@ -515,32 +528,41 @@ class ShardWriter:
         if self._closed:
             raise ValueError("this ShardWriter is already closed")
         self._closed = True
-        keyed = [(uid.encode("utf-8"), e) for uid, e in self._entries.items()]
-        distinct_meta: set[bytes] = set()
+        keyed: list[tuple[bytes, IndexEntry, bytes | None]] = []
+        by_id: dict[int, bytes] = {}  # entries read from an index share metadata objects
+        by_content: dict[tuple[Any, ...], bytes] = {}  # equal small objects: one json.dumps
+        distinct_meta: dict[bytes, bytes] = {}
         estimate = 0
-        for ub, e in keyed:
+        for uid, e in self._entries.items():
+            ub = uid.encode("utf-8")
             estimate += len(ub) + 20
+            blob: bytes | None = None
             if e.meta:
                 estimate += 2
-                distinct_meta.add(canonical_meta(e.meta))
+                blob = by_id.get(id(e.meta))
+                if blob is None:
+                    blob = _meta_blob(e.meta, by_content)
+                    blob = distinct_meta.setdefault(blob, blob)
+                    by_id[id(e.meta)] = blob
+            keyed.append((ub, e, blob))
         estimate += sum(len(m) + 2 for m in distinct_meta)
         n_buckets = plan_bucket_count(estimate)
-        groups: list[list[tuple[bytes, IndexEntry]]] = [[] for _ in range(n_buckets)]
-        for ub, e in keyed:
-            groups[bucket_of(ub, n_buckets)].append((ub, e))
+        groups: list[list[tuple[bytes, IndexEntry, bytes | None]]] = [[] for _ in range(n_buckets)]
+        for item in keyed:
+            groups[bucket_of(item[0], n_buckets)].append(item)
         index_offset = self._pos
         directory = bytearray()
         rel = 0
         written = 0
         for group in groups:
-            blob = serialize_bucket(group)
-            if blob:
-                self._head.write(blob)
-            rel += len(blob)
+            encoded = serialize_bucket_with_meta(group)
+            if encoded:
+                self._head.write(encoded)
+            rel += len(encoded)
             if rel >= 1 << 32:
                 raise ValueError("index larger than 4 GiB: split the shard (lower max_size)")
-            directory += DIR_ENTRY.pack(rel, zlib.crc32(blob))
-            written += len(blob)
+            directory += DIR_ENTRY.pack(rel, zlib.crc32(encoded))
+            written += len(encoded)
         self._head.write(directory)
         footer = serialize_footer(
             index_offset=index_offset,
