@@ -20,6 +20,7 @@ from des_format import (
     ObjectNotFound,
     ShardRetriever,
     ShardWriter,
+    part_key,
     read_index,
 )
 from des_format.testing import CountingStore, MemoryObjectStore
@@ -327,3 +328,59 @@ def test_index_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     assert stats.evictions > 0
     assert stats.entries < 6
     assert stats.misses == 6
+
+
+def test_continuation_parts_through_the_store(tmp_path: Path) -> None:
+    key = "20240102/0C.des"
+    head = tmp_path / key
+    head.parent.mkdir(parents=True)
+    opened: list[io.BufferedWriter] = []
+
+    def open_part(n: int) -> io.BufferedWriter:
+        fh = (tmp_path / part_key(key, n)).open("wb")
+        opened.append(fh)
+        return fh
+
+    with head.open("wb") as fh:
+        w = ShardWriter(fh, codec="none", max_size=1000, open_part=open_part)
+        for i in range(6):
+            w.add(f"p{i}", bytes([i]) * 400)
+        summary = w.close()
+    for part in opened:
+        part.close()
+    assert summary.parts == (1, 2)
+    store = CountingStore(LocalObjectStore(tmp_path))
+    r = ShardRetriever(store, cache=IndexCache(1 << 20))
+    assert r.read(key, "p5") == bytes([5]) * 400
+    assert [(q.method, q.key) for q in store.requests] == [
+        ("read_tail", key),
+        ("read_range", "20240102/0C.p2.des"),
+    ]
+    assert store.requests[1].if_match is None  # parts are immutable, the head's ETag differs
+    store.reset()
+    got = dict(r.read_many(key, [f"p{i}" for i in range(6)]))
+    assert got == {f"p{i}": bytes([i]) * 400 for i in range(6)}
+    assert sorted(q.key for q in store.requests) == [
+        "20240102/0C.des",
+        "20240102/0C.p1.des",
+        "20240102/0C.p2.des",
+    ]
+    assert b"".join(r.open(key, "p3").iter_bytes()) == bytes([3]) * 400
+
+
+def test_open_streams_compressed_payloads(tmp_path: Path, codec_name: str) -> None:
+    data = b"".join(
+        f"line {i}: {hashlib.sha256(str(i).encode()).hexdigest()}\n".encode() for i in range(3000)
+    )
+    key = "20240103/0D.des"
+    (tmp_path / "20240103").mkdir()
+    with (tmp_path / key).open("wb") as fh:
+        w = ShardWriter(fh, codec=codec_name)
+        entry = w.add("log", data)
+        w.close()
+    r = ShardRetriever(LocalObjectStore(tmp_path), chunk_size=1024)
+    chunks = list(r.open(key, "log").iter_bytes())
+    assert b"".join(chunks) == data
+    if codec_name != "none":
+        assert 4096 < entry.stored_size < len(data)
+    assert len(chunks) > 1
