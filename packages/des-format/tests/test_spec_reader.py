@@ -91,6 +91,7 @@ def spec_lookup(shard: bytes, uid: str) -> dict[str, Any] | None:
 
 
 def spec_read(name: str, e: dict[str, Any]) -> bytes:
+    data: bytes
     if e["sha"] is not None:
         data = (GOLDEN / "_bigFiles" / e["sha"]).read_bytes()
     else:
