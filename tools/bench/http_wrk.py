@@ -11,8 +11,8 @@ What it does:
 2. starts des-http (one uvicorn worker, local backend) and nginx (one worker process), each on
    127.0.0.1, and warms both up (one pass over every file, so the index cache is warm);
 3. runs wrk (16 connections, random uids from the whole set, ``--duration`` seconds) against
-   des-http and nginx alternately, ``--rounds`` times, then once against des-http with its
-   access log on;
+   des-http and nginx alternately, ``--rounds`` times, then each with one connection (latency
+   without queueing), then des-http once more with its access log on;
 4. S3 backend: packs ``--s3-files`` files into a moto S3 server, and counts the store requests
    per served file (from des-http's own metrics) on a cold pass and a warm pass.
 
@@ -186,12 +186,13 @@ http {{
 
 
 def run_wrk(url: str, paths_file: Path, duration: int, connections: int) -> dict[str, Any]:
+    threads = min(2, connections)
     script = paths_file.parent / "random.lua"
     script.write_text(WRK_SCRIPT)
     done = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{threads}",
             f"-c{connections}",
             f"-d{duration}s",
             "--timeout",
@@ -337,6 +338,15 @@ def main() -> None:
                     r.update(server=name, round=rnd + 1)
                     runs.append(r)
                     print(json.dumps(r), flush=True)
+            # Latency without queueing: one connection, one request at a time.
+            for name, url, paths in (
+                ("des-http", des_url, work / "des-paths.txt"),
+                ("nginx", nginx_url, work / "plain-paths.txt"),
+            ):
+                r = run_wrk(url, paths, max(5, args.duration // 3), 1)
+                r.update(server=f"{name} (1 connection)", round=1)
+                runs.append(r)
+                print(json.dumps(r), flush=True)
             result["runs"] = runs
         finally:
             stop(des)
