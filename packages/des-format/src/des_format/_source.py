@@ -135,9 +135,15 @@ class LocalFileSource:
         self.etag = _etag_of(st)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # Stores drop replaced sources without closing them (another thread may still be
+        # reading); the descriptor is closed when the last reference goes.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
     def __enter__(self) -> LocalFileSource:
         return self
@@ -151,7 +157,12 @@ class LocalFileSource:
                 f"range [{start}, {end}) outside {self.path} ({self.size} bytes)",
                 key=str(self.path),
             )
-        data = os.pread(self._fd, end - start, start)
+        try:
+            data = os.pread(self._fd, end - start, start)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read {self.path}: {exc.strerror or exc}", key=str(self.path)
+            ) from exc
         if len(data) != end - start:
             raise RangeNotSatisfiable(f"{self.path} shrank while being read", key=str(self.path))
         return data
@@ -210,11 +221,9 @@ class LocalObjectStore:
             if src is not None and src.etag == etag:
                 return src
             fresh = LocalFileSource(path)
-            if src is not None:
-                src.close()
+            # Replaced or evicted sources are dropped, not closed: a reader in another thread
+            # may hold one; it closes itself when unreferenced.
             if len(self._open) >= 1024:
-                for old in self._open.values():
-                    old.close()
                 self._open.clear()
             self._open[key] = fresh
             return fresh
