@@ -73,7 +73,9 @@ class SparseSource:
     def read_range(self, start: int, end: int) -> bytes:
         if start >= self.start:
             return self.tail[start - self.start : end - self.start]
-        return bytes(end - start)
+        if end <= self.start:
+            return bytes(end - start)
+        return bytes(self.start - start) + self.tail[: end - self.start]
 
     def read_tail(self, n: int) -> TailRead:
         s = max(0, self.size - n)
@@ -112,6 +114,29 @@ def build_index_shard(
     build = time.perf_counter() - t0
     source = SparseSource(out.size, out.kept_from, bytes(out.kept))
     return source, plain, build, summary.index_bytes
+
+
+def part0(sizes: list[int]) -> None:
+    print("## cold read of one file: requests and bytes by shard size\n")
+    print("| entries | index bytes | B/entry | reads (max) | bytes read before the payload (max) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n in sizes:
+        source, plain, _build, index_bytes = build_index_shard(n)
+        rnd = random.Random(3)
+        worst_reads = worst_meta = 0
+        for uid in rnd.sample(list(plain), min(200, n)):
+            src = CountingSource(source)
+            idx = read_index(src)
+            entry = idx.lookup(uid)
+            assert entry is not None
+            meta_bytes = src.nbytes
+            src.read_range(entry.offset, entry.offset + entry.stored_size)  # the payload
+            worst_reads = max(worst_reads, src.reads)
+            worst_meta = max(worst_meta, meta_bytes)
+        print(
+            f"| {n:,} | {index_bytes:,} | {index_bytes / n:.1f} | {worst_reads} | {worst_meta:,} |"
+        )
+    print()
 
 
 def part1(n: int) -> None:
@@ -247,6 +272,7 @@ def main() -> None:
     ap.add_argument("--reads", type=int, default=20000)
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    part0([10, 10_000, 100_000])
     part1(args.entries)
     part2(args.files, args.reads)
 
