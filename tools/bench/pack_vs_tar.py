@@ -35,8 +35,8 @@ def warm(root: Path) -> None:
                     pass
 
 
-def timed(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, int]:
-    """(wall seconds, peak RSS KiB or 0) of one process (tree)."""
+def timed(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS KiB or 0, user+system CPU seconds or 0) of one process tree."""
     gnu_time = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
     if gnu_time:
         full = [gnu_time, "-v", "sh", "-c", cmd] if shell else [gnu_time, "-v", *cmd]
@@ -48,7 +48,11 @@ def timed(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, int]:
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {cmd}\n{proc.stderr[-2000:]}")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return wall, int(m.group(1)) if m else 0
+    cpu = sum(
+        float(x.group(1))
+        for x in re.finditer(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+    )
+    return wall, int(m.group(1)) if m else 0, cpu
 
 
 def main() -> None:
@@ -67,60 +71,73 @@ def main() -> None:
     n_files = sum(1 for p in input_dir.rglob("*") if p.is_file())
     bytes_in = tree_size(input_dir)
     warm(input_dir)
-    tar_times, des_times, tar_rss, des_rss = [], [], [], []
-    tar_bytes = des_bytes = 0
+    out_zst = args.work / "all.tar.zst"
+    out_dir = args.work / "des"
+    des_cmd = [
+        des_pack,
+        "--input-json",
+        str(manifest),
+        "--output-dir",
+        str(out_dir),
+        "--codec",
+        "zstd",
+        "--level",
+        "3",
+        "--n-bits",
+        str(args.n_bits),
+        "--no-progress",
+    ]
+    if args.workers:
+        des_cmd += ["--workers", str(args.workers)]
+    tar_cmd = f"tar -cf - -C {input_dir} . | zstd -3 -T0 -q -f -o {out_zst}"
+    variants: dict[str, tuple[list[str] | str, bool]] = {
+        "tar | zstd -3 -T0": (tar_cmd, True),
+        "tar | zstd -3 -T0 ; sync FILE": (f"{tar_cmd} && sync {out_zst}", True),
+        "des-pack (fsync, default)": (des_cmd, False),
+        "des-pack --no-fsync": ([*des_cmd, "--no-fsync"], False),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
+    rss: dict[str, int] = dict.fromkeys(variants, 0)
+    sizes: dict[str, int] = {}
     for r in range(args.rounds):
-        shutil.rmtree(args.work, ignore_errors=True)
-        args.work.mkdir(parents=True)
-        out_zst = args.work / "all.tar.zst"
-        t, rss = timed(f"tar -cf - -C {input_dir} . | zstd -3 -T0 -q -o {out_zst}", shell=True)
-        tar_times.append(t)
-        tar_rss.append(rss)
-        tar_bytes = out_zst.stat().st_size
-        out_dir = args.work / "des"
-        cmd = [
-            des_pack,
-            "--input-json",
-            str(manifest),
-            "--output-dir",
-            str(out_dir),
-            "--codec",
-            "zstd",
-            "--level",
-            "3",
-            "--n-bits",
-            str(args.n_bits),
-            "--no-progress",
-        ]
-        if args.workers:
-            cmd += ["--workers", str(args.workers)]
-        t, rss = timed(cmd)
-        des_times.append(t)
-        des_rss.append(rss)
-        des_bytes = tree_size(out_dir)
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            shutil.rmtree(args.work, ignore_errors=True)
+            args.work.mkdir(parents=True)
+            subprocess.run(["sync"], check=True)  # no dirty pages left from the previous run
+            cmd, shell = variants[name]
+            t, peak, cpu = timed(cmd, shell=shell)
+            times[name].append(t)
+            cpus[name].append(cpu)
+            rss[name] = max(rss[name], peak)
+            sizes[name] = out_zst.stat().st_size if name.startswith("tar") else tree_size(out_dir)
         print(
-            f"round {r + 1}: tar|zstd {tar_times[-1]:.2f} s, des-pack {des_times[-1]:.2f} s",
+            f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
             flush=True,
         )
-    tm, dm = statistics.median(tar_times), statistics.median(des_times)
+    med = {k: statistics.median(v) for k, v in times.items()}
     print()
     print(
         f"files: {n_files}, input bytes: {bytes_in} ({bytes_in / 2**20:.1f} MiB), cpus: "
         f"{os.cpu_count()}"
     )
+    for name in variants:
+        print(
+            f"{name:<32} median {med[name]:6.2f} s (all: "
+            f"{', '.join(f'{x:.2f}' for x in times[name])})  CPU median "
+            f"{statistics.median(cpus[name]):.2f} s  out {sizes[name]} bytes  "
+            f"peak RSS {rss[name]} KiB"
+        )
+    tar, tar_sync = "tar | zstd -3 -T0", "tar | zstd -3 -T0 ; sync FILE"
+    des, des_nf = "des-pack (fsync, default)", "des-pack --no-fsync"
+    print(f"time ratio des-pack(fsync) / tar|zstd+sync : {med[des] / med[tar_sync]:.3f}")
+    print(f"time ratio des-pack --no-fsync / tar|zstd  : {med[des_nf] / med[tar]:.3f}")
+    cm = {k: statistics.median(v) for k, v in cpus.items()}
+    print(f"CPU ratio des-pack(fsync) / tar|zstd        : {cm[des] / cm[tar]:.3f}")
     print(
-        f"tar -cf - | zstd -3 -T0 : median {tm:.2f} s  (all: "
-        f"{', '.join(f'{x:.2f}' for x in tar_times)})  out {tar_bytes} bytes  "
-        f"peak RSS {max(tar_rss)} KiB"
-    )
-    print(
-        f"des-pack zstd -3        : median {dm:.2f} s  (all: "
-        f"{', '.join(f'{x:.2f}' for x in des_times)})  out {des_bytes} bytes  "
-        f"peak RSS {max(des_rss)} KiB"
-    )
-    print(
-        f"time ratio des/tar: {dm / tm:.3f}   size ratio des/tar: {des_bytes / tar_bytes:.4f}"
-        f"   compression: tar {bytes_in / tar_bytes:.3f}x, des {bytes_in / des_bytes:.3f}x"
+        f"size ratio des-pack / tar.zst: {sizes[des] / sizes[tar]:.4f}   compression: "
+        f"tar {bytes_in / sizes[tar]:.3f}x, des {bytes_in / sizes[des]:.3f}x"
     )
 
 

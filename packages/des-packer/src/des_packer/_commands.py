@@ -51,6 +51,7 @@ class PackArgs:
     big_file_threshold: int = 10 * 1024 * 1024
     zones_config: str | None = None
     progress: bool | None = None
+    fsync: bool = True
 
 
 def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
@@ -100,6 +101,7 @@ def _options(args: PackArgs, progress: Any) -> PackOptions:
         s3_endpoint_url=env.get("DES_S3_ENDPOINT_URL") or None,
         s3_region=env.get("DES_S3_REGION") or None,
         progress=progress,
+        fsync=args.fsync,
     )
     opts.validate()
     return opts

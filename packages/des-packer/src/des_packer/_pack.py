@@ -81,6 +81,14 @@ class _Totals:
         )
 
 
+def _commit(txn: Transaction) -> int:
+    try:
+        return txn.commit()
+    except BaseException:
+        txn.abort()
+        raise
+
+
 def open_destination(output: str, options: PackOptions) -> Destination:
     """A destination for ``output``: a directory, ``s3://bucket/prefix`` or zones."""
     if options.zones_config or output.startswith("s3://"):
@@ -139,6 +147,8 @@ class _Packer:
         self.totals.failures.extend(plan.rejected)
         self.files_total = plan.files
         self.bytes_total = plan.bytes
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="des-commit")
+        self._commits: deque[tuple[Future[int], _ShardState, int]] = deque()
 
     # ---- work items, lazily: a shard's existing index is read when the pipeline reaches it
 
@@ -188,15 +198,18 @@ class _Packer:
                 raise
             return _StagedBigFile(staged, sha, crc, entry.size_bytes)
         data = self.sources.read(entry)
-        return prepare_payload(
-            entry.uid,
-            data,
-            name=PurePosixPath(entry.source).name or None,
-            content_type=entry.content_type,
-            meta=dict(entry.meta) if entry.meta else None,
-            codec=self.opts.codec,
-            level=self.opts.level,
-        )
+        try:
+            return prepare_payload(
+                entry.uid,
+                data,
+                name=PurePosixPath(entry.source).name or None,
+                content_type=entry.content_type,
+                meta=dict(entry.meta) if entry.meta else None,
+                codec=self.opts.codec,
+                level=self.opts.level,
+            )
+        except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
+            raise EntryFailed(entry.uid, f"cannot pack this entry: {exc}") from None
 
     def _cost(self, entry: ManifestEntry) -> int:
         if entry.size_bytes > self.opts.big_file_threshold:
@@ -254,9 +267,16 @@ class _Packer:
                     if state.remaining == 0:
                         self._close_shard(state)
                         current = None
+                self._drain(0)
             except BaseException:
                 if current is not None and current.txn is not None:
                     current.txn.abort()
+                try:  # shards already complete are still published (and counted)
+                    self._drain(0)
+                except BaseException:  # noqa: BLE001 - the first error is the one raised
+                    for job, _state, _parts in self._commits:
+                        job.cancel()
+                    self._commits.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
                 for _s, _e, f, _c in pending:
                     if f is not None and f.done() and not f.cancelled() and f.exception() is None:
@@ -264,6 +284,8 @@ class _Packer:
                         if isinstance(res, _StagedBigFile):
                             res.path.unlink(missing_ok=True)
                 raise
+            finally:
+                self._committer.shutdown(wait=True)
         return self.totals.report(started)
 
     def _open_shard(self, state: _ShardState) -> None:
@@ -327,6 +349,7 @@ class _Packer:
         if state.txn is not None:
             state.txn.abort()
             state.txn = None
+        self._drain(0)  # shards finished before this one are published and reported
         self.totals.failures.append((entry.uid, exc.reason))
         self.totals.shards.append(
             ShardResult(state.shard.key, "failed", 0, 0, 0, duplicates=len(state.duplicates))
@@ -354,10 +377,13 @@ class _Packer:
                 state.existing.release()
 
     def _finish_shard(self, state: _ShardState) -> None:
+        """Write the index; publish in the committer thread (fsync/upload overlap the next
+        shard's compression). At most one shard waits to be published."""
         t = self.totals
         txn = state.txn
         assert txn is not None
         t.duplicates.extend(state.duplicates)
+        state.txn = None
         if state.files == 0:
             txn.abort()
             t.shards.append(
@@ -366,27 +392,34 @@ class _Packer:
             self._progress(0, state.shard.key, "failed")
             return
         summary = state.writer.close()
-        stored = txn.commit()
-        parts = len(summary.parts)
-        status = "appended" if state.existing is not None else "written"
-        if state.existing is not None:
-            t.appended += 1
-        else:
-            t.written += 1
-        t.files += state.files
-        t.bytes_in += state.bytes_in
-        t.bytes_out += stored
-        t.shards.append(
-            ShardResult(
-                state.shard.key,
-                status,
-                state.files,
-                state.bytes_in,
-                stored,
-                parts=parts,
-                duplicates=len(state.duplicates),
-            )
-        )
-        state.txn = None
         state.writer = None
-        self._progress(0, state.shard.key, status)
+        job = self._committer.submit(_commit, txn)
+        self._commits.append((job, state, len(summary.parts)))
+        self._drain(1)
+
+    def _drain(self, keep: int) -> None:
+        """Wait for published shards until at most ``keep`` are pending; record them."""
+        t = self.totals
+        while len(self._commits) > keep:
+            job, state, parts = self._commits.popleft()
+            stored = job.result()
+            status = "appended" if state.existing is not None else "written"
+            if state.existing is not None:
+                t.appended += 1
+            else:
+                t.written += 1
+            t.files += state.files
+            t.bytes_in += state.bytes_in
+            t.bytes_out += stored
+            t.shards.append(
+                ShardResult(
+                    state.shard.key,
+                    status,
+                    state.files,
+                    state.bytes_in,
+                    stored,
+                    parts=parts,
+                    duplicates=len(state.duplicates),
+                )
+            )
+            self._progress(0, state.shard.key, status)

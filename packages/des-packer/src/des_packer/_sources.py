@@ -58,13 +58,17 @@ class SourceReader:
         if src.startswith("s3://"):
             yield from self._s3_chunks(entry)
             return
+        yield from self._chunks_local(entry, _CHUNK)
+
+    def _chunks_local(self, entry: ManifestEntry, chunk_size: int) -> Iterator[bytes]:
+        src = entry.source
         if "://" in src:
             raise EntryFailed(
                 entry.uid,
                 f"source {src} has an unsupported scheme; use a local path or s3://bucket/key",
             )
         try:
-            fh = open(src, "rb")  # noqa: SIM115 - closed below, across yields
+            fh = open(src, "rb", buffering=0)  # noqa: SIM115 - closed below, across yields
         except FileNotFoundError:
             raise EntryFailed(
                 entry.uid, f"source {src} does not exist; fix source_path in the manifest"
@@ -78,7 +82,7 @@ class SourceReader:
         with fh:
             try:
                 while True:
-                    chunk = fh.read(_CHUNK)
+                    chunk = fh.read(chunk_size)
                     if not chunk:
                         return
                     yield chunk
@@ -97,6 +101,8 @@ class SourceReader:
     def read(self, entry: ManifestEntry) -> bytes:
         """All bytes of the source; ``EntryFailed`` unless there are exactly size_bytes."""
         want = entry.size_bytes
+        if "://" not in entry.source:
+            return self._read_local(entry)
         buf = bytearray()
         for chunk in self._chunks(entry):
             buf += chunk
@@ -105,6 +111,19 @@ class SourceReader:
         if len(buf) != want:
             raise EntryFailed(entry.uid, _size_message(entry, str(len(buf))))
         return bytes(buf)
+
+    def _read_local(self, entry: ManifestEntry) -> bytes:
+        """One ``read`` of at most size_bytes + 1 (no chunk joining for small files)."""
+        chunks = self._chunks_local(entry, entry.size_bytes + 1)
+        data = next(chunks, b"")
+        if len(data) <= entry.size_bytes:
+            data += b"".join(chunks)  # a short read (pipes, network file systems)
+        if len(data) != entry.size_bytes:
+            actual = (
+                str(len(data)) if len(data) < entry.size_bytes else f"more than {entry.size_bytes}"
+            )
+            raise EntryFailed(entry.uid, _size_message(entry, actual))
+        return data
 
     def copy_to(self, entry: ManifestEntry, out: BinaryIO) -> tuple[str, int]:
         """Stream the source into ``out``; return its SHA-256 (hex) and CRC-32. Checks

@@ -91,6 +91,14 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
     ] = None,
+    fsync: Annotated[
+        bool,
+        typer.Option(
+            "--fsync/--no-fsync",
+            help="fsync shards before renaming them (default). --no-fsync is faster; killing "
+            "the packer stays safe, a power loss may not.",
+        ),
+    ] = True,
 ) -> None:
     code = run_pack(
         PackArgs(
@@ -109,6 +117,7 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
             big_file_threshold=big_file_threshold,
             zones_config=zones_config,
             progress=progress,
+            fsync=fsync,
         )
     )
     raise typer.Exit(code)
