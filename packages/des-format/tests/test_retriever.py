@@ -421,3 +421,14 @@ def test_concurrent_reads_during_appends_never_return_wrong_bytes(tmp_path: Path
     assert wrong == []
     assert errors == []
     assert r.read(KEY, "late-4") == b"xxxx"
+
+
+def test_open_and_stat_of_a_tombstone(tmp_path: Path) -> None:
+    path = write_shard(tmp_path, 3)
+    append_local(path, {}, delete=("uid-000001",))
+    r = ShardRetriever(LocalObjectStore(tmp_path))
+    with pytest.raises(EntryDeleted, match="uid 'uid-000001' was deleted from"):
+        r.open(KEY, "uid-000001")
+    with pytest.raises(EntryDeleted):
+        r.stat(KEY, "uid-000001")
+    assert r.read(KEY, "uid-000002") == payload(2)

@@ -426,3 +426,44 @@ def test_index_entry_value_semantics() -> None:
     assert a == b
     with pytest.raises(AttributeError):
         a.size = 2  # type: ignore[misc]
+
+
+def test_big_file_sink_is_atomic_and_idempotent(tmp_path: Path) -> None:
+    sink = LocalBigFileSink(tmp_path, prefix="_big")
+    sha = hashlib.sha256(b"payload").hexdigest()
+    sink.put_bytes(sha, b"payload")
+    sink.put_bytes(sha, b"ignored: already present")
+    assert (tmp_path / "_big" / sha).read_bytes() == b"payload"
+    assert sink.written == [sha]
+    other = hashlib.sha256(b"x").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        sink.put_file(other, tmp_path / "does-not-exist")
+    assert sorted(p.name for p in (tmp_path / "_big").iterdir()) == [sha]  # no temp left
+    with pytest.raises(ValueError, match="not a lowercase sha256"):
+        sink.put_bytes("ABC", b"")
+
+
+def test_reading_without_the_codec_library_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not _has("zstd"):
+        pytest.skip("zstandard is not installed (needed to write the shard)")
+    import sys
+    import threading
+
+    import des_format._codecs as codecs_mod
+    from des_format import CodecNotInstalled
+
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="zstd")
+    w.add("t", TEXT)
+    w.close()
+    monkeypatch.setattr(codecs_mod, "_modules", {})
+    monkeypatch.setattr(codecs_mod, "_local", threading.local())
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    reader = ShardReader(BytesSource(out.getvalue()))
+    entry = reader.lookup("t")
+    assert entry is not None
+    assert entry.codec is Codec.ZSTD  # the index still reads
+    with pytest.raises(CodecNotInstalled, match=r'pip install "des-format\[zstd\]"'):
+        reader.read("t")
