@@ -8,7 +8,7 @@ import itertools
 from typing import Any
 
 import pytest
-from des_format._errors import PreconditionFailed, StorageUnavailable
+from des_format import PreconditionFailed, StorageUnavailable
 from des_storage_s3 import (
     RetryPolicy,
     S3ObjectNotFound,

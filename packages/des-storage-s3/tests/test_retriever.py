@@ -335,3 +335,16 @@ def test_faults_under_the_retriever_never_give_wrong_bytes(
     proxy.inject(kind, times=10)
     with pytest.raises(S3Unavailable, match="gave up after 4 attempts"):
         r.read(KEY_10K, "u0004242")
+
+
+def test_concurrent_reads_share_one_store_and_cache(store: S3ObjectStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = ShardRetriever(store, cache=IndexCache(1 << 20))
+    uids = [i * 37 % 10_000 for i in range(400)]
+
+    def one(i: int) -> bool:
+        return r.read(KEY_10K, f"u{i:07d}") == payload(i)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, uids))

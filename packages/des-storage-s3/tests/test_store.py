@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from des_format._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
-from des_format._source import ObjectStore, TailRead
+from des_format import (
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    TailRead,
+)
 from des_storage_s3 import (
     RetryPolicy,
     S3ObjectNotFound,
@@ -16,6 +21,8 @@ from des_storage_s3 import (
     S3RangeNotSatisfiable,
 )
 from des_testing import FaultProxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DATA = bytes(range(256)) * 390 + bytes(range(160))  # 100,000 bytes
 
@@ -151,3 +158,16 @@ def test_prefixless_store(client: Any, bucket: str, direct: Any) -> None:
     store = S3ObjectStore(client, bucket)
     assert store.read_range("20240101/00.des", 1, 3) == b"bc"
     assert store.describe() == f"s3://{bucket}"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_range_or_tail_returns_exact_bytes(store: S3ObjectStore, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(DATA) - 1))
+    end = data.draw(st.integers(start, len(DATA)))
+    assert store.read_range("20240101/A7.des", start, end) == DATA[start:end]
+    n = data.draw(st.integers(1, len(DATA) + 100))
+    tail = store.read_tail("20240101/A7.des", n)
+    assert (tail.data, tail.object_size) == (DATA[-n:], len(DATA))

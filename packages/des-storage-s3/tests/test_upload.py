@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from des_format._errors import PreconditionFailed
+from des_format import PreconditionFailed
 from des_storage_s3 import (
     MIN_PART_SIZE,
     RetryPolicy,
