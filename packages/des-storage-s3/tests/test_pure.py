@@ -31,6 +31,7 @@ from des_storage_s3 import (
     S3PreconditionFailed,
     S3RangeNotSatisfiable,
     S3RequestError,
+    S3StoreError,
     S3Unavailable,
     call_with_retry,
     is_retryable,
@@ -89,10 +90,11 @@ def test_join_key() -> None:
 
 
 def err(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "GetObject",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "GetObject")
 
 
 def tr(exc: BaseException) -> Any:
@@ -123,8 +125,8 @@ def tr(exc: BaseException) -> Any:
         (NoCredentialsError(), S3AccessDenied, False),
     ],
 )
-def test_error_adapter(exc: BaseException, kind: type, retryable: bool) -> None:
-    out = tr(exc)
+def test_error_adapter(exc: BaseException, kind: type[S3StoreError], retryable: bool) -> None:
+    out: S3StoreError = tr(exc)
     assert type(out) is kind
     assert is_retryable(out) is retryable
     assert (out.bucket, out.key, out.byte_range) == ("b", "k", ByteRange(0, 10))
@@ -138,9 +140,9 @@ def test_adapter_messages_and_base_classes() -> None:
     assert isinstance(nf, LookupError)
     assert isinstance(tr(err("InvalidRange", 416)), RangeNotSatisfiable)
     assert isinstance(tr(err("PreconditionFailed", 412)), PreconditionFailed)
-    slow = tr(err("SlowDown", 503))
-    assert isinstance(slow, StorageUnavailable)
+    slow: S3StoreError = tr(err("SlowDown", 503))
     assert (slow.code, slow.status) == ("SlowDown", 503)
+    assert isinstance(slow, StorageUnavailable)
     assert str(tr(err("AccessDenied", 403))) == (
         "GET access denied to s3://b/k bytes [0, 10) (AccessDenied): check the credentials and "
         "the bucket policy"
