@@ -347,7 +347,13 @@ def test_three_concurrent_migrators_pack_each_row_exactly_once(
 def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
     sqlite_url: str, tmp_path: Path, h: type
 ) -> None:
+    """Bytes that change between the packer publishing a shard and the read-back are caught:
+    the pack function is wrapped so a payload byte flips right when the shard is reported
+    published (verification starts from that report)."""
+    import dataclasses
+
     from des_format import LocalObjectStore, ShardRetriever
+    from des_packer import pack
     from des_routing import locate_shard
 
     rows = _rows(h, 6)
@@ -357,15 +363,21 @@ def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
     victim = rows[2]
     key = locate_shard(victim.uid, victim.created_at, 4).object_key
 
-    def flip_a_payload_byte(step: str) -> None:
-        if step == "verify":
-            entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
-            path = out / key
-            data = bytearray(path.read_bytes())
-            data[entry.offset + entry.stored_size // 2] ^= 0xFF
-            path.write_bytes(bytes(data))
+    def corrupting_pack(entries: Any, output: str, options: Any) -> Any:
+        forward = options.progress
 
-    report = MigrationOrchestrator(cfg, fault=flip_a_payload_byte).run_migration_cycle()
+        def progress(event: Any) -> None:
+            if event.shard_key == key and event.shard_status in ("written", "appended"):
+                entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
+                path = out / key
+                data = bytearray(path.read_bytes())
+                data[entry.offset + entry.stored_size // 2] ^= 0xFF
+                path.write_bytes(bytes(data))
+            forward(event)
+
+        return pack(entries, output, dataclasses.replace(options, progress=progress))
+
+    report = MigrationOrchestrator(cfg, pack_fn=corrupting_pack).run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 5
     assert [(f.uid, f.step) for f in report.failures] == [(victim.uid, "verify")]

@@ -20,6 +20,7 @@ Safety rules, in the order they matter:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from ._source_db import Cursor, FileRow, SourceDatabase
 
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
-    from des_packer import ManifestEntry, PackOptions, PackReport
+    from des_packer import ManifestEntry, PackOptions, PackReport, ProgressEvent
 
 log = logging.getLogger("des_migrate")
 
@@ -51,6 +52,7 @@ PackFn = Callable[[list["ManifestEntry"], str, "PackOptions"], "PackReport"]
 #: Called with the step name at the start of each step; raising fails that step (tests).
 FaultHook = Callable[[str], None]
 
+_PUBLISHED = ("written", "appended", "skipped")
 STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
 _READ_CHUNK = 1 << 20
 
@@ -223,12 +225,15 @@ class MigrationOrchestrator:
             s3_region=pk.s3_region_name or pk.s3_source.region_name,
         )
 
-    def _pack(self, entries: list[ManifestEntry]) -> PackReport:
+    def _pack(
+        self, entries: list[ManifestEntry], progress: Callable[[ProgressEvent], None]
+    ) -> PackReport:
+        options = dataclasses.replace(self._pack_options(), progress=progress)
         if self._pack_fn is not None:
-            return self._pack_fn(entries, self._output(), self._pack_options())
+            return self._pack_fn(entries, self._output(), options)
         from des_packer import pack
 
-        return pack(entries, self._output(), self._pack_options())
+        return pack(entries, self._output(), options)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -353,8 +358,7 @@ class MigrationOrchestrator:
                 with _step_errors("pack"):
                     db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
                 present, to_pack = self._split_already_packed(batch, ok)
-                packed = self._pack_rows(batch, to_pack)
-                self._verify(batch, packed, present)
+                self._pack_and_verify(batch, to_pack, present)
                 self._step("mark")
                 with _step_errors("mark"):
                     db.mark_archived(conn, [r.uid for r in batch.verified])
@@ -502,55 +506,63 @@ class MigrationOrchestrator:
                     present.append(row)
         return present, to_pack
 
-    def _pack_rows(self, batch: _Batch, rows: list[FileRow]) -> list[FileRow]:
-        """Pack ``rows``; returns the rows the packer reports durable (incl. duplicates)."""
-        self._step("pack")
-        if not rows:
-            return []
-        from des_packer import ManifestEntry
+    def _pack_and_verify(
+        self, batch: _Batch, to_pack: list[FileRow], present: list[FileRow]
+    ) -> None:
+        """Pack ``to_pack``, then read every file of the batch back before anything is marked.
 
-        entries = [
-            ManifestEntry(r.uid, r.created_at, r.size_bytes, r.location, r.content_type)
-            for r in rows
-        ]
-        with _step_errors("pack"):
-            report = self._pack(entries)
-        failed = dict(report.failures)
-        packed: list[FileRow] = []
-        for row in rows:
-            if row.uid in failed:
-                batch.fail(row, "pack", failed[row.uid])
-            else:
-                packed.append(row)
-        return packed
-
-    def _verify(self, batch: _Batch, packed: list[FileRow], present: list[FileRow]) -> None:
-        """Read every file back through the retriever before anything is marked.
-
-        Shards are verified in parallel (reads, decompression and checksums release the GIL);
-        the payload checksum is checked by the retriever itself, the size and the table's
-        checksum here, and a file an earlier run packed is also compared with its source.
+        Verification is pipelined with packing: as soon as the packer reports a shard
+        published (written, appended, or already complete), a worker thread reads that shard's
+        files back while the packer goes on with the next shard (its time goes to fsync and
+        compression, so the reads overlap). Shards the pack did not touch (only files an
+        earlier run packed) are verified after it. The payload checksum is checked by the
+        retriever itself, size and the table's checksum here, and a file an earlier run packed
+        is also compared with its source.
         """
-        self._step("verify")
-        retriever = self.retriever()
+        retriever = self.retriever()  # a fresh index cache: shards are read after publishing
         earlier = {r.uid for r in present}
         by_key: dict[str, list[FileRow]] = defaultdict(list)
-        for row in [*packed, *present]:
+        for row in [*to_pack, *present]:
             by_key[batch.keys[row.uid]].append(row)
         workers = self.config.packer.workers or os.cpu_count() or 1
-        keys = sorted(by_key)
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        futures: dict[str, Future[list[tuple[FileRow, str | None]]]] = {}
 
-        def one(key: str) -> list[tuple[FileRow, str | None]]:
-            return self._verify_shard(retriever, key, by_key[key], earlier)
+        def submit(key: str) -> None:
+            if key in by_key and key not in futures:
+                futures[key] = pool.submit(self._verify_shard, retriever, key, by_key[key], earlier)
 
-        with _step_errors("verify"):
-            if workers > 1 and len(keys) > 1:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    outcomes = list(pool.map(one, keys))
-            else:
-                outcomes = [one(k) for k in keys]
+        def on_progress(event: ProgressEvent) -> None:
+            if event.shard_key is not None and event.shard_status in _PUBLISHED:
+                submit(event.shard_key)
+
+        try:
+            self._step("pack")
+            failed: dict[str, str] = {}
+            if to_pack:
+                from des_packer import ManifestEntry
+
+                entries = [
+                    ManifestEntry(r.uid, r.created_at, r.size_bytes, r.location, r.content_type)
+                    for r in to_pack
+                ]
+                with _step_errors("pack"):
+                    report = self._pack(entries, on_progress)
+                failed = dict(report.failures)
+            for row in to_pack:
+                if row.uid in failed:
+                    batch.fail(row, "pack", failed[row.uid])
+            self._step("verify")
+            with _step_errors("verify"):
+                for key in sorted(by_key):
+                    submit(key)
+                outcomes = [futures[key].result() for key in sorted(futures)]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         for outcome in outcomes:
             for row, problem in outcome:
+                if row.uid in failed:
+                    continue  # the packer left it out; already recorded as a pack failure
                 if problem is not None:
                     batch.fail(row, "verify", problem)
                     continue
@@ -770,6 +782,4 @@ def _brief(exc: BaseException) -> str:
 
 
 def _replace(report: CycleReport, **changes: Any) -> CycleReport:
-    import dataclasses
-
     return dataclasses.replace(report, **changes)
