@@ -242,3 +242,38 @@ def test_bigfile_uploaded_once_per_hash(
     assert shards.put_bigfile(path, key) is False
     assert [r.method for r in proxy.snapshot()] == ["HEAD"]
     assert get(direct, bucket, "des/" + key) == b"big file bytes"
+
+
+def test_append_small_shard_with_large_tail_sends_old_bytes_in_part_one(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy, data_of: Any
+) -> None:
+    old = data_of(1 * MiB, seed=4)
+    first = shards.put_shard(write(tmp_path, "a", old), KEY)
+    tail = data_of(10 * MiB, seed=5)
+    proxy.clear()
+    res = shards.append_shard(KEY, write(tmp_path, "tail", tail), first.etag)
+    assert get(direct, bucket, "des/" + KEY) == old + tail
+    assert res.parts == 3
+    sent = sorted(r.bytes_in for r in proxy.snapshot() if r.method == "PUT")
+    assert sent == [1 * MiB, 5 * MiB, 5 * MiB]  # part 1 = 1 MiB old + 4 MiB of tail
+    gets = [r for r in proxy.snapshot() if r.method == "GET"]
+    assert [(g.range, g.headers.get("If-Match")) for g in gets] == [
+        (f"bytes=0-{MiB - 1}", first.etag)
+    ]
+
+
+def test_multipart_replace_is_conditional(
+    shards: S3ShardStore, tmp_path: Path, direct: Any, bucket: str, proxy: FaultProxy, data_of: Any
+) -> None:
+    first = shards.put_shard(write(tmp_path, "a", b"v1"), KEY)
+    big = data_of(11 * MiB, seed=6)
+    proxy.clear()
+    res = shards.replace_shard(write(tmp_path, "big", big), KEY, first.etag)
+    assert res.parts == 3
+    assert get(direct, bucket, "des/" + KEY) == big
+    complete = proxy.snapshot()[-1]
+    assert (complete.method, complete.headers.get("If-Match")) == ("POST", first.etag)
+    with pytest.raises(ShardChanged):
+        shards.replace_shard(write(tmp_path, "big2", big[::-1]), KEY, first.etag)
+    assert get(direct, bucket, "des/" + KEY) == big
+    assert no_pending_uploads(direct, bucket)
