@@ -198,3 +198,13 @@ def test_continuous_mode_stops_cleanly_on_sigterm_and_serves_metrics(
     assert first["status"] == "success"
     assert first["migrated"] == 6
     assert len(h.archived_uids(engine, table)) == 6
+
+
+def test_skip_locked_on_sqlite_is_a_config_error(tmp_path: Path, h: type) -> None:
+    cfg, _, _ = _prepare(tmp_path, h, claim_mode="skip_locked")
+    r = CliRunner().invoke(migrate_app, ["--config", str(cfg)])
+    assert r.exit_code == 2
+    assert r.stderr.startswith(
+        "error: config key 'migration.claim_mode': expected 'auto' or 'none' on sqlite "
+        "(row claims need PostgreSQL; run one migrator per database), got 'skip_locked'"
+    )

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import MigrationConfig
-from ._errors import StepFailed
+from ._errors import ConfigError, StepFailed
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
 
@@ -140,6 +140,13 @@ class MigrationOrchestrator:
     ) -> None:
         self.config = config
         self.db = db if db is not None else SourceDatabase(config.database)
+        if config.migration.claim_mode == "skip_locked" and not self.db.supports_skip_locked:
+            raise ConfigError(
+                "migration.claim_mode",
+                f"'auto' or 'none' on {self.db.dialect} (row claims need PostgreSQL; "
+                "run one migrator per database)",
+                "skip_locked",
+            )
         self.metrics = metrics
         self._pack_fn = pack_fn
         self._store = store

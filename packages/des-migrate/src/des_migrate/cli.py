@@ -93,7 +93,10 @@ def migrate(  # noqa: PLR0917  (typer options)
 
         start_http_server(metrics_port, registry=metrics.registry)
         log.info("metrics on :%d/metrics", metrics_port)
-    orch = MigrationOrchestrator(cfg, db=db, metrics=metrics)
+    try:
+        orch = MigrationOrchestrator(cfg, db=db, metrics=metrics)
+    except ConfigError as exc:
+        raise _fail(f"{exc} (in {config})", EXIT_CONFIG) from None
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: finishing the current batch, then exiting", signum)
