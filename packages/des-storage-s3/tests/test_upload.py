@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from des_storage_s3 import (
     S3Unavailable,
     ShardChanged,
     ShardExists,
+    multipart_etag,
 )
 from des_testing import FaultProxy
 
@@ -276,4 +278,80 @@ def test_multipart_replace_is_conditional(
     with pytest.raises(ShardChanged):
         shards.replace_shard(write(tmp_path, "big2", big[::-1]), KEY, first.etag)
     assert get(direct, bucket, "des/" + KEY) == big
+    assert no_pending_uploads(direct, bucket)
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate"])  # not sent / completed but answer cut
+def test_lost_complete_answer_is_retried_and_recognised(
+    shards: S3ShardStore,
+    tmp_path: Path,
+    direct: Any,
+    bucket: str,
+    proxy: FaultProxy,
+    data_of: Any,
+    kind: str,
+) -> None:
+    data = data_of(11 * MiB, seed=7)
+    is_complete = lambda m, p, h: m == "POST" and "uploadId=" in p  # noqa: E731
+    proxy.inject(kind, match=is_complete, keep_fraction=0.3)
+    res = shards.put_shard(write(tmp_path, "big", data), KEY)
+    assert get(direct, bucket, "des/" + KEY) == data
+    md5s = [hashlib.md5(data[i : i + 5 * MiB]).hexdigest() for i in range(0, len(data), 5 * MiB)]
+    expected = multipart_etag(f'"{m}"' for m in md5s)
+    assert res.etag == expected == direct.head_object(Bucket=bucket, Key="des/" + KEY)["ETag"]
+    assert [
+        r.fault for r in proxy.snapshot() if is_complete(r.method, r.path + "?" + r.query, {})
+    ] == [
+        kind,
+        None,
+    ]
+    assert no_pending_uploads(direct, bucket)
+
+
+def test_completed_upload_answering_no_such_upload_is_recognised(
+    client: Any, tmp_path: Path, direct: Any, bucket: str, data_of: Any, fast_retry: RetryPolicy
+) -> None:
+    """Real S3 may answer a repeated CompleteMultipartUpload with 404 NoSuchUpload once the
+    first one succeeded: the object's multipart ETag tells that the upload is ours.
+    """
+    from botocore.exceptions import ClientError, ConnectionClosedError
+
+    real = client.complete_multipart_upload
+    calls: list[str] = []
+
+    def lossy(**kw: Any) -> Any:
+        calls.append("complete")
+        if len(calls) == 1:
+            real(**kw)
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1")
+        raise ClientError(
+            {
+                "Error": {"Code": "NoSuchUpload", "Message": "gone"},
+                "ResponseMetadata": {"HTTPStatusCode": 404},
+            },
+            "CompleteMultipartUpload",
+        )
+
+    client.complete_multipart_upload = lossy
+    shards = S3ShardStore(client, bucket, part_size=MIN_PART_SIZE, retry=fast_retry)
+    data = data_of(11 * MiB, seed=8)
+    res = shards.put_shard(write(tmp_path, "big", data), KEY)
+    assert calls == ["complete", "complete"]
+    assert get(direct, bucket, KEY) == data
+    assert res.etag == direct.head_object(Bucket=bucket, Key=KEY)["ETag"]
+    # Someone else's object under the key is not mistaken for ours.
+    direct.delete_object(Bucket=bucket, Key=KEY)
+    calls.clear()
+
+    def other(**kw: Any) -> Any:
+        calls.append("complete")
+        if len(calls) == 1:
+            direct.put_object(Bucket=bucket, Key=KEY, Body=b"other writer")
+            raise ConnectionClosedError(endpoint_url="http://127.0.0.1")
+        return real(**kw)
+
+    client.complete_multipart_upload = other
+    with pytest.raises(ShardExists):
+        shards.put_shard(write(tmp_path, "big", data), KEY)
+    assert get(direct, bucket, KEY) == b"other writer"
     assert no_pending_uploads(direct, bucket)

@@ -3,6 +3,7 @@ reader.
 """
 
 from ._client import ClientSettings, make_client
+from ._edit import S3ShardEditor, open_editor
 from ._errors import (
     S3AccessDenied,
     S3ObjectNotFound,
@@ -36,7 +37,7 @@ from ._retry import (
 )
 from ._source_reader import S3SourceReader, S3Uri, parse_s3_uri
 from ._store import S3ObjectStore, S3ProtocolError, join_key
-from ._upload import DEFAULT_PART_SIZE, S3ShardStore, ShardChanged, UploadResult
+from ._upload import DEFAULT_PART_SIZE, S3ShardStore, ShardChanged, UploadResult, multipart_etag
 from ._zones import (
     MultiZoneObjectStore,
     MultiZoneShardStore,
@@ -67,6 +68,7 @@ __all__ = [
     "S3RangeNotSatisfiable",
     "S3RequestError",
     "S3Retriever",
+    "S3ShardEditor",
     "S3ShardStore",
     "S3SourceReader",
     "S3StoreError",
@@ -82,6 +84,8 @@ __all__ = [
     "join_key",
     "make_client",
     "metrics_for",
+    "multipart_etag",
+    "open_editor",
     "open_retriever",
     "open_shard_store",
     "open_store",

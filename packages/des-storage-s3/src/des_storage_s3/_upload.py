@@ -17,12 +17,13 @@ KeyboardInterrupt), so no partial object and no orphaned parts remain.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,9 +344,23 @@ class S3ShardStore:
                     kwargs["IfNoneMatch"] = if_none_match
                 if if_match is not None:
                     kwargs["IfMatch"] = if_match
-                resp = self.client.complete_multipart_upload(**kwargs)
+                tries.append(1)
+                try:
+                    resp = self.client.complete_multipart_upload(**kwargs)
+                except Exception as exc:
+                    # A retry after an answer lost on the way back: the upload may already
+                    # be complete (404 NoSuchUpload, or 412 because "our" object now exists).
+                    # It is ours if the object's ETag is the one S3 derives from our parts.
+                    err = translate_error(exc, bucket=self.bucket, key=s3_key)
+                    if len(tries) > 1 and isinstance(err, S3ObjectNotFound | S3PreconditionFailed):
+                        info = self._head(s3_key)
+                        if info is not None and _norm(info.etag) == _norm(expected):
+                            return str(info.etag)
+                    raise
                 return str(resp["ETag"])
 
+            tries: list[int] = []
+            expected = multipart_etag(etags[n] for n in sorted(etags))
             result: str = self._call(complete, s3_key, "CompleteMultipartUpload")
             return result
         except BaseException:
@@ -458,6 +473,14 @@ class S3ShardStore:
                 key=s3_key,
             )
         return etags
+
+
+def multipart_etag(part_etags: Iterable[str]) -> str:
+    """The ETag S3 gives an object completed from parts with these ETags:
+    ``"md5(md5(part1) + md5(part2) + ...)-N"``.
+    """
+    digests = [bytes.fromhex(_norm(e)) for e in part_etags]
+    return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'  # noqa: S324
 
 
 def _norm(etag: str | None) -> str:

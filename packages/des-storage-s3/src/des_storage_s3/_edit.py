@@ -1,0 +1,163 @@
+"""The S3 side of des-format's ``ShardEditor``: conditional appends and replacements (If-Match),
+part uploads, and removal of objects together with every stored version of them.
+
+Erasure on a bucket that keeps versions: overwriting or deleting an object leaves its
+previous bytes as a noncurrent version (and a DELETE only adds a delete marker), so
+``remove`` and ``purge_old_versions`` delete versions by id. Objects under S3 Object Lock
+retention cannot be deleted before their retention ends: those deletions fail with
+``S3AccessDenied`` and are reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from des_routing import DesSettings
+
+from ._errors import S3StoreError, ShardExists, translate_error
+from ._retry import call_with_retry
+from ._upload import S3ShardStore
+from ._zones import MultiZoneShardStore
+
+__all__ = ["S3ShardEditor", "open_editor"]
+
+
+class S3ShardEditor:
+    """A ``des_format.ShardEditor`` over an S3 (or multi-zone S3) bucket.
+
+    ``store`` reads (an ``S3ObjectStore`` or ``MultiZoneObjectStore``); ``shard_store``
+    writes (``S3ShardStore`` or ``MultiZoneShardStore``); keys are DES object keys (the
+    bucket prefix is added by the stores).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        shard_store: S3ShardStore | MultiZoneShardStore,
+        *,
+        scratch: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.shard_store = shard_store
+        self._scratch = Path(scratch) if scratch is not None else None
+
+    def describe(self, key: str = "") -> str:
+        return str(self.shard_store.describe(key))
+
+    def scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="des-edit-"))
+        return self._scratch
+
+    def _for(self, key: str) -> S3ShardStore:
+        if isinstance(self.shard_store, MultiZoneShardStore):
+            return self.shard_store.shard_store_for(key)
+        return self.shard_store
+
+    def _all(self) -> list[S3ShardStore]:
+        if isinstance(self.shard_store, MultiZoneShardStore):
+            return list(self.shard_store.stores.values())
+        return [self.shard_store]
+
+    def append(self, key: str, tail_path: str | os.PathLike[str], expected_etag: str) -> None:
+        self.shard_store.append_shard(key, tail_path, expected_etag)
+
+    def replace(self, key: str, path: str | os.PathLike[str], expected_etag: str) -> None:
+        self.shard_store.replace_shard(path, key, expected_etag)
+
+    def put(self, key: str, path: str | os.PathLike[str]) -> None:
+        try:
+            self.shard_store.put_shard(path, key)
+        except ShardExists:
+            info = self.shard_store.head(key)
+            if info is None:
+                self.shard_store.put_shard(path, key)
+            else:
+                self.shard_store.replace_shard(path, key, info.etag or "")
+
+    def _call(self, ss: S3ShardStore, fn: Callable[[], Any], s3_key: str, op: str) -> Any:
+        def translate(exc: BaseException) -> S3StoreError:
+            return translate_error(exc, bucket=ss.bucket, key=s3_key, operation=op)
+
+        return call_with_retry(fn, ss.retry, translate=translate)
+
+    def _versions(self, ss: S3ShardStore, s3_key: str) -> list[tuple[str, bool]]:
+        """(version id, is latest) of every version and delete marker of exactly ``s3_key``
+        (an unversioned bucket answers one version, id ``null``)."""
+
+        def go() -> list[tuple[str, bool]]:
+            out: list[tuple[str, bool]] = []
+            pages = ss.client.get_paginator("list_object_versions").paginate(
+                Bucket=ss.bucket, Prefix=s3_key
+            )
+            for page in pages:
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if item["Key"] == s3_key:
+                        out.append((str(item.get("VersionId") or "null"), bool(item["IsLatest"])))
+            return out
+
+        result: list[tuple[str, bool]] = self._call(ss, go, s3_key, "LIST_VERSIONS")
+        return result
+
+    def _delete_version(self, ss: S3ShardStore, s3_key: str, version: str) -> None:
+        def go() -> None:
+            ss.client.delete_object(Bucket=ss.bucket, Key=s3_key, VersionId=version)
+
+        self._call(ss, go, s3_key, "DELETE")
+
+    def remove(self, key: str) -> int:
+        """Delete ``key`` and every version of it; returns the versions deleted."""
+        ss = self._for(key)
+        s3_key = ss.s3_key(key)
+        versions = self._versions(ss, s3_key)
+        for version, _latest in versions:
+            self._delete_version(ss, s3_key, version)
+        return len(versions)
+
+    def purge_old_versions(self, key: str) -> int:
+        """Delete the noncurrent versions (and delete markers) of ``key``; returns how many."""
+        ss = self._for(key)
+        s3_key = ss.s3_key(key)
+        old = [v for v, latest in self._versions(ss, s3_key) if not latest]
+        for version in old:
+            self._delete_version(ss, s3_key, version)
+        return len(old)
+
+    def old_versions(self, key: str) -> int:
+        """How many noncurrent versions of ``key`` the bucket still keeps."""
+        ss = self._for(key)
+        return sum(1 for _v, latest in self._versions(ss, ss.s3_key(key)) if not latest)
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """DES keys of the current objects under ``prefix`` (every zone for multi-zone)."""
+        keys: set[str] = set()
+        for ss in self._all():
+            base = f"{ss.prefix}/" if ss.prefix else ""
+
+            def go(ss: S3ShardStore = ss, base: str = base) -> list[str]:
+                found: list[str] = []
+                pages = ss.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=ss.bucket, Prefix=base + prefix
+                )
+                for page in pages:
+                    found.extend(item["Key"][len(base) :] for item in page.get("Contents", []))
+                return found
+
+            keys.update(self._call(ss, go, base + prefix, "LIST"))
+        yield from sorted(keys)
+
+
+def open_editor(settings: DesSettings) -> Any:
+    """The ``des_format.ShardEditor`` for ``settings``: a ``LocalShardEditor`` for the local
+    backend, an :class:`S3ShardEditor` for ``s3`` and ``multi_s3``."""
+    if settings.backend == "local":
+        from des_format import LocalShardEditor
+
+        return LocalShardEditor(settings.base_dir)
+    from ._open import open_shard_store, open_store
+
+    return S3ShardEditor(open_store(settings), open_shard_store(settings))
