@@ -230,7 +230,8 @@ class IndexEntry:
     ``size`` is the original length; ``stored_size`` the bytes in the object (``size`` for big
     files, which live in their own object); ``checksum`` the CRC-32 of the original bytes
     (``None`` for legacy DES2 entries and for big files added by hash only); ``offset`` is within
-    the object named by ``part`` (0: the shard object itself).
+    the object named by ``part`` (0: the shard object itself). ``meta`` may be shared by
+    entries with equal metadata: treat it as read-only.
     """
 
     uid: str

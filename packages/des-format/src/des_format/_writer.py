@@ -282,6 +282,8 @@ class ShardWriter:
         self._open_part = open_part
         self._head = out
         self._entries: dict[str, IndexEntry] = {}
+        self._metas: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._empty_meta: dict[str, Any] = {}
         self._added = 0
         self._deleted = 0
         self._data_bytes = 0
@@ -332,6 +334,23 @@ class ShardWriter:
         return self._pos
 
     # ---- adding ----
+
+    def _intern_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """One shared dict per distinct small metadata object (entries treat meta as
+        read-only), so a million files with the same content type hold one dict, not a
+        million."""
+        if not meta:
+            return self._empty_meta
+        try:
+            key = tuple(sorted((k, type(v), v) for k, v in meta.items()))
+            shared = self._metas.get(key)
+        except TypeError:
+            return meta
+        if shared is None:
+            if len(self._metas) >= 65536:
+                return meta
+            shared = self._metas[key] = meta
+        return shared
 
     def _check_new(self, uid: str) -> None:
         if self._closed:
@@ -420,14 +439,17 @@ class ShardWriter:
             )
         part, offset = self._write_payload(prepared.stored)
         entry = IndexEntry(
-            uid=prepared.uid,
-            size=prepared.size,
-            stored_size=len(prepared.stored),
-            codec=prepared.codec,
-            checksum=prepared.checksum,
-            offset=offset,
-            part=part,
-            meta=prepared.meta,
+            prepared.uid,
+            prepared.size,
+            len(prepared.stored),
+            prepared.codec,
+            prepared.checksum,
+            offset,
+            part,
+            False,
+            None,
+            False,
+            self._intern_meta(prepared.meta),
         )
         self._entries[prepared.uid] = entry
         self._added += 1
@@ -458,7 +480,7 @@ class ShardWriter:
             checksum=checksum,
             is_bigfile=True,
             bigfile_hash=sha256,
-            meta=build_meta(meta, name, content_type),
+            meta=self._intern_meta(build_meta(meta, name, content_type)),
         )
         self._entries[uid] = entry
         self._added += 1
