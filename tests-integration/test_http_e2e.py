@@ -381,3 +381,20 @@ def test_s3_unreachable_gives_503_with_retry_after(packed: Packed, tmp_path: Pat
             assert c.get("/health").status_code == 200
     finally:
         server.stop()
+
+
+def test_corrupt_big_file_is_never_delivered_complete(packed: Packed, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    des_pack(packed, str(out), clean_env())
+    big = next(r for r in packed.rows if r["size_bytes"] > BIG_THRESHOLD)
+    data = packed.content(big)
+    (obj,) = [p for p in out.rglob("_bigFiles/*") if p.read_bytes() == data]
+    raw = bytearray(obj.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    obj.write_bytes(bytes(raw))
+    env = clean_env(DES_BASE_DIR=str(out), DES_N_BITS="4", DES_STREAM_THRESHOLD_BYTES="8192")
+    with run_service(tmp_path, env) as svc, svc.client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):  # body cut short, Content-Length unmet
+            c.get(file_url(big))
+        small = next(r for r in packed.rows if 0 < r["size_bytes"] <= 8192)
+        assert c.get(file_url(small)).content == packed.content(small)  # service still fine

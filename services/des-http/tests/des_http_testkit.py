@@ -87,12 +87,14 @@ class RecordingStore:
 
     inner: Any
     calls: list[tuple[str, str]] = field(default_factory=list)
+    threads: set[str] = field(default_factory=set)
     fail: BaseException | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _note(self, op: str, key: str) -> None:
         with self._lock:
             self.calls.append((op, key))
+            self.threads.add(threading.current_thread().name)
         if self.fail is not None:
             raise self.fail
 

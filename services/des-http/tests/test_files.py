@@ -293,3 +293,34 @@ def test_unknown_route_and_method_are_problem_json(harness: Harness) -> None:
     assert_problem(harness.client.get("/nope"), 404, "not-found")
     r = harness.client.delete(files_url("1001"))
     assert_problem(r, 405, "method-not-allowed")
+
+
+def test_storage_is_never_touched_from_the_event_loop_thread(make_harness: MakeHarness) -> None:
+    h = make_harness(stream_threshold_bytes=1024)
+    h.client.get(files_url("1001"))
+    h.client.head(files_url("1257"))
+    h.client.get(files_url("2025"))  # streamed
+    h.client.post("/files/batch", json={"items": [{"uid": "1513", "created_at": DAY}]})
+    h.client.get("/ready")
+    assert h.store.calls
+    assert "MainThread" not in h.store.threads
+    assert all(t.startswith(("des-io", "AnyIO worker thread")) for t in h.store.threads)
+
+
+def test_corrupt_streamed_file_is_cut_short_never_served_whole(
+    make_harness: MakeHarness, tmp_path: Path
+) -> None:
+    write_dataset(tmp_path, codec="none")
+    s = sample("2025")
+    shard = tmp_path / object_key(s)
+    flip_byte(shard, shard.read_bytes().index(s.data[:64]) + 150_000)
+    h = make_harness(base_dir=tmp_path, stream_threshold_bytes=1024)
+    # The payload is one 1 MiB read chunk: it is held back until the checksum is checked, so
+    # the client gets the headers and then an aborted, empty body (Content-Length not met).
+    r = h.client.get(files_url("2025"))
+    assert r.status_code == 200
+    assert r.headers["content-length"] == str(len(s.data))
+    assert r.content == b""
+    part = h.client.get(files_url("2025"), headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206
+    assert part.content == b""

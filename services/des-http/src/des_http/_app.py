@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from des_format import DesFormatError, ObjectNotFound, ObjectStore
-from des_routing import DesSettings, RoutingError
+from des_routing import DesSettings, InvalidUid, RoutingError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
@@ -119,8 +119,21 @@ def _file_params(
             "ISO 8601, e.g. ?created_at=2024-01-01T00:00:00Z"
         )
     headers = request.headers
+    uid: str = request.path_params["uid"]
+    if "\ufffd" in uid:
+        # The server decodes the path with errors="replace": percent-encoded bytes that are
+        # not UTF-8 would silently become U+FFFD and name another uid. Check the raw bytes.
+        raw = request.scope.get("raw_path")
+        if isinstance(raw, bytes):
+            try:
+                unquote_to_bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidUid(
+                    "uid is not valid UTF-8 once percent-decoded; uids are UTF-8 text "
+                    "(percent-encode its UTF-8 bytes)"
+                ) from None
     return (
-        request.path_params["uid"],
+        uid,
         created_at,
         headers.get("range"),
         headers.get("if-none-match"),
@@ -207,14 +220,24 @@ def _read_all(opened: OpenedFile) -> bytes:
 
 
 def _slice_chunks(chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:
-    """The bytes ``[start, end)`` of a stream of chunks; the stream is still drained to its
-    end so the retriever verifies the checksum (a mismatch aborts the response)."""
+    """The bytes ``[start, end)`` of a stream of chunks, for streamed answers.
+
+    The retriever checks the checksum when its stream ends, so the stream is drained to its
+    end and the last piece is held back until then: when the check fails, the exception aborts
+    the answer before its last bytes, and the client sees a short body (Content-Length is not
+    met), never a complete wrong one.
+    """
+    pending: bytes | None = None
     pos = 0
     for chunk in chunks:
         nxt = pos + len(chunk)
         if nxt > start and pos < end:
-            yield chunk[max(0, start - pos) : min(len(chunk), end - pos)]
+            if pending is not None:
+                yield pending
+            pending = chunk[max(0, start - pos) : min(len(chunk), end - pos)]
         pos = nxt
+    if pending is not None:
+        yield pending
 
 
 class _AuthMiddleware:
@@ -418,7 +441,7 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
         )
 
     @app.get(
-        "/files/{uid}",
+        "/files/{uid:path}",
         operation_id="get_file",
         summary="Fetch a file",
         description=(
@@ -467,7 +490,7 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
             service.sync_cache()
 
     @app.head(
-        "/files/{uid}",
+        "/files/{uid:path}",
         operation_id="head_file",
         summary="Describe a file (from the index alone)",
         description=(
