@@ -174,18 +174,55 @@ def decompress(codec: Codec, data: bytes, size: int, *, uid: str = "") -> bytes:
     elif codec is Codec.ZSTD:
         zstd = _module(Codec.ZSTD)
         try:
-            out = _zstd_decompressor().decompress(data, max_output_size=max(size, 1))
+            # A frame header that declares another size is refused before anything is
+            # allocated: a forged frame must not make the reader expand past ``size``.
+            declared = zstd.frame_content_size(data)
+            _check_declared(declared, size, uid)
+            if declared >= 0 and size <= _ONE_SHOT_LIMIT:
+                out = _zstd_decompressor().decompress(data, max_output_size=max(size, 1))
+            else:
+                # No size in the frame (or a huge one): one-shot decompression would allocate
+                # the index's size up front, so expand in bounded steps instead.
+                out = _zstd_bounded(zstd, data, size)
         except zstd.ZstdError as exc:
             raise CorruptShard(f"payload of {uid!r} is not a valid zstd frame: {exc}") from None
     else:
         lz4f = _module(Codec.LZ4)
         try:
-            out = lz4f.decompress(data)
+            declared = lz4f.get_frame_info(data)["content_size"]
+            if declared:  # 0 = not stored in the frame
+                _check_declared(declared, size, uid)
+            # Bounded: at most one byte more than the index allows is ever produced.
+            out = lz4f.LZ4FrameDecompressor().decompress(data, max_length=size + 1)
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise CorruptShard(f"payload of {uid!r} is not a valid lz4 frame: {exc}") from None
     if len(out) != size:
         raise CorruptShard(f"payload of {uid!r} expands to {len(out)} bytes, index says {size}")
     return bytes(out)
+
+
+_ONE_SHOT_LIMIT = 64 << 20
+
+
+def _zstd_bounded(zstd: Any, data: bytes, size: int) -> bytes:
+    """Decompress one frame in 1 MiB steps, stopping once it passes ``size`` bytes."""
+    reader = zstd.ZstdDecompressor().stream_reader(data, read_across_frames=False)
+    parts: list[bytes] = []
+    total = 0
+    while total <= size:
+        chunk = reader.read(1 << 20)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+def _check_declared(declared: int, size: int, uid: str) -> None:
+    if declared >= 0 and declared != size:
+        raise CorruptShard(
+            f"payload of {uid!r} declares {declared} bytes in its frame header, index says {size}"
+        )
 
 
 def iter_decompress(
