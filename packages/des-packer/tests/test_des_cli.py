@@ -72,10 +72,25 @@ def test_ls_lists_every_entry(dataset: DataSet, packed: Path) -> None:
     with ShardReader.open_path(packed / key) as reader:
         assert [e["uid"] for e in entries] == sorted(e.uid for e in reader.iter_entries())
     first = next(e for e in entries if e["uid"] == row["uid"])
-    assert set(first) == {
-        "uid", "size", "stored_size", "codec", "checksum", "offset", "part",
-        "is_bigfile", "bigfile_hash", "deleted", "content_type", "meta",
-    }  # fmt: skip
+    assert list(first) == [
+        "uid",
+        "size",
+        "stored_size",
+        "codec",
+        "checksum",
+        "bigfile",
+        "bigfile_hash",
+        "part",
+        "offset",
+        "deleted",
+        "meta",
+    ]  # the fields of `python -m des_format ls`, in its order
+    from des_format._cli import entry_to_json
+
+    with ShardReader.open_path(packed / key) as reader:
+        found = reader.lookup(row["uid"])
+        assert found is not None
+        assert first == json.loads(json.dumps(entry_to_json(found)))
     assert first["size"] == row["size_bytes"]
     code, out, _ = des(packed, "ls", str(packed / key))
     text = out.decode().splitlines()

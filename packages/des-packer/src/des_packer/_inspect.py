@@ -228,18 +228,18 @@ def run_get_batch(
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
+    """The same record as ``python -m des_format ls`` prints for an entry."""
     return {
         "uid": e.uid,
         "size": e.size,
         "stored_size": e.stored_size,
-        "codec": e.codec.name.lower(),
+        "codec": e.codec.label,
         "checksum": None if e.checksum is None else f"{e.checksum:08x}",
-        "offset": e.offset,
-        "part": e.part,
-        "is_bigfile": e.is_bigfile,
+        "bigfile": e.is_bigfile,
         "bigfile_hash": e.bigfile_hash,
+        "part": e.part,
+        "offset": e.offset,
         "deleted": e.deleted,
-        "content_type": e.content_type,
         "meta": e.meta,
     }
 
@@ -288,7 +288,7 @@ def run_ls(
         return EXIT_FAILED
     if as_json:
         for e in entries:
-            print(json.dumps(_entry_json(e)), file=out)
+            print(json.dumps(_entry_json(e), ensure_ascii=False), file=out)
         return EXIT_OK
     print(f"# {where}: {len(entries)} entries, format {reader.index.format_version}", file=out)
     print("uid\tsize\tstored_size\tcodec\tchecksum\tpart\toffset\tflags\tcontent_type", file=out)
