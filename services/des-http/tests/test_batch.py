@@ -94,3 +94,16 @@ def test_malformed_batch_bodies_are_400(harness: Harness) -> None:
         assert r.status_code == 400, body
         assert r.headers["content-type"] == "application/problem+json"
         assert json.loads(r.content)["type"] == "urn:des:problem:invalid-request"
+
+
+def test_large_batch_items_are_streamed_in_their_part(make_harness: MakeHarness) -> None:
+    h = make_harness(stream_threshold_bytes=1024)
+    uids = ["1001", "2025", "1257", "2281"]  # 2025 (200,000 bytes) is streamed
+    parts = post(h, [{"uid": u, "created_at": DAY} for u in uids])
+    by_item = {int(hd["x-des-item"]): (hd, body) for hd, body in parts}
+    assert sorted(by_item) == [0, 1, 2, 3]
+    for i in (0, 1, 2):
+        assert by_item[i][0]["x-des-status"] == "200"
+        assert by_item[i][1] == sample(uids[i]).data
+    assert by_item[3][0]["x-des-status"] == "410"
+    assert h.metric("des_bytes_served_total") == sum(len(sample(u).data) for u in uids[:3])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
-from des_format import DesFormatError, ObjectNotFound, ObjectStore
+from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound, ObjectStore
 from des_routing import DesSettings, InvalidUid, RoutingError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -608,20 +608,57 @@ async def _batch_parts(
             yield _error_part(boundary, idx, item.uid, exc)
             continue
         groups.setdefault(key, {}).setdefault(item.uid, []).append(idx)
+    limit = service.settings.stream_threshold_bytes
     for key, by_uid in groups.items():
         pending = dict(by_uid)
+        in_part = False  # inside a streamed part: a failure can only abort the answer
         try:
-            results = iterate_in_threadpool(service.retriever.read_many(key, list(by_uid)))
-            async for uid, result in results:
-                for idx in pending.pop(uid, ()):
-                    if isinstance(result, BaseException):
-                        metrics.observe_retrieval(status_of(result), None)
-                        yield _error_part(boundary, idx, uid, result)
-                    else:
-                        metrics.observe_retrieval(200, None)
-                        metrics.add_bytes_served(len(result))
-                        yield _file_part(boundary, idx, uid, result)
+            found = await service.in_thread(_stat_all, service.retriever, key, list(by_uid))
+            large: list[str] = []
+            for uid, entry in found.items():
+                if isinstance(entry, BaseException):
+                    for idx in pending.pop(uid, ()):
+                        metrics.observe_retrieval(status_of(entry), None)
+                        yield _error_part(boundary, idx, uid, entry)
+                elif entry.size > limit:
+                    large.append(uid)
+            small = [uid for uid in pending if uid not in large]
+            if small:
+                results = iterate_in_threadpool(service.retriever.read_many(key, small))
+                async for uid, result in results:
+                    for idx in pending.pop(uid, ()):
+                        if isinstance(result, BaseException):
+                            metrics.observe_retrieval(status_of(result), None)
+                            yield _error_part(boundary, idx, uid, result)
+                        else:
+                            metrics.observe_retrieval(200, None)
+                            metrics.add_bytes_served(len(result))
+                            yield _file_part(boundary, idx, uid, result)
+            for uid in large:  # streamed, never held whole
+                for idx in list(pending.get(uid, ())):
+                    opened = await service.in_thread(service.retriever.open, key, uid)
+                    size = opened.entry.size
+                    in_part = True
+                    yield _part_head(
+                        boundary,
+                        idx,
+                        uid,
+                        status=200,
+                        media="application/octet-stream",
+                        length=size,
+                    )
+                    chunks = _slice_chunks(opened.iter_bytes(), 0, size)
+                    async for chunk in iterate_in_threadpool(chunks):
+                        metrics.add_bytes_served(len(chunk))
+                        yield chunk
+                    yield b"\r\n"
+                    in_part = False
+                    metrics.observe_retrieval(200, None)
+                    pending[uid].remove(idx)
+                pending.pop(uid, None)
         except Exception as exc:
+            if in_part:
+                raise
             if status_of(exc) >= 500 and not isinstance(exc, DesFormatError):
                 log.error("unexpected error in a batch read of %s", key, exc_info=exc)
             for uid, indexes in pending.items():
@@ -630,6 +667,19 @@ async def _batch_parts(
                     yield _error_part(boundary, idx, uid, exc)
         service.sync_cache()
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _stat_all(
+    retriever: Retriever, key: str, uids: list[str]
+) -> dict[str, FileEntry | DesFormatError]:
+    """Index entries of ``uids`` in one shard; a missing or deleted uid maps to its error."""
+    out: dict[str, FileEntry | DesFormatError] = {}
+    for uid in uids:
+        try:
+            out[uid] = retriever.stat(key, uid)
+        except (EntryNotFound, EntryDeleted) as exc:
+            out[uid] = exc
+    return out
 
 
 def _part_head(boundary: str, idx: int, uid: str, *, status: int, media: str, length: int) -> bytes:
