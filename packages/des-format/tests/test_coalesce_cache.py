@@ -16,7 +16,7 @@ from des_format import (
     plan_coalesced_ranges,
     read_index,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -62,6 +62,7 @@ ranges_st = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(ranges_st, st.integers(0, 2000), st.one_of(st.none(), st.integers(1, 5000)))
 def test_plan_properties(ranges: list[tuple[int, int]], gap: int, span: int | None) -> None:
     plan = plan_coalesced_ranges(ranges, gap, span)
@@ -136,3 +137,44 @@ def test_cache_resize_tracks_decoded_buckets() -> None:
     after = cache.stats().bytes
     assert after > before
     assert after == idx.nbytes
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "get", "lookup", "discard"]), st.integers(0, 5)),
+        max_size=60,
+    ),
+    st.integers(0, 40_000),
+)
+def test_cache_never_exceeds_its_bound(ops: list[tuple[str, int]], bound: int) -> None:
+    indexes = [_big_index(i) for i in range(6)]
+    cache = IndexCache(bound)
+    for op, i in ops:
+        key = f"k{i}"
+        if op == "put":
+            cache.put(key, None, indexes[i])
+        elif op == "get":
+            cache.get(key)
+        elif op == "lookup":
+            indexes[i].lookup(f"uid-{i * 7:06d}")  # grows the index (one bucket decoded)
+            cache.resize(key, indexes[i])
+        else:
+            cache.discard(key)
+        stats = cache.stats()
+        assert stats.bytes <= bound
+        assert stats.entries == len(cache)
+
+
+_BIG: dict[int, bytes] = {}
+
+
+def _big_index(i: int) -> ShardIndex:
+    if i not in _BIG:
+        out = io.BytesIO()
+        w = ShardWriter(out, codec="none")
+        for j in range(3000):
+            w.add(f"uid-{j:06d}", b"")
+        w.close()
+        _BIG[i] = out.getvalue()
+    return read_index(BytesSource(_BIG[i]), tail_size=1024)

@@ -26,7 +26,7 @@ from des_format._layout import (
     uid_hash,
     write_varint,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -124,6 +124,7 @@ def test_varint_rejects_overlong_and_truncated() -> None:
         read_varint(b"\x80\x80", 0)
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=2**64 - 1))
 def test_varint_round_trip(value: int) -> None:
     out = bytearray()
