@@ -118,8 +118,7 @@ class OpenedFile:
     def iter_bytes(self) -> Iterator[bytes]:
         """The original bytes in chunks; the checksum is checked after the last chunk
         (``ChecksumMismatch`` then, never silently wrong data)."""
-        entry = self.entry
-        yield from self._r._stream(self.key, entry, self._etag)
+        yield from self._r._stream(self.key, self.entry, self._etag)
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
