@@ -11,6 +11,14 @@ import des_format
 import pytest
 
 PUBLIC_API = [
+    "DeleteResult",
+    "LocalShardEditor",
+    "ShardEditor",
+    "StoreSource",
+    "delete_entries",
+    "entry_payload_key",
+    "local_shard_lock",
+    "read_shard_index",
     "DEFAULT_BIGFILES_PREFIX",
     "DEFAULT_BIG_FILE_THRESHOLD",
     "DEFAULT_TAIL_SIZE",

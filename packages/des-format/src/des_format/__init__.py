@@ -4,6 +4,16 @@ library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`
 
 from ._cache import CacheStats, IndexCache
 from ._codecs import Codec, codec_available, is_precompressed, parse_codec
+from ._edit import (
+    DeleteResult,
+    LocalShardEditor,
+    ShardEditor,
+    StoreSource,
+    delete_entries,
+    entry_payload_key,
+    local_shard_lock,
+    read_shard_index,
+)
 from ._errors import (
     ChecksumMismatch,
     CodecNotInstalled,
@@ -74,6 +84,7 @@ __all__ = [
     "Codec",
     "CodecNotInstalled",
     "CorruptShard",
+    "DeleteResult",
     "DesFormatError",
     "DuplicateUid",
     "EntryDeleted",
@@ -86,6 +97,7 @@ __all__ = [
     "LocalBigFileSink",
     "LocalFileSource",
     "LocalObjectStore",
+    "LocalShardEditor",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
@@ -93,12 +105,14 @@ __all__ = [
     "PreconditionFailed",
     "PreparedPayload",
     "RangeNotSatisfiable",
+    "ShardEditor",
     "ShardIndex",
     "ShardReader",
     "ShardRetriever",
     "ShardWriter",
     "StorageUnavailable",
     "StoreError",
+    "StoreSource",
     "TailRead",
     "UnknownCodec",
     "UnsupportedFormatVersion",
@@ -106,8 +120,11 @@ __all__ = [
     "__version__",
     "bigfile_key",
     "codec_available",
+    "delete_entries",
+    "entry_payload_key",
     "hash_file",
     "is_precompressed",
+    "local_shard_lock",
     "parse_codec",
     "parse_footer",
     "parse_header",
@@ -115,4 +132,5 @@ __all__ = [
     "plan_coalesced_ranges",
     "prepare_payload",
     "read_index",
+    "read_shard_index",
 ]

@@ -257,6 +257,22 @@ class IndexEntry:
         return value if isinstance(value, str) else None
 
     @property
+    def erased(self) -> bool:
+        """An erased tombstone: the file was deleted and its bytes removed by a repack.
+
+        Written as DELETED + NO_CRC on an inline entry with offset, size and metadata all
+        empty (see FORMAT.md, section 8.1): nothing about the content is kept but the uid.
+        """
+        return (
+            self.deleted
+            and not self.is_bigfile
+            and self.checksum is None
+            and self.size == 0
+            and self.stored_size == 0
+            and not self.meta
+        )
+
+    @property
     def etag(self) -> str:
         """A strong HTTP ETag derived from the content checksum and size."""
         if self.checksum is not None:

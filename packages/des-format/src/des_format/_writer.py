@@ -269,6 +269,7 @@ class ShardWriter:
         open_part: Callable[[int], BinaryIO] | None = None,
         base_offset: int = 0,
         existing: ShardIndex | None = None,
+        first_part: int = 1,
     ) -> None:
         self._codec = parse_codec(codec)
         self._level = level
@@ -290,7 +291,9 @@ class ShardWriter:
         self._parts: list[int] = []
         self._bigfiles: list[str] = []
         self._closed = False
-        next_part = 1
+        if first_part < 1:
+            raise ValueError(f"first_part must be >= 1, got {first_part}")
+        next_part = first_part
         if base_offset:
             if existing is None:
                 raise ValueError("an append (base_offset > 0) needs existing=<the shard's index>")
@@ -542,6 +545,38 @@ class ShardWriter:
             self._entries[uid] = entry
             self._deleted += 1
         return entry
+
+    def add_erased(self, uid: str) -> IndexEntry:
+        """Record ``uid`` as an erased tombstone: deleted, with no payload, size, checksum or
+        metadata (a repack writes these so reads keep answering "deleted", not "unknown")."""
+        if self._closed:
+            raise ValueError("this ShardWriter is closed")
+        check_uid(uid)
+        old = self._entries.get(uid)
+        if old is not None and not old.deleted:
+            raise DuplicateUid(uid)
+        entry = IndexEntry(uid=uid, size=0, stored_size=0, deleted=True)
+        self._entries[uid] = entry
+        if old is None:
+            self._deleted += 1
+        return entry
+
+    def copy_stored(self, entry: IndexEntry, stored: bytes) -> IndexEntry:
+        """Add a live inline entry of another shard with its stored bytes as they are (no
+        recompression): codec, sizes, checksum and metadata are kept, offset and part are
+        this writer's. Used by repacks."""
+        self._check_new(entry.uid)
+        if entry.is_bigfile or entry.deleted:
+            raise ValueError(f"copy_stored takes live inline entries, not {entry.uid!r}")
+        if len(stored) != entry.stored_size:
+            raise ValueError(
+                f"{entry.uid!r}: got {len(stored)} stored bytes, the entry says {entry.stored_size}"
+            )
+        part, offset = self._write_payload(stored)
+        new = replace(entry, offset=offset, part=part)
+        self._entries[entry.uid] = new
+        self._added += 1
+        return new
 
     # ---- finishing ----
 

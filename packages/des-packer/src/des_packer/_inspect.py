@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, TextIO
 from urllib.parse import quote
 
 __all__ = [
+    "EXIT_DELETED",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -29,6 +30,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_DELETED = 4  # des get: the file existed and was deleted (HTTP 410)
 
 
 class UsageError(Exception):
@@ -133,7 +135,7 @@ def run_get(
     stdout: BinaryIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    from des_format import DesFormatError, ShardRetriever
+    from des_format import DesFormatError, EntryDeleted, ShardRetriever
 
     err = err or sys.stderr
     try:
@@ -153,6 +155,9 @@ def run_get(
             out.flush()
         else:
             _write_stream(opened.iter_bytes(), output)
+    except EntryDeleted:
+        print(f"des: error: {uid}: deleted (gone; it will not come back)", file=err)
+        return EXIT_DELETED
     except DesFormatError as exc:
         print(f"des: error: {_explain(exc, store, key)}", file=err)
         return EXIT_FAILED

@@ -130,7 +130,10 @@ def pack_main() -> None:
 
 # ---- des: inspect and retrieve -----------------------------------------------------------------
 
-DES_EXIT_HELP = "Exit codes: 0 ok; 1 not found, unreadable or failed verification; 2 usage error."
+DES_EXIT_HELP = (
+    "Exit codes: 0 ok; 1 not found, unreadable or failed verification; 2 usage error; "
+    "4 (des get) the file was deleted."
+)
 
 des_app = typer.Typer(
     add_completion=False,
@@ -240,6 +243,104 @@ def verify(
     from ._inspect import run_verify
 
     raise typer.Exit(run_verify(target, ctx.obj, deep=deep))
+
+
+@des_app.command(
+    help=(
+        "Delete files: from now on they read as gone (des get exit 4, HTTP 410) on every "
+        "backend. Their bytes stay in the shard until des repack erases them. "
+        "des delete UID --created-at T, or --batch FILE (JSON Lines of uid and created_at). "
+        "Exit codes: 0 deleted (or already deleted); 1 a file or shard does not exist, or a "
+        "shard could not be changed; 2 usage error."
+    )
+)
+def delete(
+    ctx: typer.Context,
+    uid: Annotated[str | None, typer.Argument(help="The file's uid.")] = None,
+    created_at: Annotated[
+        str | None, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
+    ] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", help="JSON Lines of {uid, created_at}.")
+    ] = None,
+) -> None:
+    from ._delete import run_delete
+
+    raise typer.Exit(run_delete(uid, created_at, batch, ctx.obj))
+
+
+@des_app.command(
+    help=(
+        "Erase deleted files: rebuild the shards whose deleted bytes reach --threshold "
+        "(a share, 0..1) without them, copy on write (built, verified, then published in "
+        "place of the old shard only if no one changed it meanwhile), then remove the "
+        "objects left behind (old parts, older S3 versions, big files no shard references). "
+        "--max-shards bounds a round; run again to continue. "
+        "Exit codes: 0 ok; 1 some shard failed; 2 usage error."
+    )
+)
+def repack(  # noqa: PLR0917 - typer maps options to parameters
+    ctx: typer.Context,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Only shards under this key prefix (20240101/).")
+    ] = "",
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", help="Repack when deleted bytes are at least this share."),
+    ] = 0.0,
+    max_shards: Annotated[
+        int | None, typer.Option("--max-shards", help="Shards repacked in this round.")
+    ] = None,
+    max_shard_size: Annotated[
+        int,
+        typer.Option("--max-shard-size", help="Largest rebuilt object; more rolls over."),
+    ] = 1 << 30,
+    bigfile_grace: Annotated[
+        float,
+        typer.Option(
+            "--bigfile-grace",
+            help="Seconds an unreferenced big file must have existed before it is removed.",
+        ),
+    ] = 3600.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be repacked; change nothing.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    from ._delete import run_repack
+    from ._repack import RepackOptions
+
+    options = RepackOptions(
+        threshold=threshold,
+        max_shards=max_shards,
+        prefix=prefix,
+        dry_run=dry_run,
+        max_part_size=max_shard_size,
+        bigfile_grace_seconds=bigfile_grace,
+    )
+    raise typer.Exit(run_repack(options, ctx.obj, as_json=json_out))
+
+
+@des_app.command(
+    help=(
+        "List deleted files and whether their bytes are only hidden, being erased (objects "
+        "that may hold them remain; run des repack) or erased. Holds no file content. "
+        "Exit codes: 0 ok; 1 some shard unreadable; 2 usage error."
+    )
+)
+def deletions(
+    ctx: typer.Context,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Only shards under this key prefix (20240101/).")
+    ] = "",
+    state: Annotated[
+        str | None, typer.Option("--state", help="Only hidden, erasing or erased.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines output.")] = False,
+) -> None:
+    from ._delete import run_deletions
+
+    raise typer.Exit(run_deletions(prefix, ctx.obj, state=state, as_json=json_out))
 
 
 def des_main() -> None:

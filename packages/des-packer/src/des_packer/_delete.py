@@ -1,0 +1,210 @@
+"""What ``des delete``, ``des repack`` and ``des deletions`` do, as plain functions returning
+exit codes (the typer layer lives in ``cli.py``). Settings come from ``DES_*`` like the other
+``des`` commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings
+from ._repack import RepackOptions, repack
+
+__all__ = ["open_editor", "run_delete", "run_deletions", "run_repack"]
+
+
+def open_editor(settings: Any) -> Any:
+    """The shard editor of ``settings`` (local directory, or S3 with ``des-packer[s3]``)."""
+    if settings.backend == "local":
+        from des_format import LocalShardEditor
+
+        return LocalShardEditor(settings.base_dir)
+    try:
+        from des_storage_s3 import open_editor as open_s3_editor
+    except ImportError:
+        raise UsageError(
+            f"DES_BACKEND={settings.backend} needs the S3 extra: pip install 'des-packer[s3]'"
+        ) from None
+    return open_s3_editor(settings)
+
+
+def _targets(uid: str | None, created_at: str | None, batch: Path | None) -> list[tuple[str, str]]:
+    if batch is not None:
+        if uid is not None:
+            raise UsageError("give UID --created-at T or --batch FILE, not both")
+        try:
+            lines = batch.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read --batch {batch}: {exc.strerror}") from None
+        out: list[tuple[str, str]] = []
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                u, c = row["uid"], row["created_at"]
+                if not isinstance(u, str) or not isinstance(c, str):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(
+                    f"--batch {batch} line {n}: expected a JSON object with string uid and"
+                    " created_at"
+                ) from None
+            out.append((u, c))
+        return out
+    if uid is None or created_at is None:
+        raise UsageError("give UID --created-at T (or --batch FILE)")
+    return [(uid, created_at)]
+
+
+def run_delete(
+    uid: str | None,
+    created_at: str | None,
+    batch: Path | None,
+    overrides: Mapping[str, str | None],
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Tombstone files; exit 0 when every file is deleted (now or before), 1 when some file
+    or shard does not exist or a shard could not be changed, 2 on usage errors."""
+    from des_format import DesFormatError, ObjectNotFound, delete_entries
+    from des_routing import RoutingError, locate_shard
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        settings = load_settings(overrides)
+        targets = _targets(uid, created_at, batch)
+        by_key: dict[str, list[str]] = {}
+        for u, c in targets:
+            try:
+                key = locate_shard(u, c, settings.n_bits).object_key
+            except RoutingError as exc:
+                raise UsageError(f"{u!r}: {exc}") from None
+            by_key.setdefault(key, []).append(u)
+        editor = open_editor(settings)
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    code = EXIT_OK
+    for key, uids in by_key.items():
+        try:
+            res = delete_entries(editor, key, uids)
+        except ObjectNotFound:
+            for u in uids:
+                print(f"des: error: {u}: not found (no shard {editor.describe(key)})", file=err)
+            code = EXIT_FAILED
+            continue
+        except DesFormatError as exc:
+            print(f"des: error: {editor.describe(key)}: {exc}", file=err)
+            code = EXIT_FAILED
+            continue
+        for u in res.deleted:
+            print(f"deleted {u} (hidden; run des repack to erase its bytes)", file=out)
+        for u in res.already:
+            print(f"{u} was already deleted", file=out)
+        for u in res.missing:
+            print(f"des: error: {u}: not found in {editor.describe(key)}", file=err)
+            code = EXIT_FAILED
+    return code
+
+
+def run_repack(
+    options: RepackOptions,
+    overrides: Mapping[str, str | None],
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """One repack round; exit 0 ok, 1 when some shard failed, 2 on usage errors."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not 0.0 <= options.threshold <= 1.0:
+        print("des: error: --threshold must be between 0 and 1 (a share of bytes)", file=err)
+        return EXIT_USAGE
+    if options.max_shards is not None and options.max_shards < 1:
+        print("des: error: --max-shards must be at least 1", file=err)
+        return EXIT_USAGE
+    try:
+        settings = load_settings(overrides)
+        editor = open_editor(settings)
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    from dataclasses import replace
+
+    options = replace(options, bigfiles_prefix=settings.bigfiles_prefix)
+    report = repack(editor, options)
+    if as_json:
+        print(json.dumps(report.to_json(), sort_keys=True), file=out)
+    else:
+        verb = "would repack" if report.dry_run else "repacked"
+        for s in report.chosen:
+            print(
+                f"{verb} {s.key}: {s.hidden} deleted file(s), {s.hidden_bytes} bytes,"
+                f" {s.deleted_share:.1%} of the shard",
+                file=out,
+            )
+        if not report.dry_run:
+            erased = sum(len(r.erased) for r in report.repacked)
+            print(
+                f"{len(report.repacked)} shard(s) repacked, {erased} file(s) erased,"
+                f" {report.cleaned_objects} leftover object(s) and"
+                f" {len(report.bigfiles_removed)} big file(s) removed",
+                file=out,
+            )
+        if report.remaining:
+            print(f"{report.remaining} more shard(s) over the threshold: run again", file=out)
+    for key, msg in report.failures:
+        print(f"des: error: {key}: {msg}", file=err)
+    return EXIT_FAILED if report.failures else EXIT_OK
+
+
+def run_deletions(
+    prefix: str,
+    overrides: Mapping[str, str | None],
+    *,
+    state: str | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """List tombstones with their state; exit 0 ok, 1 when some shard is unreadable."""
+    from ._deletions import iter_deletions
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if state is not None and state not in ("hidden", "erasing", "erased"):
+        print("des: error: --state must be hidden, erasing or erased", file=err)
+        return EXIT_USAGE
+    try:
+        settings = load_settings(overrides)
+        editor = open_editor(settings)
+    except UsageError as exc:
+        print(f"des: error: {exc}", file=err)
+        return EXIT_USAGE
+    errors: list[tuple[str, str]] = []
+    counts = {"hidden": 0, "erasing": 0, "erased": 0}
+    for rec in iter_deletions(
+        editor, prefix, bigfiles_prefix=settings.bigfiles_prefix, errors=errors
+    ):
+        counts[rec.state] += 1
+        if state is not None and rec.state != state:
+            continue
+        if as_json:
+            print(json.dumps(rec.to_json(), sort_keys=True), file=out)
+        else:
+            print(f"{rec.state}\t{rec.shard}\t{rec.uid}", file=out)
+    if not as_json:
+        print(
+            f"{counts['hidden']} hidden, {counts['erasing']} erasing, {counts['erased']} erased",
+            file=err,
+        )
+    for key, msg in errors:
+        print(f"des: error: {key}: {msg}", file=err)
+    return EXIT_FAILED if errors else EXIT_OK

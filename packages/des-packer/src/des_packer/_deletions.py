@@ -1,0 +1,120 @@
+"""Which files were deleted, and whether their bytes are gone: ``des deletions``.
+
+Everything is read from the shards themselves (their indexes hold the tombstones), so the
+listing needs no database and holds nothing of the files' content: uid, shard, state, and
+for a hidden file its stored size.
+
+States:
+
+- ``hidden``: the file reads as deleted (HTTP 410) but its bytes are still in the shard
+  (or its big-file object); ``des repack`` erases them.
+- ``erasing``: the shard was rebuilt without the file, but objects that may still hold its
+  bytes remain: part objects no index references, older object versions (S3 buckets that
+  keep versions), or big files of the day no index references. Running ``des repack``
+  again removes them.
+- ``erased``: no object of the store holds the file's bytes any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from des_format import DEFAULT_BIGFILES_PREFIX, DesFormatError, read_shard_index
+
+from ._repack import _part_number, iter_heads
+
+__all__ = ["DeletionRecord", "iter_deletions"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionRecord:
+    uid: str
+    shard: str
+    state: str  # hidden | erasing | erased
+    stored_bytes: int  # bytes still stored for a hidden file, else 0
+    leftovers: int = 0  # objects that may still hold erased bytes (state erasing)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uid": self.uid, "shard": self.shard, "state": self.state}
+        if self.state == "hidden":
+            out["stored_bytes"] = self.stored_bytes
+        if self.leftovers:
+            out["leftovers"] = self.leftovers
+        return out
+
+
+def _leftovers(editor: Any, key: str, referenced: set[int]) -> int:
+    """Objects that may still hold bytes an erased index no longer references."""
+    stem = key[:-4] if key.endswith(".des") else key
+    count = 0
+    old_versions = getattr(editor, "old_versions", None)
+    for other in editor.list_keys(f"{stem}.p"):
+        n = _part_number(key, other)
+        if n is None:
+            continue
+        if n not in referenced:
+            count += 1
+        elif callable(old_versions):
+            count += int(old_versions(other))
+    if callable(old_versions):
+        count += int(old_versions(key))
+    return count
+
+
+def _unreferenced_bigfiles(editor: Any, day: str, refs: set[str], bigfiles_prefix: str) -> int:
+    prefix = f"{day}/{bigfiles_prefix.strip('/')}/" if day else f"{bigfiles_prefix}/"
+    return sum(
+        1
+        for k in editor.list_keys(prefix)
+        if "/" not in k[len(prefix) :] and k[len(prefix) :] not in refs
+    )
+
+
+def iter_deletions(
+    editor: Any,
+    prefix: str = "",
+    *,
+    bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX,
+    errors: list[tuple[str, str]] | None = None,
+) -> Iterator[DeletionRecord]:
+    """Every tombstone of the shards under ``prefix``, with its state, sorted by shard key
+    then uid. Shards that cannot be read are reported into ``errors`` (key, message)."""
+    store = editor.store
+    by_day: dict[str, list[tuple[str, Any]]] = {}
+    for key in iter_heads(editor, prefix, bigfiles_prefix):
+        try:
+            index, _etag = read_shard_index(store, key)
+        except DesFormatError as exc:
+            if errors is not None:
+                errors.append((key, f"{type(exc).__name__}: {exc}"))
+            continue
+        day = key.rsplit("/", 1)[0] if "/" in key else ""
+        by_day.setdefault(day, []).append((key, index))
+    for day in sorted(by_day):
+        shards = by_day[day]
+        refs: set[str] = set()
+        has_erased = False
+        for _key, index in shards:
+            for e in index.iter_entries():
+                if e.is_bigfile and e.bigfile_hash:
+                    refs.add(e.bigfile_hash)
+                has_erased = has_erased or e.erased
+        day_left = _unreferenced_bigfiles(editor, day, refs, bigfiles_prefix) if has_erased else 0
+        for key, index in sorted(shards, key=lambda item: item[0]):
+            tombstones = sorted((e for e in index.iter_entries() if e.deleted), key=lambda e: e.uid)
+            if not tombstones:
+                continue
+            left: int | None = None
+            for e in tombstones:
+                if not e.erased:
+                    yield DeletionRecord(e.uid, key, "hidden", e.stored_size)
+                    continue
+                if left is None:
+                    referenced = {
+                        x.part for x in index.iter_entries() if not x.is_bigfile and x.part
+                    }
+                    left = _leftovers(editor, key, referenced) + day_left
+                state = "erasing" if left else "erased"
+                yield DeletionRecord(e.uid, key, state, 0, left)
