@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -106,6 +107,22 @@ FILE_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "string"},
     },
 ]
+
+
+class _UidConvertor(Convertor[str]):
+    """The uid path segment: anything, slashes and newlines included (validated later, so a
+    uid with a control character gets a 400 that says so, not a 404 from the router)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("des_uid", _UidConvertor())
 
 
 def _file_params(
@@ -441,7 +458,7 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
         )
 
     @app.get(
-        "/files/{uid:path}",
+        "/files/{uid:des_uid}",
         operation_id="get_file",
         summary="Fetch a file",
         description=(
@@ -490,7 +507,7 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
             service.sync_cache()
 
     @app.head(
-        "/files/{uid:path}",
+        "/files/{uid:des_uid}",
         operation_id="head_file",
         summary="Describe a file (from the index alone)",
         description=(

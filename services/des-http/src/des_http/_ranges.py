@@ -12,7 +12,15 @@ from enum import Enum
 
 from des_format import ByteRange
 
-_RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
+_RANGE_SPEC = re.compile(r"^([0-9]*)-([0-9]*)$")
+# Positions past any real file are all alike; longer digit strings are not parsed (Python
+# refuses int() of more than 4,300 digits, and parsing them would cost time for nothing).
+_MAX_DIGITS = 20
+_HUGE = 10**_MAX_DIGITS
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _HUGE
 
 
 class RangeKind(Enum):
@@ -62,8 +70,8 @@ def plan_range(header: str | None, size: int) -> RangePlan:
         first_s, last_s = m.groups()
         if not first_s and not last_s:
             return FULL
-        first = int(first_s) if first_s else None
-        last = int(last_s) if last_s else None
+        first = _position(first_s) if first_s else None
+        last = _position(last_s) if last_s else None
         if first is not None and last is not None and last < first:
             return FULL
         parsed.append((first, last))
