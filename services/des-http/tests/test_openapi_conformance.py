@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import schemathesis
@@ -26,9 +29,9 @@ def _app(base: Path) -> object:
     )
 
 
-schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", _app(Path(__import__("tempfile").mkdtemp(prefix="des-http-st-")))
-)
+_DATA = Path(tempfile.mkdtemp(prefix="des-http-st-"))
+atexit.register(shutil.rmtree, _DATA, True)
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app(_DATA))
 
 
 @schema.parametrize()

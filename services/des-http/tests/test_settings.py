@@ -120,3 +120,22 @@ def test_hash_token_prints_a_tokens_file_line() -> None:
     assert done.stdout == (
         "admin sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0 ops\n"
     )
+
+
+def test_des_http_command_checks_its_options() -> None:
+    done = _run(["des-http", "--workers", "0"], {})
+    assert done.returncode == 2
+    assert "--workers must be at least 1" in done.stderr
+
+
+def test_hash_token_needs_a_token() -> None:
+    done = subprocess.run(
+        ["des-http", "hash-token"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "des-http hash-token: no token given on standard input\n"
