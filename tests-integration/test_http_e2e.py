@@ -31,7 +31,7 @@ class Packed:
     rows: list[dict[str, Any]]
 
     def content(self, row: dict[str, Any]) -> bytes:
-        return (self.manifest.parent / row["source_path"]).read_bytes()
+        return (self.manifest.parent / str(row["source_path"])).read_bytes()
 
 
 def make_files(root: Path, n: int = 48) -> Packed:
