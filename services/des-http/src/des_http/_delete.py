@@ -1,0 +1,100 @@
+"""``DELETE /files/{uid}?created_at=...``: tombstone one file (admin scope when auth is on).
+
+The tombstone goes into the shard's own index through the append path (des-format's
+``delete_entries``), conditional on the version read, so every replica and every backend sees
+it without a request more on the read path: the shard's ETag changes, which invalidates
+cached indexes at their next payload read (If-Match). The bytes stay until ``des repack``
+erases them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from des_format import EntryNotFound, delete_entries
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse, Response
+
+from ._problems import BadRequest
+from ._retrieval import plan_object_key
+
+__all__ = ["DeleteResponse", "install_delete_route"]
+
+
+class DeleteResponse(BaseModel):
+    uid: str = Field(examples=["doc-000001"])
+    state: str = Field(
+        description="hidden: reads answer 410 from now on; des repack erases the bytes.",
+        examples=["hidden"],
+    )
+    already_deleted: bool = Field(description="The file had been deleted before this call.")
+
+
+DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": DeleteResponse, "description": "Deleted (or already deleted)."},
+    400: {"description": "Missing or invalid created_at or uid."},
+    401: {"description": "No or unknown bearer token (when auth is on)."},
+    403: {"description": "The token lacks the admin scope."},
+    404: {"description": "No such file."},
+    503: {"description": "Storage unreachable or the shard kept changing; retry."},
+}
+
+
+class _LazyEditor:
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._editor: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._editor is None:
+                self._editor = self._make()
+            return self._editor
+
+
+def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], Any]) -> None:
+    """Add ``DELETE /files/{uid}`` to ``app``. ``make_editor()`` builds the shard editor on
+    the first delete (``des_storage_s3.open_editor(settings)`` by default)."""
+    editor = _LazyEditor(make_editor)
+
+    def tombstone(key: str, uid: str) -> bool:
+        result = delete_entries(editor.get(), key, [uid])
+        if result.missing:
+            raise EntryNotFound(uid)
+        cache = getattr(service, "cache", None)
+        if cache is not None:
+            cache.discard(key)
+        return bool(result.already)
+
+    @app.delete(
+        "/files/{uid:des_uid}",
+        operation_id="delete_file",
+        summary="Delete a file",
+        description=(
+            "Marks the file deleted in its shard's index: from then on GET and HEAD answer "
+            "410 Gone on every replica. The bytes are erased later by `des repack`. "
+            "Needs the admin scope when authentication is on. Idempotent."
+        ),
+        response_model=DeleteResponse,
+        responses=DELETE_RESPONSES,
+        tags=["files"],
+    )
+    async def delete_file(request: Request) -> Response:
+        try:
+            uid = request.path_params["uid"]
+            created_at = request.query_params.get("created_at")
+            if created_at is None:
+                raise BadRequest(
+                    "the query parameter created_at is required: the file's creation time as "
+                    "ISO 8601, e.g. ?created_at=2024-01-01T00:00:00Z"
+                )
+            key = plan_object_key(uid, created_at, service.n_bits)
+            already = await service.in_thread(tombstone, key, uid)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
+            return service.error(request, exc)  # type: ignore[no-any-return]
+        body = DeleteResponse(uid=uid, state="hidden", already_deleted=already)
+        return JSONResponse(body.model_dump(), 200)
