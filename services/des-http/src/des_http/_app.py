@@ -1,0 +1,726 @@
+"""The FastAPI application, built by :func:`create_app` (never at import time)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote_to_bytes
+
+from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound, ObjectStore
+from des_routing import DesSettings, InvalidUid, RoutingError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._auth import TokenTable, needed_scope, read_token_file
+from ._logging import AccessLogMiddleware
+from ._metrics import ServiceMetrics
+from ._openapi import BATCH_RESPONSES, FILE_RESPONSES, READY_RESPONSES, install_openapi
+from ._problems import (
+    BadRequest,
+    BatchTooLarge,
+    NotReady,
+    RangeNotSatisfiableForFile,
+    ServiceError,
+    describe_exception,
+    plan_problem,
+    problem_body,
+    problem_response,
+    status_of,
+)
+from ._ranges import (
+    FULL,
+    RangeKind,
+    if_range_holds,
+    none_match,
+    plan_range,
+    serialize_content_range,
+)
+from ._retrieval import FileEntry, OpenedFile, Retriever, media_type_of, plan_object_key
+from ._settings import HttpSettings
+
+log = logging.getLogger("des_http.errors")
+
+T = TypeVar("T")
+
+UID_DESCRIPTION = (
+    "The file's uid, as given to the packer: printable text of at most 1,024 bytes of UTF-8."
+)
+UID_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+CREATED_AT_DESCRIPTION = (
+    "The file's creation time, ISO 8601 in UTC, e.g. `2024-01-01T00:00:00Z` "
+    "(with the packer's n_bits it names the shard holding the file)."
+)
+
+
+# The file endpoints read their parameters themselves (FastAPI's per-parameter resolution
+# was half of the CPU time of a request); this is how the OpenAPI document describes them.
+FILE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "uid",
+        "in": "path",
+        "required": True,
+        "description": UID_DESCRIPTION,
+        "schema": {"type": "string", "minLength": 1, "pattern": UID_PATTERN},
+    },
+    {
+        "name": "created_at",
+        "in": "query",
+        "required": True,
+        "description": CREATED_AT_DESCRIPTION,
+        "schema": {"type": "string", "format": "date-time"},
+        "example": "2024-01-01T00:00:00Z",
+    },
+    {
+        "name": "Range",
+        "in": "header",
+        "required": False,
+        "description": "One byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`. "
+        "Several ranges are answered with the whole file (200).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "ETags the client holds; a match is answered 304 Not Modified.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-Range",
+        "in": "header",
+        "required": False,
+        "description": "Honour Range only if the file's ETag is this (strong) one.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+class _UidConvertor(Convertor[str]):
+    """The uid path segment: anything, slashes and newlines included (validated later, so a
+    uid with a control character gets a 400 that says so, not a 404 from the router)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("des_uid", _UidConvertor())
+
+
+def _file_params(
+    request: Request,
+) -> tuple[str, str, str | None, str | None, str | None]:
+    """uid, created_at, Range, If-None-Match, If-Range of a file request."""
+    created_at = request.query_params.get("created_at")
+    if created_at is None:
+        raise BadRequest(
+            "the query parameter created_at is required: the file's creation time as "
+            "ISO 8601, e.g. ?created_at=2024-01-01T00:00:00Z"
+        )
+    headers = request.headers
+    uid: str = request.path_params["uid"]
+    if "\ufffd" in uid:
+        # The server decodes the path with errors="replace": percent-encoded bytes that are
+        # not UTF-8 would silently become U+FFFD and name another uid. Check the raw bytes.
+        raw = request.scope.get("raw_path")
+        if isinstance(raw, bytes):
+            try:
+                unquote_to_bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidUid(
+                    "uid is not valid UTF-8 once percent-decoded; uids are UTF-8 text "
+                    "(percent-encode its UTF-8 bytes)"
+                ) from None
+    return (
+        uid,
+        created_at,
+        headers.get("range"),
+        headers.get("if-none-match"),
+        headers.get("if-range"),
+    )
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Not checked here: a malformed uid or created_at is reported in that item's own part
+    # (status 400), so one bad row does not sink the whole batch.
+    uid: str = Field(description=UID_DESCRIPTION, min_length=1, max_length=1024)
+    created_at: str = Field(description=CREATED_AT_DESCRIPTION, min_length=1, max_length=64)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[BatchItem] = Field(
+        description="The files to fetch (at most DES_MAX_BATCH_ITEMS).", min_length=1
+    )
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    backend: str = Field(examples=["local"])
+
+
+@dataclass(slots=True)
+class _Service:
+    settings: HttpSettings
+    retriever: Retriever
+    store: ObjectStore | None
+    metrics: ServiceMetrics
+    cache: Any
+    executor: ThreadPoolExecutor
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (storage I/O, decompression) on the service's I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    @property
+    def n_bits(self) -> int:
+        return self.settings.des.n_bits
+
+    def sync_cache(self) -> None:
+        if self.cache is not None:
+            self.metrics.sync_cache(self.cache.stats())
+
+    def base_headers(self, entry: FileEntry) -> dict[str, str]:
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Cache-Control": self.settings.cache_control,
+            "Content-Type": media_type_of(entry),
+            "X-Content-Type-Options": "nosniff",
+        }
+        if entry.etag:
+            headers["ETag"] = entry.etag
+        return headers
+
+    def error(self, request: Request, exc: BaseException) -> Response:
+        if status_of(exc) >= 500 and not isinstance(exc, (DesFormatError, ServiceError)):
+            log.error("unexpected error serving %s", request.url.path, exc_info=exc)
+        return problem_response(
+            exc,
+            retry_after=self.settings.retry_after_seconds,
+            instance=request.url.path,
+            request_id=_request_id(request),
+            head=request.method == "HEAD",
+        )
+
+
+def _request_id(request: Request) -> str | None:
+    state = request.scope.get("state") or {}
+    rid = state.get("request_id")
+    return rid if isinstance(rid, str) else None
+
+
+def _read_all(opened: OpenedFile) -> bytes:
+    return b"".join(opened.iter_bytes())
+
+
+def _slice_chunks(chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of a stream of chunks, for streamed answers.
+
+    The retriever checks the checksum when its stream ends, so the stream is drained to its
+    end and the last piece is held back until then: when the check fails, the exception aborts
+    the answer before its last bytes, and the client sees a short body (Content-Length is not
+    met), never a complete wrong one.
+    """
+    pending: bytes | None = None
+    pos = 0
+    for chunk in chunks:
+        nxt = pos + len(chunk)
+        if nxt > start and pos < end:
+            if pending is not None:
+                yield pending
+            pending = chunk[max(0, start - pos) : min(len(chunk), end - pos)]
+        pos = nxt
+    if pending is not None:
+        yield pending
+
+
+class _AuthMiddleware:
+    """Checks bearer tokens before any route runs (``/health`` is open)."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable, retry_after: int) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = needed_scope(scope["path"])
+        if needed is not None:
+            authorization = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            try:
+                record = self.tokens.authorize(authorization, needed)
+            except ServiceError as exc:
+                rid = (scope.get("state") or {}).get("request_id")
+                response = problem_response(
+                    exc,
+                    retry_after=self.retry_after,
+                    instance=scope["path"],
+                    request_id=rid,
+                    head=scope["method"] == "HEAD",
+                )
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})["principal"] = record.name
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: HttpSettings | DesSettings,
+    *,
+    retriever: Retriever | None = None,
+    registry: CollectorRegistry | None = None,
+    store: ObjectStore | None = None,
+    tokens: TokenTable | None = None,
+) -> FastAPI:
+    """Build the service.
+
+    ``retriever``: the retrieval pipeline (default: a ``des_format.ShardRetriever`` over
+    ``store`` with an index cache of ``DES_INDEX_CACHE_BYTES``). ``store``: the object store
+    (default: ``des_storage_s3.open_store(settings)``). ``registry``: where the metrics are
+    registered (default: a fresh registry, so several apps can live in one process).
+    ``tokens``: the bearer tokens (default: read from ``DES_AUTH_TOKENS_FILE`` when set).
+    """
+    if isinstance(settings, DesSettings):
+        settings = HttpSettings(des=settings)
+    des = settings.des
+    metrics = ServiceMetrics(str(des.backend), registry)
+    cache: Any = None
+    if retriever is None:
+        from des_format import IndexCache, ShardRetriever
+
+        if store is None:
+            from des_storage_s3 import open_store
+
+            store = open_store(des)
+        cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
+        retriever = ShardRetriever(
+            store,
+            cache=cache,
+            tail_size=des.tail_read_bytes,
+            bigfiles_prefix=des.bigfiles_prefix,
+            observer=metrics.observe_store_request,
+        )
+    else:
+        cache = getattr(retriever, "cache", None)
+    if tokens is None and settings.auth_tokens_file is not None:
+        tokens = read_token_file(settings.auth_tokens_file)
+
+    # Idle threads cost nothing; the pool lives as long as the app (lifespan events may come
+    # and go several times, e.g. one per TestClient).
+    executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
+    service = _Service(settings, retriever, store, metrics, cache, executor)
+
+    app = FastAPI(
+        title="DES retrieval service",
+        version=_version(),
+        summary="Serves files packed into DES shards, from (uid, created_at) alone.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.des = service
+
+    _install_error_handlers(app, service)
+    _install_routes(app, service)
+    install_openapi(app, auth=tokens is not None)
+    if tokens is not None:
+        app.add_middleware(
+            _AuthMiddleware,
+            tokens=tokens,
+            retry_after=settings.retry_after_seconds,
+        )
+    app.add_middleware(AccessLogMiddleware)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("des-http")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def _install_error_handlers(app: FastAPI, service: _Service) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return service.error(request, exc)
+
+    for exc_type in (
+        RequestValidationError,
+        StarletteHTTPException,
+        DesFormatError,
+        RoutingError,
+        ServiceError,
+    ):
+        app.add_exception_handler(exc_type, handle)
+
+
+def _install_routes(app: FastAPI, service: _Service) -> None:
+    settings = service.settings
+    metrics = service.metrics
+
+    def conditional(
+        entry: FileEntry,
+        headers: dict[str, str],
+        range_header: str | None,
+        if_none_match: str | None,
+        if_range: str | None,
+    ) -> tuple[int, int, int] | Response:
+        """(status, start, end) of the answer, or the 304 answer itself."""
+        if none_match(if_none_match, entry.etag):
+            keep = {k: v for k, v in headers.items() if k in ("ETag", "Cache-Control")}
+            return Response(status_code=304, headers=keep)
+        plan = (
+            plan_range(range_header, entry.size) if if_range_holds(if_range, entry.etag) else FULL
+        )
+        if plan.kind is RangeKind.UNSATISFIABLE:
+            raise RangeNotSatisfiableForFile(entry.size)
+        if plan.byte_range is not None:
+            headers["Content-Range"] = serialize_content_range(plan.byte_range, entry.size)
+            headers["Content-Length"] = str(plan.byte_range.length)
+            return 206, plan.byte_range.start, plan.byte_range.end
+        headers["Content-Length"] = str(entry.size)
+        return 200, 0, entry.size
+
+    def fetch_small(
+        key: str,
+        uid: str,
+        range_header: str | None,
+        if_none_match: str | None,
+        if_range: str | None,
+    ) -> tuple[OpenedFile, bytes | None]:
+        """Open ``uid``; also read it when it is small and the answer will carry it."""
+        opened = service.retriever.open(key, uid)
+        entry = opened.entry
+        if entry.size > settings.stream_threshold_bytes or none_match(if_none_match, entry.etag):
+            return opened, None
+        if (
+            range_header is not None
+            and if_range_holds(if_range, entry.etag)
+            and plan_range(range_header, entry.size).kind is RangeKind.UNSATISFIABLE
+        ):
+            return opened, None
+        return opened, _read_all(opened)
+
+    @app.post(
+        "/files/batch",
+        operation_id="get_files_batch",
+        summary="Fetch many files in one request",
+        description=(
+            "Answers `multipart/mixed`, one part per item, each with `X-DES-Item` (the item's "
+            "position in the request), `X-DES-Uid` (percent-encoded), `X-DES-Status` (the "
+            "status a single GET would have had) and either the file's bytes or a problem "
+            "JSON. Parts come grouped by shard, not in request order; files in one shard are "
+            "read with coalesced range requests."
+        ),
+        response_class=Response,
+        responses=BATCH_RESPONSES,
+        tags=["files"],
+    )
+    async def get_files_batch(request: Request, batch: BatchRequest) -> Response:
+        if len(batch.items) > settings.max_batch_items:
+            return service.error(request, BatchTooLarge(len(batch.items), settings.max_batch_items))
+        boundary = uuid.uuid4().hex
+        return StreamingResponse(
+            _batch_parts(service, batch.items, boundary),
+            200,
+            headers={"Cache-Control": "no-store"},
+            media_type=f"multipart/mixed; boundary={boundary}",
+        )
+
+    @app.get(
+        "/files/{uid:des_uid}",
+        operation_id="get_file",
+        summary="Fetch a file",
+        description=(
+            "Returns the file's original bytes, verified against their stored checksum. "
+            "Supports If-None-Match (304), one byte range (206/416) with If-Range. "
+            "Several ranges in one request are answered with the whole file (200)."
+        ),
+        response_class=Response,
+        responses=FILE_RESPONSES,
+        openapi_extra={"parameters": FILE_PARAMETERS},
+        tags=["files"],
+    )
+    async def get_file(
+        request: Request,
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            uid, created_at, range_header, if_none_match, if_range = _file_params(request)
+            key = plan_object_key(uid, created_at, service.n_bits)
+            # One trip to a worker thread: the index lookup and, for a small file that will
+            # be sent, its payload too.
+            opened, data = await service.in_thread(
+                fetch_small, key, uid, range_header, if_none_match, if_range
+            )
+            entry = opened.entry
+            headers = service.base_headers(entry)
+            planned = conditional(entry, headers, range_header, if_none_match, if_range)
+            if isinstance(planned, Response):
+                status = planned.status_code
+                return planned
+            status, start, end = planned
+            if entry.size <= settings.stream_threshold_bytes:
+                if data is None:  # pragma: no cover - fetch_small read it for every 200/206
+                    data = await service.in_thread(_read_all, opened)
+                body = data if (start, end) == (0, len(data)) else data[start:end]
+                metrics.add_bytes_served(len(body))
+                return Response(body, status, headers=headers)
+            chunks = _slice_chunks(opened.iter_bytes(), start, end)
+            return StreamingResponse(_count_served(chunks, metrics), status, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
+            status = status_of(exc)
+            return service.error(request, exc)
+        finally:
+            metrics.observe_retrieval(status, time.perf_counter() - started)
+            service.sync_cache()
+
+    @app.head(
+        "/files/{uid:des_uid}",
+        operation_id="head_file",
+        summary="Describe a file (from the index alone)",
+        description=(
+            "The headers GET would send, read from the shard index alone: "
+            "the payload is never fetched."
+        ),
+        response_class=Response,
+        responses=FILE_RESPONSES,
+        openapi_extra={"parameters": FILE_PARAMETERS},
+        tags=["files"],
+    )
+    async def head_file(
+        request: Request,
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            uid, created_at, range_header, if_none_match, if_range = _file_params(request)
+            key = plan_object_key(uid, created_at, service.n_bits)
+            entry = await service.in_thread(service.retriever.stat, key, uid)
+            headers = service.base_headers(entry)
+            planned = conditional(entry, headers, range_header, if_none_match, if_range)
+            if isinstance(planned, Response):
+                status = planned.status_code
+                return planned
+            status = planned[0]
+            return Response(b"", status, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
+            status = status_of(exc)
+            return service.error(request, exc)
+        finally:
+            metrics.observe_retrieval(status, time.perf_counter() - started)
+            service.sync_cache()
+
+    @app.get(
+        "/health",
+        operation_id="health",
+        summary="Liveness: the process answers",
+        response_model=Health,
+        tags=["operations"],
+    )
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/ready",
+        operation_id="ready",
+        summary="Readiness: the storage backend answers",
+        response_model=Ready,
+        responses=READY_RESPONSES,
+        tags=["operations"],
+    )
+    async def ready(request: Request) -> Response:
+        try:
+            await service.in_thread(_probe, service)
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe: not ready
+            return service.error(request, exc)
+        return JSONResponse(
+            {"status": "ready", "backend": str(settings.des.backend)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @app.get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        tags=["operations"],
+    )
+    async def metrics_endpoint() -> Response:
+        service.sync_cache()
+        body, content_type = await service.in_thread(metrics.render)
+        return Response(body, headers={"Cache-Control": "no-store"}, media_type=content_type)
+
+
+def _count_served(chunks: Iterator[bytes], metrics: ServiceMetrics) -> Iterator[bytes]:
+    for chunk in chunks:
+        metrics.add_bytes_served(len(chunk))
+        yield chunk
+
+
+def _probe(service: _Service) -> None:
+    """Ask the backend about an object that does not exist: 'not found' means it answered."""
+    des = service.settings.des
+    if str(des.backend) == "local" and not Path(des.base_dir).is_dir():
+        raise NotReady(f"the shard directory DES_BASE_DIR={des.base_dir} does not exist")
+    store = service.store
+    if store is None:
+        return
+    from ._readiness import plan_probe_keys
+
+    for key in plan_probe_keys(des):
+        try:
+            store.head(key)
+        except ObjectNotFound:
+            continue
+
+
+async def _batch_parts(
+    service: _Service, items: list[BatchItem], boundary: str
+) -> AsyncIterator[bytes]:
+    metrics = service.metrics
+    groups: dict[str, dict[str, list[int]]] = {}
+    for idx, item in enumerate(items):
+        try:
+            key = plan_object_key(item.uid, item.created_at, service.n_bits)
+        except RoutingError as exc:
+            metrics.observe_retrieval(status_of(exc), None)
+            yield _error_part(boundary, idx, item.uid, exc)
+            continue
+        groups.setdefault(key, {}).setdefault(item.uid, []).append(idx)
+    limit = service.settings.stream_threshold_bytes
+    for key, by_uid in groups.items():
+        pending = dict(by_uid)
+        in_part = False  # inside a streamed part: a failure can only abort the answer
+        try:
+            found = await service.in_thread(_stat_all, service.retriever, key, list(by_uid))
+            large: list[str] = []
+            for uid, entry in found.items():
+                if isinstance(entry, BaseException):
+                    for idx in pending.pop(uid, ()):
+                        metrics.observe_retrieval(status_of(entry), None)
+                        yield _error_part(boundary, idx, uid, entry)
+                elif entry.size > limit:
+                    large.append(uid)
+            small = [uid for uid in pending if uid not in large]
+            if small:
+                results = iterate_in_threadpool(service.retriever.read_many(key, small))
+                async for uid, result in results:
+                    for idx in pending.pop(uid, ()):
+                        if isinstance(result, BaseException):
+                            metrics.observe_retrieval(status_of(result), None)
+                            yield _error_part(boundary, idx, uid, result)
+                        else:
+                            metrics.observe_retrieval(200, None)
+                            metrics.add_bytes_served(len(result))
+                            yield _file_part(boundary, idx, uid, result)
+            for uid in large:  # streamed, never held whole
+                for idx in list(pending.get(uid, ())):
+                    opened = await service.in_thread(service.retriever.open, key, uid)
+                    size = opened.entry.size
+                    in_part = True
+                    yield _part_head(
+                        boundary,
+                        idx,
+                        uid,
+                        status=200,
+                        media="application/octet-stream",
+                        length=size,
+                    )
+                    chunks = _slice_chunks(opened.iter_bytes(), 0, size)
+                    async for chunk in iterate_in_threadpool(chunks):
+                        metrics.add_bytes_served(len(chunk))
+                        yield chunk
+                    yield b"\r\n"
+                    in_part = False
+                    metrics.observe_retrieval(200, None)
+                    pending[uid].remove(idx)
+                pending.pop(uid, None)
+        except Exception as exc:
+            if in_part:
+                raise
+            if status_of(exc) >= 500 and not isinstance(exc, DesFormatError):
+                log.error("unexpected error in a batch read of %s", key, exc_info=exc)
+            for uid, indexes in pending.items():
+                for idx in indexes:
+                    metrics.observe_retrieval(status_of(exc), None)
+                    yield _error_part(boundary, idx, uid, exc)
+        service.sync_cache()
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _stat_all(
+    retriever: Retriever, key: str, uids: list[str]
+) -> dict[str, FileEntry | DesFormatError]:
+    """Index entries of ``uids`` in one shard; a missing or deleted uid maps to its error."""
+    out: dict[str, FileEntry | DesFormatError] = {}
+    for uid in uids:
+        try:
+            out[uid] = retriever.stat(key, uid)
+        except (EntryNotFound, EntryDeleted) as exc:
+            out[uid] = exc
+    return out
+
+
+def _part_head(boundary: str, idx: int, uid: str, *, status: int, media: str, length: int) -> bytes:
+    return (
+        f"--{boundary}\r\n"
+        f"Content-Type: {media}\r\n"
+        f"Content-Length: {length}\r\n"
+        f"X-DES-Item: {idx}\r\n"
+        f"X-DES-Uid: {quote(uid, safe='')}\r\n"
+        f"X-DES-Status: {status}\r\n\r\n"
+    ).encode("ascii")
+
+
+def _file_part(boundary: str, idx: int, uid: str, data: bytes) -> bytes:
+    head = _part_head(
+        boundary, idx, uid, status=200, media="application/octet-stream", length=len(data)
+    )
+    return head + data + b"\r\n"
+
+
+def _error_part(boundary: str, idx: int, uid: str, exc: BaseException) -> bytes:
+    kind = plan_problem(exc)
+    body = problem_body(kind, describe_exception(exc))
+    head = _part_head(
+        boundary, idx, uid, status=kind.status, media="application/problem+json", length=len(body)
+    )
+    return head + body + b"\r\n"
