@@ -99,7 +99,9 @@ def run_pack(rows: list[tuple[str, datetime, str, int]], out: Path, opts: Any) -
     return elapsed
 
 
-def run_migrate(url: str, out: Path, batch_size: int, n_bits: int, workers: int | None) -> float:
+def run_migrate(
+    url: str, out: Path, batch_size: int, n_bits: int, workers: int | None
+) -> tuple[float, str]:
     from des_migrate import MigrationOrchestrator, parse_config
 
     cfg = parse_config(
@@ -115,7 +117,8 @@ def run_migrate(url: str, out: Path, batch_size: int, n_bits: int, workers: int 
     elapsed = time.perf_counter() - t0
     assert report.status == "success", report.to_json()
     orch.db.engine.dispose()
-    return elapsed
+    steps = " ".join(f"{k}={v:.1f}" for k, v in report.step_seconds)
+    return elapsed, steps
 
 
 def main() -> int:
@@ -167,13 +170,13 @@ def main() -> int:
                 with engine.begin() as conn:
                     conn.execute(sa.text("UPDATE files SET archived = false"))
                 out = work / f"out-migrate-{bs}"
-                t = run_migrate(url, out, bs, args.n_bits, args.workers)
+                t, steps = run_migrate(url, out, bs, args.n_bits, args.workers)
                 shutil.rmtree(out, ignore_errors=True)
                 times[f"des-migrate batch {bs}"].append(t)
                 print(
                     f"round {rnd}: des-migrate batch {bs:>7} {t:7.2f} s "
                     f"{args.rows / t:8.0f} files/s  ratio to this round's des-pack "
-                    f"{t_pack / t:.2f}"
+                    f"{t_pack / t:.2f}  [{steps}]"
                 )
         engine.dispose()
         print()

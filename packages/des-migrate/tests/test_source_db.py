@@ -188,3 +188,38 @@ def test_advisory_shard_locks_serialize_two_transactions(pg_url: str, h: type) -
         with c2.begin():
             assert c2.execute(probe, {"k": advisory_key("20240101/0A.des")}).scalar() is True
     c1.close()
+
+
+def test_integer_uid_column(db_url: str) -> None:
+    db = _db(db_url, table_name="numbered")
+    md = sa.MetaData()
+    table = sa.Table(
+        "numbered",
+        md,
+        sa.Column("uid", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("file_location", sa.Text),
+        sa.Column("size_bytes", sa.BigInteger),
+        sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+    md.create_all(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "uid": n,
+                    "created_at": datetime(2024, 1, 1, n),
+                    "file_location": f"/f/{n}",
+                    "size_bytes": n,
+                }
+                for n in (3, 1, 2)
+            ],
+        )
+    rows = list(db.iter_eligible(CUTOFF, page_size=2))
+    assert [r.uid for r in rows] == ["3", "1", "2"]  # created_at order; uids as text
+    with db.engine.begin() as conn:
+        assert db.mark_archived(conn, ["1", "3"]) == 2
+    with db.engine.connect() as conn:
+        left = conn.execute(sa.select(table.c.uid).where(table.c.archived.is_(False))).all()
+    assert left == [(2,)]

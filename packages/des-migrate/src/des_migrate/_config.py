@@ -329,6 +329,10 @@ def read_config(
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("--config", "a readable JSON or YAML file", str(p)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "--config", f"UTF-8 text (byte {exc.start} is not UTF-8)", str(p)
+        ) from None
     if p.suffix.lower() == ".json":
         try:
             obj = json.loads(text)

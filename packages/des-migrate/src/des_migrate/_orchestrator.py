@@ -30,7 +30,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,6 +83,8 @@ class CycleReport:
     dry_run: bool = False
     shards: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
+    #: wall seconds per step over the cycle's batches (verify: the wait after the pack)
+    step_seconds: tuple[tuple[str, float], ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -104,6 +106,7 @@ class CycleReport:
             "shards": list(self.shards),
             "error": self.error,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "step_seconds": {k: round(v, 3) for k, v in self.step_seconds},
         }
 
 
@@ -114,6 +117,15 @@ class _Batch:
     failures: list[FileFailure] = field(default_factory=list)
     verified: list[FileRow] = field(default_factory=list)
     already_packed: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] += time.perf_counter() - t0
 
     def fail(self, row: FileRow, step: str, reason: str) -> None:
         self.failures.append(FileFailure(row.uid, step, reason))
@@ -282,6 +294,7 @@ class MigrationOrchestrator:
         batches = fetched = migrated = nbytes = already = deleted = 0
         failures: list[FileFailure] = []
         shards: set[str] = set()
+        seconds: dict[str, float] = defaultdict(float)
         error: str | None = None
         while not self._stop.is_set():
             if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
@@ -303,6 +316,8 @@ class MigrationOrchestrator:
             deleted += deleted_now
             failures.extend(batch.failures)
             shards.update(batch.keys[r.uid] for r in batch.verified)
+            for step, sec in batch.seconds.items():
+                seconds[step] += sec
         if error is not None:
             status = "failure"
         elif failures:
@@ -322,6 +337,7 @@ class MigrationOrchestrator:
             deleted_sources=deleted,
             error=error,
             shards=tuple(sorted(shards)),
+            step_seconds=tuple((k, seconds[k]) for k in STEPS if k in seconds),
         )
 
     def _run_batch(
@@ -335,6 +351,7 @@ class MigrationOrchestrator:
             raise StepFailed(
                 "fetch", f"cannot connect to {db.redacted_url}: {_brief(exc)}"
             ) from exc
+        fetch_started = time.perf_counter()
         with conn:
             trans = conn.begin()
             try:
@@ -359,15 +376,18 @@ class MigrationOrchestrator:
             if self.metrics is not None:
                 self.metrics.batch_size.set(len(rows))
             batch = _Batch(rows)
+            batch.seconds["fetch"] += time.perf_counter() - fetch_started
             try:
-                self._validate(batch)
+                with batch.timed("validate"):
+                    self._validate(batch)
                 ok = self._ok_rows(batch)
-                with _step_errors("pack"):
+                with batch.timed("pack"), _step_errors("pack"):
                     db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
-                present, to_pack = self._split_already_packed(batch, ok)
+                with batch.timed("pack"):
+                    present, to_pack = self._split_already_packed(batch, ok)
                 self._pack_and_verify(batch, to_pack, present)
                 self._step("mark")
-                with _step_errors("mark"):
+                with batch.timed("mark"), _step_errors("mark"):
                     db.mark_archived(conn, [r.uid for r in batch.verified])
                     db.record_errors(
                         conn, [(f.uid, f"{f.step}: {f.reason}") for f in batch.failures]
@@ -390,7 +410,10 @@ class MigrationOrchestrator:
             self.metrics.bytes.inc(sum(r.size_bytes for r in batch.verified))
             for f in batch.failures:
                 self.metrics.failed_files.labels(step=f.step).inc()
-        deleted = self._cleanup(batch.verified) if cfg.delete_source_files else 0
+        deleted = 0
+        if cfg.delete_source_files:
+            with batch.timed("cleanup"):
+                deleted = self._cleanup(batch.verified)
         return batch, last, deleted
 
     # ------------------------------------------------------------------ steps
@@ -553,14 +576,14 @@ class MigrationOrchestrator:
                     ManifestEntry(r.uid, r.created_at, r.size_bytes, r.location, r.content_type)
                     for r in to_pack
                 ]
-                with _step_errors("pack"):
+                with batch.timed("pack"), _step_errors("pack"):
                     report = self._pack(entries, on_progress)
                 failed = dict(report.failures)
             for row in to_pack:
                 if row.uid in failed:
                     batch.fail(row, "pack", failed[row.uid])
             self._step("verify")
-            with _step_errors("verify"):
+            with batch.timed("verify"), _step_errors("verify"):
                 for key in sorted(by_key):
                     submit(key)
                 outcomes = [futures[key].result() for key in sorted(futures)]

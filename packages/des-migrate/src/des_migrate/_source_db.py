@@ -284,7 +284,22 @@ class SourceDatabase:
         if cfg.error_column is not None:
             values[cfg.error_column] = None
         changed = 0
-        for chunk in _chunks(list(uids), _CHUNK):
+        values_uids = self._uid_values(uids)
+        if self.dialect == "postgresql":
+            # one array parameter per 10,000 uids: about half the time of IN (...) lists
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            ucol = self.col(cfg.uid_column)
+            for chunk in _chunks(values_uids, 10 * _CHUNK):
+                stmt = (
+                    sa.update(self.table)
+                    .where(ucol == sa.func.any(sa.bindparam("uids", chunk, type_=ARRAY(ucol.type))))
+                    .where(self.col(cfg.archived_column).is_not(True))
+                    .values(values)
+                )
+                changed += int(conn.execute(stmt).rowcount)
+            return changed
+        for chunk in _chunks(values_uids, _CHUNK):
             stmt = (
                 sa.update(self.table)
                 .where(self.col(cfg.uid_column).in_(chunk))
@@ -293,6 +308,16 @@ class SourceDatabase:
             )
             changed += int(conn.execute(stmt).rowcount)
         return changed
+
+    def _uid_values(self, uids: Iterable[str]) -> list[Any]:
+        """uids as the uid column's Python type (an integer uid column gets ints)."""
+        try:
+            py = self.col(self.config.uid_column).type.python_type
+        except NotImplementedError:
+            py = str
+        if py is int:
+            return [int(u) for u in uids]
+        return list(uids)
 
     def record_errors(self, conn: Connection, failures: Iterable[tuple[str, str]]) -> None:
         """Write each failure's reason into the error column (no-op without one)."""
@@ -335,7 +360,7 @@ def advisory_key(key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
