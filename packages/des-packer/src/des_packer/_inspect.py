@@ -190,7 +190,18 @@ def run_get_batch(
     except OSError as exc:
         print(f"des: error: cannot read --batch {batch}: {exc.strerror}", file=err)
         return EXIT_USAGE
-    out_dir.mkdir(parents=True, exist_ok=True)
+    except UnicodeDecodeError as exc:
+        print(
+            f"des: error: --batch {batch} is not UTF-8 text (byte {exc.start}); write JSON "
+            'Lines of {"uid": ..., "created_at": ...} in UTF-8',
+            file=err,
+        )
+        return EXIT_USAGE
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"des: error: cannot create --out {out_dir}: {exc.strerror}", file=err)
+        return EXIT_USAGE
     cache = IndexCache(settings.index_cache_bytes) if settings.index_cache_bytes else None
     retriever = ShardRetriever(store, cache=cache, bigfiles_prefix=settings.bigfiles_prefix)
     ok = 0
