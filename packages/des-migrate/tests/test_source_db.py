@@ -209,7 +209,7 @@ def test_integer_uid_column(db_url: str) -> None:
             [
                 {
                     "uid": n,
-                    "created_at": datetime(2024, 1, 1, n),
+                    "created_at": datetime(2024, 1, 1, 10 - n),
                     "file_location": f"/f/{n}",
                     "size_bytes": n,
                 }
@@ -217,7 +217,7 @@ def test_integer_uid_column(db_url: str) -> None:
             ],
         )
     rows = list(db.iter_eligible(CUTOFF, page_size=2))
-    assert [r.uid for r in rows] == ["3", "1", "2"]  # created_at order; uids as text
+    assert [r.uid for r in rows] == ["3", "2", "1"]  # created_at order; uids as text
     with db.engine.begin() as conn:
         assert db.mark_archived(conn, ["1", "3"]) == 2
     with db.engine.connect() as conn:
