@@ -291,7 +291,7 @@ def test_errors_carry_the_request_id(harness: Harness) -> None:
 
 def test_unknown_route_and_method_are_problem_json(harness: Harness) -> None:
     assert_problem(harness.client.get("/nope"), 404, "not-found")
-    r = harness.client.delete(files_url("1001"))
+    r = harness.client.put(files_url("1001"), content=b"x")  # DELETE is a route (deletion)
     assert_problem(r, 405, "method-not-allowed")
 
 

@@ -36,7 +36,14 @@ def test_public_names() -> None:
 
 def test_create_app_signature() -> None:
     sig = inspect.signature(des_http.create_app)
-    assert list(sig.parameters) == ["settings", "retriever", "registry", "store", "tokens"]
+    assert list(sig.parameters) == [
+        "settings",
+        "retriever",
+        "registry",
+        "store",
+        "tokens",
+        "editor",
+    ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(sig.parameters.values())[1:])
 
 

@@ -269,7 +269,7 @@ class _AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        needed = needed_scope(scope["path"])
+        needed = needed_scope(scope["path"], scope["method"])
         if needed is not None:
             authorization = None
             for name, value in scope["headers"]:
@@ -300,6 +300,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     store: ObjectStore | None = None,
     tokens: TokenTable | None = None,
+    editor: Any = None,
 ) -> FastAPI:
     """Build the service.
 
@@ -308,6 +309,8 @@ def create_app(
     (default: ``des_storage_s3.open_store(settings)``). ``registry``: where the metrics are
     registered (default: a fresh registry, so several apps can live in one process).
     ``tokens``: the bearer tokens (default: read from ``DES_AUTH_TOKENS_FILE`` when set).
+    ``editor``: what ``DELETE /files/{uid}`` writes through (default:
+    ``des_storage_s3.open_editor(settings)``, built on the first delete).
     """
     if isinstance(settings, DesSettings):
         settings = HttpSettings(des=settings)
@@ -350,6 +353,16 @@ def create_app(
 
     _install_error_handlers(app, service)
     _install_routes(app, service)
+    from ._delete import install_delete_route
+
+    def make_editor() -> Any:
+        if editor is not None:
+            return editor
+        from des_storage_s3 import open_editor
+
+        return open_editor(des)
+
+    install_delete_route(app, service, make_editor)
     install_openapi(app, auth=tokens is not None)
     if tokens is not None:
         app.add_middleware(

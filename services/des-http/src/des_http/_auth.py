@@ -142,8 +142,10 @@ def read_token_file(path: str | os.PathLike[str]) -> TokenTable:
     return parse_token_file(text, os.fspath(path))
 
 
-def needed_scope(path: str) -> Scope | None:
+def needed_scope(path: str, method: str = "GET") -> Scope | None:
     """The scope an endpoint needs (``None``: open to everyone)."""
+    if method == "DELETE":
+        return Scope.ADMIN
     if path == "/health":
         return None
     if path == "/metrics":

@@ -16,7 +16,9 @@ from typing import Any
 from des_format import EntryNotFound, delete_entries
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from ._problems import BadRequest
 from ._retrieval import plan_object_key
@@ -59,6 +61,8 @@ class _LazyEditor:
 def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], Any]) -> None:
     """Add ``DELETE /files/{uid}`` to ``app``. ``make_editor()`` builds the shard editor on
     the first delete (``des_storage_s3.open_editor(settings)`` by default)."""
+    from ._app import FILE_PARAMETERS
+
     editor = _LazyEditor(make_editor)
 
     def tombstone(key: str, uid: str) -> bool:
@@ -69,6 +73,26 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
         if cache is not None:
             cache.discard(key)
         return bool(result.already)
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        # Starlette's Allow names the methods of the first route matching the path only;
+        # name those of every route with the same path template.
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+            methods: set[str] = set()
+            template: str | None = None
+            for route in app.router.routes:
+                path = getattr(route, "path", None)
+                if template is None and route.matches(dict(request.scope))[0] is Match.PARTIAL:
+                    template = path
+                if template is not None and path == template:
+                    methods.update(getattr(route, "methods", None) or ())
+            if methods:
+                exc = StarletteHTTPException(
+                    405, detail=exc.detail, headers={"Allow": ", ".join(sorted(methods))}
+                )
+        return service.error(request, exc)  # type: ignore[no-any-return]
+
+    app.add_exception_handler(StarletteHTTPException, method_not_allowed)
 
     @app.delete(
         "/files/{uid:des_uid}",
@@ -81,6 +105,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
         ),
         response_model=DeleteResponse,
         responses=DELETE_RESPONSES,
+        openapi_extra={"parameters": FILE_PARAMETERS[:2]},  # uid, created_at
         tags=["files"],
     )
     async def delete_file(request: Request) -> Response:
