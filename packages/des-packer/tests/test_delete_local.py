@@ -79,9 +79,10 @@ def stored_bytes(base: Path, uid: str, created_at: str) -> bytes:
     """The bytes a shard stores for ``uid`` (compressed or raw) while it is still there."""
     key = locate_shard(uid, created_at, N_BITS).object_key
     store = LocalObjectStore(base)
-    index, etag = read_shard_index(store, key)
+    index, _etag = read_shard_index(store, key)
     e = index.lookup(uid)
-    assert e is not None and not e.is_bigfile
+    assert e is not None
+    assert not e.is_bigfile
     from des_format import part_key
 
     okey = key if e.part == 0 else part_key(key, e.part)
@@ -235,7 +236,8 @@ def test_big_file_object_goes_when_no_live_entry_references_it(tmp_path: Path) -
     repack(editor, opts)
     assert shared in b"".join(all_bytes(out))  # big-1 still references it
     got = read_everything(out, rows, tmp_path)
-    assert got["big-0"] == "deleted" and got["big-1"] == shared
+    assert got["big-0"] == "deleted"
+    assert got["big-1"] == shared
 
     assert des(out, "delete", "big-1", "--created-at", big1["created_at"])[0] == 0
     assert [d.state for d in iter_deletions(editor) if d.uid == "big-1"] == ["hidden"]
@@ -339,7 +341,8 @@ def test_repack_with_parts_uses_new_part_numbers(tmp_path: Path) -> None:
     repack(editor, replace(RepackOptions(prefix=key), max_part_size=300))
     index, _ = read_shard_index(editor.store, key)
     new_parts = {e.part for e in index.iter_entries() if e.part}
-    assert new_parts and min(new_parts) > max(old_parts)
+    assert new_parts
+    assert min(new_parts) > max(old_parts)
     stem = key[:-4]
     on_disk = sorted(p.name for p in (out / key).parent.glob(f"{Path(stem).name}.p*.des"))
     assert on_disk == sorted(f"{Path(stem).name}.p{n}.des" for n in new_parts)

@@ -35,8 +35,6 @@ __all__ = [
     "read_shard_index",
 ]
 
-LOCK_PREFIX = "."
-LOCK_SUFFIX = ".lock"
 EDIT_TEMP_PREFIX = ".des-edit."
 _COPY = 1 << 20
 
@@ -169,21 +167,18 @@ def delete_entries(
 # ---- the local directory ------------------------------------------------------------------
 
 
-def _lock_path(path: Path) -> Path:
-    return path.with_name(f"{LOCK_PREFIX}{path.name}{LOCK_SUFFIX}")
-
-
 @contextlib.contextmanager
 def local_shard_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the exclusive lock of the local shard file ``path`` (``.<name>.lock`` beside it,
-    ``flock``). Everyone who renames a new version over a shard takes it around the
+    """Hold the exclusive lock for renaming a new version over the local shard ``path``:
+    an ``flock`` on the shard's directory (no lock files; one lock per day directory).
+    Everyone who replaces a shard (packer appends, deletes, repacks) takes it around the
     compare-and-rename, so a check of the current version cannot go stale before the
     rename."""
     import fcntl
 
-    lock = _lock_path(Path(path))
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    directory = Path(path).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

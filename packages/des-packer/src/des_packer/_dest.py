@@ -204,17 +204,22 @@ class LocalTransaction:
             os.replace(tmp, final)
         head_tmp, final, fh = self._head
         stored += self._finish(fh) - self.base_size
-        if self.existing is not None:
-            from des_format import LocalFileSource
+        from des_format import local_shard_lock
 
-            with LocalFileSource(final) as now:
-                if now.etag != self.existing.etag:
-                    head_tmp.unlink(missing_ok=True)
-                    raise PackerError(
-                        f"{final} changed while this run appended to it (another packer "
-                        "owns the same shard?); run again to append to the new version"
-                    )
-        os.replace(head_tmp, final)
+        # The shard lock makes compare-and-rename atomic against other writers (des delete,
+        # des repack, another packer), which take the same lock.
+        with local_shard_lock(final):
+            if self.existing is not None:
+                from des_format import LocalFileSource
+
+                with LocalFileSource(final) as now:
+                    if now.etag != self.existing.etag:
+                        head_tmp.unlink(missing_ok=True)
+                        raise PackerError(
+                            f"{final} changed while this run appended to it (another writer "
+                            "of the same shard?); run again to append to the new version"
+                        )
+            os.replace(head_tmp, final)
         if self.dest.fsync:
             fsync_dir(self.directory)
         self._temps = []

@@ -132,6 +132,18 @@ class S3ShardEditor:
         ss = self._for(key)
         return sum(1 for _v, latest in self._versions(ss, ss.s3_key(key)) if not latest)
 
+    def modified(self, key: str) -> float:
+        """When ``key`` was last written (POSIX seconds)."""
+        ss = self._for(key)
+        s3_key = ss.s3_key(key)
+
+        def go() -> float:
+            resp = ss.client.head_object(Bucket=ss.bucket, Key=s3_key)
+            return float(resp["LastModified"].timestamp())
+
+        result: float = self._call(ss, go, s3_key, "HEAD")
+        return result
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """DES keys of the current objects under ``prefix`` (every zone for multi-zone)."""
         keys: set[str] = set()

@@ -1,0 +1,127 @@
+"""Delete and erase against a real S3 server (moto's server mode) with bucket versioning on:
+after des repack no version of any object holds a deleted file's bytes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from des_format import EntryDeleted, ShardRetriever, part_key, read_shard_index
+from des_packer import PackOptions, pack, read_manifest
+from des_packer.cli import des_app
+from des_routing import DesSettings, locate_shard
+from des_storage_s3 import open_editor, open_store
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_delete_local import N_BITS, content, make_files
+
+PREFIX = "arch"
+
+
+@pytest.fixture
+def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    s3_server.reset()
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    client = s3_server.client()
+    client.create_bucket(Bucket="packed")
+    client.put_bucket_versioning(Bucket="packed", VersioningConfiguration={"Status": "Enabled"})
+    return s3_server
+
+
+def env(s3: Any) -> dict[str, str]:
+    return {
+        **s3.env(),
+        "DES_BACKEND": "s3",
+        "DES_S3_BUCKET": "packed",
+        "DES_S3_PREFIX": PREFIX,
+        "DES_S3_ENDPOINT_URL": s3.endpoint_url,
+        "DES_S3_REGION": "us-east-1",
+        "DES_N_BITS": str(N_BITS),
+    }
+
+
+def des(s3: Any, *args: str) -> tuple[int, bytes, str]:
+    result = CliRunner().invoke(des_app, list(args), env=env(s3))
+    return result.exit_code, result.stdout_bytes, result.stderr
+
+
+def every_version(s3: Any) -> dict[tuple[str, str], bytes]:
+    """Every stored version of every object in the bucket, with its bytes."""
+    client = s3.client()
+    out: dict[tuple[str, str], bytes] = {}
+    for page in client.get_paginator("list_object_versions").paginate(Bucket="packed"):
+        for v in page.get("Versions", []):
+            body = client.get_object(Bucket="packed", Key=v["Key"], VersionId=v["VersionId"])
+            out[(v["Key"], v["VersionId"])] = body["Body"].read()
+    return out
+
+
+def test_delete_and_erase_on_versioned_s3(s3: Any, tmp_path: Path) -> None:
+    rows = make_files(tmp_path, n=30, big=3)
+    opts = PackOptions(
+        n_bits=N_BITS,
+        s3_endpoint_url=s3.endpoint_url,
+        s3_region="us-east-1",
+        big_file_threshold=2500,
+    )
+    pack(read_manifest(tmp_path / "m.json"), f"s3://packed/{PREFIX}", opts)
+    victims = [r for r in rows if r["uid"] in ("bin-001", "txt-003", "bin-007", "big-2")]
+    settings = DesSettings.from_env(env(s3))
+    store = open_store(settings)
+    stored: dict[str, bytes] = {}
+    for r in victims:
+        key = locate_shard(r["uid"], r["created_at"], N_BITS).object_key
+        e = read_shard_index(store, key)[0].lookup(r["uid"])
+        assert e is not None
+        if not e.is_bigfile:
+            okey = key if e.part == 0 else part_key(key, e.part)
+            stored[r["uid"]] = store.read_range(okey, e.offset, e.offset + e.stored_size)
+
+    for r in victims:
+        code, _, err = des(s3, "delete", r["uid"], "--created-at", r["created_at"])
+        assert (code, err) == (0, "")
+    v = victims[0]
+    code, out, err = des(s3, "get", v["uid"], "--created-at", v["created_at"])
+    assert (code, out) == (4, b"")
+    assert err == f"des: error: {v['uid']}: deleted (gone; it will not come back)\n"
+    assert des(s3, "get", "nope-9", "--created-at", v["created_at"])[0] == 1
+
+    code, out, _ = des(s3, "deletions", "--json")
+    assert code == 0
+    assert sorted(json.loads(x)["state"] for x in out.decode().splitlines()) == ["hidden"] * 4
+
+    code, out, err = des(s3, "repack", "--json", "--bigfile-grace", "0")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert sum(r["erased"] for r in doc["repacked"]) == 4
+    assert len(doc["bigfiles_removed"]) == 1
+
+    versions = every_version(s3)
+    blob = b"\x00".join(versions.values())
+    for r in victims:
+        assert content(tmp_path, r["uid"]) not in blob, r["uid"]
+    for uid, s in stored.items():
+        assert s not in blob, uid
+    # only current versions remain, and no delete markers hide old ones
+    client = s3.client()
+    listing = client.list_object_versions(Bucket="packed")
+    assert listing.get("DeleteMarkers", []) == []
+    assert all(v["IsLatest"] for v in listing["Versions"])
+
+    retriever = ShardRetriever(store)
+    for r in rows:
+        key = locate_shard(r["uid"], r["created_at"], N_BITS).object_key
+        if r in victims:
+            with pytest.raises(EntryDeleted):
+                retriever.read(key, r["uid"])
+        else:
+            assert retriever.read(key, r["uid"]) == content(tmp_path, r["uid"]), r["uid"]
+    code, out, _ = des(s3, "deletions", "--json")
+    assert sorted(json.loads(x)["state"] for x in out.decode().splitlines()) == ["erased"] * 4
+    editor = open_editor(settings)
+    assert editor.old_versions(locate_shard(v["uid"], v["created_at"], N_BITS).object_key) == 0
