@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -193,6 +194,8 @@ def parse_manifest_entry(
     meta = value.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ManifestError(f"meta must be a JSON object, got {meta!r}", where=where, uid=uid)
+    if content_type is not None:
+        content_type = sys.intern(content_type)  # a handful of distinct values, shared
     source = source_value
     if base_dir is not None and "://" not in source and not os.path.isabs(source):
         source = os.path.normpath(os.path.join(base_dir, source))
