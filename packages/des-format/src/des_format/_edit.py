@@ -50,7 +50,8 @@ class ShardEditor(Protocol):
     ``purge_old_versions`` deletes only the versions that are not the current one.
     """
 
-    store: ObjectStore
+    @property
+    def store(self) -> ObjectStore: ...
 
     def describe(self, key: str = "") -> str: ...
 
