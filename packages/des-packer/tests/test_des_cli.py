@@ -145,3 +145,17 @@ def test_verify_nothing_found(tmp_path: Path) -> None:
 )
 def test_safe_file_names(uid: str, name: str) -> None:
     assert safe_file_name(uid) == name
+
+
+def test_s3_without_the_extra_names_it(packed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "des_storage_s3", None)  # import fails as if absent
+    env = {"DES_BACKEND": "s3", "DES_S3_BUCKET": "b"}
+    code, _, err = des(packed, "get", "u", "--created-at", "2024-01-01", env=env)
+    assert code == 2
+    assert err == "des: error: DES_BACKEND=s3 needs the S3 extra: pip install 'des-packer[s3]'\n"
+    from des_packer import PackConfigError, PackOptions, pack
+
+    with pytest.raises(PackConfigError, match=r"pip install 'des-packer\[s3\]'"):
+        pack([], "s3://bucket/prefix", PackOptions())
