@@ -197,3 +197,19 @@ def test_example_data_packs_from_anywhere(tmp_path: Path, monkeypatch: pytest.Mo
     assert doc["files"] == 50
     rows = json.loads(manifest.read_text())
     assert doc["bytes_in"] == sum(r["size_bytes"] for r in rows)
+
+
+def test_failure_with_json_reports_what_was_done(dataset: DataSet, tmp_path: Path) -> None:
+    rows = [dict(r) for r in dataset.rows[:8]]
+    rows[5]["source_path"] = "input/gone.bin"
+    code, out, err = run(
+        "--input-json", with_rows(dataset, rows), "--output-dir", str(tmp_path / "o"), "--json"
+    )
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["exit_code"] == 1
+    assert doc["failures"][0]["uid"] == "fuid-00005"
+    assert doc["error"].startswith("uid 'fuid-00005': source ")
+    assert doc["error"].endswith("then run the same command again")
+    assert doc["files"] == sum(s["files"] for s in doc["shards"])
+    assert err.count("des-pack: error: ") == 1

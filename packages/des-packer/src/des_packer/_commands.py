@@ -190,14 +190,16 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
     except PackAborted as exc:
         report = exc.report
         print(format_summary(report), file=err)
-        return _err(
+        msg = (
             f"{exc}; packing stopped (shards finished before it are complete). "
-            "Fix the entry or use --on-error skip, then run the same command again",
-            args,
-            EXIT_FAILED,
-            out,
-            err,
+            "Fix the entry or use --on-error skip, then run the same command again"
         )
+        print(f"des-pack: error: {msg}", file=err)
+        if args.json:
+            doc = report.to_json()
+            doc.update(error=msg, exit_code=EXIT_FAILED)
+            print(json.dumps(doc, indent=2), file=out)
+        return EXIT_FAILED
     except PackConfigError as exc:
         return _err(str(exc), args, EXIT_USAGE, out, err)
     except (PackerError, DesFormatError, RoutingError, OSError) as exc:
