@@ -125,3 +125,59 @@ def test_delete_and_erase_on_versioned_s3(s3: Any, tmp_path: Path) -> None:
     assert sorted(json.loads(x)["state"] for x in out.decode().splitlines()) == ["erased"] * 4
     editor = open_editor(settings)
     assert editor.old_versions(locate_shard(v["uid"], v["created_at"], N_BITS).object_key) == 0
+
+
+def test_repack_racing_an_append_on_s3_loses_nothing(s3: Any, tmp_path: Path) -> None:
+    from des_packer._repack import RepackOptions, repack
+    from des_packer_testkit import write_manifest
+
+    rows = make_files(tmp_path, n=16)
+    opts = PackOptions(n_bits=N_BITS, s3_endpoint_url=s3.endpoint_url, s3_region="us-east-1")
+    pack(read_manifest(tmp_path / "m.json"), f"s3://packed/{PREFIX}", opts)
+    victim = rows[1]
+    key = locate_shard(victim["uid"], victim["created_at"], N_BITS).object_key
+    assert des(s3, "delete", victim["uid"], "--created-at", victim["created_at"])[0] == 0
+    late_root = tmp_path / "late"
+    (late_root / "input").mkdir(parents=True)
+    late: list[dict[str, Any]] = []
+    i = 0
+    while len(late) < 2:
+        uid = f"late-{i}"
+        i += 1
+        if locate_shard(uid, victim["created_at"], N_BITS).object_key == key:
+            (late_root / "input" / uid).write_bytes(uid.encode() * 50)
+            late.append(
+                {
+                    "uid": uid,
+                    "created_at": victim["created_at"],
+                    "size_bytes": len(uid) * 50,
+                    "source_path": f"input/{uid}",
+                }
+            )
+    write_manifest(late_root / "m.json", late)
+    built: list[str] = []
+
+    def hook(step: str) -> None:
+        if step == "built":
+            built.append(step)
+            if len(built) == 1:
+                rep = pack(read_manifest(late_root / "m.json"), f"s3://packed/{PREFIX}", opts)
+                assert rep.shards_appended == 1
+
+    settings = DesSettings.from_env(env(s3))
+    report = repack(
+        open_editor(settings), RepackOptions(prefix=key, bigfile_grace_seconds=0), hook=hook
+    )
+    assert [r.attempts for r in report.repacked] == [2]
+    retriever = ShardRetriever(open_store(settings))
+    for r in rows:
+        k = locate_shard(r["uid"], r["created_at"], N_BITS).object_key
+        if r is victim:
+            with pytest.raises(EntryDeleted):
+                retriever.read(k, r["uid"])
+        else:
+            assert retriever.read(k, r["uid"]) == content(tmp_path, r["uid"])
+    for r in late:
+        assert retriever.read(key, r["uid"]) == r["uid"].encode() * 50
+    blob = b"\x00".join(every_version(s3).values())
+    assert content(tmp_path, victim["uid"]) not in blob
