@@ -198,3 +198,21 @@ def test_a_warm_cache_sees_a_tombstone_written_elsewhere(tmp_path: Path) -> None
     store.reset()
     assert retriever.read(KEY, "u0006") == files["u0006"]
     assert store.count == 1  # warm again: one request
+
+
+def test_stale_edit_temps_are_removed_only_when_old(tmp_path: Path) -> None:
+    import os
+    import time
+
+    write_shard(tmp_path)
+    editor = LocalShardEditor(tmp_path)
+    old = tmp_path / "20240101" / ".des-edit.07.des.aaaa"
+    young = tmp_path / "20240101" / ".des-edit.07.des.bbbb"
+    other = tmp_path / "20240101" / ".des-edit.08.des.cccc"
+    for p in (old, young, other):
+        p.write_bytes(b"copy of an older version")
+    past = time.time() - 7200
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert editor.remove_stale_temps(KEY) == 1
+    assert (old.exists(), young.exists(), other.exists()) == (False, True, True)

@@ -314,6 +314,24 @@ class LocalShardEditor:
     def purge_old_versions(self, key: str) -> int:
         return 0
 
+    def remove_stale_temps(self, key: str, older_than: float = 3600.0) -> int:
+        """Remove temporary files a killed writer left beside ``key`` (``.des-edit.*``, which
+        may hold a copy of an older version of the shard) once they are ``older_than``
+        seconds old; returns how many went away."""
+        import time
+
+        final = self.path(key)
+        limit = time.time() - older_than
+        removed = 0
+        for tmp in final.parent.glob(f"{EDIT_TEMP_PREFIX}{final.name}.*"):
+            try:
+                if tmp.stat().st_mtime < limit:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` (a folder such as ``20240101/`` or a key prefix), sorted;
         temporary and lock files are left out."""

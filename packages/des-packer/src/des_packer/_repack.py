@@ -343,6 +343,9 @@ def clean_shard(editor: Any, key: str, index: ShardIndex, hook: StepHook = _no_h
         else:
             removed += int(editor.purge_old_versions(other))
     removed += int(editor.purge_old_versions(key))
+    stale = getattr(editor, "remove_stale_temps", None)
+    if callable(stale):
+        removed += int(stale(key))
     return removed
 
 
