@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,5 @@ def test_sigkill_while_packing_to_s3(
         report = pack(read_manifest(ds.manifest), f"s3://packed/{prefix}", options)
         assert report.failures == ()
         assert objects(client, prefix + "/") == expected, f"trial {trial}"
+        staging = Path(tempfile.gettempdir()).glob(f"des-pack-{child.pid}-*")
+        assert not list(staging), "the killed packer's staging directory was not removed"

@@ -68,6 +68,24 @@ def open_s3_destination(output: str, options: PackOptions) -> Destination:
     return S3Destination(open_store(settings), open_shard_store(settings), where)
 
 
+_STAGING_PREFIX = "des-pack-"
+
+
+def _remove_stale_staging() -> None:
+    """Remove staging directories of packers that were killed (their pid no longer runs)."""
+    root = Path(tempfile.gettempdir())
+    for d in root.glob(f"{_STAGING_PREFIX}*-*"):
+        pid_text = d.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not d.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
+
+
 class _KeySource:
     """One object of a store as a ByteSource (remembers what the tail read learnt)."""
 
@@ -93,7 +111,8 @@ class S3Destination:
         self.store = store
         self.shard_store = shard_store
         self.where = where
-        self.staging = Path(tempfile.mkdtemp(prefix="des-pack-"))
+        _remove_stale_staging()
+        self.staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-"))
 
     def describe(self, key: str = "") -> str:
         return str(self.store.describe(key))
