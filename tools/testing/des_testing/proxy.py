@@ -11,7 +11,11 @@ matching requests, in order:
 - ``"truncate"``: forward, then send the full headers but only part of the body and close;
 - ``"slow"``: wait ``delay`` seconds before forwarding (client timeouts);
 - ``"ignore_range"``: drop the Range header before forwarding (the answer is the whole
-  object with status 200, as from a server or proxy that ignores ranges).
+  object with status 200, as from a server or proxy that ignores ranges);
+- ``"bad_content_range"``: forward, then answer the right body under a ``Content-Range``
+  shifted by one byte (a broken cache or proxy in between).
+
+:meth:`FaultProxy.chaos` turns faults on at random for a share of all requests.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULT_KINDS = ("slowdown", "error500", "reset", "truncate", "slow", "ignore_range")
+FAULT_KINDS = (
+    "slowdown",
+    "error500",
+    "reset",
+    "truncate",
+    "slow",
+    "ignore_range",
+    "bad_content_range",
+)
 
 _HOP = {
     "connection",
@@ -201,6 +213,9 @@ class FaultProxy:
                 for k, v in resp_headers:
                     if k.lower() in _HOP:
                         continue
+                    if k.lower() == "content-range" and kind == "bad_content_range":
+                        self.send_header(k, _shift_content_range(v))
+                        continue
                     if k.lower() == "content-length":
                         if self.command == "HEAD":
                             self.send_header(k, v)
@@ -270,6 +285,39 @@ class FaultProxy:
         with self._lock:
             self._faults.append(Fault(kind, times, matcher, delay, keep_fraction))
 
+    def chaos(
+        self,
+        rate: float,
+        kinds: tuple[str, ...] = ("slowdown", "error500", "reset", "truncate"),
+        *,
+        seed: int = 0,
+        method: str | None = None,
+        delay: float = 0.2,
+    ) -> None:
+        """From now on, fail a random ``rate`` share of the requests (that match ``method``)
+        with a kind drawn uniformly from ``kinds`` (seeded: the same draws every run)."""
+        import random
+
+        rnd = random.Random(seed)
+        lock = threading.Lock()
+        chosen: list[str | None] = [None]
+
+        def draw(m: str, p: str, h: dict[str, str]) -> bool:
+            with lock:
+                chosen[0] = rnd.choice(kinds) if rnd.random() < rate else None
+            return False
+
+        def pick(kind: str) -> Matcher:
+            return lambda m, p, h: chosen[0] == kind
+
+        # The first (never matching) fault draws once per request; the others take the draw.
+        with self._lock:
+            self._faults.append(Fault("slowdown", 1 << 62, _and_method(method, draw)))
+            for kind in kinds:
+                self._faults.append(
+                    Fault(kind, 1 << 62, _and_method(method, pick(kind)), delay=delay)
+                )
+
     def _take_fault(self, method: str, path: str, headers: dict[str, str]) -> Fault | None:
         with self._lock:
             for f in self._faults:
@@ -300,3 +348,20 @@ class FaultProxy:
     def pending_faults(self) -> int:
         with self._lock:
             return sum(f.times for f in self._faults)
+
+
+def _and_method(method: str | None, match: Matcher) -> Matcher:
+    def matcher(m: str, p: str, h: dict[str, str]) -> bool:
+        return (method is None or m == method) and match(m, p, h)
+
+    return matcher
+
+
+def _shift_content_range(value: str) -> str:
+    """``bytes a-b/n`` -> ``bytes a+1-b+1/n`` (unparseable values are returned unchanged)."""
+    unit, _, rest = value.partition(" ")
+    span, _, total = rest.partition("/")
+    first, _, last = span.partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return value
+    return f"{unit} {int(first) + 1}-{int(last) + 1}/{total}"
