@@ -216,3 +216,26 @@ def test_stale_edit_temps_are_removed_only_when_old(tmp_path: Path) -> None:
     os.utime(other, (past, past))
     assert editor.remove_stale_temps(KEY) == 1
     assert (old.exists(), young.exists(), other.exists()) == (False, True, True)
+
+
+def test_a_warm_cache_answers_deleted_once_the_big_file_is_erased(tmp_path: Path) -> None:
+    from des_format import LocalBigFileSink, bigfile_key
+
+    path = tmp_path / KEY
+    path.parent.mkdir(parents=True)
+    big = random.Random(1).randbytes(5000)
+    with path.open("wb") as fh:
+        w = ShardWriter(fh, big_file_threshold=1000, bigfile_sink=LocalBigFileSink(path.parent))
+        entry = w.add("big", big)
+        w.add("small", b"s" * 10)
+        w.close()
+    assert entry.bigfile_hash is not None
+    editor = LocalShardEditor(tmp_path)
+    retriever = ShardRetriever(editor.store, cache=IndexCache(1 << 20))
+    assert b"".join(retriever.open(KEY, "big").iter_bytes()) == big  # index cached
+    delete_entries(editor, KEY, ["big"])
+    editor.remove(bigfile_key(KEY, entry.bigfile_hash))  # what a repack does
+    with pytest.raises(EntryDeleted):
+        b"".join(retriever.open(KEY, "big").iter_bytes())
+    with pytest.raises(EntryDeleted):
+        retriever.read(KEY, "big")

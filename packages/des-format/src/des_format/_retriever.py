@@ -267,7 +267,9 @@ class ShardRetriever:
             chunks = self._stored_chunks(key, entry, etag)
             try:
                 first = next(chunks, None)
-            except PreconditionFailed:
+            except (PreconditionFailed, ObjectNotFound):
+                # The shard changed under a cached index, or a repack removed the part or
+                # big-file object it points to: re-read the index once, cold.
                 if attempt:
                     raise
                 attempt += 1
