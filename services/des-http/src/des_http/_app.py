@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +352,7 @@ def create_app(
     app.state.des = service
 
     _install_error_handlers(app, service)
-    _install_routes(app, service)
+    get_file, head_file = _install_routes(app, service)
     from ._delete import install_delete_route
 
     def make_editor() -> Any:
@@ -364,6 +364,7 @@ def create_app(
 
     install_delete_route(app, service, make_editor)
     install_openapi(app, auth=tokens is not None)
+    app.add_middleware(_FilesFastPath, get_file=get_file, head_file=head_file)
     if tokens is not None:
         app.add_middleware(
             _AuthMiddleware,
@@ -397,7 +398,11 @@ def _install_error_handlers(app: FastAPI, service: _Service) -> None:
         app.add_exception_handler(exc_type, handle)
 
 
-def _install_routes(app: FastAPI, service: _Service) -> None:
+FileHandler = Callable[[Request], Awaitable[Response]]
+
+
+def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileHandler]:
+    """Declare the routes; returns the GET and HEAD file handlers for the fast path."""
     settings = service.settings
     metrics = service.metrics
 
@@ -600,6 +605,34 @@ def _install_routes(app: FastAPI, service: _Service) -> None:
         service.sync_cache()
         body, content_type = await service.in_thread(metrics.render)
         return Response(body, headers={"Cache-Control": "no-store"}, media_type=content_type)
+
+    return get_file, head_file
+
+
+class _FilesFastPath:
+    """Sends ``GET``/``HEAD /files/{uid}`` straight to their handlers.
+
+    The handlers read their own parameters and turn every error into a problem answer, so
+    FastAPI's router, exception and dependency layers add nothing for them but time (about a
+    third of a warm request's CPU). The routes stay declared, so the OpenAPI document and every
+    other request (``DELETE``, ``POST /files/batch``, other paths) go through FastAPI as usual.
+    The uid is everything after ``/files/``, slashes included, as the route's convertor takes it.
+    """
+
+    def __init__(self, app: ASGIApp, get_file: FileHandler, head_file: FileHandler) -> None:
+        self.app = app
+        self.handlers = {"GET": get_file, "HEAD": head_file}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            handler = self.handlers.get(scope["method"])
+            if handler is not None and len(path) > 7 and path.startswith("/files/"):
+                scope["path_params"] = {"uid": path[7:]}
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _count_served(chunks: Iterator[bytes], metrics: ServiceMetrics) -> Iterator[bytes]:
