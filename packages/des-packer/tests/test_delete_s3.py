@@ -181,3 +181,76 @@ def test_repack_racing_an_append_on_s3_loses_nothing(s3: Any, tmp_path: Path) ->
         assert retriever.read(key, r["uid"]) == r["uid"].encode() * 50
     blob = b"\x00".join(every_version(s3).values())
     assert content(tmp_path, victim["uid"]) not in blob
+
+
+def test_delete_and_erase_across_two_zones(s3: Any, tmp_path: Path) -> None:
+    client = s3.client()
+    for bucket in ("zone-a", "zone-b"):
+        client.create_bucket(Bucket=bucket)
+    zones = tmp_path / "zones.json"
+    zones.write_text(
+        json.dumps(
+            {
+                "n_bits": N_BITS,
+                "zones": [
+                    {
+                        "name": name,
+                        "range": {"start": start, "end": start + 7},
+                        "s3": {
+                            "bucket": f"zone-{name}",
+                            "endpoint_url": s3.endpoint_url,
+                            "region_name": "us-east-1",
+                            "prefix": f"des-{name}/",
+                        },
+                    }
+                    for name, start in (("a", 0), ("b", 8))
+                ],
+            }
+        )
+    )
+    rows = make_files(tmp_path, n=32, big=3)
+    opts = PackOptions(
+        n_bits=N_BITS,
+        s3_endpoint_url=s3.endpoint_url,
+        s3_region="us-east-1",
+        zones_config=str(zones),
+        big_file_threshold=2500,
+    )
+    pack(read_manifest(tmp_path / "m.json"), "", opts)
+    zone_env = {
+        **s3.env(),
+        "DES_BACKEND": "multi_s3",
+        "DES_ZONES_CONFIG": str(zones),
+        "DES_N_BITS": str(N_BITS),
+    }
+    by_zone: dict[str, dict[str, Any]] = {}
+    for r in rows[:32]:
+        index = locate_shard(r["uid"], r["created_at"], N_BITS).shard_index
+        by_zone.setdefault("a" if index <= 7 else "b", r)
+    victims = [by_zone["a"], by_zone["b"], next(r for r in rows if r["uid"] == "big-2")]
+    runner = CliRunner()
+    for r in victims:
+        res = runner.invoke(
+            des_app, ["delete", r["uid"], "--created-at", r["created_at"]], env=zone_env
+        )
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(des_app, ["repack", "--json", "--bigfile-grace", "0"], env=zone_env)
+    assert res.exit_code == 0, res.output
+    assert sum(x["erased"] for x in json.loads(res.stdout)["repacked"]) == 3
+    blob = b""
+    for bucket in ("zone-a", "zone-b"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                blob += client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    for r in victims:
+        assert content(tmp_path, r["uid"]) not in blob, r["uid"]
+    retriever = ShardRetriever(open_store(DesSettings.from_env(zone_env)))
+    for r in rows:
+        key = locate_shard(r["uid"], r["created_at"], N_BITS).object_key
+        if r in victims:
+            with pytest.raises(EntryDeleted):
+                retriever.read(key, r["uid"])
+        else:
+            assert retriever.read(key, r["uid"]) == content(tmp_path, r["uid"])
+    res = runner.invoke(des_app, ["deletions", "--json"], env=zone_env)
+    assert sorted(json.loads(x)["state"] for x in res.stdout.splitlines()) == ["erased"] * 3

@@ -110,13 +110,16 @@ class S3ShardEditor:
         self._call(ss, go, s3_key, "DELETE")
 
     def remove(self, key: str) -> int:
-        """Delete ``key`` and every version of it; returns the versions deleted."""
-        ss = self._for(key)
-        s3_key = ss.s3_key(key)
-        versions = self._versions(ss, s3_key)
-        for version, _latest in versions:
-            self._delete_version(ss, s3_key, version)
-        return len(versions)
+        """Delete ``key`` and every version of it; returns the versions deleted. With several
+        zones every zone is cleared (a big file may sit in a zone other than its key's)."""
+        count = 0
+        for ss in self._all():
+            s3_key = ss.s3_key(key)
+            versions = self._versions(ss, s3_key)
+            for version, _latest in versions:
+                self._delete_version(ss, s3_key, version)
+            count += len(versions)
+        return count
 
     def purge_old_versions(self, key: str) -> int:
         """Delete the noncurrent versions (and delete markers) of ``key``; returns how many."""
