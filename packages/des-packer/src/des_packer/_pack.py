@@ -81,6 +81,12 @@ class _Totals:
         )
 
 
+def default_workers() -> int:
+    """CPUs + 4 (at most 32), like ``ThreadPoolExecutor``: reads wait on disks or S3 while
+    compression runs, so a few more threads than cores keep every core busy."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
 def _commit(txn: Transaction) -> int:
     try:
         return txn.commit()
@@ -220,7 +226,7 @@ class _Packer:
 
     def run(self) -> PackReport:
         started = time.monotonic()
-        workers = self.opts.workers or os.cpu_count() or 1
+        workers = self.opts.workers or default_workers()
         max_pending = max(64, workers * 256)
         items = self._items()
         pending: deque[tuple[_ShardState, ManifestEntry | None, Future[Any] | None, int]] = deque()
