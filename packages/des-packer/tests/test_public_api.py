@@ -19,6 +19,9 @@ def test_public_names_are_pinned() -> None:
             "ShardResult", "__version__", "iter_manifest_records", "open_destination", "pack",
             "pack_plan", "parse_manifest_entry", "parse_shard_range", "plan_shards",
             "read_manifest",
+            # deletion (docs/DELETION.md)
+            "DeletionRecord", "RepackOptions", "RepackReport", "ShardDeletionStats",
+            "ShardRepack", "iter_deletions", "plan_repack", "repack", "repack_shard",
         ]
     )  # fmt: skip
 
