@@ -117,6 +117,7 @@ def build(root: Path, url: str, n_rows: int, batch_size: int, rng: random.Random
                     "cutoff": CUTOFF,
                     "batch_size": batch_size,
                     "delete_source_files": True,
+                    "state_dir": str(root / "state"),
                 },
                 "packer": {"output_dir": str(out), "n_bits": N_BITS, "workers": 1},
             }

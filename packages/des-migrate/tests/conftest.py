@@ -146,7 +146,11 @@ def migration_config(
             "content_type_column": "content_type",
             "error_column": "migration_error",
         },
-        "migration": {"cutoff": "2024-02-01T00:00:00Z", "batch_size": 100},
+        "migration": {
+            "cutoff": "2024-02-01T00:00:00Z",
+            "batch_size": 100,
+            "state_dir": str(out.parent / "state"),
+        },
         "packer": {"output_dir": str(out), "n_bits": 4, "workers": 2},
     }
     if report is not None:

@@ -33,7 +33,12 @@ def _prepare(tmp_path: Path, h: type, n: int = 6, **migration: Any) -> tuple[Pat
     h.insert_rows(engine, table, tmp_path / "src", rows)
     doc = {
         "database": {"url": url, "error_column": "migration_error"},
-        "migration": {"cutoff": "2024-02-01T00:00:00Z", "batch_size": 4, **migration},
+        "migration": {
+            "cutoff": "2024-02-01T00:00:00Z",
+            "batch_size": 4,
+            "state_dir": str(tmp_path / "state"),
+            **migration,
+        },
         "packer": {"output_dir": str(tmp_path / "out"), "n_bits": 4, "workers": 1},
     }
     cfg = tmp_path / "migration.yaml"

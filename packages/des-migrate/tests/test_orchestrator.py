@@ -385,3 +385,79 @@ def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
     assert victim.uid not in h.archived_uids(engine, table)
     assert (tmp_path / "src" / f"{victim.uid}.bin").read_bytes() == victim.data
     assert report.deleted_sources == 5
+
+
+def test_a_crash_between_marking_and_cleanup_is_finished_by_the_next_cycle(
+    sqlite_url: str, tmp_path: Path, h: type
+) -> None:
+    """The cleanup journal: sources of rows whose marks committed are deleted by a later
+    cycle when the migrator died before deleting them; rows not marked keep theirs."""
+    import os
+
+    rows = _rows(h, 6)
+    engine, table = _setup(sqlite_url, tmp_path, h, rows)
+    out = tmp_path / "out"
+    cfg = h.migration_config(
+        sqlite_url, out, migration={"delete_source_files": True, "batch_size": 3}
+    )
+    state = tmp_path / "state"
+
+    class Died(BaseException):
+        """Stands for SIGKILL: not an Exception, so nothing catches it."""
+
+    calls = {"n": 0}
+
+    def die_at_second_cleanup(step: str) -> None:
+        if step == "cleanup":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Died
+
+    with pytest.raises(Died):
+        MigrationOrchestrator(cfg, fault=die_at_second_cleanup).run_migration_cycle()
+    journals = sorted(state.glob("cleanup-*.jsonl"))
+    assert len(journals) == 1
+    second = {f"file-{i:03d}" for i in range(3, 6)}
+    assert {json.loads(x)["uid"] for x in journals[0].read_text().splitlines()} == second
+    assert h.archived_uids(engine, table) - {"done-before"} == {f"file-{i:03d}" for i in range(6)}
+    left = {p.stem for p in (tmp_path / "src").glob("file-*.bin")}
+    assert left == second
+    # a journal of a batch that never committed (rows unmarked) must not delete anything
+    (state / "cleanup-elsewhere-1-1.jsonl").write_text(
+        json.dumps({"uid": "too-new", "source": str(tmp_path / "src" / "too-new.bin")}) + "\n"
+    )
+    # the dead migrator's flock went with it; here the test process still holds the fd
+    for fd_path in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd_path) == str(journals[0]):
+                os.close(int(fd_path.name))
+        except OSError:
+            pass
+
+    report = MigrationOrchestrator(cfg).run_migration_cycle()
+    assert report.status == "empty"
+    assert report.deleted_sources == 3
+    assert list((tmp_path / "src").glob("file-*.bin")) == []
+    assert (tmp_path / "src" / "too-new.bin").exists()
+    assert list(state.glob("cleanup-*.jsonl")) == []
+
+
+def test_default_state_dir_is_per_database_table_and_output(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from des_migrate import parse_config
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+
+    def state(table: str, out: str) -> Path:
+        cfg = parse_config(
+            {"database": {"url": sqlite_url, "table_name": table}, "packer": {"output_dir": out}}
+        )
+        return MigrationOrchestrator(cfg).state_dir()
+
+    a = state("files", "/data/des")
+    assert a.parent == tmp_path / "xdg" / "des-migrate"
+    assert len(a.name) == 16
+    assert a == state("files", "/data/des")
+    assert a != state("other_files", "/data/des")
+    assert a != state("files", "/data/des2")

@@ -39,7 +39,11 @@ def test_s3_sources_to_s3_output(
                 "checksum_column": "checksum",
                 "error_column": "migration_error",
             },
-            "migration": {"cutoff": "2024-02-01T00:00:00Z", "delete_source_files": True},
+            "migration": {
+                "cutoff": "2024-02-01T00:00:00Z",
+                "delete_source_files": True,
+                "state_dir": str(tmp_path / "state"),
+            },
             "packer": {
                 "output_dir": "s3://archive/des",
                 "n_bits": 4,

@@ -55,6 +55,7 @@ class MigrationSettings:
     retry_failed: bool = False
     claim_mode: str = "auto"
     max_batches_per_cycle: int | None = None
+    state_dir: str | None = None  # None: $XDG_STATE_HOME/des-migrate/<hash of db, table, output>
 
     def effective_cutoff(self, now: datetime | None = None) -> datetime:
         """Rows created strictly before this instant are eligible."""
@@ -275,6 +276,7 @@ def parse_config(obj: object, *, env: Mapping[str, str] | None = None) -> Migrat
         retry_failed=mg.boolean("retry_failed", False),
         claim_mode=mg.choice("claim_mode", "auto", CLAIM_MODES),
         max_batches_per_cycle=mg.opt_integer("max_batches_per_cycle", minimum=1),
+        state_dir=mg.opt_string("state_dir"),
     )
     mg.finish()
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import MigrationConfig
 from ._errors import ConfigError, StepFailed
+from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
 
@@ -166,6 +167,7 @@ class MigrationOrchestrator:
         self._now = now or (lambda: datetime.now(UTC))
         self._stop = threading.Event()
         self._s3_client: Any = None
+        self._journal_seq = 0
 
     # ------------------------------------------------------------------ control
 
@@ -179,6 +181,19 @@ class MigrationOrchestrator:
 
     def cutoff(self) -> datetime:
         return self.config.migration.effective_cutoff(self._now())
+
+    def state_dir(self) -> Path:
+        """Where cleanup journals live: ``migration.state_dir``, or by default
+        ``$XDG_STATE_HOME/des-migrate/<hash>`` (``~/.local/state``), one directory per
+        (database, table, output) so migrators of other tables never read these journals."""
+        if self.config.migration.state_dir is not None:
+            return Path(self.config.migration.state_dir)
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        ident = "\n".join(
+            [self.db.redacted_url, self.config.database.table_name, self.config.packer.output_dir]
+        )
+        digest = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
+        return Path(base) / "des-migrate" / digest
 
     def _use_claims(self) -> bool:
         mode = self.config.migration.claim_mode
@@ -291,11 +306,12 @@ class MigrationOrchestrator:
         cfg = self.config.migration
         cutoff = self.cutoff()
         after: Cursor | None = None
-        batches = fetched = migrated = nbytes = already = deleted = 0
+        batches = fetched = migrated = nbytes = already = 0
         failures: list[FileFailure] = []
         shards: set[str] = set()
         seconds: dict[str, float] = defaultdict(float)
         error: str | None = None
+        deleted = self._recover_cleanups() if cfg.delete_source_files else 0
         while not self._stop.is_set():
             if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
                 break
@@ -377,6 +393,7 @@ class MigrationOrchestrator:
                 self.metrics.batch_size.set(len(rows))
             batch = _Batch(rows)
             batch.seconds["fetch"] += time.perf_counter() - fetch_started
+            journal: Journal | None = None
             try:
                 with batch.timed("validate"):
                     self._validate(batch)
@@ -388,6 +405,13 @@ class MigrationOrchestrator:
                 self._pack_and_verify(batch, to_pack, present)
                 self._step("mark")
                 with batch.timed("mark"), _step_errors("mark"):
+                    if cfg.delete_source_files and batch.verified:
+                        self._journal_seq += 1
+                        journal = write_journal(
+                            self.state_dir(),
+                            [(r.uid, r.location) for r in batch.verified],
+                            self._journal_seq,
+                        )
                     db.mark_archived(conn, [r.uid for r in batch.verified])
                     db.record_errors(
                         conn, [(f.uid, f"{f.step}: {f.reason}") for f in batch.failures]
@@ -396,6 +420,8 @@ class MigrationOrchestrator:
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     trans.rollback()
+                if journal is not None:  # nothing committed: nothing to delete later
+                    journal.close(remove=True)
                 if isinstance(exc, StepFailed):
                     self._write_report(
                         [FileFailure(r.uid, exc.step, exc.reason) for r in batch.rows]
@@ -413,7 +439,10 @@ class MigrationOrchestrator:
         deleted = 0
         if cfg.delete_source_files:
             with batch.timed("cleanup"):
-                deleted = self._cleanup(batch.verified)
+                deleted, complete = self._cleanup(batch.verified)
+            if journal is not None:
+                # an incomplete cleanup keeps its journal: a later cycle finishes it
+                journal.close(remove=complete)
         return batch, last, deleted
 
     # ------------------------------------------------------------------ steps
@@ -666,28 +695,63 @@ class MigrationOrchestrator:
         body = self._s3_client_for_sources().get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
 
-    def _cleanup(self, rows: Sequence[FileRow]) -> int:
-        """Delete the sources of rows whose archived mark has committed (logged, one by one)."""
+    def _cleanup(self, rows: Sequence[FileRow]) -> tuple[int, bool]:
+        """Delete the sources of rows whose archived mark has committed (logged, one by one).
+
+        Returns (deleted, complete); incomplete when the step failed or a deletion failed.
+        """
         try:
             self._step("cleanup")
         except Exception as exc:  # noqa: BLE001  (cleanup is optional; sources are kept)
-            log.error("cleanup skipped, sources kept: %s", _brief(exc))
-            return 0
+            log.error("cleanup skipped, sources kept for a later cycle: %s", _brief(exc))
+            return 0, False
+        return self._delete_sources([(r.uid, r.location) for r in rows])
+
+    def _delete_sources(self, items: Sequence[tuple[str, str]]) -> tuple[int, bool]:
         deleted = 0
-        for row in rows:
+        complete = True
+        for uid, location in items:
             try:
-                if row.location.startswith("s3://"):
-                    bucket, _, key = row.location[len("s3://") :].partition("/")
+                if location.startswith("s3://"):
+                    bucket, _, key = location[len("s3://") :].partition("/")
                     self._s3_client_for_sources().delete_object(Bucket=bucket, Key=key)
                 else:
-                    os.unlink(row.location)
+                    os.unlink(location)
             except FileNotFoundError:
                 continue
             except Exception as exc:  # noqa: BLE001  (a source left behind is only a warning)
-                log.warning("could not delete source %s of %s: %s", row.location, row.uid, exc)
+                log.warning("could not delete source %s of %s: %s", location, uid, exc)
+                complete = False
                 continue
             deleted += 1
-            log.info("deleted source %s (uid %s, archived and verified)", row.location, row.uid)
+            log.info("deleted source %s (uid %s, archived and verified)", location, uid)
+        return deleted, complete
+
+    def _recover_cleanups(self) -> int:
+        """Finish the deletions of migrators that died after committing their marks."""
+        deleted = 0
+        try:
+            journals = list(iter_orphan_journals(self.state_dir()))
+        except OSError as exc:
+            log.error("cannot read the cleanup journals: %s", exc)
+            return 0
+        for journal in journals:
+            try:
+                archived = self.db.archived_among(u for u, _ in journal.entries)
+            except Exception as exc:  # noqa: BLE001  (retried next cycle)
+                log.error("cannot check journal %s: %s", journal.path, _brief(exc))
+                journal.close(remove=False)
+                continue
+            todo = [(u, s) for u, s in journal.entries if u in archived]
+            log.info(
+                "finishing cleanup journal %s: %d of %d rows archived",
+                journal.path.name,
+                len(todo),
+                len(journal.entries),
+            )
+            n, complete = self._delete_sources(todo)
+            deleted += n
+            journal.close(remove=complete)
         return deleted
 
     def _write_report(self, failures: Sequence[FileFailure]) -> None:

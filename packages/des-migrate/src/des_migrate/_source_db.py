@@ -319,6 +319,18 @@ class SourceDatabase:
             return [int(u) for u in uids]
         return list(uids)
 
+    def archived_among(self, uids: Iterable[str]) -> set[str]:
+        """Which of ``uids`` are marked archived (committed marks only)."""
+        cfg = self.config
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(self._uid_values(uids), _CHUNK):
+                stmt = sa.select(self.col(cfg.uid_column)).where(
+                    self.col(cfg.uid_column).in_(chunk), self.col(cfg.archived_column).is_(True)
+                )
+                found.update(str(r[0]) for r in conn.execute(stmt))
+        return found
+
     def record_errors(self, conn: Connection, failures: Iterable[tuple[str, str]]) -> None:
         """Write each failure's reason into the error column (no-op without one)."""
         cfg = self.config
