@@ -39,7 +39,7 @@ class PackOptions:
 
     ``max_shard_size``: a shard object larger than this rolls its payloads over into
     continuation parts. ``workers``: threads reading, checksumming and compressing (default:
-    the CPU count + 4, at most 32). ``on_error``: ``"fail"`` stops at the first bad file,
+    the CPU count). ``on_error``: ``"fail"`` stops at the first bad file,
     ``"skip"`` leaves it out and lists it in ``PackReport.failures``. ``shard_range``:
     inclusive shard indexes to pack (others are left to other packers). ``zones_config``: a
     zones file; each shard goes to its zone's bucket. ``max_inflight_bytes`` bounds the bytes

@@ -82,9 +82,8 @@ class _Totals:
 
 
 def default_workers() -> int:
-    """CPUs + 4 (at most 32), like ``ThreadPoolExecutor``: reads wait on disks or S3 while
-    compression runs, so a few more threads than cores keep every core busy."""
-    return min(32, (os.cpu_count() or 1) + 4)
+    """One thread per CPU (pass more for s3:// sources, whose reads wait on the network)."""
+    return os.cpu_count() or 1
 
 
 def _commit(txn: Transaction) -> int:

@@ -51,9 +51,7 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
     level: Annotated[int, typer.Option("--level", help="Compression level.")] = 3,
     workers: Annotated[
         int | None,
-        typer.Option(
-            "--workers", help="Threads reading and compressing (default: CPUs + 4, at most 32)."
-        ),
+        typer.Option("--workers", help="Threads reading and compressing (default: CPUs)."),
     ] = None,
     shard_range: Annotated[
         str | None,
