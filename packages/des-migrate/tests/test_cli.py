@@ -122,6 +122,19 @@ def test_password_is_never_logged(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_cutoff_option_overrides_the_config(tmp_path: Path, h: type) -> None:
+    cfg, engine, table = _prepare(tmp_path, h)  # u0..u5 at 2024-01-03 + 5 h steps
+    r = CliRunner().invoke(
+        migrate_app, ["--config", str(cfg), "--cutoff", "2024-01-03T10:00:00Z", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["migrated"] == 2
+    assert h.archived_uids(engine, table) == {"u0", "u1"}
+    r = CliRunner().invoke(migrate_app, ["--config", str(cfg), "--cutoff", "later"])
+    assert r.exit_code == 2
+    assert "config key '--cutoff': expected an ISO-8601" in r.stderr
+
+
 def test_dry_run_cli(tmp_path: Path, h: type) -> None:
     cfg, engine, table = _prepare(tmp_path, h)
     r = CliRunner().invoke(migrate_app, ["--config", str(cfg), "--dry-run"])

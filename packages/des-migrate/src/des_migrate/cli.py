@@ -6,6 +6,7 @@ unarchived, see the report), 1 failure, 2 configuration error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -67,6 +68,14 @@ def migrate(  # noqa: PLR0917  (typer options)
         int | None,
         typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics on this port."),
     ] = None,
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            "--cutoff",
+            help="Migrate rows created before this ISO-8601 instant "
+            "(overrides migration.cutoff and archive_age_days).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print each report as JSON.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
 ) -> None:
@@ -76,6 +85,12 @@ def migrate(  # noqa: PLR0917  (typer options)
         cfg = read_config(config)
     except ConfigError as exc:
         raise _fail(f"{exc} (in {config})", EXIT_CONFIG) from None
+    if cutoff is not None:
+        try:
+            when = _parse_cutoff(cutoff, "--cutoff")
+        except ConfigError as exc:
+            raise _fail(str(exc), EXIT_CONFIG) from None
+        cfg = dataclasses.replace(cfg, migration=dataclasses.replace(cfg.migration, cutoff=when))
     try:
         db = SourceDatabase(cfg.database)
         log.info("source database %s, table %s", db.redacted_url, cfg.database.table_name)
