@@ -213,3 +213,28 @@ def test_failure_with_json_reports_what_was_done(dataset: DataSet, tmp_path: Pat
     assert doc["error"].endswith("then run the same command again")
     assert doc["files"] == sum(s["files"] for s in doc["shards"])
     assert err.count("des-pack: error: ") == 1
+
+
+def test_late_file_for_a_legacy_shard_is_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    from des_routing import locate_shard
+
+    vectors = Path(__file__).resolve().parents[2] / "des-format" / "tests" / "vectors"
+    legacy = vectors / "legacy" / "v2-none.des"
+    loc = locate_shard("late-1", "2024-01-01T00:00:00Z", 4)
+    out = tmp_path / "out"
+    (out / loc.date_dir).mkdir(parents=True)
+    shutil.copy(legacy, out / loc.object_key)
+    (tmp_path / "late.bin").write_bytes(b"late bytes")
+    m = write_manifest(
+        tmp_path / "m.json",
+        [{"uid": "late-1", "created_at": "2024-01-01T00:00:00Z", "size_bytes": 10,
+          "source_path": "late.bin"}],
+    )  # fmt: skip
+    code, _, err = run("--input-json", str(m), "--output-dir", str(out), "--n-bits", "4")
+    assert code == 1
+    assert f"des-pack: error: cannot add files to {out / loc.object_key}: " in err
+    assert "legacy DES2" in err
+    assert (out / loc.object_key).read_bytes() == legacy.read_bytes()
+    assert not list(out.rglob(".des-tmp.*"))

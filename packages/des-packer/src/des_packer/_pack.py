@@ -308,7 +308,14 @@ class _Packer:
         if state.existing is not None:
             kwargs["base_offset"] = state.existing.size
             kwargs["existing"] = state.existing.index
-        state.writer = ShardWriter(txn.out, **kwargs)
+        try:
+            state.writer = ShardWriter(txn.out, **kwargs)
+        except ValueError as exc:  # e.g. a legacy DES2 shard cannot be appended to
+            txn.abort()
+            state.txn = None
+            raise PackerError(
+                f"cannot add files to {self.dest.describe(state.shard.key)}: {exc}"
+            ) from None
 
     def _add(self, state: _ShardState, entry: ManifestEntry, result: Any) -> None:
         from des_format import bigfile_key
