@@ -363,7 +363,7 @@ def create_app(
         return open_editor(des)
 
     install_delete_route(app, service, make_editor)
-    install_openapi(app, auth=tokens is not None)
+    install_openapi(app, auth=tokens is not None, max_batch_items=settings.max_batch_items)
     app.add_middleware(_FilesFastPath, get_file=get_file, head_file=head_file)
     if tokens is not None:
         app.add_middleware(

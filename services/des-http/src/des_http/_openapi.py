@@ -118,9 +118,9 @@ needs scope `admin`.
 """
 
 
-def install_openapi(app: FastAPI, *, auth: bool) -> None:
+def install_openapi(app: FastAPI, *, auth: bool, max_batch_items: int | None = None) -> None:
     """Replace FastAPI's generated document with the service's own (400 instead of 422,
-    problem JSON on every error, bearer auth when enabled)."""
+    problem JSON on every error, bearer auth when enabled, the configured batch limit)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -137,6 +137,9 @@ def install_openapi(app: FastAPI, *, auth: bool) -> None:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         schemas["Problem"] = PROBLEM_SCHEMA
+        batch_items = schemas.get("BatchRequest", {}).get("properties", {}).get("items")
+        if max_batch_items is not None and batch_items is not None:
+            batch_items["maxItems"] = max_batch_items  # more is a 413 (DES_MAX_BATCH_ITEMS)
         if auth:
             components["securitySchemes"] = {
                 "bearer": {
