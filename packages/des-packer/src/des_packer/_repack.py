@@ -239,13 +239,13 @@ def _build(  # noqa: PLR0917 - internal step with its full context
     store: Any,
     key: str,
     etag: str,
-    index: ShardIndex,
+    old_entries: list[IndexEntry],
     workdir: Path,
     first_part: int,
     max_part_size: int | None,
 ) -> tuple[Path, dict[int, Path], tuple[str, ...]]:
     """Write the rebuilt shard into ``workdir``; returns (head, {part: path}, erased uids)."""
-    entries = sorted(index.iter_entries(), key=lambda e: e.uid.encode("utf-8"))
+    entries = sorted(old_entries, key=lambda e: e.uid.encode("utf-8"))
     inline = [e for e in entries if not e.deleted and not e.is_bigfile]
     part_paths: dict[int, Path] = {}
     part_files: list[BinaryIO] = []
@@ -294,7 +294,7 @@ def _verify(  # noqa: PLR0917 - internal step with its full context
     key: str,
     head: Path,
     parts: dict[int, Path],
-    old: ShardIndex,
+    old: list[IndexEntry],
     bigfiles_prefix: str,
 ) -> None:
     """The rebuilt shard holds every live entry of ``old`` with the same content (checksums
@@ -304,11 +304,11 @@ def _verify(  # noqa: PLR0917 - internal step with its full context
     try:
         reader.verify(deep=False)
         new = reader.index
-        if new.entry_count != old.entry_count:
+        if new.entry_count != len(old):
             raise DesFormatError(
-                f"rebuilt {key} has {new.entry_count} entries, the old one {old.entry_count}"
+                f"rebuilt {key} has {new.entry_count} entries, the old one {len(old)}"
             )
-        for e in old.iter_entries():
+        for e in old:
             n = new.lookup(e.uid)
             if n is None or n.deleted != e.deleted:
                 raise DesFormatError(f"rebuilt {key} lost or changed {e.uid!r}")
@@ -365,20 +365,21 @@ def repack_shard(
         index, etag = read_shard_index(store, key)
         if index.is_legacy:
             raise DesFormatError(f"{editor.describe(key)} is a legacy DES2 shard; not repacked")
+        entries = list(index.iter_entries())
         existing_parts = {
             n for k in editor.list_keys(f"{key[:-4]}.p") if (n := _part_number(key, k))
         }
-        referenced = {e.part for e in index.iter_entries() if not e.is_bigfile and e.part}
+        referenced = {e.part for e in entries if not e.is_bigfile and e.part}
         first_part = max(existing_parts | referenced | {0}) + 1
         before = index.object_size + sum(
-            e.stored_size for e in index.iter_entries() if not e.is_bigfile and e.part
+            e.stored_size for e in entries if not e.is_bigfile and e.part
         )
         workdir = Path(tempfile.mkdtemp(prefix="repack.", dir=editor.scratch_dir()))
         try:
             head, parts, erased = _build(
-                store, key, etag, index, workdir, first_part, max_part_size
+                store, key, etag, entries, workdir, first_part, max_part_size
             )
-            _verify(store, key, head, parts, index, bigfiles_prefix)
+            _verify(store, key, head, parts, entries, bigfiles_prefix)
             hook("built")
             for n in sorted(parts):
                 editor.put(part_key(key, n), parts[n])
@@ -501,17 +502,15 @@ def repack(editor: Any, options: RepackOptions, hook: StepHook = _no_hook) -> Re
             failures.append((s.key, f"{type(exc).__name__}: {exc}"))
     # Big files: per day directory holding erased tombstones, keep what any entry references.
     days: dict[str, set[str]] = {}
+    touched: set[str] = set()
     for key, index in indexes.items():
         day = key.rsplit("/", 1)[0] if "/" in key else ""
         refs = days.setdefault(day, set())
         for e in index.iter_entries():
             if e.is_bigfile and e.bigfile_hash:
                 refs.add(e.bigfile_hash)
-    touched = {
-        (k.rsplit("/", 1)[0] if "/" in k else "")
-        for k, ix in indexes.items()
-        if any(e.erased for e in ix.iter_entries())
-    }
+            elif e.erased:
+                touched.add(day)
     swept: list[str] = []
     for day in sorted(touched):
         if not _whole_day(options.prefix, day):
