@@ -350,3 +350,19 @@ def test_repack_with_parts_uses_new_part_numbers(tmp_path: Path) -> None:
     got = read_everything(out, rows, tmp_path)
     for r in rows:
         assert got[r["uid"]] == ("deleted" if r is victim else content(tmp_path, r["uid"]))
+
+
+def test_packing_the_manifest_again_does_not_bring_a_deleted_file_back(
+    packed: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    out, rows = packed
+    victim = rows[4]
+    assert des(out, "delete", victim["uid"], "--created-at", victim["created_at"])[0] == 0
+    again = pack(read_manifest(tmp_path / "m.json"), str(out), PackOptions(n_bits=N_BITS))
+    assert victim["uid"] in again.duplicates
+    assert des(out, "get", victim["uid"], "--created-at", victim["created_at"])[0] == 4
+    repack(LocalShardEditor(out), RepackOptions(bigfile_grace_seconds=0))
+    again = pack(read_manifest(tmp_path / "m.json"), str(out), PackOptions(n_bits=N_BITS))
+    assert victim["uid"] in again.duplicates  # the erased tombstone still holds the uid
+    assert des(out, "get", victim["uid"], "--created-at", victim["created_at"])[0] == 4
+    assert content(tmp_path, victim["uid"]) not in b"\x00".join(all_bytes(out))
