@@ -366,3 +366,19 @@ def test_packing_the_manifest_again_does_not_bring_a_deleted_file_back(
     assert victim["uid"] in again.duplicates  # the erased tombstone still holds the uid
     assert des(out, "get", victim["uid"], "--created-at", victim["created_at"])[0] == 4
     assert content(tmp_path, victim["uid"]) not in b"\x00".join(all_bytes(out))
+
+
+def test_usage_errors_exit_2_with_a_message(packed: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _rows = packed
+    cases = [
+        (("repack", "--threshold", "2"), "des: error: --threshold must be between 0 and 1"),
+        (("repack", "--max-shards", "0"), "des: error: --max-shards must be at least 1"),
+        (("deletions", "--state", "gone"), "des: error: --state must be hidden, erasing or"),
+        (("delete",), "des: error: give UID --created-at T (or --batch FILE)"),
+        (("delete", "--batch", str(out / "missing.jsonl")), "des: error: cannot read --batch"),
+        (("delete", "x", "--created-at", "yesterday"), "des: error: 'x': "),
+    ]
+    for args, message in cases:
+        code, stdout, err = des(out, *args)
+        assert (code, stdout) == (2, b""), args
+        assert err.startswith(message), (args, err)
