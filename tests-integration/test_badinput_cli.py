@@ -383,3 +383,34 @@ def test_bad_migration_configs(tmp_path: Path, config: str | bytes) -> None:
     assert proc.stderr.strip(), "no message"
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "x.db").exists() or (tmp_path / "x.db").stat().st_size == 0
+
+
+# ---- des-http tokens files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"\xff\xfe read", "is not UTF-8 text (byte 0)", id="not-utf8"),
+        pytest.param(
+            b"read my-plain-token\n", "expected a digest 'sha256:<64 hex digits>'", id="a-token"
+        ),
+        pytest.param(b"# nothing\n", "lists no token", id="empty"),
+        pytest.param(b"write sha256:" + b"0" * 64 + b"\n", "unknown scope 'write'", id="scope"),
+        pytest.param(b"read sha256:" + b"z" * 64 + b"\n", "not hexadecimal", id="not-hex"),
+    ],
+)
+def test_bad_tokens_files(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "tokens").write_bytes(content)
+    proc = run(
+        ["des-http", "--port", "1"],
+        tmp_path,
+        DES_BACKEND="local",
+        DES_BASE_DIR=str(tmp_path),
+        DES_AUTH_TOKENS_FILE=str(tmp_path / "tokens"),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("des-http: invalid configuration: DES_AUTH_TOKENS_FILE")
+    assert message in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "my-plain-token" not in proc.stderr  # a token never lands in a log

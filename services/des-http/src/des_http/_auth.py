@@ -139,6 +139,11 @@ def read_token_file(path: str | os.PathLike[str]) -> TokenTable:
         raise ConfigError(
             TOKENS_VARIABLE, f"cannot read the tokens file {os.fspath(path)!r}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            TOKENS_VARIABLE,
+            f"the tokens file {os.fspath(path)!r} is not UTF-8 text (byte {exc.start})",
+        ) from None
     return parse_token_file(text, os.fspath(path))
 
 
