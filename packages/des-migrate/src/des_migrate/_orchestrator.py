@@ -5,7 +5,8 @@ Safety rules, in the order they matter:
 1. A row is marked archived only after its packed copy was read back through
    ``des_format.ShardRetriever`` (index entry found, payload checksum verified, size and, when
    the table has one, the source checksum compared). Marks of one batch are one transaction.
-2. A source file is deleted only after the transaction that marked its row has committed.
+2. A source file is deleted only after the transaction that marked its row has committed; the
+   list is journaled before the commit so a crash before the deletions is finished later.
 3. Any step failing for the whole batch rolls the transaction back: rows stay unmarked, sources
    stay in place, claims are released. A bad file is recorded with its reason and the rest of
    its batch goes on.
@@ -234,7 +235,10 @@ class MigrationOrchestrator:
             bucket, _, prefix = out[len("s3://") :].partition("/")
             pk = self.config.packer
             client = make_client(
-                ClientSettings(region_name=pk.s3_region_name, endpoint_url=pk.s3_endpoint_url)
+                ClientSettings(
+                    region_name=pk.s3_region_name or pk.s3_source.region_name,
+                    endpoint_url=pk.s3_endpoint_url or pk.s3_source.endpoint_url,
+                )
             )
             self._store = S3ObjectStore(client, bucket, prefix)
         else:
