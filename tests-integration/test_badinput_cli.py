@@ -201,6 +201,13 @@ def _row(**kw: object) -> dict[str, object]:
             json.dumps([_row(meta=[1])]), 2, "meta must be a JSON object, got [1]", id="meta-list"
         ),
         pytest.param(
+            '[{"uid": "a", "created_at": "2024-01-01", "size_bytes": 3, "source_path": "f.txt",'
+            ' "meta": {"x": NaN}}]',
+            1,
+            "metadata must be a JSON object of plain values: Out of range float values",
+            id="meta-nan",  # before: NaN was written into the index, which is then not JSON
+        ),
+        pytest.param(
             json.dumps([_row(uid="a\u0000")]), 2, "contains control character", id="uid-nul"
         ),
         pytest.param(json.dumps([_row(uid="x" * 2000)]), 2, "at most 1024", id="uid-2000-bytes"),

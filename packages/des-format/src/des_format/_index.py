@@ -44,7 +44,10 @@ _CRC = struct.Struct("<I")
 
 def canonical_meta(meta: dict[str, Any]) -> bytes:
     """Canonical JSON of a metadata object: sorted keys, compact separators, UTF-8."""
-    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # allow_nan=False: NaN and Infinity are not JSON; other readers of the index would fail.
+    return json.dumps(
+        meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
