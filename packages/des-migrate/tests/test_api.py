@@ -40,6 +40,7 @@ def test_public_names() -> None:
             "read_config",
             "redact_url",
             "plan_n_bits",
+            "plan_day_aligned_cut",
         ]
     )
     for name in des_migrate.__all__:

@@ -14,7 +14,13 @@ from ._config import (
 )
 from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
 from ._metrics import MigrationMetrics
-from ._orchestrator import STEPS, CycleReport, FileFailure, MigrationOrchestrator
+from ._orchestrator import (
+    STEPS,
+    CycleReport,
+    FileFailure,
+    MigrationOrchestrator,
+    plan_day_aligned_cut,
+)
 from ._source_db import Cursor, FileRow, SourceDatabase, Totals, advisory_key, make_engine
 from ._stats import (
     DayStats,
@@ -55,6 +61,7 @@ __all__ = [
     "make_engine",
     "parse_config",
     "parse_cutoff",
+    "plan_day_aligned_cut",
     "plan_n_bits",
     "read_config",
     "redact_url",

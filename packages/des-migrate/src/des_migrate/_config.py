@@ -55,6 +55,7 @@ class MigrationSettings:
     retry_failed: bool = False
     claim_mode: str = "auto"
     max_batches_per_cycle: int | None = None
+    align_batches_to_days: bool = True
     state_dir: str | None = None  # None: $XDG_STATE_HOME/des-migrate/<hash of db, table, output>
 
     def effective_cutoff(self, now: datetime | None = None) -> datetime:
@@ -276,6 +277,7 @@ def parse_config(obj: object, *, env: Mapping[str, str] | None = None) -> Migrat
         retry_failed=mg.boolean("retry_failed", False),
         claim_mode=mg.choice("claim_mode", "auto", CLAIM_MODES),
         max_batches_per_cycle=mg.opt_integer("max_batches_per_cycle", minimum=1),
+        align_batches_to_days=mg.boolean("align_batches_to_days", True),
         state_dir=mg.opt_string("state_dir"),
     )
     mg.finish()

@@ -376,7 +376,7 @@ class MigrationOrchestrator:
             trans = conn.begin()
             try:
                 self._step("fetch")
-                rows, last = db.select_page(
+                pairs = db.select_page_with_cursors(
                     conn,
                     cutoff,
                     after=after,
@@ -384,6 +384,10 @@ class MigrationOrchestrator:
                     include_failed=cfg.retry_failed,
                     claim=self._use_claims(),
                 )
+                if cfg.align_batches_to_days and len(pairs) == cfg.batch_size:
+                    pairs = pairs[: plan_day_aligned_cut([p[0] for p in pairs])]
+                rows = [p[0] for p in pairs]
+                last = pairs[-1][1] if pairs else None
             except StepFailed:
                 trans.rollback()
                 raise
@@ -835,6 +839,24 @@ class MigrationOrchestrator:
             if self._stop.wait(interval):
                 break
         return last
+
+
+def plan_day_aligned_cut(rows: Sequence[FileRow]) -> int:
+    """How many rows of a full batch to keep so the batch ends at a UTC day boundary.
+
+    Shards are per day: a batch that stops in the middle of a day leaves the rest of that day
+    to the next batch, which then appends to the same shards again (a local append rewrites
+    the shard). Keeping only whole days avoids that. The rows of the last day are left for the
+    next batch, unless that would drop half the batch or more (a day larger than the batch
+    cannot be helped).
+    """
+    if not rows:
+        return 0
+    last_day = rows[-1].created_at.date()
+    cut = len(rows)
+    while cut > 0 and rows[cut - 1].created_at.date() == last_day:
+        cut -= 1
+    return cut if cut * 2 >= len(rows) and cut > 0 else len(rows)
 
 
 @contextlib.contextmanager

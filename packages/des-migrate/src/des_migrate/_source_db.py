@@ -220,6 +220,22 @@ class SourceDatabase:
         With ``claim`` the rows are locked ``FOR UPDATE SKIP LOCKED`` until ``conn``'s
         transaction ends (PostgreSQL); rows another migrator holds are left to it.
         """
+        pairs = self.select_page_with_cursors(
+            conn, cutoff, after=after, limit=limit, include_failed=include_failed, claim=claim
+        )
+        return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
+
+    def select_page_with_cursors(
+        self,
+        conn: Connection,
+        cutoff: datetime,
+        *,
+        after: Cursor | None,
+        limit: int,
+        include_failed: bool = True,
+        claim: bool = False,
+    ) -> list[tuple[FileRow, Cursor]]:
+        """Like :meth:`select_page`, with each row's keyset position."""
         cfg = self.config
         stmt = (
             sa.select(*self._columns())
@@ -229,12 +245,7 @@ class SourceDatabase:
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
-        rows: list[FileRow] = []
-        last: Cursor | None = None
-        for r in conn.execute(stmt):
-            row, last = self._row(r)
-            rows.append(row)
-        return rows, last
+        return [self._row(r) for r in conn.execute(stmt)]
 
     def iter_eligible(
         self, cutoff: datetime, *, page_size: int = 5000, include_failed: bool = True
