@@ -20,7 +20,7 @@ from des_format import (
 )
 from des_format._codecs import compress, decompress, iter_decompress
 
-AVAILABLE_CODECS = [c.label for c in Codec if codec_available(c)]
+AVAILABLE_CODECS = [c.label for c in Codec if c is not Codec.ZSTD_DICT and codec_available(c)]
 needs_zstd = pytest.mark.skipif(
     not codec_available(Codec.ZSTD), reason="zstandard is not installed"
 )
@@ -40,7 +40,10 @@ def test_parse_codec() -> None:
         parse_codec("brotli")
     with pytest.raises(UnknownCodec, match="unknown codec id 9"):
         parse_codec(9)
-    assert [c.label for c in Codec] == ["none", "zstd", "lz4"]
+    assert [c.label for c in Codec] == ["none", "zstd", "lz4", "zstd_dict"]
+    # the dictionary codec is chosen by giving a dictionary, never by name
+    with pytest.raises(UnknownCodec, match="unknown codec 'zstd_dict'"):
+        parse_codec("zstd_dict")
 
 
 @pytest.mark.parametrize(

@@ -77,9 +77,17 @@ def test_footer_version_and_features_are_checked() -> None:
     footer[4:6] = struct.pack("<H", 1)
     footer[6:8] = struct.pack("<H", 7)  # a newer minor version still reads
     assert parse_footer(_with_crc(bytes(footer))).minor == 7
-    footer[32:36] = struct.pack("<I", 1)
-    with pytest.raises(UnsupportedFormatVersion, match="features 0x1"):
+    footer[32:36] = struct.pack("<I", 2)  # bit 0x1 is the dictionary; 0x2 is unknown
+    with pytest.raises(UnsupportedFormatVersion, match="features 0x2 unknown"):
         parse_footer(_with_crc(bytes(footer)))
+    footer[32:36] = struct.pack("<I", 1)  # the dictionary bit needs a length in 1..16 KiB
+    with pytest.raises(CorruptShard, match="dictionary of 0 bytes"):
+        parse_footer(_with_crc(bytes(footer)))
+    footer[36:40] = struct.pack("<I", 16385)
+    with pytest.raises(CorruptShard, match="dictionary of 16385 bytes"):
+        parse_footer(_with_crc(bytes(footer)))
+    footer[36:40] = struct.pack("<I", 16384)
+    assert parse_footer(_with_crc(bytes(footer))).dictionary_size == 16384
 
 
 def test_footer_bucket_count_must_be_power_of_two() -> None:

@@ -3,7 +3,16 @@ library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`
 """
 
 from ._cache import CacheStats, IndexCache
-from ._codecs import Codec, codec_available, is_precompressed, parse_codec
+from ._codecs import (
+    DEFAULT_DICT_MAX_FILE_SIZE,
+    MAX_DICTIONARY_SIZE,
+    MIN_DICT_SAMPLES,
+    Codec,
+    codec_available,
+    is_precompressed,
+    parse_codec,
+    train_dictionary,
+)
 from ._edit import (
     DeleteResult,
     LocalShardEditor,
@@ -35,6 +44,7 @@ from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
     DEFAULT_TAIL_SIZE,
+    FEATURE_DICTIONARY,
     FORMAT_VERSION,
     Footer,
     Header,
@@ -72,8 +82,12 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
     "DEFAULT_BIG_FILE_THRESHOLD",
+    "DEFAULT_DICT_MAX_FILE_SIZE",
     "DEFAULT_TAIL_SIZE",
+    "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
+    "MAX_DICTIONARY_SIZE",
+    "MIN_DICT_SAMPLES",
     "BigFileSink",
     "ByteRange",
     "ByteSource",
@@ -133,4 +147,5 @@ __all__ = [
     "prepare_payload",
     "read_index",
     "read_shard_index",
+    "train_dictionary",
 ]

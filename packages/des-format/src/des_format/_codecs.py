@@ -7,7 +7,8 @@ on first use; a missing one raises :class:`CodecNotInstalled` naming the extra t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,8 @@ class Codec(IntEnum):
     NONE = 0
     ZSTD = 1
     LZ4 = 2
+    #: zstd with the shard's own dictionary (only in shards with the dictionary feature bit).
+    ZSTD_DICT = 3
 
     @property
     def label(self) -> str:
@@ -28,9 +31,21 @@ class Codec(IntEnum):
         return self.name.lower()
 
 
-CODEC_NAMES: dict[str, Codec] = {c.label: c for c in Codec}
-DEFAULT_LEVELS: dict[Codec, int] = {Codec.NONE: 0, Codec.ZSTD: 3, Codec.LZ4: 0}
-_EXTRAS = {Codec.ZSTD: ("zstandard", "zstd"), Codec.LZ4: ("lz4.frame", "lz4")}
+# The codecs users can ask for by name (ZSTD_DICT is chosen by giving a dictionary).
+CODEC_NAMES: dict[str, Codec] = {c.label: c for c in (Codec.NONE, Codec.ZSTD, Codec.LZ4)}
+DEFAULT_LEVELS: dict[Codec, int] = {Codec.NONE: 0, Codec.ZSTD: 3, Codec.LZ4: 0, Codec.ZSTD_DICT: 3}
+_EXTRAS = {
+    Codec.ZSTD: ("zstandard", "zstd"),
+    Codec.LZ4: ("lz4.frame", "lz4"),
+    Codec.ZSTD_DICT: ("zstandard", "zstd"),
+}
+#: Largest shard dictionary a writer stores: footer (48) + directory (<= 32 KiB) + dictionary
+#: block (<= 16 KiB + 4) always fit in the default 64 KiB tail read.
+MAX_DICTIONARY_SIZE = 16 * 1024
+#: Files up to this size are compressed with the shard dictionary by default.
+DEFAULT_DICT_MAX_FILE_SIZE = 4 * 1024
+#: Fewest samples a dictionary is trained from (fewer: no dictionary).
+MIN_DICT_SAMPLES = 64
 
 # Extensions of formats that are already compressed: compressing them again wastes CPU.
 _COMPRESSED_EXTENSION_TEXT = """
@@ -120,6 +135,8 @@ def codec_available(codec: Codec) -> bool:
 
 
 def _module(codec: Codec) -> ModuleType:
+    if codec is Codec.ZSTD_DICT:
+        codec = Codec.ZSTD
     mod = _modules.get(codec)
     if mod is not None:
         return mod
@@ -147,18 +164,101 @@ def _zstd_compressor(level: int) -> Any:
     return comp
 
 
-def _zstd_decompressor() -> Any:
-    dec = getattr(_local, "zd", None)
+def _zstd_decompressor(dictionary: bytes | None = None) -> Any:
+    if dictionary is None:
+        dec = getattr(_local, "zd", None)
+        if dec is None:
+            dec = _local.zd = _module(Codec.ZSTD).ZstdDecompressor()
+        return dec
+    cache: OrderedDict[bytes, Any] | None = getattr(_local, "zdd", None)
+    if cache is None:
+        cache = _local.zdd = OrderedDict()
+    dec = cache.get(dictionary)
     if dec is None:
-        dec = _local.zd = _module(Codec.ZSTD).ZstdDecompressor()
+        zstd = _module(Codec.ZSTD)
+        dec = zstd.ZstdDecompressor(dict_data=_zstd_dict(zstd, dictionary))
+        cache[dictionary] = dec
+        if len(cache) > _DICT_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(dictionary)
     return dec
 
 
-def compress(codec: Codec, data: bytes, level: int | None = None) -> bytes:
-    """Compress ``data`` with ``codec`` (``Codec.NONE`` returns it unchanged)."""
+_DICT_CACHE = 8  # per thread: compressors/decompressors of the last few shard dictionaries
+
+
+def _zstd_dict(zstd: Any, dictionary: bytes) -> Any:
+    try:
+        return zstd.ZstdCompressionDict(dictionary)
+    except zstd.ZstdError as exc:  # pragma: no cover - zstandard accepts any bytes as raw content
+        raise CorruptShard(f"the shard dictionary cannot be loaded: {exc}") from None
+
+
+def _zstd_dict_compressor(level: int, dictionary: bytes) -> Any:
+    cache: OrderedDict[tuple[int, bytes], Any] | None = getattr(_local, "zcd", None)
+    if cache is None:
+        cache = _local.zcd = OrderedDict()
+    key = (level, dictionary)
+    comp = cache.get(key)
+    if comp is None:
+        zstd = _module(Codec.ZSTD)
+        comp = zstd.ZstdCompressor(
+            level=level,
+            dict_data=_zstd_dict(zstd, dictionary),
+            write_content_size=True,
+            write_checksum=False,
+            write_dict_id=False,
+        )
+        cache[key] = comp
+        if len(cache) > _DICT_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return comp
+
+
+def _need_dictionary(dictionary: bytes | None, uid: str) -> bytes:
+    if dictionary is None:
+        raise CorruptShard(
+            f"payload of {uid!r} is compressed with the shard dictionary, but the shard has none"
+        )
+    return dictionary
+
+
+def train_dictionary(samples: Sequence[bytes], max_size: int = MAX_DICTIONARY_SIZE) -> bytes | None:
+    """Train a zstd dictionary of at most ``max_size`` bytes from ``samples`` (in the order
+    given), or None when there are fewer than ``MIN_DICT_SAMPLES`` non-empty samples or zstd
+    finds nothing to learn. Deterministic: the same samples in the same order and the same
+    ``max_size`` give the same bytes (zstd's parameter search runs on one thread)."""
+    if not 256 <= max_size <= MAX_DICTIONARY_SIZE:
+        raise ValueError(
+            f"dictionary size must be 256..{MAX_DICTIONARY_SIZE} bytes, got {max_size}"
+        )
+    usable = [bytes(s) for s in samples if s]
+    if len(usable) < MIN_DICT_SAMPLES:
+        return None
+    zstd = _module(Codec.ZSTD)
+    try:
+        trained = zstd.train_dictionary(max_size, usable, threads=1)
+    except zstd.ZstdError:
+        return None
+    raw = bytes(trained.as_bytes())
+    return raw if 0 < len(raw) <= max_size else None
+
+
+def compress(
+    codec: Codec, data: bytes, level: int | None = None, *, dictionary: bytes | None = None
+) -> bytes:
+    """Compress ``data`` with ``codec`` (``Codec.NONE`` returns it unchanged).
+    ``Codec.ZSTD_DICT`` needs the shard's ``dictionary``."""
     if codec is Codec.NONE:
         return data
     lvl = DEFAULT_LEVELS[codec] if level is None else level
+    if codec is Codec.ZSTD_DICT:
+        if dictionary is None:
+            raise ValueError("codec zstd_dict needs a dictionary")
+        return bytes(_zstd_dict_compressor(lvl, dictionary).compress(data))
     if codec is Codec.ZSTD:
         return bytes(_zstd_compressor(lvl).compress(data))
     lz4f = _module(Codec.LZ4)
@@ -167,11 +267,15 @@ def compress(codec: Codec, data: bytes, level: int | None = None) -> bytes:
     )
 
 
-def decompress(codec: Codec, data: bytes, size: int, *, uid: str = "") -> bytes:
-    """Decompress a stored payload that must expand to exactly ``size`` bytes."""
+def decompress(
+    codec: Codec, data: bytes, size: int, *, uid: str = "", dictionary: bytes | None = None
+) -> bytes:
+    """Decompress a stored payload that must expand to exactly ``size`` bytes
+    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
     if codec is Codec.NONE:
         out = data
-    elif codec is Codec.ZSTD:
+    elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
+        zdict = _need_dictionary(dictionary, uid) if codec is Codec.ZSTD_DICT else None
         zstd = _module(Codec.ZSTD)
         try:
             # A frame header that declares another size is refused before anything is
@@ -179,11 +283,11 @@ def decompress(codec: Codec, data: bytes, size: int, *, uid: str = "") -> bytes:
             declared = zstd.frame_content_size(data)
             _check_declared(declared, size, uid)
             if declared >= 0 and size <= _ONE_SHOT_LIMIT:
-                out = _zstd_decompressor().decompress(data, max_output_size=max(size, 1))
+                out = _zstd_decompressor(zdict).decompress(data, max_output_size=max(size, 1))
             else:
                 # No size in the frame (or a huge one): one-shot decompression would allocate
                 # the index's size up front, so expand in bounded steps instead.
-                out = _zstd_bounded(zstd, data, size)
+                out = _zstd_bounded(zstd, data, size, zdict)
         except zstd.ZstdError as exc:
             raise CorruptShard(f"payload of {uid!r} is not a valid zstd frame: {exc}") from None
     else:
@@ -204,9 +308,14 @@ def decompress(codec: Codec, data: bytes, size: int, *, uid: str = "") -> bytes:
 _ONE_SHOT_LIMIT = 64 << 20
 
 
-def _zstd_bounded(zstd: Any, data: bytes, size: int) -> bytes:
+def _zstd_bounded(zstd: Any, data: bytes, size: int, dictionary: bytes | None = None) -> bytes:
     """Decompress one frame in 1 MiB steps, stopping once it passes ``size`` bytes."""
-    reader = zstd.ZstdDecompressor().stream_reader(data, read_across_frames=False)
+    dec = (
+        zstd.ZstdDecompressor()
+        if dictionary is None
+        else zstd.ZstdDecompressor(dict_data=_zstd_dict(zstd, dictionary))
+    )
+    reader = dec.stream_reader(data, read_across_frames=False)
     parts: list[bytes] = []
     total = 0
     while total <= size:
@@ -226,16 +335,26 @@ def _check_declared(declared: int, size: int, uid: str) -> None:
 
 
 def iter_decompress(
-    codec: Codec, chunks: Iterator[bytes], size: int, *, uid: str = ""
+    codec: Codec,
+    chunks: Iterator[bytes],
+    size: int,
+    *,
+    uid: str = "",
+    dictionary: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Decompress a stream of stored chunks, yielding original bytes; checks the total size."""
+    """Decompress a stream of stored chunks, yielding original bytes; checks the total size
+    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
     errors: tuple[type[BaseException], ...] = ()
     if codec is Codec.NONE:
         feed: Callable[[bytes], bytes] = bytes
         tail: Callable[[], bytes] = bytes
-    elif codec is Codec.ZSTD:
+    elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
         zstd = _module(Codec.ZSTD)
-        dobj = zstd.ZstdDecompressor().decompressobj()
+        if codec is Codec.ZSTD_DICT:
+            zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
+            dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+        else:
+            dobj = zstd.ZstdDecompressor().decompressobj()
         errors = (zstd.ZstdError,)
 
         def feed(b: bytes) -> bytes:

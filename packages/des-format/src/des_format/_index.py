@@ -276,17 +276,30 @@ class ShardIndex:
         legacy_entries: dict[str, IndexEntry] | None = None,
         legacy_version: int = 0,
         index_offset: int = 0,
+        dictionary: bytes | None = None,
     ) -> None:
         self.object_size = object_size
         self.etag = etag
         self._fetch = fetch
         self._legacy = legacy_entries
+        #: The shard's zstd dictionary (entries with ``Codec.ZSTD_DICT`` need it), or None.
+        self.dictionary = dictionary
         if footer is not None:
             self.format_version = footer.version
             self.index_offset = footer.index_offset
             self.entry_count = footer.entry_count
             self.bucket_count = footer.bucket_count
-            self._area_len = object_size - FOOTER_SIZE - len(directory) - footer.index_offset
+            if (dictionary is not None) != bool(footer.dictionary_size) or (
+                dictionary is not None and len(dictionary) != footer.dictionary_size
+            ):
+                raise CorruptShard("the shard dictionary does not match the footer")
+            self._area_len = (
+                object_size
+                - FOOTER_SIZE
+                - len(directory)
+                - footer.dictionary_block
+                - footer.index_offset
+            )
             check_directory(directory, footer.bucket_count, self._area_len)
         else:
             assert legacy_entries is not None
@@ -300,7 +313,11 @@ class ShardIndex:
         n_buckets = 0 if legacy_entries is not None else self.bucket_count
         self._buckets: list[dict[str, EntryFields | IndexEntry] | None] = [None] * n_buckets
         self._decoded_entries = 0 if legacy_entries is None else len(legacy_entries)
-        self._raw_bytes = len(directory) + (len(area) if area is not None else 0)
+        self._raw_bytes = (
+            len(directory)
+            + (len(area) if area is not None else 0)
+            + (len(dictionary) if dictionary is not None else 0)
+        )
 
     @property
     def is_legacy(self) -> bool:
@@ -385,8 +402,7 @@ class ShardIndex:
             return
         area = self._area
         if area is None and any(b is None for b in self._buckets) and self._fetch is not None:
-            end = self.object_size - FOOTER_SIZE - len(self._directory)
-            area = self._fetch(self.index_offset, end)
+            area = self._fetch(self.index_offset, self.index_offset + self._area_len)
         for b in range(self.bucket_count):
             decoded = self._buckets[b]
             if decoded is None:
@@ -438,19 +454,29 @@ def read_index(
         footer = parse_footer(data[-FOOTER_SIZE:])
         dir_len = footer.bucket_count * DIR_ENTRY_SIZE
         dir_start = size - FOOTER_SIZE - dir_len
-        if footer.index_offset < HEADER_SIZE or dir_start < footer.index_offset:
+        # With a dictionary, its block (dictionary + CRC-32) sits right before the directory;
+        # it is read together with the directory (in the tail read whenever the directory is).
+        dict_start = dir_start - footer.dictionary_block
+        if footer.index_offset < HEADER_SIZE or dict_start < footer.index_offset:
             raise CorruptShard("footer index offset is outside the shard")
-        if dir_start >= tail_start:
-            directory = data[dir_start - tail_start : len(data) - FOOTER_SIZE]
+        if dict_start >= tail_start:
+            block = data[dict_start - tail_start : len(data) - FOOTER_SIZE]
         else:
-            directory = reader(dir_start, size - FOOTER_SIZE)
-            if len(directory) != dir_len:
+            block = reader(dict_start, size - FOOTER_SIZE)
+            if len(block) != size - FOOTER_SIZE - dict_start:
                 raise CorruptShard("short read of the index directory")
+        directory = block[footer.dictionary_block :]
         if zlib.crc32(directory) != footer.directory_crc:
             raise ChecksumMismatch("index directory checksum mismatch")
+        dictionary = None
+        if footer.dictionary_size:
+            dictionary = bytes(block[: footer.dictionary_size])
+            (dict_crc,) = _CRC.unpack_from(block, footer.dictionary_size)
+            if zlib.crc32(dictionary) != dict_crc:
+                raise ChecksumMismatch("shard dictionary checksum mismatch")
         area = None
         if footer.index_offset >= tail_start:
-            area = data[footer.index_offset - tail_start : dir_start - tail_start]
+            area = data[footer.index_offset - tail_start : dict_start - tail_start]
         return ShardIndex(
             footer=footer,
             object_size=size,
@@ -458,6 +484,7 @@ def read_index(
             directory=directory,
             area=area,
             fetch=reader,
+            dictionary=dictionary,
         )
     if len(data) >= 12 and data[-12:-8] == LEGACY_FOOTER_MAGIC:
         return parse_legacy_index(data, size, tail.etag, reader)

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._codecs import Codec
+from ._codecs import MAX_DICTIONARY_SIZE, Codec
 from ._errors import ChecksumMismatch, CorruptShard, UnsupportedFormatVersion
 
 MAGIC = b"DESF"
@@ -21,7 +21,11 @@ LEGACY_MAGIC = b"DES2"
 LEGACY_FOOTER_MAGIC = b"DESI"
 FORMAT_VERSION = 1
 FORMAT_MINOR = 0
-KNOWN_FEATURES = 0  # footer feature bits this reader understands (none defined yet)
+#: Footer feature bit: the shard stores a zstd dictionary (FORMAT.md section 3.1); its length
+#: is in the footer's reserved field and entries may use codec 3 (``Codec.ZSTD_DICT``).
+FEATURE_DICTIONARY = 0x1
+KNOWN_FEATURES = FEATURE_DICTIONARY  # footer feature bits this reader understands
+DICT_CRC_SIZE = 4  # the dictionary block: dictionary bytes, then their CRC-32
 
 DEFAULT_TAIL_SIZE = 65536
 DEFAULT_BIG_FILE_THRESHOLD = 10 * 1024 * 1024
@@ -66,6 +70,13 @@ class Footer:
     bucket_count: int
     directory_crc: int
     features: int
+    dictionary_size: int = 0  # bytes of the shard dictionary (0: none)
+
+    @property
+    def dictionary_block(self) -> int:
+        """Bytes of the dictionary block between the buckets and the directory (0 or
+        dictionary + CRC-32)."""
+        return self.dictionary_size + DICT_CRC_SIZE if self.dictionary_size else 0
 
 
 def serialize_header(part: int = 0) -> bytes:
@@ -92,8 +103,19 @@ def parse_header(buf: bytes) -> Header:
 
 
 def serialize_footer(
-    *, index_offset: int, entry_count: int, bucket_count: int, directory_crc: int
+    *,
+    index_offset: int,
+    entry_count: int,
+    bucket_count: int,
+    directory_crc: int,
+    dictionary_size: int = 0,
 ) -> bytes:
+    """The 48-byte footer. With a dictionary, the feature bit is set and its length goes in
+    the reserved field; without one, the footer is the version 1.0 footer."""
+    if not 0 <= dictionary_size <= MAX_DICTIONARY_SIZE:
+        raise ValueError(
+            f"dictionary of {dictionary_size} bytes; the limit is {MAX_DICTIONARY_SIZE}"
+        )
     body = FOOTER.pack(
         MAGIC,
         FORMAT_VERSION,
@@ -102,8 +124,8 @@ def serialize_footer(
         entry_count,
         bucket_count,
         directory_crc,
-        0,
-        0,
+        FEATURE_DICTIONARY if dictionary_size else 0,
+        dictionary_size,
         0,
         MAGIC,
     )
@@ -120,7 +142,7 @@ def parse_footer(buf: bytes) -> Footer:
     """Parse the last ``FOOTER_SIZE`` bytes of a shard (checks magic, CRC and version)."""
     if len(buf) != FOOTER_SIZE:
         raise CorruptShard(f"footer needs {FOOTER_SIZE} bytes, got {len(buf)}")
-    (magic, major, minor, index_offset, count, buckets, dir_crc, features, _res, crc, magic2) = (
+    (magic, major, minor, index_offset, count, buckets, dir_crc, features, res, crc, magic2) = (
         FOOTER.unpack(buf)
     )
     if magic != MAGIC or magic2 != MAGIC:
@@ -138,7 +160,14 @@ def parse_footer(buf: bytes) -> Footer:
         )
     if buckets == 0 or buckets & (buckets - 1) or buckets > MAX_BUCKETS:
         raise CorruptShard(f"bucket count {buckets} is not a power of two <= {MAX_BUCKETS}")
-    return Footer(major, minor, index_offset, count, buckets, dir_crc, features)
+    dict_size = 0
+    if features & FEATURE_DICTIONARY:
+        if not 1 <= res <= MAX_DICTIONARY_SIZE:
+            raise CorruptShard(
+                f"footer declares a dictionary of {res} bytes (1..{MAX_DICTIONARY_SIZE} allowed)"
+            )
+        dict_size = res
+    return Footer(major, minor, index_offset, count, buckets, dir_crc, features, dict_size)
 
 
 # ---- varints: unsigned LEB128, at most 10 bytes, value < 2**64 ----

@@ -49,15 +49,19 @@ def check_payload(entry: IndexEntry, data: bytes) -> bytes:
     return data
 
 
-def decode_payload(entry: IndexEntry, stored: bytes) -> bytes:
-    """Original bytes of an inline entry from its stored bytes, verified."""
+def decode_payload(entry: IndexEntry, stored: bytes, dictionary: bytes | None = None) -> bytes:
+    """Original bytes of an inline entry from its stored bytes, verified (``dictionary``: the
+    shard's, needed by entries stored with ``Codec.ZSTD_DICT``)."""
     if len(stored) != entry.stored_size:
         raise CorruptShard(
             f"{entry.uid!r}: read {len(stored)} stored bytes, index says {entry.stored_size}"
         )
     if entry.codec is Codec.NONE:
         return check_payload(entry, stored)
-    return check_payload(entry, decompress(entry.codec, stored, entry.size, uid=entry.uid))
+    return check_payload(
+        entry,
+        decompress(entry.codec, stored, entry.size, uid=entry.uid, dictionary=dictionary),
+    )
 
 
 class ShardReader:
@@ -180,7 +184,7 @@ class ShardReader:
             return decode_payload(entry, b"")
         src = self._part(entry.part)
         stored = src.read_range(entry.offset, entry.offset + entry.stored_size)
-        return decode_payload(entry, stored)
+        return decode_payload(entry, stored, self.index.dictionary)
 
     def verify(self, deep: bool = True) -> int:
         """Check header, footer, index and (``deep``) every payload. Returns the number of

@@ -105,11 +105,19 @@ class _KeySource:
 class OpenedFile:
     """A file found in a shard, its bytes not read yet. ``iter_bytes`` streams and verifies."""
 
-    def __init__(self, retriever: ShardRetriever, key: str, entry: IndexEntry, etag: str | None):
+    def __init__(
+        self,
+        retriever: ShardRetriever,
+        key: str,
+        entry: IndexEntry,
+        etag: str | None,
+        dictionary: bytes | None = None,
+    ):
         self._r = retriever
         self.key = key
         self.entry = entry
         self._etag = etag
+        self._dictionary = dictionary
 
     @property
     def size(self) -> int:
@@ -118,7 +126,7 @@ class OpenedFile:
     def iter_bytes(self) -> Iterator[bytes]:
         """The original bytes in chunks; the checksum is checked after the last chunk
         (``ChecksumMismatch`` then, never silently wrong data)."""
-        yield from self._r._stream(self.key, self.entry, self._etag)
+        yield from self._r._stream(self.key, self.entry, self._etag, self._dictionary)
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -221,15 +229,17 @@ class ShardRetriever:
         """The original bytes of ``uid`` in the shard at ``key``, checksum verified."""
         etag, index, entry, cached = self._locate(key, uid)
         try:
-            return self._read_entry(key, entry, etag)
+            return self._read_entry(key, entry, etag, index.dictionary)
         except _RETRYABLE as exc:
             if not cached and not isinstance(exc, PreconditionFailed):
                 raise
             self._drop(key, index)
             etag, index = self._cold_index(key)
-            return self._read_entry(key, self._entry(key, index, uid), etag)
+            return self._read_entry(key, self._entry(key, index, uid), etag, index.dictionary)
 
-    def _read_entry(self, key: str, entry: IndexEntry, etag: str | None) -> bytes:
+    def _read_entry(
+        self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None = None
+    ) -> bytes:
         if entry.is_bigfile:
             assert entry.bigfile_hash is not None
             if entry.size == 0:
@@ -254,14 +264,16 @@ class ShardRetriever:
             if_match=etag if entry.part == 0 else None,
         )
         self._notify("payload", len(stored))
-        return decode_payload(entry, stored)
+        return decode_payload(entry, stored, dictionary)
 
     def open(self, key: str, uid: str) -> OpenedFile:
         """Find ``uid`` (index only) and return a handle that streams its bytes."""
-        etag, _index, entry, _cached = self._locate(key, uid)
-        return OpenedFile(self, key, entry, etag)
+        etag, index, entry, _cached = self._locate(key, uid)
+        return OpenedFile(self, key, entry, etag, index.dictionary)
 
-    def _stream(self, key: str, entry: IndexEntry, etag: str | None) -> Iterator[bytes]:
+    def _stream(
+        self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None = None
+    ) -> Iterator[bytes]:
         attempt = 0
         while True:
             chunks = self._stored_chunks(key, entry, etag)
@@ -277,6 +289,7 @@ class ShardRetriever:
                     self.cache.discard(key)
                 etag, index = self._cold_index(key)
                 entry = self._entry(key, index, entry.uid)
+                dictionary = index.dictionary
                 continue
             break
 
@@ -289,7 +302,9 @@ class ShardRetriever:
         sha = hashlib.sha256() if entry.checksum is None and entry.is_bigfile else None
         codec = Codec.NONE if entry.is_bigfile else entry.codec
         total = 0
-        for piece in iter_decompress(codec, all_chunks(), entry.size, uid=entry.uid):
+        for piece in iter_decompress(
+            codec, all_chunks(), entry.size, uid=entry.uid, dictionary=dictionary
+        ):
             crc = zlib.crc32(piece, crc)
             if sha is not None:
                 sha.update(piece)
@@ -368,7 +383,7 @@ class ShardRetriever:
                 continue
             if entry.is_bigfile or entry.stored_size == 0:
                 try:
-                    results[uid] = self._read_entry(key, entry, etag)
+                    results[uid] = self._read_entry(key, entry, etag, index.dictionary)
                 except PreconditionFailed:
                     raise
                 except DesFormatError as exc:
@@ -398,7 +413,9 @@ class ShardRetriever:
                     e = entries[i]
                     rel = e.offset - span.start
                     try:
-                        results[e.uid] = decode_payload(e, blob[rel : rel + e.stored_size])
+                        results[e.uid] = decode_payload(
+                            e, blob[rel : rel + e.stored_size], index.dictionary
+                        )
                     except DesFormatError as exc:
                         results[e.uid] = exc
         return results

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from ._codecs import Codec, compress, is_precompressed, parse_codec
+from ._codecs import (
+    DEFAULT_DICT_MAX_FILE_SIZE,
+    MAX_DICTIONARY_SIZE,
+    Codec,
+    compress,
+    is_precompressed,
+    parse_codec,
+)
 from ._errors import DuplicateUid, EntryNotFound
 from ._index import ShardIndex, canonical_meta, serialize_bucket_with_meta
 from ._layout import (
@@ -41,6 +48,7 @@ class PreparedPayload:
     checksum: int
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
     sha256: str | None = None  # set when the payload is a big file
+    dictionary_crc: int | None = None  # CRC-32 of the dictionary used (codec ZSTD_DICT)
 
     @property
     def is_bigfile(self) -> bool:
@@ -123,6 +131,8 @@ def prepare_payload(
     codec: str | Codec = "zstd",
     level: int | None = None,
     big_file_threshold: int | None = None,
+    dictionary: bytes | None = None,
+    dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE,
     _checked: bool = False,
 ) -> PreparedPayload:
     """Checksum ``data`` and decide how to store it. Pure CPU and thread-safe.
@@ -130,6 +140,9 @@ def prepare_payload(
     Stored raw when the codec is ``none``, when the file's own name or content type marks it
     as already compressed, or when compression does not make it smaller. Above
     ``big_file_threshold`` the payload is marked as a big file (sha256 computed, kept raw).
+    With the codec zstd and a shard ``dictionary``, files of at most ``dict_max_file_size``
+    bytes are compressed with the dictionary (``Codec.ZSTD_DICT``); add them only to a
+    writer holding the same dictionary.
     """
     if not _checked:
         check_uid(uid)
@@ -149,14 +162,22 @@ def prepare_payload(
         ):
             chosen = Codec.NONE
         else:
-            packed = compress(chosen, data, level)
+            use_dict = (
+                dictionary is not None and chosen is Codec.ZSTD and len(data) <= dict_max_file_size
+            )
+            if use_dict:
+                chosen = Codec.ZSTD_DICT
+            elif chosen is Codec.ZSTD_DICT:
+                raise ValueError("codec zstd_dict is chosen by giving a dictionary")
+            packed = compress(chosen, data, level, dictionary=dictionary if use_dict else None)
             if len(packed) < len(data):
                 stored = packed
             else:
                 chosen = Codec.NONE
     else:
         chosen = Codec.NONE
-    return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta)
+    dict_crc = zlib.crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
+    return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta, None, dict_crc)
 
 
 def hash_file(path: str | os.PathLike[str]) -> FileDigest:
@@ -255,6 +276,11 @@ class ShardWriter:
     the index in ``out`` covers every entry. For an append, pass the existing object's size as
     ``base_offset`` and its index as ``existing``: ``out`` then receives only the tail to add
     after the old bytes. ``close`` does not close any stream.
+
+    ``dictionary`` (at most ``MAX_DICTIONARY_SIZE`` bytes, e.g. from
+    :func:`train_dictionary`) is stored in the shard; with the codec zstd, files of at most
+    ``dict_max_file_size`` bytes are compressed with it. An append keeps the existing
+    shard's dictionary.
     """
 
     def __init__(
@@ -270,8 +296,24 @@ class ShardWriter:
         base_offset: int = 0,
         existing: ShardIndex | None = None,
         first_part: int = 1,
+        dictionary: bytes | None = None,
+        dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE,
     ) -> None:
         self._codec = parse_codec(codec)
+        if dictionary is not None:
+            dictionary = bytes(dictionary)
+            if not 0 < len(dictionary) <= MAX_DICTIONARY_SIZE:
+                raise ValueError(
+                    f"a shard dictionary must be 1..{MAX_DICTIONARY_SIZE} bytes,"
+                    f" got {len(dictionary)}"
+                )
+        if existing is not None and existing.dictionary is not None:
+            if dictionary is not None and dictionary != existing.dictionary:
+                raise ValueError("the shard already has a dictionary; an append keeps it")
+            dictionary = existing.dictionary
+        self._dictionary = dictionary
+        self._dict_crc = zlib.crc32(dictionary) if dictionary is not None else None
+        self._dict_max = dict_max_file_size
         self._level = level
         self._threshold = big_file_threshold
         self._sink = bigfile_sink
@@ -330,6 +372,11 @@ class ShardWriter:
     @property
     def entry_count(self) -> int:
         return len(self._entries)
+
+    @property
+    def dictionary(self) -> bytes | None:
+        """The shard dictionary this writer stores (an append's is the existing one)."""
+        return self._dictionary
 
     @property
     def position(self) -> int:
@@ -410,6 +457,8 @@ class ShardWriter:
             codec=self._codec if codec is None else codec,
             level=self._level if level is None else level,
             big_file_threshold=self._threshold if self._sink is not None else None,
+            dictionary=self._dictionary,
+            dict_max_file_size=self._dict_max,
             _checked=True,
         )
         return self._add_prepared(prepared)
@@ -430,7 +479,9 @@ class ShardWriter:
             if prepared.codec is not Codec.NONE:
                 from ._codecs import decompress
 
-                data = decompress(prepared.codec, prepared.stored, prepared.size)
+                data = decompress(
+                    prepared.codec, prepared.stored, prepared.size, dictionary=self._dictionary
+                )
             sha = prepared.sha256 or hashlib.sha256(data).hexdigest()
             self._sink.put_bytes(sha, data)
             return self.add_bigfile(
@@ -439,6 +490,12 @@ class ShardWriter:
                 size=prepared.size,
                 meta=prepared.meta,
                 checksum=prepared.checksum,
+            )
+        if prepared.codec is Codec.ZSTD_DICT and (
+            self._dict_crc is None or prepared.dictionary_crc != self._dict_crc
+        ):
+            raise ValueError(
+                f"{prepared.uid!r} was compressed with another dictionary than this shard's"
             )
         part, offset = self._write_payload(prepared.stored)
         entry = IndexEntry(
@@ -528,6 +585,8 @@ class ShardWriter:
             meta=meta,
             codec=self._codec if codec is None else codec,
             level=self._level if level is None else level,
+            dictionary=self._dictionary,
+            dict_max_file_size=self._dict_max,
         )
         if name is None:
             prepared = replace(prepared, meta=build_meta(meta, None, content_type))
@@ -571,6 +630,11 @@ class ShardWriter:
         if len(stored) != entry.stored_size:
             raise ValueError(
                 f"{entry.uid!r}: got {len(stored)} stored bytes, the entry says {entry.stored_size}"
+            )
+        if entry.codec is Codec.ZSTD_DICT and self._dictionary is None:
+            raise ValueError(
+                f"{entry.uid!r} is compressed with its shard's dictionary; give this writer"
+                " the same dictionary (ShardWriter(dictionary=index.dictionary))"
             )
         part, offset = self._write_payload(stored)
         new = replace(entry, offset=offset, part=part)
@@ -620,12 +684,18 @@ class ShardWriter:
                 raise ValueError("index larger than 4 GiB: split the shard (lower max_size)")
             directory += DIR_ENTRY.pack(rel, zlib.crc32(encoded))
             written += len(encoded)
+        if self._dictionary is not None:
+            # the dictionary block, right before the directory (FORMAT.md section 3.1)
+            self._head.write(self._dictionary)
+            self._head.write(zlib.crc32(self._dictionary).to_bytes(4, "little"))
+            written += len(self._dictionary) + 4
         self._head.write(directory)
         footer = serialize_footer(
             index_offset=index_offset,
             entry_count=len(keyed),
             bucket_count=n_buckets,
             directory_crc=zlib.crc32(directory),
+            dictionary_size=len(self._dictionary) if self._dictionary is not None else 0,
         )
         self._head.write(footer)
         index_bytes = written + len(directory) + len(footer)
