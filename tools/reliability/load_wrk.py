@@ -46,6 +46,10 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def _mean_mib(values: list[int]) -> float:
+    return round(sum(values) / len(values) / 1024, 1) if values else 0.0
+
+
 def load(env: dict[str, str], work: Path, rows: list[dict[str, Any]], args: Any) -> dict[str, Any]:
     port = free_port()
     proc = start_des(env, port, work / "des-http.log")
@@ -91,6 +95,10 @@ def load(env: dict[str, str], work: Path, rows: list[dict[str, Any]], args: Any)
         "rss_start_mib": round(start_rss / 1024, 1),
         "rss_end_mib": round(end_rss / 1024, 1),
         "rss_max_mib": round(max([start_rss, end_rss, *samples]) / 1024, 1),
+        # flatness: mean RSS of the first and of the last fifth of the run
+        "rss_first_fifth_mib": _mean_mib(samples[: max(1, len(samples) // 5)]),
+        "rss_last_fifth_mib": _mean_mib(samples[-max(1, len(samples) // 5) :]),
+        "rss_samples": len(samples),
         "cache_bytes": int(cache_bytes),
         "cache_bound": args.cache_bytes,
         "cache_evictions": int(evictions),
