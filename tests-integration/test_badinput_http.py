@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from des_format import LocalObjectStore, ShardWriter
@@ -247,3 +248,22 @@ def test_bad_item_gets_its_own_400_part(client: TestClient) -> None:
     )
     assert statuses == [b"200", b"400", b"400"]
     assert DATA in r.content
+
+
+def test_delete_with_non_utf8_uid_deletes_nothing(tmp_path: Path) -> None:
+    """%ff%fe must not be read as U+FFFD U+FFFD: a DELETE would tombstone another file."""
+    uid = "\ufffd\ufffd"
+    key = locate_shard(uid, DAY, 8).object_key
+    (tmp_path / key).parent.mkdir(parents=True)
+    with open(tmp_path / key, "wb") as fh:
+        w = ShardWriter(fh)
+        w.add(uid, b"keep me")
+        w.close()
+    settings = HttpSettings(des=DesSettings(backend="local", base_dir=tmp_path, n_bits=8))
+    app = create_app(settings, registry=CollectorRegistry())
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.delete(f"/files/%ff%fe?created_at={DAY}")
+        body = problem(r)
+        assert (body["status"], body["type"]) == (400, "urn:des:problem:invalid-uid")
+        got = c.get(f"/files/%EF%BF%BD%EF%BF%BD?created_at={DAY}")
+        assert (got.status_code, got.content) == (200, b"keep me")

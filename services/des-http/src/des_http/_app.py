@@ -136,6 +136,17 @@ def _file_params(
             "ISO 8601, e.g. ?created_at=2024-01-01T00:00:00Z"
         )
     headers = request.headers
+    return (
+        checked_uid(request),
+        created_at,
+        headers.get("range"),
+        headers.get("if-none-match"),
+        headers.get("if-range"),
+    )
+
+
+def checked_uid(request: Request) -> str:
+    """The ``{uid}`` path parameter, refused (InvalidUid) if its bytes are not UTF-8."""
     uid: str = request.path_params["uid"]
     if "\ufffd" in uid:
         # The server decodes the path with errors="replace": percent-encoded bytes that are
@@ -149,13 +160,7 @@ def _file_params(
                     "uid is not valid UTF-8 once percent-decoded; uids are UTF-8 text "
                     "(percent-encode its UTF-8 bytes)"
                 ) from None
-    return (
-        uid,
-        created_at,
-        headers.get("range"),
-        headers.get("if-none-match"),
-        headers.get("if-range"),
-    )
+    return uid
 
 
 class BatchItem(BaseModel):

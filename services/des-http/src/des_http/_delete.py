@@ -61,7 +61,7 @@ class _LazyEditor:
 def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], Any]) -> None:
     """Add ``DELETE /files/{uid}`` to ``app``. ``make_editor()`` builds the shard editor on
     the first delete (``des_storage_s3.open_editor(settings)`` by default)."""
-    from ._app import FILE_PARAMETERS
+    from ._app import FILE_PARAMETERS, checked_uid
 
     editor = _LazyEditor(make_editor)
 
@@ -110,7 +110,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
     )
     async def delete_file(request: Request) -> Response:
         try:
-            uid = request.path_params["uid"]
+            uid = checked_uid(request)
             created_at = request.query_params.get("created_at")
             if created_at is None:
                 raise BadRequest(
