@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -88,13 +89,21 @@ def make_table(url: str, rows: list[tuple[str, datetime, str, int]]) -> None:
     engine.dispose()
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_pack(rows: list[tuple[str, datetime, str, int]], out: Path, opts: Any) -> float:
     from des_packer import ManifestEntry, pack
 
     entries = [ManifestEntry(u, c, s, p) for u, c, p, s in rows]
     t0 = time.perf_counter()
+    c0 = cpu_seconds()
     report = pack(entries, str(out), opts)
     elapsed = time.perf_counter() - t0
+    print(f"  des-pack CPU {cpu_seconds() - c0:.1f} s")
     assert report.files == len(rows), report.to_json()
     return elapsed
 
@@ -113,8 +122,10 @@ def run_migrate(
     )
     orch = MigrationOrchestrator(cfg)
     t0 = time.perf_counter()
+    c0 = cpu_seconds()
     report = orch.run_migration_cycle()
     elapsed = time.perf_counter() - t0
+    print(f"  des-migrate CPU {cpu_seconds() - c0:.1f} s (this process; not PostgreSQL's)")
     assert report.status == "success", report.to_json()
     orch.db.engine.dispose()
     steps = " ".join(f"{k}={v:.1f}" for k, v in report.step_seconds)
