@@ -200,15 +200,27 @@ def test_reads_through_the_service_under_faults(
 # ---- packing to S3 ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("appending", [False, True], ids=["fresh", "append"])
 @pytest.mark.parametrize("rate", RATES)
 def test_packing_to_s3_under_faults_leaves_no_partial_object(
-    s3: Any, proxy: FaultProxy, tmp_path: Path, rate: float
+    s3: Any, proxy: FaultProxy, tmp_path: Path, rate: float, appending: bool
 ) -> None:
+    """Fresh shards, or (``append``) late files added to shards already in the bucket: the
+    rebuild by server-side copy + tail runs under the faults."""
     client = s3.client()
-    bucket = f"rel-pack-{int(rate * 100)}"
+    bucket = f"rel-pack-{int(rate * 100)}-{int(appending)}"
     client.create_bucket(Bucket=bucket)
     files = make_files(tmp_path / "src", 12 * SCALE, seed=2)
     entries = manifest(tmp_path / "src", files)
+    if appending:  # everything first, fault-free; then late files for those same shards
+        first = PackOptions(n_bits=N_BITS, big_file_threshold=BIG, s3_endpoint_url=s3.endpoint_url)
+        assert list(pack(entries, f"s3://{bucket}/des", first).failures) == []
+        for j, e in enumerate(entries[:8]):
+            index = locate_shard(e.uid, e.created_at, N_BITS).shard_index
+            late = str(1600 + 16 * j + index)  # numeric uid: shard index = uid mod 16
+            files[late] = (e.created_at, f"late file {j} for shard {index}".encode() * 20)
+            (tmp_path / "src" / late).write_bytes(files[late][1])
+        entries = manifest(tmp_path / "src", files)
     options = PackOptions(
         n_bits=N_BITS,
         big_file_threshold=BIG,
@@ -218,10 +230,12 @@ def test_packing_to_s3_under_faults_leaves_no_partial_object(
     )
     proxy.chaos(rate, ("slowdown", "error500", "reset", "truncate"), seed=7)
     outcome = "ok"
+    appended = 0
     for _attempt in range(2 * SCALE):
         try:
             report = pack(entries, f"s3://{bucket}/des", options)
             outcome = "failures" if report.failures else "ok"
+            appended += report.shards_appended
         except Exception as exc:  # a clear error is allowed, a partial object is not
             outcome = f"{type(exc).__name__}: {exc}"
         check_bucket(client, bucket, "des", files)
@@ -230,6 +244,8 @@ def test_packing_to_s3_under_faults_leaves_no_partial_object(
     report = pack(entries, f"s3://{bucket}/des", options)
     assert list(report.failures) == []
     assert check_bucket(client, bucket, "des", files) == set(files)
+    appended += report.shards_appended
+    assert (appended > 0) == appending
     assert outcome in ("ok", "failures") or ": " in outcome  # an error says what failed
 
 
