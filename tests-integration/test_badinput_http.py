@@ -145,6 +145,15 @@ def test_far_past_or_future_dates_are_not_found(client: TestClient, created_at: 
     assert (body["status"], body["type"]) == (404, "urn:des:problem:not-found")
 
 
+@pytest.mark.parametrize("created_at", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_dates_that_leave_the_calendar_in_utc(client: TestClient, created_at: str) -> None:
+    body = problem(client.get("/files/plain", params={"created_at": created_at}))
+    assert (body["status"], body["type"]) == (400, "urn:des:problem:invalid-created-at")
+    assert body["detail"] == (
+        f"created_at {created_at!r} is outside the years 1..9999 once converted to UTC"
+    )
+
+
 def test_missing_created_at(client: TestClient) -> None:
     body = problem(client.get("/files/plain"))
     assert (body["status"], body["type"]) == (400, "urn:des:problem:invalid-request")
