@@ -96,6 +96,11 @@ def test_training_is_deterministic_and_capped() -> None:
     ).stdout.strip()
     assert bytes.fromhex(other) == a
     assert train_dictionary(samples[:63]) is None  # fewer than 64 samples: no dictionary
+    # default size: 1/32 of the sample bytes, within 1..16 KiB
+    auto = train_dictionary(samples)
+    assert auto is not None
+    assert len(auto) <= max(1024, sum(map(len, samples)) // 32) < 16384
+    assert len(auto) > 512
     with pytest.raises(ValueError, match=r"dictionary size must be 256\.\.16384 bytes, got 16385"):
         train_dictionary(samples, MAX_DICTIONARY_SIZE + 1)
 

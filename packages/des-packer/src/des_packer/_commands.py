@@ -52,6 +52,8 @@ class PackArgs:
     zones_config: str | None = None
     progress: bool | None = None
     fsync: bool = True
+    dictionary: bool = False
+    dict_max_file_size: int = 4 * 1024
 
 
 def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
@@ -102,6 +104,8 @@ def _options(args: PackArgs, progress: Any) -> PackOptions:
         s3_region=env.get("DES_S3_REGION") or None,
         progress=progress,
         fsync=args.fsync,
+        dictionary=args.dictionary,
+        dict_max_file_size=args.dict_max_file_size,
     )
     opts.validate()
     return opts

@@ -19,6 +19,11 @@ CODECS = ("none", "zstd", "lz4")
 #: Same value as ``des_format.DEFAULT_BIG_FILE_THRESHOLD`` (a test keeps them equal).
 DEFAULT_BIG_FILE_THRESHOLD = 10 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
+#: Same value as ``des_format.DEFAULT_DICT_MAX_FILE_SIZE``.
+DEFAULT_DICT_MAX_FILE_SIZE = 4 * 1024
+#: Bytes of small files read per shard to train its dictionary (about 100x a 16 KiB
+#: dictionary, zstd's own rule of thumb), taken in uid order.
+DICT_SAMPLE_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,9 @@ class PackOptions:
     ``"skip"`` leaves it out and lists it in ``PackReport.failures``. ``shard_range``:
     inclusive shard indexes to pack (others are left to other packers). ``zones_config``: a
     zones file; each shard goes to its zone's bucket. ``max_inflight_bytes`` bounds the bytes
-    read but not yet written.
+    read but not yet written. ``dictionary``: train a zstd dictionary per shard from its files
+    of at most ``dict_max_file_size`` bytes (when it has at least 64 of them) and compress
+    those files with it (codec zstd only); a shard that already has a dictionary keeps it.
     """
 
     n_bits: int = 8
@@ -61,6 +68,8 @@ class PackOptions:
     s3_region: str | None = None
     fsync: bool = True
     progress: Callable[[ProgressEvent], None] | None = None
+    dictionary: bool = False
+    dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE
 
     def validate(self) -> None:
         """Raise ``PackConfigError`` naming the option at fault."""
@@ -85,6 +94,12 @@ class PackOptions:
             raise PackConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.on_error not in ("fail", "skip"):
             raise PackConfigError(f"--on-error must be fail or skip, got {self.on_error!r}")
+        if self.dictionary and self.codec != "zstd":
+            raise PackConfigError(f"--dict needs --codec zstd, got --codec {self.codec}")
+        if not 1 <= self.dict_max_file_size <= 1 << 20:
+            raise PackConfigError(
+                f"--dict-max-file-size must be 1..1048576 bytes, got {self.dict_max_file_size}"
+            )
         if self.max_inflight_bytes < 1:
             raise PackConfigError("max_inflight_bytes must be positive")
         if self.shard_range is not None:

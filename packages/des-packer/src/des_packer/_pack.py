@@ -21,7 +21,7 @@ from typing import Any
 from ._dest import Destination, ExistingShard, LocalDestination, Transaction
 from ._errors import EntryFailed, PackAborted, PackConfigError, PackerError
 from ._manifest import ManifestEntry
-from ._options import PackOptions, ProgressEvent
+from ._options import DICT_SAMPLE_BYTES, PackOptions, ProgressEvent
 from ._plan import PackPlan, PlannedShard, plan_shards
 from ._report import PackReport, ShardResult
 from ._sources import SourceReader
@@ -50,6 +50,7 @@ class _ShardState:
     writer: Any = None
     files: int = 0
     bytes_in: int = 0
+    dictionary: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +80,45 @@ class _Totals:
             elapsed_seconds=time.monotonic() - started,
             shards=tuple(self.shards),
         )
+
+
+def _estimate_index(state: _ShardState) -> int:
+    """Bytes the shard's index, directory and footer will take (an over-estimate, with the
+    writer's own bucket-size rule), for the entries already there and those to pack."""
+    import json
+
+    est = 0
+    for e in state.todo:
+        meta = dict(e.meta) if e.meta else {}
+        name = PurePosixPath(e.source).name
+        if name:
+            meta["name"] = name
+        if e.content_type is not None:
+            meta["content_type"] = e.content_type
+        est += len(e.uid.encode("utf-8")) + 20
+        if meta:
+            blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            est += 4 + len(blob.encode("utf-8"))
+    if state.existing is not None:
+        est += state.existing.index.index_length
+    buckets = 1
+    while buckets * 4096 < est and buckets < 4096:
+        buckets <<= 1
+    return est + 8 * buckets + 48
+
+
+def _dict_size(state: _ShardState, sample_bytes: int) -> int:
+    """The dictionary size to train: 1/32 of the samples within 1..16 KiB, and, when the
+    shard's index fits in the default 64 KiB tail read, no more than the room left there (so
+    a cold read of the shard stays at 2 requests), unless that leaves under 1 KiB."""
+    from des_format import DEFAULT_TAIL_SIZE, MAX_DICTIONARY_SIZE
+
+    size = max(1024, min(MAX_DICTIONARY_SIZE, sample_bytes // 32))
+    index = _estimate_index(state)
+    room = DEFAULT_TAIL_SIZE - index - 4
+    if index <= DEFAULT_TAIL_SIZE and room >= 1024:
+        size = min(size, room)
+    return size
 
 
 def default_workers() -> int:
@@ -171,6 +211,8 @@ class _Packer:
                     else:
                         duplicates.append(e.uid)
             state = _ShardState(shard, existing, todo, duplicates, remaining=len(todo))
+            if todo and self.opts.dictionary:
+                state.dictionary = self._dictionary_for(state)
             if not todo:
                 yield state, None
                 continue
@@ -187,6 +229,33 @@ class _Packer:
                 f"existing shard {self.dest.describe(shard.key)} cannot be read ({exc}); "
                 "check it with `des verify` and move it away before packing into it again"
             ) from None
+
+    def _dictionary_for(self, state: _ShardState) -> bytes | None:
+        """The shard's dictionary: the existing shard's, or one trained on the small files to
+        pack (in uid order, the first ``DICT_SAMPLE_BYTES``), or None (too few samples)."""
+        from des_format import MIN_DICT_SAMPLES, train_dictionary
+
+        if state.existing is not None:
+            kept: bytes | None = state.existing.index.dictionary
+            if kept is not None:
+                return kept
+        limit = self.opts.dict_max_file_size
+        small = [e for e in state.todo if 0 < e.size_bytes <= limit]
+        if len(small) < MIN_DICT_SAMPLES:
+            return None
+        samples: list[bytes] = []
+        total = 0
+        for e in small:
+            try:
+                data = self.sources.read(e)
+            except EntryFailed:  # reported when the entry itself is packed
+                continue
+            if 0 < len(data) <= limit:
+                samples.append(data)
+                total += len(data)
+                if total >= DICT_SAMPLE_BYTES:
+                    break
+        return train_dictionary(samples, _dict_size(state, total))
 
     # ---- the worker side (thread pool): read, checksum, compress
 
@@ -212,6 +281,8 @@ class _Packer:
                 meta=dict(entry.meta) if entry.meta else None,
                 codec=self.opts.codec,
                 level=self.opts.level,
+                dictionary=state.dictionary,
+                dict_max_file_size=self.opts.dict_max_file_size,
             )
         except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
             raise EntryFailed(entry.uid, f"cannot pack this entry: {exc}") from None
@@ -304,7 +375,10 @@ class _Packer:
             "big_file_threshold": self.opts.big_file_threshold,
             "max_size": self.opts.max_shard_size,
             "open_part": txn.open_part,
+            "dict_max_file_size": self.opts.dict_max_file_size,
         }
+        if state.dictionary is not None:
+            kwargs["dictionary"] = state.dictionary
         if state.existing is not None:
             kwargs["base_offset"] = state.existing.size
             kwargs["existing"] = state.existing.index

@@ -243,8 +243,10 @@ def _build(  # noqa: PLR0917 - internal step with its full context
     workdir: Path,
     first_part: int,
     max_part_size: int | None,
+    dictionary: bytes | None = None,
 ) -> tuple[Path, dict[int, Path], tuple[str, ...]]:
-    """Write the rebuilt shard into ``workdir``; returns (head, {part: path}, erased uids)."""
+    """Write the rebuilt shard into ``workdir``; returns (head, {part: path}, erased uids).
+    The shard's zstd dictionary (if any) is kept: payloads are copied as they are stored."""
     entries = sorted(old_entries, key=lambda e: e.uid.encode("utf-8"))
     inline = [e for e in entries if not e.deleted and not e.is_bigfile]
     part_paths: dict[int, Path] = {}
@@ -265,6 +267,7 @@ def _build(  # noqa: PLR0917 - internal step with its full context
             max_size=max_part_size,
             open_part=open_part if max_part_size is not None else None,
             first_part=first_part,
+            dictionary=dictionary,
         )
         # Payloads in the order they were stored (one pass over each object), index by uid.
         for entry, stored in _copy_windows(store, key, etag, inline):
@@ -377,7 +380,7 @@ def repack_shard(
         workdir = Path(tempfile.mkdtemp(prefix="repack.", dir=editor.scratch_dir()))
         try:
             head, parts, erased = _build(
-                store, key, etag, entries, workdir, first_part, max_part_size
+                store, key, etag, entries, workdir, first_part, max_part_size, index.dictionary
             )
             _verify(store, key, head, parts, entries, bigfiles_prefix)
             hook("built")

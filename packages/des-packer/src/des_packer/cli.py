@@ -99,6 +99,21 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
             "the packer stays safe, a power loss may not.",
         ),
     ] = True,
+    dictionary: Annotated[
+        bool,
+        typer.Option(
+            "--dict/--no-dict",
+            help="Train a zstd dictionary per shard on its small files and compress them with "
+            "it (needs at least 64 of them; off by default).",
+        ),
+    ] = False,
+    dict_max_file_size: Annotated[
+        int,
+        typer.Option(
+            "--dict-max-file-size",
+            help="With --dict: files of at most this many bytes use the dictionary.",
+        ),
+    ] = 4 * 1024,
 ) -> None:
     code = run_pack(
         PackArgs(
@@ -118,6 +133,8 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
             zones_config=zones_config,
             progress=progress,
             fsync=fsync,
+            dictionary=dictionary,
+            dict_max_file_size=dict_max_file_size,
         )
     )
     raise typer.Exit(code)
