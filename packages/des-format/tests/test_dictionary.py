@@ -33,6 +33,8 @@ from des_format import (
     train_dictionary,
 )
 from des_format.testing import CountingStore
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(
     not codec_available(Codec.ZSTD), reason="zstandard is not installed"
@@ -274,3 +276,37 @@ def test_dictionary_entry_without_dictionary_is_corrupt(dictionary: bytes) -> No
     stored = blob[entry.offset : entry.offset + entry.stored_size]
     with pytest.raises(CorruptShard, match="compressed with the shard dictionary, but the shard"):
         decode_payload(entry, stored, None)
+
+
+_DICT_FOR_PROPERTIES = (
+    train_dictionary(list(FILES.values()), 4096) if codec_available(Codec.ZSTD) else None
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=5000),
+            st.integers(0, 299).map(record),
+            st.integers(0, 299).map(lambda i: record(i)[: i * 7]),
+        ),
+        max_size=25,
+    )
+)
+def test_any_files_roundtrip_with_a_dictionary(datas: list[bytes]) -> None:
+    assert _DICT_FOR_PROPERTIES is not None
+    files = {f"p{i:03d}": d for i, d in enumerate(datas)}
+    blob = build(files, _DICT_FOR_PROPERTIES, dict_max_file_size=4096)
+    reader = ShardReader(BytesSource(blob))
+    assert reader.verify(deep=True) == len(files)
+    for uid, data in files.items():
+        entry = reader.lookup(uid)
+        assert entry is not None
+        assert reader.read(uid) == data
+        if len(data) > 4096:
+            assert entry.codec in (Codec.ZSTD, Codec.NONE)
+        else:
+            assert entry.codec in (Codec.ZSTD_DICT, Codec.NONE)
+        if entry.codec is not Codec.NONE:
+            assert entry.stored_size < entry.size
