@@ -36,8 +36,14 @@ GOLDEN_SHARDS = [
     "bigfile.des",
     "rollover.des",
     "appended.des",
+    "dictionary.des",
 ]
-RECIPE_NEEDS = {"mixed-zstd": ("zstd", "lz4"), "lz4": ("lz4",), "bigfile": ("zstd",)}
+RECIPE_NEEDS = {
+    "mixed-zstd": ("zstd", "lz4"),
+    "lz4": ("lz4",),
+    "bigfile": ("zstd",),
+    "dictionary": ("zstd",),
+}
 
 
 def _skip_without(names: tuple[str, ...]) -> None:
@@ -120,6 +126,13 @@ def test_golden_vectors_read_as_expected(golden_dir: Path, name: str) -> None:
     with ShardReader.open_path(golden_dir / name) as reader:
         assert reader.index.bucket_count == want["bucket_count"]
         assert reader.index.index_offset == want["index_offset"]
+        dictionary = reader.index.dictionary
+        if "dictionary_size" in want:
+            assert dictionary is not None
+            assert len(dictionary) == want["dictionary_size"]
+            assert hashlib.sha256(dictionary).hexdigest() == want["dictionary_sha256"]
+        else:
+            assert dictionary is None
         entries = list(reader.iter_entries())
         assert [e.uid for e in entries] == [w["uid"] for w in want["entries"]]
         for entry, w in zip(entries, want["entries"], strict=True):
@@ -142,7 +155,17 @@ def test_golden_vectors_read_as_expected(golden_dir: Path, name: str) -> None:
 
 @pytest.mark.parametrize(
     "recipe",
-    ["basic-none", "mixed-zstd", "lz4", "empty", "many", "bigfile", "rollover", "appended"],
+    [
+        "basic-none",
+        "mixed-zstd",
+        "lz4",
+        "empty",
+        "many",
+        "bigfile",
+        "rollover",
+        "appended",
+        "dictionary",
+    ],
 )
 def test_writer_reproduces_golden_vectors_byte_for_byte(golden_dir: Path, recipe: str) -> None:
     _skip_without(RECIPE_NEEDS.get(recipe, ()))
@@ -162,4 +185,4 @@ def test_golden_recipes_cover_every_vector(golden_dir: Path) -> None:
         for p in golden_dir.rglob("*")
         if p.is_file() and p.suffix not in (".py", ".json")
     )
-    assert len(on_disk) == 13
+    assert len(on_disk) == 14

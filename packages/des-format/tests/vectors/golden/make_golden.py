@@ -153,6 +153,21 @@ def appended() -> Files:
     return {"appended-base.des": old, "appended.des": old + tail.getvalue()}
 
 
+def dictionary() -> Files:
+    """A shard with a zstd dictionary (footer feature 0x1). The dictionary is raw content
+    (not trained), so the vector does not depend on zstd's trainer."""
+    dict_bytes = text("rec", 2048)
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="zstd", dictionary=dict_bytes, dict_max_file_size=4096)
+    w.add("rec-0001", text("rec", 300), content_type="text/plain")
+    w.add("rec-0002", text("rec", 900)[200:], content_type="text/plain")
+    w.add("rec-big", text("rec", 6000))  # over 4096 bytes: plain zstd
+    w.add("photo.jpg", noise("photo", 500), name="photo.jpg")  # precompressed: raw
+    w.add("empty", b"")
+    w.close()
+    return {"dictionary.des": out.getvalue()}
+
+
 RECIPES: dict[str, Callable[[], Files]] = {
     "basic-none": basic_none,
     "mixed-zstd": mixed_zstd,
@@ -162,8 +177,14 @@ RECIPES: dict[str, Callable[[], Files]] = {
     "bigfile": bigfile,
     "rollover": rollover,
     "appended": appended,
+    "dictionary": dictionary,
 }
-NEEDS = {"mixed-zstd": ("zstd", "lz4"), "lz4": ("lz4",), "bigfile": ("zstd",)}
+NEEDS = {
+    "mixed-zstd": ("zstd", "lz4"),
+    "lz4": ("lz4",),
+    "bigfile": ("zstd",),
+    "dictionary": ("zstd",),
+}
 # shards (head objects) described in expected.json
 SHARDS = [
     "basic-none.des",
@@ -174,6 +195,7 @@ SHARDS = [
     "bigfile.des",
     "rollover.des",
     "appended.des",
+    "dictionary.des",
 ]
 
 
@@ -205,13 +227,17 @@ def describe(files: Files, shard: str) -> dict[str, object]:
                 "meta": e.meta,
             }
         )
-    return {
+    info: dict[str, object] = {
         "object_size": len(files[shard]),
         "sha256": hashlib.sha256(files[shard]).hexdigest(),
         "bucket_count": reader.index.bucket_count,
         "index_offset": reader.index.index_offset,
-        "entries": entries,
     }
+    if reader.index.dictionary is not None:
+        info["dictionary_size"] = len(reader.index.dictionary)
+        info["dictionary_sha256"] = hashlib.sha256(reader.index.dictionary).hexdigest()
+    info["entries"] = entries
+    return info
 
 
 def serialize_expected(expected: dict[str, dict[str, object]]) -> str:
