@@ -117,6 +117,9 @@ def test_info_and_legacy(legacy_dir: Path) -> None:
         "index_bytes": 346,
         "buckets": 1,
     }
+    golden = legacy_dir.parent / "golden" / "dictionary.des"
+    info = json.loads(run("info", golden).stdout)
+    assert (info["dictionary_bytes"], info["entries"], info["object_size"]) == (2048, 5, 2988)
     cat = run("cat", legacy_dir / "bigfiles-case" / "v2-bigfile.des", "photo-7.jpg")
     assert hashlib.sha256(cat.stdout).hexdigest() == (
         "10fc3c51a152e90e5b90319b601d92ccf37290ef53c35ff92507687d8a911a08"

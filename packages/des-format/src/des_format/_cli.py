@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "index_bytes": idx.index_length,
                     "buckets": idx.bucket_count,
                 }
+                if idx.dictionary is not None:  # only shards with a zstd dictionary
+                    info["dictionary_bytes"] = len(idx.dictionary)
                 print(json.dumps(info))
     except BrokenPipeError:
         return 0
