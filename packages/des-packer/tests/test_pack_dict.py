@@ -284,3 +284,50 @@ def test_dictionary_size_leaves_the_index_in_the_tail_read() -> None:
     assert 65536 - 1024 - 4 < _estimate_index(full) <= 65536
     assert _dict_size(full, 2 << 20) == 16384
     assert _dict_size(state(2000), 2 << 20) == 16384  # the index is outside the tail anyway
+
+
+def test_dict_on_s3_with_an_append(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Through the moto S3 server over HTTP: a shard packed with --dict, then late files
+    appended (server-side copy + tail) keep the dictionary and read back byte-exact."""
+    from des_routing import DesSettings
+    from des_storage_s3 import open_store
+
+    s3_server.reset()
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3_server.client().create_bucket(Bucket="packed")
+    root = tmp_path / "src"
+    first = make_records(root, 1100, name="first")
+    second = make_records(root, 200, start=7000, name="second")
+    opts = PackOptions(
+        n_bits=N_BITS,
+        dictionary=True,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_region="us-east-1",
+    )
+    pack(read_manifest(root / "first.json"), "s3://packed/p", opts)
+    settings = DesSettings.from_env(
+        {
+            **s3_server.env(),
+            "DES_BACKEND": "s3",
+            "DES_S3_BUCKET": "packed",
+            "DES_S3_PREFIX": "p",
+            "DES_S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "DES_S3_REGION": "us-east-1",
+            "DES_N_BITS": str(N_BITS),
+        }
+    )
+    store = open_store(settings)
+    keys = sorted({locate_shard(r["uid"], r["created_at"], N_BITS).object_key for r in first})
+    before = {k: read_shard_index(store, k)[0].dictionary for k in keys}
+    assert sum(d is not None for d in before.values()) >= 8
+    report = pack(read_manifest(root / "second.json"), "s3://packed/p", opts)
+    assert report.shards_appended >= 1
+    retriever = ShardRetriever(store, cache=IndexCache(16 << 20))
+    for row in first[::25] + second:
+        key = locate_shard(row["uid"], row["created_at"], N_BITS).object_key
+        assert retriever.read(key, row["uid"]) == (root / row["source_path"]).read_bytes()
+    for k, d in before.items():
+        assert read_shard_index(store, k)[0].dictionary == d
