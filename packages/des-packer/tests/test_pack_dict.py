@@ -259,14 +259,16 @@ def test_dictionary_size_leaves_the_index_in_the_tail_read() -> None:
     """The dictionary is cut to the room the index leaves in the 64 KiB tail read, so a
     shard whose index fits there keeps 2-request cold reads (down to 1 KiB; below that, and
     for indexes that do not fit anyway, the size is 1/32 of the samples, at most 16 KiB)."""
+    from datetime import UTC, datetime
+
     from des_packer._manifest import ManifestEntry
     from des_packer._pack import _dict_size, _estimate_index, _ShardState
 
+    DAY = datetime(2024, 5, 1, tzinfo=UTC)
+
     def state(n: int) -> _ShardState:
         todo = [
-            ManifestEntry(
-                f"u{i:09d}", "2024-05-01T00:00:00Z", 900, f"in/file-{i:06d}.txt", "text/plain"
-            )
+            ManifestEntry(f"u{i:09d}", DAY, 900, f"in/file-{i:06d}.txt", "text/plain")
             for i in range(n)
         ]
         return _ShardState(None, None, todo, [])  # type: ignore[arg-type]
