@@ -243,18 +243,24 @@ class _Packer:
         small = [e for e in state.todo if 0 < e.size_bytes <= limit]
         if len(small) < MIN_DICT_SAMPLES:
             return None
-        samples: list[bytes] = []
-        total = 0
-        for e in small:
+        chosen: list[ManifestEntry] = []
+        planned = 0
+        for e in small:  # the sample set is fixed by the manifest's sizes (deterministic)
+            chosen.append(e)
+            planned += e.size_bytes
+            if planned >= DICT_SAMPLE_BYTES:
+                break
+
+        def read(e: ManifestEntry) -> bytes:
             try:
-                data = self.sources.read(e)
+                return self.sources.read(e)
             except EntryFailed:  # reported when the entry itself is packed
-                continue
-            if 0 < len(data) <= limit:
-                samples.append(data)
-                total += len(data)
-                if total >= DICT_SAMPLE_BYTES:
-                    break
+                return b""
+
+        workers = self.opts.workers or default_workers()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="des-dict") as pool:
+            samples = [d for d in pool.map(read, chosen) if 0 < len(d) <= limit]
+        total = sum(len(d) for d in samples)
         return train_dictionary(samples, _dict_size(state, total))
 
     # ---- the worker side (thread pool): read, checksum, compress
