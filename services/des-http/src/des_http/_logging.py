@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +60,7 @@ def plan_request_id(incoming: str | None) -> str:
     """Keep a caller's well-formed ``X-Request-ID``; otherwise make a fresh one."""
     if incoming and _VALID_REQUEST_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits, like a uuid4's hex, for less CPU
 
 
 class AccessLogMiddleware:
@@ -81,16 +81,17 @@ class AccessLogMiddleware:
                 break
         request_id = plan_request_id(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
-        state: dict[str, Any] = {"status": 0, "bytes": 0}
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 0
+        sent = 0
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message = {**message, "headers": headers}
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
             elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+                sent += len(message.get("body", b""))
             await send(message)
 
         error: BaseException | None = None
@@ -107,8 +108,8 @@ class AccessLogMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "query": scope.get("query_string", b"").decode("latin-1"),
-                    "status": state["status"] or 500,
-                    "bytes": state["bytes"],
+                    "status": status or 500,
+                    "bytes": sent,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "client": (scope.get("client") or ("", 0))[0],
                 }

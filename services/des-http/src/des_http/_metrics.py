@@ -12,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+from des_format import CacheStats
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -141,7 +142,12 @@ class ServiceMetrics:
 
     def sync_cache(self, stats: Any) -> None:
         """Fold the index cache's cumulative ``stats()`` into the counters and gauges."""
-        hits, misses, evictions = (_stat(stats, n) for n in ("hits", "misses", "evictions"))
+        if isinstance(stats, CacheStats):  # read directly: this runs once per request
+            hits, misses, evictions = stats.hits, stats.misses, stats.evictions
+            size, entries = stats.bytes, stats.entries
+        else:
+            hits, misses, evictions = (_stat(stats, n) for n in ("hits", "misses", "evictions"))
+            size, entries = _stat(stats, "bytes"), _stat(stats, "entries")
         with self._lock:
             old_hits, old_misses, old_evictions = self._seen
             self._seen = (hits, misses, evictions)
@@ -153,8 +159,8 @@ class ServiceMetrics:
             misses_c.inc(misses - old_misses)
         if evictions > old_evictions:
             evictions_c.inc(evictions - old_evictions)
-        bytes_g.set(_stat(stats, "bytes"))
-        entries_g.set(_stat(stats, "entries"))
+        bytes_g.set(size)
+        entries_g.set(entries)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``/metrics`` (all workers' samples in multiprocess mode)."""

@@ -49,8 +49,12 @@ class Retriever(Protocol):
 Observer = Callable[[str, int], None]
 
 
+@lru_cache(maxsize=8192)
 def plan_object_key(uid: str, created_at: str, n_bits: int) -> str:
-    """The key of the shard that holds ``uid`` (raises the routing errors: 400s)."""
+    """The key of the shard that holds ``uid`` (raises the routing errors: 400s).
+
+    Pure, so the last few thousand answers are kept (errors are not: they are raised anew).
+    """
     return locate_shard(uid, parse_created_at(created_at), n_bits).object_key
 
 
