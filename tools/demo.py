@@ -43,18 +43,27 @@ def main() -> int:
         created = datetime.fromisoformat(item["created_at"].replace("Z", "+00:00"))
         con.execute(
             "INSERT INTO files VALUES (?, ?, ?, ?, 0)",
-            (item["uid"], created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-             str(source), item["size_bytes"]),
+            (
+                item["uid"],
+                created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                str(source),
+                item["size_bytes"],
+            ),
         )
     con.commit()
     con.close()
 
     config = OUT / "migration-config.json"
-    config.write_text(json.dumps({
-        "database": {"url": f"sqlite+pysqlite:///{db}", "table_name": "files"},
-        "migration": {"archive_age_days": 1, "batch_size": 100},
-        "packer": {"output_dir": str(OUT / "des"), "n_bits": 8},
-    }, indent=2))
+    config.write_text(
+        json.dumps(
+            {
+                "database": {"url": f"sqlite+pysqlite:///{db}", "table_name": "files"},
+                "migration": {"archive_age_days": 1, "batch_size": 100},
+                "packer": {"output_dir": str(OUT / "des"), "n_bits": 8},
+            },
+            indent=2,
+        )
+    )
 
     # 2. Migrate: pack, verify, mark archived (sources are kept: delete_source_files is off).
     bin_dir = Path(sys.executable).parent
@@ -62,13 +71,18 @@ def main() -> int:
 
     # 3. Read every file back through the same retrieval pipeline the service uses.
     batch = OUT / "batch.jsonl"
-    batch.write_text("".join(
-        json.dumps({"uid": m["uid"], "created_at": m["created_at"]}) + "\n" for m in manifest
-    ))
-    env = {"DES_BACKEND": "local", "DES_BASE_DIR": str(OUT / "des"), "DES_N_BITS": "8",
-           "PATH": str(bin_dir)}
-    run(str(bin_dir / "des"), "get", "--batch", str(batch), "--out", str(OUT / "restored"),
-        env=env)
+    batch.write_text(
+        "".join(
+            json.dumps({"uid": m["uid"], "created_at": m["created_at"]}) + "\n" for m in manifest
+        )
+    )
+    env = {
+        "DES_BACKEND": "local",
+        "DES_BASE_DIR": str(OUT / "des"),
+        "DES_N_BITS": "8",
+        "PATH": str(bin_dir),
+    }
+    run(str(bin_dir / "des"), "get", "--batch", str(batch), "--out", str(OUT / "restored"), env=env)
 
     bad = 0
     for item in manifest:
@@ -80,9 +94,11 @@ def main() -> int:
             print(f"MISMATCH {item['uid']}", file=sys.stderr)
     shards = sorted(p.relative_to(OUT / "des") for p in (OUT / "des").rglob("*.des"))
     digest = hashlib.sha256(b"".join((OUT / "des" / s).read_bytes() for s in shards)).hexdigest()
-    print(f"\n{len(manifest)} files packed into {len(shards)} shards, "
-          f"{len(manifest) - bad} read back byte-exact, {bad} mismatched "
-          f"(shards sha256 {digest[:16]})")
+    print(
+        f"\n{len(manifest)} files packed into {len(shards)} shards, "
+        f"{len(manifest) - bad} read back byte-exact, {bad} mismatched "
+        f"(shards sha256 {digest[:16]})"
+    )
     return 1 if bad else 0
 
 
