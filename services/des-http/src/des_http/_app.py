@@ -234,8 +234,9 @@ class _Service:
             "Content-Type": media_type_of(entry),
             "X-Content-Type-Options": "nosniff",
         }
-        if entry.etag:
-            headers["ETag"] = entry.etag
+        etag = entry.etag
+        if etag:
+            headers["ETag"] = etag
         return headers
 
     def error(self, request: Request, exc: BaseException) -> Response:
@@ -441,12 +442,18 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         if_none_match: str | None,
         if_range: str | None,
     ) -> tuple[int, int, int] | Response:
-        """(status, start, end) of the answer, or the 304 answer itself."""
-        if none_match(if_none_match, entry.etag):
+        """(status, start, end) of the answer, or the 304 answer itself.
+
+        ``headers`` are the ``base_headers`` of ``entry`` (its ETag is read from there).
+        """
+        etag = headers.get("ETag")
+        if if_none_match is not None and none_match(if_none_match, etag):
             keep = {k: v for k, v in headers.items() if k in ("ETag", "Cache-Control")}
             return Response(status_code=304, headers=keep)
         plan = (
-            plan_range(range_header, entry.size) if if_range_holds(if_range, entry.etag) else FULL
+            plan_range(range_header, entry.size)
+            if range_header is not None and if_range_holds(if_range, etag)
+            else FULL
         )
         if plan.kind is RangeKind.UNSATISFIABLE:
             raise RangeNotSatisfiableForFile(entry.size)
@@ -467,7 +474,9 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         """Open ``uid``; also read it when it is small and the answer will carry it."""
         opened = service.retriever.open(key, uid)
         entry = opened.entry
-        if entry.size > settings.stream_threshold_bytes or none_match(if_none_match, entry.etag):
+        if entry.size > settings.stream_threshold_bytes:
+            return opened, None
+        if if_none_match is not None and none_match(if_none_match, entry.etag):
             return opened, None
         if (
             range_header is not None

@@ -102,6 +102,7 @@ class ServiceMetrics:
         )
         self._lock = threading.Lock()
         self._seen = (0, 0, 0)
+        self._gauges_seen: tuple[int, int] | None = None
         # Children looked up once: labels() costs a dict lookup and a lock per call.
         self._bytes_served = self.bytes_served.labels(backend)
         self._latency = self.retrieval_seconds.labels(backend)
@@ -151,16 +152,18 @@ class ServiceMetrics:
         with self._lock:
             old_hits, old_misses, old_evictions = self._seen
             self._seen = (hits, misses, evictions)
+            if (size, entries) != self._gauges_seen:  # unchanged on every warm read
+                self._gauges_seen = (size, entries)
+                bytes_g, entries_g = self._cache_gauges
+                bytes_g.set(size)
+                entries_g.set(entries)
         hits_c, misses_c, evictions_c = self._cache_counters
-        bytes_g, entries_g = self._cache_gauges
         if hits > old_hits:
             hits_c.inc(hits - old_hits)
         if misses > old_misses:
             misses_c.inc(misses - old_misses)
         if evictions > old_evictions:
             evictions_c.inc(evictions - old_evictions)
-        bytes_g.set(size)
-        entries_g.set(entries)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``/metrics`` (all workers' samples in multiprocess mode)."""
