@@ -145,8 +145,8 @@ def test_reads_through_the_service_under_faults(
     s3: Any, proxy: FaultProxy, tmp_path: Path, rate: float, kinds: tuple[str, ...]
 ) -> None:
     """Transient faults are retried: 200 with the right bytes, or 503 once the retry budget
-    is spent. Protocol faults (wrong Content-Range, Range ignored) are refused: 500
-    storage-error. Never wrong bytes, never another status."""
+    is spent. Protocol faults (wrong Content-Range, Range ignored) are refused: 502
+    storage-error (a bad gateway, not a server bug). Never wrong bytes, never another status."""
     client = s3.client()
     bucket = f"rel-reads-{len(kinds)}-{int(rate * 100)}"
     client.create_bucket(Bucket=bucket)
@@ -171,7 +171,7 @@ def test_reads_through_the_service_under_faults(
     proxy.chaos(rate, kinds, seed=int(rate * 1000) + len(kinds) + 1)
     allowed = {503: "storage-unavailable"}
     if set(kinds) & set(PROTOCOL):
-        allowed[500] = "storage-error"
+        allowed[502] = "storage-error"
     outcomes: Counter[str] = Counter()
     with TestClient(app, raise_server_exceptions=False) as http:
         for _round in range(2 * SCALE):

@@ -75,7 +75,7 @@ def test_error_table_statuses() -> None:
         "UnknownCodec": 500,
         "UnsupportedFormatVersion": 500,
         "RangeNotSatisfiable": 500,
-        "StoreError": 500,
+        "StoreError": 502,
         "DesFormatError": 500,
     }
 

@@ -183,7 +183,13 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ProblemKind], ...] = (
     ),
     (
         StoreError,
-        ProblemKind(500, "storage-error", "Storage error", "the storage backend failed"),
+        ProblemKind(
+            502,
+            "storage-error",
+            "Bad answer from storage",
+            "the storage backend answered in a way DES cannot use (for example a byte range it "
+            "was not asked for); the file was not served",
+        ),
     ),
     (
         DesFormatError,
