@@ -23,7 +23,7 @@ from ._errors import ObjectNotFound, PreconditionFailed, StoreError
 from ._index import ShardIndex, read_index
 from ._layout import DEFAULT_TAIL_SIZE, IndexEntry
 from ._source import LocalObjectStore, ObjectStore, TailRead, _etag_of
-from ._writer import ShardWriter
+from ._writer import ShardWriter, _fsync_dir
 
 __all__ = [
     "DeleteResult",
@@ -185,19 +185,6 @@ def local_shard_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _current_etag(path: Path) -> str | None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings
+from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings, s3_extra
 from ._repack import RepackOptions, repack
 
 __all__ = ["open_editor", "run_delete", "run_deletions", "run_repack"]
@@ -22,13 +22,7 @@ def open_editor(settings: Any) -> Any:
         from des_format import LocalShardEditor
 
         return LocalShardEditor(settings.base_dir)
-    try:
-        from des_storage_s3 import open_editor as open_s3_editor
-    except ImportError:
-        raise UsageError(
-            f"DES_BACKEND={settings.backend} needs the S3 extra: pip install 'des-packer[s3]'"
-        ) from None
-    return open_s3_editor(settings)
+    return s3_extra(settings).open_editor(settings)
 
 
 def _targets(uid: str | None, created_at: str | None, batch: Path | None) -> list[tuple[str, str]]:

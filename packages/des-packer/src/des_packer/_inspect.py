@@ -51,19 +51,24 @@ def load_settings(overrides: Mapping[str, str | None], env: Mapping[str, str] | 
         raise UsageError(str(exc)) from None
 
 
+def s3_extra(settings: Any) -> Any:
+    """The ``des_storage_s3`` module, or a UsageError naming the extra that brings it."""
+    try:
+        import des_storage_s3
+    except ImportError:
+        raise UsageError(
+            f"DES_BACKEND={settings.backend} needs the S3 extra: pip install 'des-packer[s3]'"
+        ) from None
+    return des_storage_s3
+
+
 def open_read_store(settings: Any) -> Any:
     """The ObjectStore of ``settings``: local needs nothing more, S3 needs ``des-packer[s3]``."""
     if settings.backend == "local":
         from des_format import LocalObjectStore
 
         return LocalObjectStore(settings.base_dir)
-    try:
-        from des_storage_s3 import open_store
-    except ImportError:
-        raise UsageError(
-            f"DES_BACKEND={settings.backend} needs the S3 extra: pip install 'des-packer[s3]'"
-        ) from None
-    return open_store(settings)
+    return s3_extra(settings).open_store(settings)
 
 
 class StoreSource:
