@@ -59,7 +59,7 @@ def main() -> int:
             {
                 "database": {"url": f"sqlite+pysqlite:///{db}", "table_name": "files"},
                 "migration": {"archive_age_days": 1, "batch_size": 100},
-                "packer": {"output_dir": str(OUT / "des"), "n_bits": 8},
+                "packer": {"output_dir": str(OUT / "des"), "n_bits": 4},
             },
             indent=2,
         )
@@ -79,7 +79,7 @@ def main() -> int:
     env = {
         "DES_BACKEND": "local",
         "DES_BASE_DIR": str(OUT / "des"),
-        "DES_N_BITS": "8",
+        "DES_N_BITS": "4",
         "PATH": str(bin_dir),
     }
     run(str(bin_dir / "des"), "get", "--batch", str(batch), "--out", str(OUT / "restored"), env=env)
