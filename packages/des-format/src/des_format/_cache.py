@@ -48,6 +48,12 @@ class IndexCache:
             self._hits += 1
             return item[0], item[1]
 
+    def peek(self, key: str) -> tuple[str | None, ShardIndex] | None:
+        """(etag, index) for ``key``, or None, without counting a hit or a miss and without
+        moving ``key`` in the LRU order (for a caller that may still go through :meth:`get`)."""
+        item = self._items.get(key)
+        return None if item is None else (item[0], item[1])
+
     def put(self, key: str, etag: str | None, index: ShardIndex) -> None:
         size = index.nbytes
         with self._lock:

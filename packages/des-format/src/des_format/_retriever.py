@@ -271,6 +271,79 @@ class ShardRetriever:
         etag, index, entry, _cached = self._locate(key, uid)
         return OpenedFile(self, key, entry, etag, index.dictionary)
 
+    # ---- answers without I/O (for an event loop; every None means: use the methods above) ----
+
+    def _cached_entry(self, key: str, uid: str) -> tuple[str | None, ShardIndex, IndexEntry] | None:
+        """(etag, index, entry) of a live ``uid`` from a cached index whose bucket of ``uid``
+        is in memory, else None. Counts no cache hit or miss (the caller counts a hit with
+        ``cache.get`` once it answers, so the counters read as if ``stat``/``read`` ran)."""
+        if self.cache is None:
+            return None
+        hit = self.cache.peek(key)
+        if hit is None or not hit[1].is_loaded(uid):
+            return None
+        etag, index = hit
+        try:
+            entry = self._entry(key, index, uid)
+        except DesFormatError:  # missing or deleted (needs a HEAD), or a corrupt bucket
+            return None
+        return etag, index, entry
+
+    def stat_nowait(self, key: str, uid: str) -> IndexEntry | None:
+        """:meth:`stat` when it needs no request to the store (the shard's index and the
+        uid's bucket cached, the uid live), else None."""
+        found = self._cached_entry(key, uid)
+        if found is None:
+            return None
+        assert self.cache is not None
+        self.cache.get(key)
+        return found[2]
+
+    def read_nowait(
+        self, key: str, uid: str, *, max_bytes: int = 64 * 1024
+    ) -> tuple[IndexEntry, bytes] | None:
+        """(entry, original bytes) of ``uid`` when no step has to wait for I/O, else None;
+        the caller then uses :meth:`read` or :meth:`open`, which do the same work with all
+        their checks, retries and errors.
+
+        Answers only from a cached index, for an inline entry of at most ``max_bytes``
+        stored and original bytes (the decode and checksum run on the caller's thread), and
+        only through a store with ``read_range_nowait`` (``LocalObjectStore``: data in the
+        page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
+        Anything unusual (a miss, a tombstone, data not in memory, a checksum failure) gives
+        None, and nothing is counted or reported for it.
+        """
+        reader = getattr(self.store, "read_range_nowait", None)
+        if reader is None:
+            return None
+        found = self._cached_entry(key, uid)
+        if found is None:
+            return None
+        etag, index, entry = found
+        if entry.is_bigfile or entry.size > max_bytes or entry.stored_size > max_bytes:
+            return None
+        stored: bytes | None = b""
+        if entry.stored_size:
+            okey = key if entry.part == 0 else part_key(key, entry.part)
+            stored = reader(
+                okey,
+                entry.offset,
+                entry.offset + entry.stored_size,
+                if_match=etag if entry.part == 0 else None,
+            )
+            if stored is None:
+                return None
+        assert stored is not None
+        try:
+            data = decode_payload(entry, stored, index.dictionary)
+        except DesFormatError:
+            return None
+        assert self.cache is not None
+        self.cache.get(key)
+        if entry.stored_size:
+            self._notify("payload", len(stored))
+        return entry, data
+
     def _stream(
         self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None = None
     ) -> Iterator[bytes]:

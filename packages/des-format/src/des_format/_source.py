@@ -7,7 +7,9 @@ exactly one place, at the HTTP edge.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,17 @@ from typing import Protocol, runtime_checkable
 from ._errors import ObjectNotFound, RangeNotSatisfiable, StoreError
 
 DEFAULT_CHUNK_SIZE = 1 << 20
+
+#: Whether this platform reads cached file data without ever waiting for the disk: Linux
+#: >= 4.14, ``preadv2`` with ``RWF_NOWAIT`` (``os.preadv(..., os.RWF_NOWAIT)``).
+NOWAIT_READS = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
+
+# Filesystems on local devices or in memory: a path lookup of a file held open there is
+# answered from the kernel's caches. Network and FUSE filesystems (nfs, cifs, ceph, fuse.*)
+# may go to the network for any lookup, so the non-blocking reads below are never tried there.
+LOCAL_FILESYSTEMS = frozenset(
+    ("ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "tmpfs", "overlay")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,8 @@ class LocalFileSource:
         st = os.fstat(self._fd)
         self.size = st.st_size
         self.etag = _etag_of(st)
+        #: False once the kernel refused a non-blocking read of this file (EOPNOTSUPP).
+        self.nowait_supported = NOWAIT_READS
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
@@ -171,6 +186,32 @@ class LocalFileSource:
         start = max(0, self.size - n)
         return TailRead(self.read_range(start, self.size), self.size, self.etag)
 
+    def read_range_nowait(self, start: int, end: int) -> bytes | None:
+        """The bytes ``[start, end)`` if the kernel holds them all in its page cache, else
+        None, never waiting for the disk (``preadv2`` with ``RWF_NOWAIT``).
+
+        None also for a range outside the file, a short read, a platform or filesystem
+        without such reads, or any error: the caller then uses :meth:`read_range`, which
+        waits for the disk and raises the proper error.
+        """
+        if not self.nowait_supported or start < 0 or end < start or end > self.size:
+            return None
+        n = end - start
+        if n == 0:
+            return b""
+        buf = bytearray(n)
+        try:
+            got = os.preadv(self._fd, [buf], start, os.RWF_NOWAIT)
+        except BlockingIOError:  # EAGAIN: some of the bytes are not in memory
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                self.nowait_supported = False
+            return None
+        if got != n:  # part of the range cached, or the file shrank
+            return None
+        return bytes(buf)
+
 
 class LocalObjectStore:
     """Objects as files under a base directory; keys can never escape it.
@@ -185,6 +226,9 @@ class LocalObjectStore:
         self._paths: dict[str, str] = {}
         self._lock = threading.Lock()
         self._open: dict[str, LocalFileSource] = {}
+        #: Whether :meth:`read_range_nowait` may read at all: the platform has non-blocking
+        #: reads and ``base_dir`` is on a local filesystem (see ``LOCAL_FILESYSTEMS``).
+        self.nowait_reads = NOWAIT_READS and filesystem_type(self.base_dir) in LOCAL_FILESYSTEMS
 
     def path_for(self, key: str) -> Path:
         """The file behind ``key``; raises ``StoreError`` for keys that would leave base_dir."""
@@ -242,6 +286,40 @@ class LocalObjectStore:
         _check_match(src, key, if_match)
         return src.read_range(start, end)
 
+    def read_range_nowait(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes | None:
+        """:meth:`read_range` if it can be answered without waiting for any I/O, else None
+        (then call :meth:`read_range`, which does the same with every check and error).
+
+        Only a descriptor already open for ``key`` is read (opening a file may wait for the
+        disk), through :meth:`LocalFileSource.read_range_nowait`. After the read the path is
+        looked up again, as :meth:`read_range` does before its read, so a shard replaced by a
+        rename is never answered from the old file: any difference from the descriptor's
+        ETag, or from ``if_match``, gives None. The lookup of a file held open is answered
+        from the kernel's caches on the local filesystems this is enabled for.
+        """
+        if not self.nowait_reads:
+            return None
+        src = self._open.get(key)  # no lock: a worker thread may hold it while opening
+        if src is None or (if_match is not None and if_match != src.etag):
+            return None
+        data = src.read_range_nowait(start, end)
+        if data is None:
+            if not src.nowait_supported:
+                self.nowait_reads = False
+            return None
+        path = self._paths.get(key)
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if _etag_of(st) != src.etag:
+            return None
+        return data
+
     def iter_range(
         self,
         key: str,
@@ -267,6 +345,36 @@ class LocalObjectStore:
 
     def describe(self, key: str = "") -> str:
         return str(self.base_dir / key) if key else str(self.base_dir)
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str | None:
+    """The type (``ext4``, ``nfs4``, ...) of the filesystem holding ``path``, read from
+    ``/proc/self/mountinfo``; None where that file does not exist or says nothing."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            mountinfo = fh.read()
+    except OSError:
+        return None
+    return mount_type_of(mountinfo, os.path.realpath(path))
+
+
+def mount_type_of(mountinfo: str, path: str) -> str | None:
+    """The filesystem type of the absolute ``path`` in the text of a ``mountinfo`` file: that
+    of the longest mount point holding it (the last one listed, when several share it)."""
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            mount_point, fs_type = fields[4], fields[sep + 1]
+        except (ValueError, IndexError):
+            continue
+        # Space, tab, newline and backslash are written as octal escapes (\040 ...).
+        mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mount_point)
+        inside = mount_point in ("/", path) or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and (best is None or len(mount_point) >= best[0]):
+            best = (len(mount_point), fs_type)
+    return None if best is None else best[1]
 
 
 def _check_match(src: LocalFileSource, key: str, if_match: str | None) -> None:
