@@ -13,6 +13,9 @@ What it does:
 3. runs wrk (16 connections, random uids from the whole set, ``--duration`` seconds) against
    des-http and nginx alternately, ``--rounds`` times, then each with one connection (latency
    without queueing), then des-http once more with its access log on;
+   With ``--floor``, a third server joins each round: a raw ASGI app answering 8 bytes to any
+   request, under the same uvicorn settings as des-http (one worker, httptools, uvloop,
+   access log off): what uvicorn itself reaches with no work at all;
 4. S3 backend: packs ``--s3-files`` files into a moto S3 server, and counts the store requests
    per served file (from des-http's own metrics) on a cold pass and a warm pass.
 
@@ -143,6 +146,47 @@ def start_des(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[byt
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+        )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return proc
+
+
+FLOOR_APP = r"""
+import sys
+
+import uvicorn
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", b"8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"8 bytes\n"})
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
+"""
+
+
+def start_floor(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """The floor: uvicorn (as des-http runs it) serving 8 bytes from a raw ASGI app."""
+    script = root / "floor_app.py"
+    script.write_text(FLOOR_APP)
+    with (root / "floor.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(port)], stdout=out, stderr=subprocess.STDOUT
         )
     wait_http(f"http://127.0.0.1:{port}/health", proc)
     return proc
@@ -300,6 +344,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--s3-files", type=int, default=1000)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a raw ASGI app answering 8 bytes under the same uvicorn settings",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="des-http-bench-"))
@@ -322,18 +371,25 @@ def main() -> None:
             "DES_N_BITS": "8",
             "DES_LOG_LEVEL": "WARNING",
         }
-        des = start_des(denv, des_port, work / "des.log")
-        nginx = start_nginx(work, nginx_port)
         des_url, nginx_url = f"http://127.0.0.1:{des_port}", f"http://127.0.0.1:{nginx_port}"
+        servers = [
+            ("des-http", des_url, work / "des-paths.txt"),
+            ("nginx", nginx_url, work / "plain-paths.txt"),
+        ]
+        started: list[subprocess.Popen[bytes]] = []
         try:
+            started.append(start_des(denv, des_port, work / "des.log"))
+            started.append(start_nginx(work, nginx_port))
+            if args.floor:
+                floor_port = free_port()
+                started.append(start_floor(work, floor_port))
+                floor_url = f"http://127.0.0.1:{floor_port}"
+                servers.append(("uvicorn floor (8 bytes)", floor_url, work / "des-paths.txt"))
             warm(des_url, des_paths)
             warm(nginx_url, plain_paths)
             runs: list[dict[str, Any]] = []
             for rnd in range(args.rounds):
-                for name, url, paths in (
-                    ("des-http", des_url, work / "des-paths.txt"),
-                    ("nginx", nginx_url, work / "plain-paths.txt"),
-                ):
+                for name, url, paths in servers:
                     r = run_wrk(url, paths, args.duration, args.connections)
                     r.update(server=name, round=rnd + 1)
                     runs.append(r)
@@ -349,8 +405,8 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
             result["runs"] = runs
         finally:
-            stop(des)
-            stop(nginx)
+            for proc in started:
+                stop(proc)
 
         # des-http with its JSON access log on (the default), stdout to a file.
         des = start_des({**denv, "DES_LOG_LEVEL": "INFO"}, des_port, work / "des-logged.log")

@@ -311,3 +311,34 @@ def test_stat_nowait_works_from_any_cached_index() -> None:
     # A store without non-blocking reads: payloads always go through read().
     assert r.read_nowait(KEY, "a") is None
     assert ShardRetriever(mem).stat_nowait(KEY, "a") is None  # no cache at all
+
+
+def test_conditional_answers_need_no_payload_and_no_nowait_store() -> None:
+    import io
+
+    mem = MemoryObjectStore()
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="none")
+    w.add("a", b"A" * 10)
+    w.close()
+    mem.put(KEY, out.getvalue())
+    cache = IndexCache(1 << 20)
+    notes = Notes()
+    r = ShardRetriever(mem, cache=cache, observer=notes)
+    r.stat(KEY, "a")
+    notes.seen.clear()
+    hits = cache.stats().hits
+    seen: list[int] = []
+
+    def not_modified(entry: Any) -> bool:
+        seen.append(entry.size)
+        return False
+
+    found = r.read_nowait(KEY, "a", only_if=not_modified)
+    assert found is not None
+    assert (found[0].size, found[1], seen) == (10, None, [10])
+    assert cache.stats().hits == hits + 1
+    assert notes.seen == []  # the payload was never asked for
+    # When the bytes are wanted, this store cannot give them without waiting.
+    assert r.read_nowait(KEY, "a", only_if=lambda e: True) is None
+    assert cache.stats().hits == hits + 1

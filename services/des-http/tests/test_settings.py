@@ -25,6 +25,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.retry_after_seconds == 5
     assert s.stream_threshold_bytes == 1 << 20
     assert s.io_threads == 32
+    assert s.nowait_reads is True
+    assert s.nowait_max_bytes == 64 * 1024
 
 
 def test_every_http_setting_is_read(tmp_path: Path) -> None:
@@ -41,6 +43,8 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
             "DES_STREAM_THRESHOLD_BYTES": "4096",
             "DES_INDEX_CACHE_BYTES": "1 MiB",
             "DES_IO_THREADS": "8",
+            "DES_NOWAIT_READS": "0",
+            "DES_NOWAIT_MAX_BYTES": "16384",
         }
     )
     assert (s.des.backend, s.des.s3_bucket, s.des.n_bits) == ("s3", "shards", 10)
@@ -50,6 +54,26 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
     assert (s.max_batch_items, s.log_level, s.retry_after_seconds) == (50, "DEBUG", 30)
     assert s.stream_threshold_bytes == 4096
     assert s.io_threads == 8
+    assert s.nowait_reads is False
+    assert s.nowait_max_bytes == 16384
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        (" Yes ", True),
+        ("on", True),
+        ("", True),
+        ("0", False),
+        ("FALSE", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_nowait_reads_switch(raw: str, expected: bool) -> None:
+    assert HttpSettings.from_env({"DES_NOWAIT_READS": raw}).nowait_reads is expected
 
 
 @pytest.mark.parametrize(
@@ -62,6 +86,9 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
         ({"DES_STREAM_THRESHOLD_BYTES": "1.5"}, "DES_STREAM_THRESHOLD_BYTES"),
         ({"DES_CACHE_CONTROL": "a\nb"}, "DES_CACHE_CONTROL"),
         ({"DES_IO_THREADS": "0"}, "DES_IO_THREADS"),
+        ({"DES_NOWAIT_READS": "maybe"}, "DES_NOWAIT_READS"),
+        ({"DES_NOWAIT_MAX_BYTES": "0"}, "DES_NOWAIT_MAX_BYTES"),
+        ({"DES_NOWAIT_MAX_BYTES": "2000000"}, "DES_NOWAIT_MAX_BYTES"),
     ],
 )
 def test_bad_http_settings_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -300,26 +300,39 @@ class ShardRetriever:
         return found[2]
 
     def read_nowait(
-        self, key: str, uid: str, *, max_bytes: int = 64 * 1024
-    ) -> tuple[IndexEntry, bytes] | None:
+        self,
+        key: str,
+        uid: str,
+        *,
+        max_bytes: int = 64 * 1024,
+        only_if: Callable[[IndexEntry], bool] | None = None,
+    ) -> tuple[IndexEntry, bytes | None] | None:
         """(entry, original bytes) of ``uid`` when no step has to wait for I/O, else None;
         the caller then uses :meth:`read` or :meth:`open`, which do the same work with all
-        their checks, retries and errors.
+        their checks, retries and errors. ``only_if``: when it is false for the entry, the
+        payload is not read at all and the answer is ``(entry, None)`` (an HTTP 304 or 416).
 
         Answers only from a cached index, for an inline entry of at most ``max_bytes``
         stored and original bytes (the decode and checksum run on the caller's thread), and
         only through a store with ``read_range_nowait`` (``LocalObjectStore``: data in the
         page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
         Anything unusual (a miss, a tombstone, data not in memory, a checksum failure) gives
-        None, and nothing is counted or reported for it.
+        None, and nothing is counted or reported for it; an answer counts one cache hit and,
+        when the payload was read, one ``payload`` request, as :meth:`read` would.
         """
         reader = getattr(self.store, "read_range_nowait", None)
-        if reader is None:
+        if reader is None and only_if is None:
             return None
         found = self._cached_entry(key, uid)
         if found is None:
             return None
         etag, index, entry = found
+        assert self.cache is not None
+        if only_if is not None and not only_if(entry):
+            self.cache.get(key)
+            return entry, None
+        if reader is None:
+            return None
         if entry.is_bigfile or entry.size > max_bytes or entry.stored_size > max_bytes:
             return None
         stored: bytes | None = b""
@@ -338,7 +351,6 @@ class ShardRetriever:
             data = decode_payload(entry, stored, index.dictionary)
         except DesFormatError:
             return None
-        assert self.cache is not None
         self.cache.get(key)
         if entry.stored_size:
             self._notify("payload", len(stored))

@@ -206,6 +206,11 @@ class Ready(BaseModel):
     backend: str = Field(examples=["local"])
 
 
+OnlyIf = Callable[[FileEntry], bool]
+ReadNowait = Callable[[str, str, OnlyIf | None], tuple[FileEntry, bytes | None] | None]
+StatNowait = Callable[[str, str], FileEntry | None]
+
+
 @dataclass(slots=True)
 class _Service:
     settings: HttpSettings
@@ -214,6 +219,9 @@ class _Service:
     metrics: ServiceMetrics
     cache: Any
     executor: ThreadPoolExecutor
+    # Answers from memory on the event loop (None: off, or the retriever has none).
+    read_nowait: ReadNowait | None = None
+    stat_nowait: StatNowait | None = None
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (storage I/O, decompression) on the service's I/O threads."""
@@ -366,6 +374,8 @@ def create_app(
     # and go several times, e.g. one per TestClient).
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
     service = _Service(settings, retriever, store, metrics, cache, executor)
+    if settings.nowait_reads:
+        _install_nowait(service, retriever)
 
     app = _DesApp(
         title="DES retrieval service",
@@ -402,6 +412,30 @@ def create_app(
     # handlers, past FastAPI's own stack; see _DesApp.
     app.files_front = AccessLogMiddleware(front)
     return app
+
+
+def _install_nowait(service: _Service, retriever: Retriever) -> None:
+    """Let GET/HEAD /files answer on the event loop when the retriever can do so without
+    waiting for I/O (``des_format.ShardRetriever``: cached index, small payload in the page
+    cache of a local shard); every other request keeps the trip to the I/O threads."""
+    read = getattr(retriever, "read_nowait", None)
+    stat = getattr(retriever, "stat_nowait", None)
+    if callable(read):
+        settings = service.settings
+        # Only files answered whole from memory: never one that would be streamed.
+        limit = min(settings.nowait_max_bytes, settings.stream_threshold_bytes)
+
+        def read_nowait(
+            key: str, uid: str, only_if: OnlyIf | None
+        ) -> tuple[FileEntry, bytes | None] | None:
+            found: tuple[FileEntry, bytes | None] | None = read(
+                key, uid, max_bytes=limit, only_if=only_if
+            )
+            return found
+
+        service.read_nowait = read_nowait
+    if callable(stat):
+        service.stat_nowait = stat
 
 
 def _version() -> str:
@@ -464,6 +498,21 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         headers["Content-Length"] = str(entry.size)
         return 200, 0, entry.size
 
+    def without_body(
+        entry: FileEntry,
+        range_header: str | None,
+        if_none_match: str | None,
+        if_range: str | None,
+    ) -> bool:
+        """Whether the answer is a 304 or a 416 (as ``conditional`` decides): no file bytes."""
+        if if_none_match is not None and none_match(if_none_match, entry.etag):
+            return True
+        return (
+            range_header is not None
+            and if_range_holds(if_range, entry.etag)
+            and plan_range(range_header, entry.size).kind is RangeKind.UNSATISFIABLE
+        )
+
     def fetch_small(
         key: str,
         uid: str,
@@ -474,14 +523,8 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         """Open ``uid``; also read it when it is small and the answer will carry it."""
         opened = service.retriever.open(key, uid)
         entry = opened.entry
-        if entry.size > settings.stream_threshold_bytes:
-            return opened, None
-        if if_none_match is not None and none_match(if_none_match, entry.etag):
-            return opened, None
-        if (
-            range_header is not None
-            and if_range_holds(if_range, entry.etag)
-            and plan_range(range_header, entry.size).kind is RangeKind.UNSATISFIABLE
+        if entry.size > settings.stream_threshold_bytes or without_body(
+            entry, range_header, if_none_match, if_range
         ):
             return opened, None
         return opened, _read_all(opened)
@@ -534,12 +577,29 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         try:
             uid, created_at, range_header, if_none_match, if_range = _file_params(request)
             key = plan_object_key(uid, created_at, service.n_bits)
-            # One trip to a worker thread: the index lookup and, for a small file that will
-            # be sent, its payload too.
-            opened, data = await service.in_thread(
-                fetch_small, key, uid, range_header, if_none_match, if_range
-            )
-            entry = opened.entry
+            opened: OpenedFile | None = None
+            data: bytes | None = None
+            found = None
+            read_nowait = service.read_nowait
+            if read_nowait is not None:
+                # A small file whose index and bytes are in memory: answered right here
+                # (its bytes not even read for a 304 or 416, as in fetch_small).
+                only_if = (
+                    None
+                    if if_none_match is None and range_header is None
+                    else lambda e: not without_body(e, range_header, if_none_match, if_range)
+                )
+                found = read_nowait(key, uid, only_if)
+                metrics.observe_nowait(found is not None)
+            if found is not None:
+                entry, data = found
+            else:
+                # One trip to a worker thread: the index lookup and, for a small file that
+                # will be sent, its payload too.
+                fetched, data = await service.in_thread(
+                    fetch_small, key, uid, range_header, if_none_match, if_range
+                )
+                entry, opened = fetched.entry, fetched
             headers = service.base_headers(entry)
             planned = conditional(entry, headers, range_header, if_none_match, if_range)
             if isinstance(planned, Response):
@@ -547,11 +607,14 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
                 return planned
             status, start, end = planned
             if entry.size <= settings.stream_threshold_bytes:
-                if data is None:  # pragma: no cover - fetch_small read it for every 200/206
+                if data is None:  # pragma: no cover - read above for every 200/206
+                    if opened is None:
+                        opened = await service.in_thread(service.retriever.open, key, uid)
                     data = await service.in_thread(_read_all, opened)
                 body = data if (start, end) == (0, len(data)) else data[start:end]
                 metrics.add_bytes_served(len(body))
                 return Response(body, status, headers=headers)
+            assert opened is not None  # read_nowait answers only files that are not streamed
             chunks = _slice_chunks(opened.iter_bytes(), start, end)
             return StreamingResponse(_count_served(chunks, metrics), status, headers=headers)
         except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
@@ -582,7 +645,15 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         try:
             uid, created_at, range_header, if_none_match, if_range = _file_params(request)
             key = plan_object_key(uid, created_at, service.n_bits)
-            entry = await service.in_thread(service.retriever.stat, key, uid)
+            stat_nowait = service.stat_nowait
+            head_entry = None
+            if stat_nowait is not None:
+                head_entry = stat_nowait(key, uid)  # the shard's index cached: no I/O at all
+                metrics.observe_nowait(head_entry is not None)
+            if head_entry is not None:
+                entry = head_entry
+            else:
+                entry = await service.in_thread(service.retriever.stat, key, uid)
             headers = service.base_headers(entry)
             planned = conditional(entry, headers, range_header, if_none_match, if_range)
             if isinstance(planned, Response):

@@ -100,6 +100,13 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.nowait_lookups = Counter(
+            "des_nowait_lookups",
+            "GET/HEAD /files requests tried on the event loop without waiting for I/O: "
+            "answered there (result=served), or handed to the I/O threads (result=fallback).",
+            ["backend", "result"],
+            registry=reg,
+        )
         self._lock = threading.Lock()
         self._seen = (0, 0, 0)
         self._gauges_seen: tuple[int, int] | None = None
@@ -114,6 +121,10 @@ class ServiceMetrics:
         )
         self._cache_gauges = (self.cache_bytes.labels(backend), self.cache_entries.labels(backend))
         self._kind_children: dict[str, tuple[Any, Any]] = {}
+        self._nowait_children = (
+            self.nowait_lookups.labels(backend, "served"),
+            self.nowait_lookups.labels(backend, "fallback"),
+        )
 
     def observe_store_request(self, kind: str, nbytes: int) -> None:
         """The retriever's observer: called once per request sent to the object store."""
@@ -136,6 +147,9 @@ class ServiceMetrics:
         child.inc()
         if seconds is not None:
             self._latency.observe(seconds)
+
+    def observe_nowait(self, served: bool) -> None:
+        self._nowait_children[0 if served else 1].inc()
 
     def add_bytes_served(self, nbytes: int) -> None:
         if nbytes:

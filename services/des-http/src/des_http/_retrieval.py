@@ -46,6 +46,21 @@ class Retriever(Protocol):
     def read_many(self, key: str, uids: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
 
 
+class NowaitRetriever(Protocol):
+    """What ``des_format.ShardRetriever`` adds for answers on the event loop: each returns
+    None whenever the answer would need I/O (or anything unusual), never waiting for it."""
+
+    def stat_nowait(self, key: str, uid: str) -> FileEntry | None: ...
+    def read_nowait(
+        self,
+        key: str,
+        uid: str,
+        *,
+        max_bytes: int = ...,
+        only_if: Callable[[FileEntry], bool] | None = None,
+    ) -> tuple[FileEntry, bytes | None] | None: ...
+
+
 Observer = Callable[[str, int], None]
 
 

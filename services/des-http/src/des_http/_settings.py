@@ -15,6 +15,9 @@ DEFAULT_MAX_BATCH_ITEMS = 1000
 DEFAULT_RETRY_AFTER_SECONDS = 5
 DEFAULT_STREAM_THRESHOLD_BYTES = 1 << 20
 DEFAULT_IO_THREADS = 32
+DEFAULT_NOWAIT_MAX_BYTES = 64 << 10
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -42,6 +45,8 @@ class HttpSettings:
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
     stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES
     io_threads: int = DEFAULT_IO_THREADS
+    nowait_reads: bool = True
+    nowait_max_bytes: int = DEFAULT_NOWAIT_MAX_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -75,6 +80,10 @@ class HttpSettings:
                 env, "DES_STREAM_THRESHOLD_BYTES", DEFAULT_STREAM_THRESHOLD_BYTES, upper=1 << 30
             ),
             io_threads=_positive_int(env, "DES_IO_THREADS", DEFAULT_IO_THREADS, upper=1024),
+            nowait_reads=_flag(env, "DES_NOWAIT_READS", default=True),
+            nowait_max_bytes=_positive_int(
+                env, "DES_NOWAIT_MAX_BYTES", DEFAULT_NOWAIT_MAX_BYTES, upper=1 << 20
+            ),
         )
 
 
@@ -89,6 +98,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int
     if not 1 <= value <= upper:
         raise ConfigError(name, f"expected a number from 1 to {upper}, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(name, f"expected 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def describe_config_error(exc: ConfigError | SettingsError) -> str:
