@@ -20,7 +20,9 @@ from ._edit import (
     StoreSource,
     delete_entries,
     entry_payload_key,
+    fill_byte,
     local_shard_lock,
+    payload_overwritten,
     read_shard_index,
 )
 from ._errors import (
@@ -136,6 +138,7 @@ __all__ = [
     "codec_available",
     "delete_entries",
     "entry_payload_key",
+    "fill_byte",
     "hash_file",
     "is_precompressed",
     "local_shard_lock",
@@ -143,6 +146,7 @@ __all__ = [
     "parse_footer",
     "parse_header",
     "part_key",
+    "payload_overwritten",
     "plan_coalesced_ranges",
     "prepare_payload",
     "read_index",

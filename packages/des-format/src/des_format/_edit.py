@@ -1,5 +1,6 @@
 """Changing published shards: the editor port (local directory here, S3 in des-storage-s3),
-tombstones written through the append path, and the local shard lock.
+tombstones written through the append path, the erasure a delete does at once (continuation
+part bytes overwritten, unreferenced big files removed), and the local shard lock.
 
 Every change to a published shard is conditional on the version whose index was read (its
 ETag): on S3 by If-Match, locally by comparing the file's identity under an exclusive lock
@@ -14,14 +15,29 @@ import contextlib
 import os
 import secrets
 import tempfile
+import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ._errors import ObjectNotFound, PreconditionFailed, StoreError
+from ._codecs import Codec
+from ._errors import (
+    DesFormatError,
+    ObjectNotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    StoreError,
+)
 from ._index import ShardIndex, read_index
-from ._layout import DEFAULT_TAIL_SIZE, IndexEntry
+from ._layout import (
+    DEFAULT_BIGFILES_PREFIX,
+    DEFAULT_TAIL_SIZE,
+    IndexEntry,
+    bigfile_key,
+    part_key,
+)
 from ._source import LocalObjectStore, ObjectStore, TailRead, _etag_of
 from ._writer import ShardWriter, _fsync_dir
 
@@ -31,12 +47,17 @@ __all__ = [
     "ShardEditor",
     "StoreSource",
     "delete_entries",
+    "fill_byte",
     "local_shard_lock",
+    "payload_overwritten",
     "read_shard_index",
 ]
 
 EDIT_TEMP_PREFIX = ".des-edit."
 _COPY = 1 << 20
+# A big-file object younger than this is kept by a delete: a packer publishes a big file
+# shortly before the shard that references it (the rule des repack's sweep follows too).
+DEFAULT_BIGFILE_GRACE_SECONDS = 3600.0
 
 
 @runtime_checkable
@@ -48,7 +69,17 @@ class ShardEditor(Protocol):
     yet (a continuation part of a rebuilt shard). ``remove`` deletes an object with every
     stored version of it and returns how many object versions went away (0 when absent);
     ``purge_old_versions`` deletes only the versions that are not the current one.
+
+    ``overwrite_range`` replaces the bytes ``[start, end)`` of the continuation part ``key``
+    with ``fill`` bytes (same length, every other byte unchanged), only while the head of
+    the shard ``shard_key`` still has ``shard_etag``; it returns False, having changed
+    nothing, when the head has changed. ``modified`` is when an object was last written
+    (POSIX seconds). ``bigfiles_prefix`` and ``bigfile_grace_seconds`` are what
+    :func:`delete_entries` uses when its caller gives none.
     """
+
+    bigfiles_prefix: str
+    bigfile_grace_seconds: float
 
     @property
     def store(self) -> ObjectStore: ...
@@ -68,6 +99,12 @@ class ShardEditor(Protocol):
     def list_keys(self, prefix: str = "") -> Iterator[str]: ...
 
     def scratch_dir(self) -> Path: ...
+
+    def overwrite_range(
+        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+    ) -> bool: ...
+
+    def modified(self, key: str) -> float: ...
 
 
 class StoreSource:
@@ -104,25 +141,55 @@ def read_shard_index(
 
 @dataclass(frozen=True, slots=True)
 class DeleteResult:
-    """What :func:`delete_entries` did to one shard."""
+    """What :func:`delete_entries` did to one shard.
+
+    ``gone`` and ``kept`` cover every uid of ``deleted`` and ``already``: ``gone`` are the
+    files whose bytes no current object holds any more (their bytes in a continuation part
+    are overwritten, their big-file object removed, or a repack erased them); ``kept`` pairs
+    the others with the reason their bytes stay until ``des repack`` (or a later delete).
+    """
 
     key: str
     deleted: tuple[str, ...]  # uids tombstoned by this call
     already: tuple[str, ...]  # uids that were deleted before
     missing: tuple[str, ...]  # uids the shard does not hold
     attempts: int  # 1 unless another writer changed the shard meanwhile
+    gone: tuple[str, ...] = ()
+    kept: tuple[tuple[str, str], ...] = ()
+    overwritten: tuple[str, ...] = ()  # part keys whose bytes this call overwrote
+    bigfiles_removed: tuple[str, ...] = ()  # big-file keys this call removed
+
+    def why_kept(self, uid: str) -> str | None:
+        """Why the bytes of ``uid`` are still stored (None when they are gone)."""
+        return next((why for u, why in self.kept if u == uid), None)
 
 
 def delete_entries(
-    editor: ShardEditor, key: str, uids: Iterable[str], *, attempts: int = 5
+    editor: ShardEditor,
+    key: str,
+    uids: Iterable[str],
+    *,
+    attempts: int = 5,
+    bigfiles_prefix: str | None = None,
+    bigfile_grace_seconds: float | None = None,
+    now: float | None = None,
 ) -> DeleteResult:
-    """Tombstone ``uids`` in the shard at ``key`` through the append path: a tail holding a
-    new index (the same entries, these ones flagged deleted) and footer is added after the
-    current bytes, conditional on the ETag the index was read at. Reads answer
-    ``EntryDeleted`` from then on; the payload bytes stay until a repack erases them.
+    """Delete ``uids`` from the shard at ``key``.
 
-    Raises ``ObjectNotFound`` when there is no shard at ``key`` and
-    :class:`PreconditionFailed` when the shard kept changing for ``attempts`` tries.
+    1. Tombstones, through the append path: a tail holding a new index (the same entries,
+       these ones flagged deleted) and footer is added after the current bytes, conditional
+       on the ETag the index was read at. Reads answer ``EntryDeleted`` from then on.
+    2. Then, for every deleted uid (now or before, so running a delete again finishes what
+       an interrupted one left): the stored bytes of an entry in a continuation part are
+       overwritten with :func:`fill_byte` bytes, in place, and the big-file object of a big
+       file is removed when no live entry of the day's shards references it and it is older
+       than ``bigfile_grace_seconds``. A replica still holding the old index then fails the
+       payload check (or finds no object) and re-reads the index. Bytes in the shard's head
+       object stay until a repack.
+
+    ``bigfiles_prefix`` and ``bigfile_grace_seconds`` default to the editor's. Raises
+    ``ObjectNotFound`` when there is no shard at ``key`` and :class:`PreconditionFailed`
+    when the shard kept changing for ``attempts`` tries.
     """
     wanted = list(dict.fromkeys(uids))
     for attempt in range(1, attempts + 1):
@@ -138,31 +205,237 @@ def delete_entries(
                 already.append(uid)
             else:
                 todo.append(uid)
-        if not todo:
-            return DeleteResult(key, (), tuple(already), tuple(missing), attempt)
-        if index.is_legacy:
+        if todo and index.is_legacy:
             raise StoreError(
                 f"{editor.describe(key)} is a legacy DES2 shard, which cannot hold tombstones;"
                 " repack it into the current format first",
                 key=key,
             )
-        fd, tmp = tempfile.mkstemp(prefix=EDIT_TEMP_PREFIX, dir=editor.scratch_dir())
-        try:
-            with os.fdopen(fd, "w+b") as fh:
-                writer = ShardWriter(fh, base_offset=index.object_size, existing=index)
-                for uid in todo:
-                    writer.delete(uid)
-                writer.close()
+        if todo:
+            fd, tmp = tempfile.mkstemp(prefix=EDIT_TEMP_PREFIX, dir=editor.scratch_dir())
             try:
-                editor.append(key, tmp, etag)
-            except PreconditionFailed:
-                if attempt == attempts:
-                    raise
-                continue
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return DeleteResult(key, tuple(todo), tuple(already), tuple(missing), attempt)
+                with os.fdopen(fd, "w+b") as fh:
+                    writer = ShardWriter(fh, base_offset=index.object_size, existing=index)
+                    for uid in todo:
+                        writer.delete(uid)
+                    writer.close()
+                try:
+                    editor.append(key, tmp, etag)
+                except PreconditionFailed:
+                    if attempt == attempts:
+                        raise
+                    continue
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        erasure = _Erasure(
+            editor,
+            key,
+            bigfiles_prefix
+            if bigfiles_prefix is not None
+            else getattr(editor, "bigfiles_prefix", DEFAULT_BIGFILES_PREFIX),
+            bigfile_grace_seconds
+            if bigfile_grace_seconds is not None
+            else float(getattr(editor, "bigfile_grace_seconds", DEFAULT_BIGFILE_GRACE_SECONDS)),
+            time.time() if now is None else now,
+        )
+        erasure.run([*todo, *already], attempts)
+        return DeleteResult(
+            key,
+            tuple(todo),
+            tuple(already),
+            tuple(missing),
+            attempt,
+            tuple(erasure.gone),
+            tuple(erasure.kept),
+            tuple(erasure.overwritten),
+            tuple(erasure.removed),
+        )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---- erasing at delete time -------------------------------------------------------------
+
+
+def fill_byte(entry: IndexEntry) -> int:
+    """The byte a delete overwrites the stored bytes of ``entry`` with.
+
+    0, so that a reader still holding the old index fails: a compressed payload no longer
+    starts with a frame, and a raw one no longer matches its CRC-32. For a raw file whose
+    content would pass its own check once overwritten (a file of zeros), the first of 0xFF,
+    0x01, 0x02, ... whose run does not match the CRC-32.
+    """
+    if entry.codec is not Codec.NONE or entry.checksum is None or entry.stored_size == 0:
+        return 0
+    candidates: list[int] = [0x00, 0xFF, *range(1, 0xFF)]
+    for fill in candidates:
+        if _crc_of_run(fill, entry.stored_size) != entry.checksum:
+            return fill
+    return 0  # pragma: no cover - no length makes every run of one byte share a CRC-32
+
+
+def _crc_of_run(fill: int, n: int) -> int:
+    block = bytes([fill]) * min(n, _COPY)
+    crc = 0
+    left = n
+    while left:
+        step = min(left, len(block))
+        crc = zlib.crc32(block[:step], crc)
+        left -= step
+    return crc
+
+
+def payload_overwritten(store: ObjectStore, key: str, entry: IndexEntry) -> bool:
+    """Whether the stored bytes of the tombstone ``entry`` (an inline entry of a
+    continuation part of the shard at ``key``) now hold only :func:`fill_byte` bytes, or
+    its part object is gone. Reads the range (in chunks)."""
+    if entry.is_bigfile or entry.part == 0:
+        raise ValueError(f"{entry.uid!r} is not stored in a continuation part")
+    if entry.stored_size == 0:
+        return True
+    okey = part_key(key, entry.part)
+    fill = fill_byte(entry)
+    block = bytes([fill]) * min(entry.stored_size, _COPY)
+    try:
+        for chunk in store.iter_range(okey, entry.offset, entry.offset + entry.stored_size):
+            if chunk != block[: len(chunk)]:
+                return False
+    except ObjectNotFound:
+        return True
+    return True
+
+
+def is_head_key(key: str, bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX) -> bool:
+    """Whether ``key`` names a shard head object (``.../HH.des``, not a ``.pN.des`` part,
+    not a big file)."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".des") or f"/{bigfiles_prefix.strip('/')}/" in f"/{key}":
+        return False
+    head, dot, tail = name[:-4].rpartition(".")
+    return not (dot and head and tail.startswith("p") and tail[1:].isdigit())
+
+
+class _Erasure:
+    """Step 2 of :func:`delete_entries`: what can be erased at once, for one shard."""
+
+    def __init__(
+        self, editor: ShardEditor, key: str, bigfiles_prefix: str, grace: float, now: float
+    ) -> None:
+        self.editor = editor
+        self.key = key
+        self.bigfiles_prefix = bigfiles_prefix
+        self.grace = grace
+        self.now = now
+        self.gone: list[str] = []
+        self.kept: list[tuple[str, str]] = []
+        self.overwritten: list[str] = []
+        self.removed: list[str] = []
+        self._live_hashes: set[str] | None = None
+
+    def run(self, uids: list[str], attempts: int) -> None:
+        pending = list(uids)
+        for attempt in range(1, attempts + 1):
+            index, etag = read_shard_index(self.editor.store, self.key)
+            again: list[str] = []
+            for uid in pending:
+                entry = index.lookup(uid)
+                if entry is None or not entry.deleted:
+                    continue  # not ours to erase (cannot happen after step 1)
+                if not self._one(entry, etag):
+                    again.append(uid)
+            if not again:
+                return
+            if attempt == attempts:
+                raise PreconditionFailed(
+                    f"{self.editor.describe(self.key)} kept changing while deleted bytes were"
+                    " being overwritten; run the delete again",
+                    key=self.key,
+                )
+            pending = again
+
+    def _one(self, entry: IndexEntry, etag: str) -> bool:
+        """Erase what can be erased of one tombstone; False when the head changed first."""
+        if entry.erased:
+            self.gone.append(entry.uid)  # a repack did it
+        elif entry.is_bigfile:
+            self._bigfile(entry)
+        elif entry.part == 0:
+            self.kept.append(
+                (entry.uid, "its bytes are in the shard's head object until a repack erases them")
+            )
+        elif entry.stored_size == 0:
+            self.gone.append(entry.uid)
+        else:
+            return self._part(entry, etag)
+        return True
+
+    def _part(self, entry: IndexEntry, etag: str) -> bool:
+        okey = part_key(self.key, entry.part)
+        start, end = entry.offset, entry.offset + entry.stored_size
+        if not payload_overwritten(self.editor.store, self.key, entry):
+            try:
+                done = self.editor.overwrite_range(
+                    okey, start, end, fill_byte(entry), shard_key=self.key, shard_etag=etag
+                )
+            except ObjectNotFound:
+                done = True  # no part object: nothing left to overwrite
+            if not done:
+                return False
+            self.overwritten.append(okey)
+        # Older versions of the part (S3 buckets that keep versions) still hold the bytes;
+        # a delete interrupted before this point leaves them for the next run.
+        self.editor.purge_old_versions(okey)
+        self.gone.append(entry.uid)
+        return True
+
+    def _bigfile(self, entry: IndexEntry) -> None:
+        assert entry.bigfile_hash is not None
+        if entry.bigfile_hash in self._live():
+            self.kept.append(
+                (entry.uid, "a live file has the same content, stored once in one big-file object")
+            )
+            return
+        bkey = bigfile_key(self.key, entry.bigfile_hash, self.bigfiles_prefix)
+        try:
+            age = self.now - self.editor.modified(bkey)
+        except ObjectNotFound:
+            age = None  # gone already; remove() still clears older versions
+        if age is not None and age < self.grace:
+            self.kept.append(
+                (
+                    entry.uid,
+                    f"its big-file object is younger than the grace period ({self.grace:g} s):"
+                    " a packer may be publishing a shard that references it; delete again later",
+                )
+            )
+            return
+        if self.editor.remove(bkey):
+            self.removed.append(bkey)
+        self.gone.append(entry.uid)
+
+    def _live(self) -> set[str]:
+        """Hashes of the big files live entries of the day's shards reference (every head
+        of the day directory read once per delete)."""
+        if self._live_hashes is None:
+            day = self.key.rsplit("/", 1)[0] + "/" if "/" in self.key else ""
+            live: set[str] = set()
+            for head in self.editor.list_keys(day):
+                if "/" in head[len(day) :] or not is_head_key(head, self.bigfiles_prefix):
+                    continue
+                try:
+                    index, _etag = read_shard_index(self.editor.store, head)
+                except ObjectNotFound:
+                    continue
+                except DesFormatError as exc:
+                    raise StoreError(
+                        f"cannot tell whether {self.editor.describe(head)} references a big"
+                        f" file, so none was removed: {exc}",
+                        key=head,
+                    ) from exc
+                for e in index.iter_entries():
+                    if e.is_bigfile and not e.deleted and e.bigfile_hash:
+                        live.add(e.bigfile_hash)
+            self._live_hashes = live
+        return self._live_hashes
 
 
 # ---- the local directory ------------------------------------------------------------------
@@ -202,10 +475,19 @@ class LocalShardEditor:
     still the version whose ETag the caller read. Local files have no older versions.
     """
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX,
+        bigfile_grace_seconds: float = DEFAULT_BIGFILE_GRACE_SECONDS,
+    ) -> None:
         self.store = LocalObjectStore(base_dir)
         self.base_dir = self.store.base_dir
         self.fsync = fsync
+        self.bigfiles_prefix = bigfiles_prefix
+        self.bigfile_grace_seconds = bigfile_grace_seconds
 
     def describe(self, key: str = "") -> str:
         return self.store.describe(key)
@@ -300,6 +582,55 @@ class LocalShardEditor:
 
     def purge_old_versions(self, key: str) -> int:
         return 0
+
+    def old_versions(self, key: str) -> int:
+        return 0
+
+    def modified(self, key: str) -> float:
+        try:
+            return self.path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no such object: {self.path(key)}", key=key) from None
+
+    def overwrite_range(
+        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+    ) -> bool:
+        """Overwrite ``[start, end)`` of the part file ``key`` with ``fill`` bytes in place
+        (``pwrite``, then ``fsync``), under the shard's lock and only while the shard head is
+        still ``shard_etag``.
+
+        In place rather than a new file renamed over the old one: no byte outside the range
+        is written, so a crash at any point leaves every other entry of the part intact and
+        the range old, new or partly overwritten (the tombstone is already durable, and a
+        delete run again finishes the range); two deletes in one part cannot undo each
+        other; and a part of many megabytes is not copied for a few bytes. The lock keeps a
+        repack from replacing the head (and then removing or renumbering the part) between
+        the check and the write.
+        """
+        final = self.path(shard_key)
+        part = self.path(key)
+        with local_shard_lock(final):
+            if _current_etag(final) != shard_etag:
+                return False
+            try:
+                fd = os.open(part, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                raise ObjectNotFound(f"no such object: {part}", key=key) from None
+            try:
+                size = os.fstat(fd).st_size
+                if not 0 <= start <= end <= size:
+                    raise RangeNotSatisfiable(
+                        f"range [{start}, {end}) outside {part} ({size} bytes)", key=key
+                    )
+                block = bytes([fill]) * min(end - start, _COPY)
+                pos = start
+                while pos < end:
+                    pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        return True
 
     def remove_stale_temps(self, key: str, older_than: float = 3600.0) -> int:
         """Remove temporary files a killed writer left beside ``key`` (``.des-edit.*``, which

@@ -209,6 +209,25 @@ class ShardReader:
                 continue
             try:
                 self.read_entry(entry)
-            except (ObjectNotFound, RangeNotSatisfiable) as exc:
+            except (ObjectNotFound, CorruptShard) as exc:
+                if entry.deleted and self._erased_by_delete(entry, exc):
+                    continue
+                if isinstance(exc, CorruptShard):
+                    raise
+                raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
+            except RangeNotSatisfiable as exc:
                 raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
         return count
+
+    def _erased_by_delete(self, entry: IndexEntry, exc: DesFormatError) -> bool:
+        """Whether a tombstone's payload failed its check because a delete erased it: its
+        big-file object removed, or its stored bytes in a continuation part overwritten
+        with the filler byte (see ``des_format.delete_entries``)."""
+        from ._edit import fill_byte
+
+        if entry.is_bigfile:
+            return isinstance(exc, ObjectNotFound)
+        if entry.part == 0 or isinstance(exc, ObjectNotFound):
+            return False
+        stored = self._part(entry.part).read_range(entry.offset, entry.offset + entry.stored_size)
+        return stored == bytes([fill_byte(entry)]) * entry.stored_size

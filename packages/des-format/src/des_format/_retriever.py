@@ -3,6 +3,12 @@
 Every backend (local directory, S3, multi-zone S3) is an :class:`ObjectStore`; this module never
 knows which. Request budget: a cold read is a tail read [+ one bucket read] + one payload read;
 a warm read (the uid's bucket already decoded) is exactly the payload read.
+
+A cached index can be stale: another writer appended to the shard, a delete overwrote the bytes
+of a deleted entry in a continuation part, or a repack or a delete removed a part or big-file
+object. Each shows up on the payload read itself (412 on the head object's If-Match, bytes that
+fail to decode or to match their CRC-32, an object not found), and each makes the read drop the
+cached index and look the uid up again, cold, once. No read costs a request more for it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ from ._reader import check_payload, decode_payload
 from ._source import DEFAULT_CHUNK_SIZE, ByteRange, ObjectStore, TailRead
 
 Observer = Callable[[str, int], None]
-_RETRYABLE = (PreconditionFailed, ChecksumMismatch, ObjectNotFound)
+# Failures of a read under a cached index that a fresh index may explain: the shard changed
+# (412), a payload that no longer decodes or matches its checksum (CorruptShard, of which
+# ChecksumMismatch is a kind: a delete overwrote it), an object gone (a repack or a delete
+# removed it).
+_RETRYABLE = (PreconditionFailed, CorruptShard, ObjectNotFound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +122,15 @@ class OpenedFile:
         entry: IndexEntry,
         etag: str | None,
         dictionary: bytes | None = None,
+        *,
+        cached: bool = True,
     ):
         self._r = retriever
         self.key = key
         self.entry = entry
         self._etag = etag
         self._dictionary = dictionary
+        self._cached = cached
 
     @property
     def size(self) -> int:
@@ -125,8 +138,12 @@ class OpenedFile:
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The original bytes in chunks; the checksum is checked after the last chunk
-        (``ChecksumMismatch`` then, never silently wrong data)."""
-        yield from self._r._stream(self.key, self.entry, self._etag, self._dictionary)
+        (``ChecksumMismatch`` then, never silently wrong data). A file of at most the
+        retriever's ``chunk_size`` is verified before its first byte is yielded, so a stale
+        cached index is re-read instead (``EntryDeleted`` for a file deleted meanwhile)."""
+        yield from self._r._stream(
+            self.key, self.entry, self._etag, self._dictionary, cached=self._cached
+        )
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -268,8 +285,8 @@ class ShardRetriever:
 
     def open(self, key: str, uid: str) -> OpenedFile:
         """Find ``uid`` (index only) and return a handle that streams its bytes."""
-        etag, index, entry, _cached = self._locate(key, uid)
-        return OpenedFile(self, key, entry, etag, index.dictionary)
+        etag, index, entry, cached = self._locate(key, uid)
+        return OpenedFile(self, key, entry, etag, index.dictionary, cached=cached)
 
     # ---- answers without I/O (for an event loop; every None means: use the methods above) ----
 
@@ -357,17 +374,37 @@ class ShardRetriever:
         return entry, data
 
     def _stream(
-        self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None = None
+        self,
+        key: str,
+        entry: IndexEntry,
+        etag: str | None,
+        dictionary: bytes | None = None,
+        *,
+        cached: bool = True,
     ) -> Iterator[bytes]:
+        """Decoded pieces of ``entry``. The first ``chunk_size`` bytes are held back until
+        more follow or the stream ends verified, so a file that fits is checked whole before
+        its first byte leaves. Until a byte has left, a failure that a stale cached index
+        explains (``_RETRYABLE``) re-reads the index once, cold, and starts again (the file
+        may have been deleted meanwhile: ``EntryDeleted``). Past that point a failure ends
+        the stream with the error: the caller has then received only a prefix of what the
+        store holds, never a complete wrong file."""
         attempt = 0
         while True:
-            chunks = self._stored_chunks(key, entry, etag)
+            pieces = self._verified_pieces(key, entry, etag, dictionary)
+            held: list[bytes] = []
+            size = 0
+            finished = False
             try:
-                first = next(chunks, None)
-            except (PreconditionFailed, ObjectNotFound):
-                # The shard changed under a cached index, or a repack removed the part or
-                # big-file object it points to: re-read the index once, cold.
-                if attempt:
+                for piece in pieces:
+                    held.append(piece)
+                    size += len(piece)
+                    if size > self.chunk_size:
+                        break
+                else:
+                    finished = True
+            except _RETRYABLE as exc:
+                if attempt or not (cached or isinstance(exc, (PreconditionFailed, ObjectNotFound))):
                     raise
                 attempt += 1
                 if self.cache is not None:
@@ -377,18 +414,20 @@ class ShardRetriever:
                 dictionary = index.dictionary
                 continue
             break
+        yield from held
+        if not finished:
+            yield from pieces
 
-        def all_chunks() -> Iterator[bytes]:
-            if first is not None:
-                yield first
-            yield from chunks
-
+    def _verified_pieces(
+        self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None
+    ) -> Iterator[bytes]:
+        chunks = self._stored_chunks(key, entry, etag)
         crc = 0
         sha = hashlib.sha256() if entry.checksum is None and entry.is_bigfile else None
         codec = Codec.NONE if entry.is_bigfile else entry.codec
         total = 0
         for piece in iter_decompress(
-            codec, all_chunks(), entry.size, uid=entry.uid, dictionary=dictionary
+            codec, chunks, entry.size, uid=entry.uid, dictionary=dictionary
         ):
             crc = zlib.crc32(piece, crc)
             if sha is not None:
@@ -439,10 +478,14 @@ class ShardRetriever:
         etag, index, cached = self.index(key)
         try:
             results = self._read_many(key, index, etag, wanted)
-            stale = (
-                cached
-                and any(isinstance(v, (EntryNotFound, EntryDeleted)) for v in results.values())
-                and not self._unchanged(key, etag)
+            errors = [v for v in results.values() if isinstance(v, DesFormatError)]
+            stale = cached and (
+                # bytes a delete overwrote, an object removed: the cached index is stale
+                any(isinstance(v, (CorruptShard, ObjectNotFound)) for v in errors)
+                or (
+                    any(isinstance(v, (EntryNotFound, EntryDeleted)) for v in errors)
+                    and not self._unchanged(key, etag)
+                )
             )
         except (PreconditionFailed, ObjectNotFound):
             if not cached:
