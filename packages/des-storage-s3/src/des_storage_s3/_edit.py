@@ -1,5 +1,6 @@
 """The S3 side of des-format's ``ShardEditor``: conditional appends and replacements (If-Match),
-part uploads, and removal of objects together with every stored version of them.
+part uploads, in-place overwrites of deleted bytes in continuation parts, and removal of
+objects together with every stored version of them.
 
 Erasure on a bucket that keeps versions: overwriting or deleting an object leaves its
 previous bytes as a noncurrent version (and a DELETE only adds a delete marker), so
@@ -16,14 +17,55 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from des_format import DEFAULT_BIGFILES_PREFIX, ByteRange, ObjectNotFound
 from des_routing import DesSettings
 
-from ._errors import S3StoreError, ShardExists, translate_error
+from ._errors import S3PreconditionFailed, S3StoreError, ShardExists, translate_error
+from ._plan import MAX_PART_SIZE, MIN_PART_SIZE, PartSpec, UploadPlan, plan_ranges
 from ._retry import call_with_retry
 from ._upload import S3ShardStore
 from ._zones import MultiZoneShardStore
 
 __all__ = ["S3ShardEditor", "open_editor"]
+
+DEFAULT_BIGFILE_GRACE_SECONDS = 3600.0
+_CHUNK = 1 << 20
+
+
+def plan_overwrite(size: int, start: int, end: int, part_size: int) -> tuple[ByteRange, UploadPlan]:
+    """How to publish a new version of an object of ``size`` bytes whose bytes
+    ``[start, end)`` are replaced (pure).
+
+    Returns the *window*, the range of the new object that is sent from a local file (the
+    replaced bytes, plus the old bytes around them that S3's 5 MiB minimum part size makes
+    necessary, at most 5 MiB on each side), and the plan whose ``local`` ranges are offsets
+    in that file and whose ``copy`` parts copy the rest of the old object server-side.
+
+    - ``size <= part_size``: the window is the whole object, sent as one PUT;
+    - otherwise: the old bytes before the window are copied (when at least 5 MiB, else
+      they join the window), the window goes up in parts of ``part_size`` (a short last
+      part joins the one before unless it ends the object), and the old bytes after it are
+      copied as the last parts.
+    """
+    if not 0 <= start <= end <= size:
+        raise ValueError(f"invalid range [{start}, {end}) of an object of {size} bytes")
+    if size <= part_size:
+        return ByteRange(0, size), UploadPlan(())
+    a = start if start >= MIN_PART_SIZE else 0
+    b = min(size, max(end, a + MIN_PART_SIZE))
+    parts: list[PartSpec] = []
+    copies = list(plan_ranges(a, MAX_PART_SIZE))
+    if len(copies) >= 2 and copies[-1].length < MIN_PART_SIZE:
+        mid = (copies[-2].start + copies[-1].end) // 2
+        copies[-2:] = [ByteRange(copies[-2].start, mid), ByteRange(mid, copies[-1].end)]
+    parts.extend(PartSpec(len(parts) + 1, copy=r) for r in copies)
+    window = list(plan_ranges(b - a, part_size))
+    if len(window) >= 2 and window[-1].length < MIN_PART_SIZE and b < size:
+        window[-2:] = [ByteRange(window[-2].start, window[-1].end)]
+    parts.extend(PartSpec(len(parts) + 1, local=r) for r in window)
+    for r in plan_ranges(size - b, MAX_PART_SIZE):
+        parts.append(PartSpec(len(parts) + 1, copy=ByteRange(b + r.start, b + r.end)))
+    return ByteRange(a, b), UploadPlan(tuple(parts))
 
 
 class S3ShardEditor:
@@ -40,10 +82,14 @@ class S3ShardEditor:
         shard_store: S3ShardStore | MultiZoneShardStore,
         *,
         scratch: str | os.PathLike[str] | None = None,
+        bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX,
+        bigfile_grace_seconds: float = DEFAULT_BIGFILE_GRACE_SECONDS,
     ) -> None:
         self.store = store
         self.shard_store = shard_store
         self._scratch = Path(scratch) if scratch is not None else None
+        self.bigfiles_prefix = bigfiles_prefix
+        self.bigfile_grace_seconds = bigfile_grace_seconds
 
     def describe(self, key: str = "") -> str:
         return str(self.shard_store.describe(key))
@@ -51,6 +97,7 @@ class S3ShardEditor:
     def scratch_dir(self) -> Path:
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="des-edit-"))
+        self._scratch.mkdir(parents=True, exist_ok=True)
         return self._scratch
 
     def _for(self, key: str) -> S3ShardStore:
@@ -78,6 +125,61 @@ class S3ShardEditor:
                 self.shard_store.put_shard(path, key)
             else:
                 self.shard_store.replace_shard(path, key, info.etag or "")
+
+    def overwrite_range(
+        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+    ) -> bool:
+        """Publish a new version of the part object ``key`` whose bytes ``[start, end)`` are
+        ``fill`` bytes and whose other bytes are the current ones, only if the part is still
+        the version read here and the head of ``shard_key`` still had ``shard_etag`` after
+        that read (so the part is the one the head's index references; no writer changes or
+        removes a referenced part). Returns False, having changed nothing, when either
+        changed.
+
+        The bytes around the range are copied server-side (UploadPartCopy, pinned with
+        CopySourceIfMatch); only the window :func:`plan_overwrite` names is downloaded and
+        sent, from a sparse scratch file: at most 10 MiB of old bytes besides the range
+        itself. The new version is published with If-Match on the part's ETag. Older
+        versions of the part are the caller's to purge (``purge_old_versions``).
+        """
+        ss = self._for(key)
+        s3_key = ss.s3_key(key)
+        part = ss.head(key)
+        if part is None:
+            raise ObjectNotFound(f"no such object: {ss.describe(key)}", key=key)
+        head = self._for(shard_key).head(shard_key)
+        if head is None or _norm(head.etag) != _norm(shard_etag):
+            return False
+        part_etag = part.etag or ""
+        window, plan = plan_overwrite(part.size, start, end, ss.part_size)
+        fd, tmp = tempfile.mkstemp(prefix="des-overwrite-", dir=self.scratch_dir())
+        try:
+            with os.fdopen(fd, "w+b") as fh:
+                if window.start < start:
+                    fh.write(ss._download(s3_key, ByteRange(window.start, start), part_etag))
+                fh.truncate(window.length)  # the range itself: a hole reads as zeros
+                if fill:
+                    block = bytes([fill]) * min(end - start, _CHUNK)
+                    fh.seek(start - window.start)
+                    left = end - start
+                    while left:
+                        left -= fh.write(block[: min(left, len(block))])
+                if end < window.end:
+                    fh.seek(end - window.start)
+                    fh.write(ss._download(s3_key, ByteRange(end, window.end), part_etag))
+            ss._write(
+                Path(tmp),
+                key,
+                plan,
+                part.size,
+                cond=(None, part_etag),
+                source_etag=part_etag,
+            )
+        except S3PreconditionFailed:
+            return False  # the part changed since its HEAD: start again from the index
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def _call(self, ss: S3ShardStore, fn: Callable[[], Any], s3_key: str, op: str) -> Any:
         def translate(exc: BaseException) -> S3StoreError:
@@ -172,7 +274,15 @@ def open_editor(settings: DesSettings) -> Any:
     if settings.backend == "local":
         from des_format import LocalShardEditor
 
-        return LocalShardEditor(settings.base_dir)
+        return LocalShardEditor(settings.base_dir, bigfiles_prefix=settings.bigfiles_prefix)
     from ._open import open_shard_store, open_store
 
-    return S3ShardEditor(open_store(settings), open_shard_store(settings))
+    return S3ShardEditor(
+        open_store(settings),
+        open_shard_store(settings),
+        bigfiles_prefix=settings.bigfiles_prefix,
+    )
+
+
+def _norm(etag: str | None) -> str:
+    return (etag or "").strip().strip('"')
