@@ -117,13 +117,20 @@ def test_delete_reads_as_gone_and_unknown_stays_not_found(
     row = rows[1]
     code, stdout, err = des(out, "delete", row["uid"], "--created-at", row["created_at"])
     assert (code, err) == (0, "")
-    assert stdout.decode() == f"deleted {row['uid']} (hidden; run des repack to erase its bytes)\n"
+    assert stdout.decode() == (
+        f"deleted {row['uid']} (hidden: its bytes are in the shard's head object until a"
+        " repack erases them)\n"
+    )
     code, stdout, err = des(out, "get", row["uid"], "--created-at", row["created_at"])
     assert (code, stdout) == (4, b"")
     assert err == f"des: error: {row['uid']}: deleted (gone; it will not come back)\n"
     # deleting again is fine; an unknown uid is not found (exit 1) both for get and delete
     code, stdout, _ = des(out, "delete", row["uid"], "--created-at", row["created_at"])
-    assert (code, stdout.decode()) == (0, f"{row['uid']} was already deleted\n")
+    assert (code, stdout.decode()) == (
+        0,
+        f"{row['uid']} was already deleted (hidden: its bytes are in the shard's head object"
+        " until a repack erases them)\n",
+    )
     code, _, err = des(out, "get", "nope-1", "--created-at", row["created_at"])
     assert code == 1
     assert "deleted" not in err
@@ -382,3 +389,174 @@ def test_usage_errors_exit_2_with_a_message(packed: tuple[Path, list[dict[str, A
         code, stdout, err = des(out, *args)
         assert (code, stdout) == (2, b""), args
         assert err.startswith(message), (args, err)
+
+
+def test_delete_erases_part_payloads_and_big_files_at_once(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from des_format import IndexCache, part_key
+    from des_format.testing import CountingStore
+
+    rows = make_files(tmp_path, n=40, big=3)
+    out = tmp_path / "out"
+    opts = PackOptions(n_bits=N_BITS, max_shard_size=600, big_file_threshold=2500)
+    pack(read_manifest(tmp_path / "m.json"), str(out), opts)
+    store = LocalObjectStore(out)
+
+    def key_of(r: dict[str, Any]) -> str:
+        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
+
+    def entry_of(r: dict[str, Any]) -> Any:
+        return read_shard_index(store, key_of(r))[0].lookup(r["uid"])
+
+    in_parts = [r for r in rows if not entry_of(r).is_bigfile and entry_of(r).part >= 1]
+    victim, live = in_parts[0], next(r for r in in_parts[1:] if key_of(r) == key_of(in_parts[0]))
+    big = next(r for r in rows if r["uid"] == "big-2")  # content no other file has
+    stored = stored_bytes(out, victim["uid"], victim["created_at"])
+    # another replica, its index cache warm for every shard
+    counted = CountingStore(LocalObjectStore(out))
+    replica = ShardRetriever(counted, cache=IndexCache(1 << 24))
+    for r in rows:
+        replica.stat(key_of(r), r["uid"])
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
+    warm_requests = counted.count
+    assert warm_requests == 1
+    # the big files were packed more than the grace period (an hour) ago
+    past = time.time() - 7200
+    for p in (out / "20240301" / "_bigFiles").iterdir():
+        os.utime(p, (past, past))
+
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        "".join(
+            json.dumps({"uid": r["uid"], "created_at": r["created_at"]}) + "\n"
+            for r in (victim, big)
+        )
+    )
+    code, stdout, err = des(out, "delete", "--batch", str(batch))
+    assert (code, err) == (0, "")
+    assert sorted(stdout.decode().splitlines()) == sorted(
+        f"deleted {r['uid']} (its bytes are erased)" for r in (victim, big)
+    )
+    for r in (victim, big):
+        with pytest.raises(EntryDeleted):
+            replica.read(key_of(r), r["uid"])
+    for r in rows:
+        if r not in (victim, big):
+            assert replica.read(key_of(r), r["uid"]) == content(tmp_path, r["uid"]), r["uid"]
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
+    assert counted.count == warm_requests
+    blobs = b"\x00".join(all_bytes(out))
+    assert stored not in blobs
+    for r in (victim, big):
+        assert content(tmp_path, r["uid"]) not in blobs, r["uid"]
+    e = entry_of(victim)
+    part = (out / part_key(key_of(victim), e.part)).read_bytes()
+    assert part[e.offset : e.offset + e.stored_size] == b"\x00" * e.stored_size
+    code, stdout, _ = des(out, "deletions", "--json")
+    assert code == 0
+    states = {json.loads(x)["uid"]: json.loads(x)["state"] for x in stdout.decode().splitlines()}
+    assert states == {victim["uid"]: "erased", big["uid"]: "erased"}
+    # a shard with such tombstones still verifies, deep, and a repack still rewrites it
+    assert des(out, "verify", str(out), "--deep")[0] == 0
+    report = repack(LocalShardEditor(out), RepackOptions(bigfile_grace_seconds=0))
+    assert report.failures == ()
+    assert {d.uid: d.state for d in iter_deletions(LocalShardEditor(out))} == states
+    assert des(out, "get", victim["uid"], "--created-at", victim["created_at"])[0] == 4
+
+
+def test_deletions_tells_hidden_from_erased_bytes_in_parts(tmp_path: Path) -> None:
+    from des_format import StorageUnavailable, delete_entries
+
+    rows = make_files(tmp_path, n=30)
+    out = tmp_path / "out"
+    pack(
+        read_manifest(tmp_path / "m.json"), str(out), PackOptions(n_bits=N_BITS, max_shard_size=600)
+    )
+    store = LocalObjectStore(out)
+    victim = next(
+        r
+        for r in rows
+        if (
+            e := read_shard_index(
+                store, locate_shard(r["uid"], r["created_at"], N_BITS).object_key
+            )[0].lookup(r["uid"])
+        )
+        is not None
+        and e.part >= 1
+    )
+    key = locate_shard(victim["uid"], victim["created_at"], N_BITS).object_key
+
+    class Interrupted(LocalShardEditor):
+        def overwrite_range(self, *args: Any, **kwargs: Any) -> bool:
+            raise StorageUnavailable("the process died between the two writes")
+
+    with pytest.raises(StorageUnavailable):
+        delete_entries(Interrupted(out), key, [victim["uid"]])
+    editor = LocalShardEditor(out)
+    assert [(d.uid, d.state) for d in iter_deletions(editor)] == [(victim["uid"], "hidden")]
+    code, stdout, _ = des(out, "delete", victim["uid"], "--created-at", victim["created_at"])
+    assert (code, stdout.decode()) == (
+        0,
+        f"{victim['uid']} was already deleted (its bytes are erased)\n",
+    )
+    assert [(d.uid, d.state) for d in iter_deletions(editor)] == [(victim["uid"], "erased")]
+    assert content(tmp_path, victim["uid"]) not in b"\x00".join(all_bytes(out))
+
+
+def test_repack_racing_a_delete_that_overwrites_part_bytes_starts_again(tmp_path: Path) -> None:
+    from des_format import delete_entries
+
+    rows = make_files(tmp_path, n=40)
+    out = tmp_path / "out"
+    pack(
+        read_manifest(tmp_path / "m.json"), str(out), PackOptions(n_bits=N_BITS, max_shard_size=600)
+    )
+    store = LocalObjectStore(out)
+
+    def key_of(r: dict[str, Any]) -> str:
+        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
+
+    def part_of(r: dict[str, Any]) -> int:
+        e = read_shard_index(store, key_of(r))[0].lookup(r["uid"])
+        assert e is not None
+        return e.part
+
+    first = next(r for r in rows if part_of(r) >= 1)
+    key = key_of(first)
+    late_victim = next(r for r in rows if r is not first and key_of(r) == key and part_of(r) >= 1)
+    assert des(out, "delete", first["uid"], "--created-at", first["created_at"])[0] == 0
+
+    class RacedStore:
+        """The repack's reads; its first read of a part lets another replica delete a file
+        of that part (tombstone, then its bytes overwritten) before the bytes come back."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.raced = False
+
+        def read_range(self, k: str, start: int, end: int, *, if_match: str | None = None) -> bytes:
+            if ".p" in k and not self.raced:
+                self.raced = True
+                delete_entries(LocalShardEditor(out), key, [late_victim["uid"]])
+            return bytes(self.inner.read_range(k, start, end, if_match=if_match))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    editor = LocalShardEditor(out)
+    raced = RacedStore(editor.store)
+    editor.store = raced  # type: ignore[assignment]
+    report = repack(editor, RepackOptions(prefix=key, bigfile_grace_seconds=0))
+    assert raced.raced
+    assert report.failures == ()
+    assert [(r.key, r.attempts, sorted(r.erased)) for r in report.repacked] == [
+        (key, 2, sorted([first["uid"], late_victim["uid"]]))
+    ]
+    got = read_everything(out, rows, tmp_path)
+    for r in rows:
+        want = "deleted" if r in (first, late_victim) else content(tmp_path, r["uid"])
+        assert got[r["uid"]] == want, r["uid"]

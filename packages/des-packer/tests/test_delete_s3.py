@@ -254,3 +254,65 @@ def test_delete_and_erase_across_two_zones(s3: Any, tmp_path: Path) -> None:
             assert retriever.read(key, r["uid"]) == content(tmp_path, r["uid"])
     res = runner.invoke(des_app, ["deletions", "--json"], env=zone_env)
     assert sorted(json.loads(x)["state"] for x in res.stdout.splitlines()) == ["erased"] * 3
+
+
+def test_delete_on_s3_erases_part_payloads_and_big_files_for_a_warm_replica(
+    s3: Any, tmp_path: Path
+) -> None:
+    from des_format import IndexCache
+    from des_format.testing import CountingStore
+
+    rows = make_files(tmp_path, n=40, big=3)
+    opts = PackOptions(
+        n_bits=N_BITS,
+        s3_endpoint_url=s3.endpoint_url,
+        s3_region="us-east-1",
+        big_file_threshold=2500,
+        max_shard_size=600,
+    )
+    pack(read_manifest(tmp_path / "m.json"), f"s3://packed/{PREFIX}", opts)
+    settings = DesSettings.from_env(env(s3))
+    store = open_store(settings)
+
+    def key_of(r: dict[str, Any]) -> str:
+        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
+
+    entries = {r["uid"]: read_shard_index(store, key_of(r))[0].lookup(r["uid"]) for r in rows}
+    in_parts = [r for r in rows if not entries[r["uid"]].is_bigfile and entries[r["uid"]].part]
+    victim = in_parts[0]
+    live = next(r for r in in_parts[1:] if key_of(r) == key_of(victim))
+    big = next(r for r in rows if r["uid"] == "big-2")
+    e = entries[victim["uid"]]
+    stored = store.read_range(part_key(key_of(victim), e.part), e.offset, e.offset + e.stored_size)
+    counted = CountingStore(open_store(settings))
+    replica = ShardRetriever(counted, cache=IndexCache(1 << 24))
+    for r in rows:
+        replica.stat(key_of(r), r["uid"])
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
+    assert counted.count == 1
+
+    for r in (victim, big):
+        code, out, err = des(
+            s3, "delete", r["uid"], "--created-at", r["created_at"], "--bigfile-grace", "0"
+        )
+        assert (code, out.decode(), err) == (0, f"deleted {r['uid']} (its bytes are erased)\n", "")
+    for r in (victim, big):
+        with pytest.raises(EntryDeleted):
+            replica.read(key_of(r), r["uid"])
+    for r in rows:
+        if r not in (victim, big):
+            assert replica.read(key_of(r), r["uid"]) == content(tmp_path, r["uid"]), r["uid"]
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
+    assert counted.count == 1
+
+    blob = b"\x00".join(every_version(s3).values())
+    assert stored not in blob
+    for r in (victim, big):
+        assert content(tmp_path, r["uid"]) not in blob, r["uid"]
+    code, out, _ = des(s3, "deletions", "--json")
+    assert code == 0
+    assert sorted(
+        (json.loads(x)["uid"], json.loads(x)["state"]) for x in out.decode().splitlines()
+    ) == sorted((r["uid"], "erased") for r in (victim, big))

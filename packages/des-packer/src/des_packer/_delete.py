@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings, s3_extra
-from ._repack import RepackOptions, repack
+from ._repack import DEFAULT_BIGFILE_GRACE_SECONDS, RepackOptions, repack
 
 __all__ = ["open_editor", "run_delete", "run_deletions", "run_repack"]
 
@@ -21,7 +21,7 @@ def open_editor(settings: Any) -> Any:
     if settings.backend == "local":
         from des_format import LocalShardEditor
 
-        return LocalShardEditor(settings.base_dir)
+        return LocalShardEditor(settings.base_dir, bigfiles_prefix=settings.bigfiles_prefix)
     return s3_extra(settings).open_editor(settings)
 
 
@@ -60,16 +60,22 @@ def run_delete(
     batch: Path | None,
     overrides: Mapping[str, str | None],
     *,
+    bigfile_grace_seconds: float = DEFAULT_BIGFILE_GRACE_SECONDS,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Tombstone files; exit 0 when every file is deleted (now or before), 1 when some file
-    or shard does not exist or a shard could not be changed, 2 on usage errors."""
+    """Delete files: tombstone them, then erase at once what can be (bytes in continuation
+    parts overwritten, big files no live file shares removed once older than
+    ``bigfile_grace_seconds``). Exit 0 when every file is deleted (now or before), 1 when
+    some file or shard does not exist or a shard could not be changed, 2 on usage errors."""
     from des_format import DesFormatError, ObjectNotFound, delete_entries
     from des_routing import RoutingError, locate_shard
 
     out = out or sys.stdout
     err = err or sys.stderr
+    if bigfile_grace_seconds < 0:
+        print("des: error: --bigfile-grace must be at least 0 (seconds)", file=err)
+        return EXIT_USAGE
     try:
         settings = load_settings(overrides)
         targets = _targets(uid, created_at, batch)
@@ -87,7 +93,13 @@ def run_delete(
     code = EXIT_OK
     for key, uids in by_key.items():
         try:
-            res = delete_entries(editor, key, uids)
+            res = delete_entries(
+                editor,
+                key,
+                uids,
+                bigfiles_prefix=settings.bigfiles_prefix,
+                bigfile_grace_seconds=bigfile_grace_seconds,
+            )
         except ObjectNotFound:
             for u in uids:
                 print(f"des: error: {u}: not found (no shard {editor.describe(key)})", file=err)
@@ -98,13 +110,18 @@ def run_delete(
             code = EXIT_FAILED
             continue
         for u in res.deleted:
-            print(f"deleted {u} (hidden; run des repack to erase its bytes)", file=out)
+            print(f"deleted {u} ({_erasure_note(res, u)})", file=out)
         for u in res.already:
-            print(f"{u} was already deleted", file=out)
+            print(f"{u} was already deleted ({_erasure_note(res, u)})", file=out)
         for u in res.missing:
             print(f"des: error: {u}: not found in {editor.describe(key)}", file=err)
             code = EXIT_FAILED
     return code
+
+
+def _erasure_note(res: Any, uid: str) -> str:
+    why = res.why_kept(uid)
+    return "its bytes are erased" if why is None else f"hidden: {why}"
 
 
 def run_repack(

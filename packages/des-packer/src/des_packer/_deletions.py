@@ -6,13 +6,22 @@ for a hidden file its stored size.
 
 States:
 
-- ``hidden``: the file reads as deleted (HTTP 410) but its bytes are still in the shard
-  (or its big-file object); ``des repack`` erases them.
-- ``erasing``: the shard was rebuilt without the file, but objects that may still hold its
-  bytes remain: part objects no index references, older object versions (S3 buckets that
-  keep versions), or big files of the day no index references. Running ``des repack``
-  again removes them.
-- ``erased``: no object of the store holds the file's bytes any more.
+- ``hidden``: the file reads as deleted (HTTP 410) but its bytes are still in the shard's
+  head object (or in its big-file object, kept because a live file shares it or because it
+  is younger than the grace period); ``des repack`` erases them.
+- ``erasing``: the current objects no longer hold the file's bytes, but objects that may
+  still hold them remain: part objects no index references, older object versions (S3
+  buckets that keep versions), or big files of the day no index references. Running
+  ``des repack`` (or, for a file whose tombstone a repack has not rewritten yet, ``des
+  delete``) again removes them.
+- ``erased``: no object of the store holds the file's bytes any more: a repack rewrote the
+  shard without them, or the delete overwrote them in their continuation part or removed
+  their big-file object. (Until a repack, the tombstone itself still records the file's
+  size, CRC-32 and metadata, as every tombstone does before erasure.)
+
+A tombstone not yet rewritten by a repack is checked against the objects themselves: the
+stored range of an entry in a continuation part is read (it must hold only the delete's
+filler byte), and a big file's object is looked up in the day's listing.
 """
 
 from __future__ import annotations
@@ -21,7 +30,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from des_format import DEFAULT_BIGFILES_PREFIX, DesFormatError, read_shard_index
+from des_format import (
+    DEFAULT_BIGFILES_PREFIX,
+    DesFormatError,
+    IndexEntry,
+    bigfile_key,
+    part_key,
+    payload_overwritten,
+    read_shard_index,
+)
 
 from ._repack import _part_number, iter_heads
 
@@ -63,13 +80,35 @@ def _leftovers(editor: Any, key: str, referenced: set[int]) -> int:
     return count
 
 
-def _unreferenced_bigfiles(editor: Any, day: str, refs: set[str], bigfiles_prefix: str) -> int:
-    prefix = f"{day}/{bigfiles_prefix.strip('/')}/" if day else f"{bigfiles_prefix}/"
-    return sum(
-        1
-        for k in editor.list_keys(prefix)
-        if "/" not in k[len(prefix) :] and k[len(prefix) :] not in refs
-    )
+def _bigfile_prefix(day: str, bigfiles_prefix: str) -> str:
+    return f"{day}/{bigfiles_prefix.strip('/')}/" if day else f"{bigfiles_prefix}/"
+
+
+def _unreferenced_bigfiles(present: list[str], prefix: str, refs: set[str]) -> int:
+    return sum(1 for k in present if "/" not in k[len(prefix) :] and k[len(prefix) :] not in refs)
+
+
+def _old_versions(editor: Any, key: str) -> int:
+    old_versions = getattr(editor, "old_versions", None)
+    return int(old_versions(key)) if callable(old_versions) else 0
+
+
+def _not_repacked(
+    editor: Any, key: str, e: IndexEntry, present: set[str], bigfiles_prefix: str
+) -> DeletionRecord:
+    """The state of a tombstone a repack has not rewritten yet, from the objects."""
+    if e.is_bigfile:
+        assert e.bigfile_hash is not None
+        bkey = bigfile_key(key, e.bigfile_hash, bigfiles_prefix)
+        if bkey in present:
+            return DeletionRecord(e.uid, key, "hidden", e.stored_size)
+        okey = bkey
+    elif e.part == 0 or not payload_overwritten(editor.store, key, e):
+        return DeletionRecord(e.uid, key, "hidden", e.stored_size)
+    else:
+        okey = part_key(key, e.part)
+    left = _old_versions(editor, okey)
+    return DeletionRecord(e.uid, key, "erasing" if left else "erased", 0, left)
 
 
 def iter_deletions(
@@ -95,13 +134,17 @@ def iter_deletions(
     for day in sorted(by_day):
         shards = by_day[day]
         refs: set[str] = set()
-        has_erased = False
+        has_erased = deleted_bigfiles = False
         for _key, index in shards:
             for e in index.iter_entries():
                 if e.is_bigfile and e.bigfile_hash:
                     refs.add(e.bigfile_hash)
+                    deleted_bigfiles = deleted_bigfiles or e.deleted
                 has_erased = has_erased or e.erased
-        day_left = _unreferenced_bigfiles(editor, day, refs, bigfiles_prefix) if has_erased else 0
+        prefix_b = _bigfile_prefix(day, bigfiles_prefix)
+        present = list(editor.list_keys(prefix_b)) if has_erased or deleted_bigfiles else []
+        day_left = _unreferenced_bigfiles(present, prefix_b, refs) if has_erased else 0
+        present_set = set(present)
         for key, index in sorted(shards, key=lambda item: item[0]):
             tombstones = sorted((e for e in index.iter_entries() if e.deleted), key=lambda e: e.uid)
             if not tombstones:
@@ -109,7 +152,7 @@ def iter_deletions(
             left: int | None = None
             for e in tombstones:
                 if not e.erased:
-                    yield DeletionRecord(e.uid, key, "hidden", e.stored_size)
+                    yield _not_repacked(editor, key, e, present_set, bigfiles_prefix)
                     continue
                 if left is None:
                     referenced = {

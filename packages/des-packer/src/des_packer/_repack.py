@@ -39,6 +39,7 @@ from des_format import (
     DesFormatError,
     IndexEntry,
     LocalFileSource,
+    ObjectNotFound,
     PreconditionFailed,
     ShardIndex,
     ShardReader,
@@ -330,6 +331,13 @@ def _verify(  # noqa: PLR0917 - internal step with its full context
         reader.close()
 
 
+def _changed(store: Any, key: str, etag: str) -> bool:
+    try:
+        return bool(store.head(key).etag != etag)
+    except ObjectNotFound:
+        return True
+
+
 def clean_shard(editor: Any, key: str, index: ShardIndex, hook: StepHook = _no_hook) -> int:
     """Remove the part objects of ``key`` its index does not reference and every old
     version of its objects; returns how many objects/versions went away."""
@@ -379,10 +387,17 @@ def repack_shard(
         )
         workdir = Path(tempfile.mkdtemp(prefix="repack.", dir=editor.scratch_dir()))
         try:
-            head, parts, erased = _build(
-                store, key, etag, entries, workdir, first_part, max_part_size, index.dictionary
-            )
-            _verify(store, key, head, parts, entries, bigfiles_prefix)
+            try:
+                head, parts, erased = _build(
+                    store, key, etag, entries, workdir, first_part, max_part_size, index.dictionary
+                )
+                _verify(store, key, head, parts, entries, bigfiles_prefix)
+            except DesFormatError:
+                # A writer changed the shard while it was copied: a delete may have
+                # overwritten the bytes of an entry this (older) index still lists as live.
+                if attempt < attempts and _changed(store, key, etag):
+                    continue
+                raise
             hook("built")
             for n in sorted(parts):
                 editor.put(part_key(key, n), parts[n])

@@ -265,7 +265,10 @@ def verify(
 @des_app.command(
     help=(
         "Delete files: from now on they read as gone (des get exit 4, HTTP 410) on every "
-        "backend. Their bytes stay in the shard until des repack erases them. "
+        "backend and every replica. Bytes in continuation parts are overwritten at once and "
+        "big files no live file shares are removed (once older than --bigfile-grace); bytes "
+        "in the shard's head object stay until des repack erases them. Deleting again "
+        "finishes what an interrupted delete left. "
         "des delete UID --created-at T, or --batch FILE (JSON Lines of uid and created_at). "
         "Exit codes: 0 deleted (or already deleted); 1 a file or shard does not exist, or a "
         "shard could not be changed; 2 usage error."
@@ -280,10 +283,19 @@ def delete(
     batch: Annotated[
         Path | None, typer.Option("--batch", help="JSON Lines of {uid, created_at}.")
     ] = None,
+    bigfile_grace: Annotated[
+        float,
+        typer.Option(
+            "--bigfile-grace",
+            help="Seconds a big file must have existed before a delete removes it.",
+        ),
+    ] = 3600.0,
 ) -> None:
     from ._delete import run_delete
 
-    raise typer.Exit(run_delete(uid, created_at, batch, ctx.obj))
+    raise typer.Exit(
+        run_delete(uid, created_at, batch, ctx.obj, bigfile_grace_seconds=bigfile_grace)
+    )
 
 
 @des_app.command(
