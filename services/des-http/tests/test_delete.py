@@ -1,13 +1,24 @@
-"""DELETE /files/{uid}: tombstones through the append path; 410 afterwards on every replica,
+"""DELETE /files/{uid}: tombstones through the append path; 410 afterwards on every replica
+(also for files in continuation parts and big files, whose bytes the delete erases at once),
 404 for unknown uids, admin scope when auth is on."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
-from des_http_testkit import DAY, MakeHarness, files_url, sample
+import pytest
+from des_format import Codec, IndexEntry, LocalBigFileSink, ShardWriter, part_key
+from des_http import create_app
+from des_http_testkit import DAY, N_BITS, MakeHarness, files_url, parse_multipart, sample
+from des_routing import DesSettings, locate_shard
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 
 def copy_of(dataset_dir: Path, tmp_path: Path) -> Path:
@@ -77,3 +88,192 @@ def test_delete_needs_the_admin_scope(
     assert r.status_code == 200
     gone = h.client.get(url, headers={"Authorization": f"Bearer {read_t}"})
     assert gone.status_code == 410
+
+
+# ---- files in continuation parts and big files, two replicas ------------------------------
+
+PART_DAY = "2024-04-02T08:00:00Z"
+
+
+def part_files() -> dict[str, bytes]:
+    """Files of one shard (numeric uids 1000 + k*256 share shard k): compressible and
+    random ones, rolled over into continuation parts, and two big files."""
+    rnd = random.Random(12)
+    files = {
+        str(1003 + 256 * i): (f"row {i} " * 60).encode() if i % 2 else rnd.randbytes(500 + i)
+        for i in range(16)
+    }
+    files[str(1003 + 256 * 16)] = rnd.randbytes(9000)  # a big file
+    files[str(1003 + 256 * 17)] = rnd.randbytes(3000)  # streamed when the threshold is low
+    return files
+
+
+def write_part_shard(base: Path, files: dict[str, bytes]) -> tuple[str, dict[str, IndexEntry]]:
+    keys = {locate_shard(u, PART_DAY, N_BITS).object_key for u in files}
+    assert len(keys) == 1
+    key = keys.pop()
+    path = base / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handles: list[Any] = []
+
+    def open_part(n: int) -> Any:
+        handles.append((base / part_key(key, n)).open("wb"))
+        return handles[-1]
+
+    entries: dict[str, IndexEntry] = {}
+    with path.open("wb") as fh:
+        w = ShardWriter(
+            fh,
+            max_size=1200,
+            open_part=open_part,
+            big_file_threshold=8000,
+            bigfile_sink=LocalBigFileSink(path.parent),
+        )
+        for uid, data in files.items():
+            entries[uid] = w.add(uid, data)
+        w.close()
+    for h in handles:
+        h.close()
+    past = time.time() - 7200  # packed more than the big-file grace period (an hour) ago
+    for big in (path.parent / "_bigFiles").iterdir():
+        os.utime(big, (past, past))
+    return key, entries
+
+
+def test_a_warm_replica_answers_410_for_files_in_parts_and_big_files(
+    make_harness: MakeHarness, tmp_path: Path
+) -> None:
+    base = tmp_path / "parts"
+    files = part_files()
+    _key, entries = write_part_shard(base, files)
+    in_parts = [u for u, e in entries.items() if e.part and not e.is_bigfile]
+    victim = next(u for u in in_parts if entries[u].codec is not Codec.NONE)
+    raw_victim = next(u for u in in_parts if entries[u].codec is Codec.NONE)
+    big = next(u for u, e in entries.items() if e.is_bigfile)
+    streamed = str(1003 + 256 * 17)
+    assert entries[streamed].part
+    assert not entries[streamed].is_bigfile
+    victims = (victim, raw_victim, big, streamed)
+    # one replica with a warm cache per deleted file, so each meets its stale index
+    # (the one for the streamed file streams every file above 1 KiB)
+    replicas = {
+        uid: make_harness(base, stream_threshold_bytes=1024 if uid == streamed else 1 << 20)
+        for uid in victims
+    }
+    for a in replicas.values():
+        for uid in files:
+            assert a.client.get(files_url(uid, PART_DAY)).content == files[uid]
+    a = replicas[victim]
+    live = next(u for u in in_parts if u not in victims)
+    before = a.store_requests()
+    assert a.client.get(files_url(live, PART_DAY)).content == files[live]
+    assert a.store_requests() - before == 1  # warm: one payload request
+
+    b = make_harness(base)
+    for uid in victims:
+        assert b.client.delete(files_url(uid, PART_DAY)).status_code == 200
+
+    # the streamed answer's headers leave before a byte is read: it is cut short, and
+    # carries none of the file's bytes; the next request answers 410
+    cut = replicas[streamed].client.get(files_url(streamed, PART_DAY))
+    assert (cut.status_code, cut.headers["content-length"]) == (200, str(len(files[streamed])))
+    assert len(cut.content) < len(files[streamed])
+    assert files[streamed][:64] not in cut.content
+    for uid in victims:
+        r = replicas[uid].client.get(files_url(uid, PART_DAY))
+        assert r.status_code == 410, uid
+        assert r.json()["title"] == "File deleted"
+        assert replicas[uid].client.head(files_url(uid, PART_DAY)).status_code == 410
+    for uid, data in files.items():
+        if uid not in victims:
+            assert a.client.get(files_url(uid, PART_DAY)).content == data, uid
+    before = a.store_requests()
+    assert a.client.get(files_url(live, PART_DAY)).content == files[live]
+    assert a.store_requests() - before == 1  # still one request for a warm read
+    blob = b"\x00".join(p.read_bytes() for p in base.rglob("*") if p.is_file())
+    for uid in victims:
+        assert files[uid] not in blob, uid
+
+
+def test_a_warm_replica_answers_410_in_a_batch(make_harness: MakeHarness, tmp_path: Path) -> None:
+    base = tmp_path / "parts"
+    files = part_files()
+    _key, entries = write_part_shard(base, files)
+    victim = next(u for u, e in entries.items() if e.part and not e.is_bigfile)
+    big = next(u for u, e in entries.items() if e.is_bigfile)
+    a, b = make_harness(base), make_harness(base)
+    items = [{"uid": u, "created_at": PART_DAY} for u in files]
+    warm = a.client.post("/files/batch", json={"items": items})
+    assert warm.status_code == 200
+    for uid in (victim, big):
+        assert b.client.delete(files_url(uid, PART_DAY)).status_code == 200
+    r = a.client.post("/files/batch", json={"items": items})
+    status = {
+        h["x-des-item"]: (h["x-des-status"], body)
+        for h, body in parse_multipart(r.content, r.headers["content-type"])
+    }
+    for i, uid in enumerate(files):
+        want = "410" if uid in (victim, big) else "200"
+        assert status[str(i)][0] == want, uid
+        if want == "200":
+            assert status[str(i)][1] == files[uid]
+
+
+def test_two_replicas_on_s3_answer_410_for_files_in_parts_and_big_files(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from des_storage_s3 import S3ShardEditor, open_shard_store, open_store
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    client = s3_server.client()
+    client.create_bucket(Bucket="replicas")
+    client.put_bucket_versioning(Bucket="replicas", VersioningConfiguration={"Status": "Enabled"})
+    base = tmp_path / "local"
+    files = part_files()
+    key, entries = write_part_shard(base, files)
+    for p in sorted(base.rglob("*"), key=lambda p: p.name.endswith(".des") and ".p" not in p.name):
+        if p.is_file():  # big files and parts first, the head last
+            client.upload_file(str(p), "replicas", p.relative_to(base).as_posix())
+    des = DesSettings(
+        backend="s3",
+        s3_bucket="replicas",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_region="us-east-1",
+        n_bits=N_BITS,
+    )
+    apps = []
+    for _ in range(3):
+        # the big file was uploaded just now and S3 keeps its LastModified: no grace period
+        editor = S3ShardEditor(
+            open_store(des), open_shard_store(des), scratch=tmp_path / "s", bigfile_grace_seconds=0
+        )
+        apps.append(
+            TestClient(
+                create_app(des, registry=CollectorRegistry(), editor=editor),
+                raise_server_exceptions=False,
+            )
+        )
+    victim = next(u for u, e in entries.items() if e.part and not e.is_bigfile)
+    big = next(u for u, e in entries.items() if e.is_bigfile)
+    replicas, b = dict(zip((victim, big), apps[:2], strict=True)), apps[2]
+    for a in replicas.values():
+        for uid in files:
+            assert a.get(files_url(uid, PART_DAY)).content == files[uid]
+    for uid in (victim, big):
+        assert b.delete(files_url(uid, PART_DAY)).status_code == 200
+    for uid in (victim, big):
+        assert replicas[uid].get(files_url(uid, PART_DAY)).status_code == 410, uid
+    for uid, data in files.items():
+        if uid not in (victim, big):
+            assert replicas[big].get(files_url(uid, PART_DAY)).content == data, uid
+    blobs = []
+    for v in client.list_object_versions(Bucket="replicas").get("Versions", []):
+        body = client.get_object(Bucket="replicas", Key=v["Key"], VersionId=v["VersionId"])
+        blobs.append(body["Body"].read())
+    blob = b"\x00".join(blobs)
+    for uid in (victim, big):
+        assert files[uid] not in blob, uid
+    for c in apps:
+        c.close()
+    assert key.endswith(".des")
