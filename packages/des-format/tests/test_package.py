@@ -81,6 +81,9 @@ PUBLIC_API = [
     "plan_coalesced_ranges",
     "prepare_payload",
     "read_index",
+    "DEFAULT_VERIFY_WINDOW",
+    "FileCheck",
+    "verify_files",
 ]
 
 

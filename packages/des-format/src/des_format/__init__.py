@@ -68,6 +68,7 @@ from ._source import (
     ObjectStore,
     TailRead,
 )
+from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
 from ._writer import (
     BigFileSink,
     FileDigest,
@@ -86,6 +87,7 @@ __all__ = [
     "DEFAULT_BIG_FILE_THRESHOLD",
     "DEFAULT_DICT_MAX_FILE_SIZE",
     "DEFAULT_TAIL_SIZE",
+    "DEFAULT_VERIFY_WINDOW",
     "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
     "MAX_DICTIONARY_SIZE",
@@ -105,6 +107,7 @@ __all__ = [
     "DuplicateUid",
     "EntryDeleted",
     "EntryNotFound",
+    "FileCheck",
     "FileDigest",
     "Footer",
     "Header",
@@ -152,4 +155,5 @@ __all__ = [
     "read_index",
     "read_shard_index",
     "train_dictionary",
+    "verify_files",
 ]
