@@ -46,7 +46,7 @@ from ._source_db import Cursor, FileRow, SourceDatabase
 
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
-    from des_packer import ManifestEntry, PackOptions, PackReport, ProgressEvent
+    from des_packer import ManifestEntry, PackOptions, PackPlan, PackReport, ProgressEvent
 
 log = logging.getLogger("des_migrate")
 
@@ -264,14 +264,18 @@ class MigrationOrchestrator:
         )
 
     def _pack(
-        self, entries: list[ManifestEntry], progress: Callable[[ProgressEvent], None]
+        self,
+        entries: list[ManifestEntry],
+        keys: dict[str, str],
+        progress: Callable[[ProgressEvent], None],
     ) -> PackReport:
         options = dataclasses.replace(self._pack_options(), progress=progress)
         if self._pack_fn is not None:
             return self._pack_fn(entries, self._output(), options)
-        from des_packer import pack
+        from des_packer import pack_plan
 
-        return pack(entries, self._output(), options)
+        # the shard keys validate computed: the packer's planner would compute them again
+        return pack_plan(plan_from_keys(entries, keys, self._n_bits()), self._output(), options)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -464,12 +468,20 @@ class MigrationOrchestrator:
         from des_routing import RoutingError, locate_shard
 
         self._step("validate")
+        n_bits = self._n_bits()
+        keys = batch.keys
         with _step_errors("validate"):
             for row in batch.rows:
+                if row.uid in keys:
+                    batch.fail(
+                        row,
+                        "validate",
+                        f"uid {row.uid!r} is on more than one row of the batch; rows are "
+                        "marked by uid, so uids must be unique in the table",
+                    )
+                    continue
                 try:
-                    batch.keys[row.uid] = locate_shard(
-                        row.uid, row.created_at, self._n_bits()
-                    ).object_key
+                    keys[row.uid] = locate_shard(row.uid, row.created_at, n_bits).object_key
                 except RoutingError as exc:
                     batch.fail(row, "validate", f"cannot route uid: {exc}")
                     continue
@@ -586,7 +598,6 @@ class MigrationOrchestrator:
         retriever itself, size and the table's checksum here, and a file an earlier run packed
         is also compared with its source.
         """
-        retriever = self.retriever()  # a fresh index cache: shards are read after publishing
         earlier = {r.uid for r in present}
         by_key: dict[str, list[FileRow]] = defaultdict(list)
         for row in [*to_pack, *present]:
@@ -597,7 +608,7 @@ class MigrationOrchestrator:
 
         def submit(key: str) -> None:
             if key in by_key and key not in futures:
-                futures[key] = pool.submit(self._verify_shard, retriever, key, by_key[key], earlier)
+                futures[key] = pool.submit(self._verify_shard, key, by_key[key], earlier)
 
         def on_progress(event: ProgressEvent) -> None:
             if event.shard_key is not None and event.shard_status in _PUBLISHED:
@@ -614,7 +625,7 @@ class MigrationOrchestrator:
                     for r in to_pack
                 ]
                 with batch.timed("pack"), _step_errors("pack"):
-                    report = self._pack(entries, on_progress)
+                    report = self._pack(entries, batch.keys, on_progress)
                 failed = dict(report.failures)
             for row in to_pack:
                 if row.uid in failed:
@@ -638,40 +649,36 @@ class MigrationOrchestrator:
                     batch.already_packed += 1
 
     def _verify_shard(
-        self, retriever: ShardRetriever, key: str, rows: list[FileRow], earlier: set[str]
+        self, key: str, rows: list[FileRow], earlier: set[str]
     ) -> list[tuple[FileRow, str | None]]:
-        from des_format import DesFormatError
+        """Read back the files of ``rows`` from the shard at ``key`` and compare each with its
+        row: one read of the shard object when it is no larger than 8 MiB (index and every
+        payload), each payload decompressed and checked against its entry's length and CRC-32
+        by des-format, then compared here with the table's size and checksum."""
+        from des_format import verify_files
 
-        algorithm = self.config.database.checksum_algorithm
-        threshold = self.config.packer.big_file_threshold_bytes
-        small = [r for r in rows if r.size_bytes < threshold]
-        results: dict[str, bytes | DesFormatError] = {}
-        if small:
-            results.update(retriever.read_many(key, [r.uid for r in small]))
+        want_digest = any(r.checksum is not None for r in rows)
+        checks = verify_files(
+            self._object_store(),
+            key,
+            [r.uid for r in rows],
+            digest=self.config.database.checksum_algorithm if want_digest else None,
+        )
         out: list[tuple[FileRow, str | None]] = []
         for row in rows:
-            try:
-                if row.uid in results:
-                    got = results[row.uid]
-                    if isinstance(got, DesFormatError):
-                        raise got
-                    size, digest, crc = _digest_of([got], algorithm)
-                else:  # big files are streamed, never held whole
-                    opened = retriever.open(key, row.uid)
-                    size, digest, crc = _digest_of(opened.iter_bytes(), algorithm)
-            except DesFormatError as exc:
-                if _is_store_outage(exc):
-                    raise
-                out.append((row, f"reading back from {key}: {_brief(exc)}"))
+            check = checks[row.uid]
+            if check.error is not None:
+                out.append((row, f"reading back from {key}: {_brief(check.error)}"))
                 continue
-            # the retriever has checked these bytes against the index entry's CRC-32
-            problem = self._compare(row, size, digest)
+            assert check.entry is not None  # a check without error has both
+            assert check.crc32 is not None
+            problem = self._compare(row, check.entry.size, check.digest)
             if problem is None and row.uid in earlier:
-                problem = self._compare_with_source(row, crc)
+                problem = self._compare_with_source(row, check.crc32)
             out.append((row, problem))
         return out
 
-    def _compare(self, row: FileRow, size: int, digest: str) -> str | None:
+    def _compare(self, row: FileRow, size: int, digest: str | None) -> str | None:
         if size != row.size_bytes:
             return f"packed copy has {size} bytes, the table says {row.size_bytes}"
         if row.checksum is not None and digest != row.checksum:
@@ -859,6 +866,41 @@ def plan_day_aligned_cut(rows: Sequence[FileRow]) -> int:
     return cut if cut * 2 >= len(rows) and cut > 0 else len(rows)
 
 
+def plan_from_keys(entries: Sequence[ManifestEntry], keys: dict[str, str], n_bits: int) -> PackPlan:
+    """The plan ``des_packer.plan_shards(entries, n_bits=n_bits, on_duplicate="skip")`` gives,
+    built from shard keys already computed (``keys``: uid -> ``des_routing`` object key).
+
+    Entries are grouped by key, shards sorted by key, entries sorted by uid (stably); a uid
+    seen twice in one shard keeps its first entry and rejects the others, as the planner does.
+    """
+    from des_packer import PackPlan, PlannedShard
+
+    groups: dict[str, list[ManifestEntry]] = defaultdict(list)
+    for entry in entries:
+        groups[keys[entry.uid]].append(entry)
+    shards: list[PlannedShard] = []
+    rejected: list[tuple[str, str]] = []
+    for key in sorted(groups):
+        items = groups[key]
+        items.sort(key=lambda e: e.uid)
+        date_dir, _, name = key.partition("/")
+        hexa = name.partition(".")[0]
+        kept: list[ManifestEntry] = []
+        for entry in items:
+            if kept and kept[-1].uid == entry.uid:
+                rejected.append(
+                    (
+                        entry.uid,
+                        f"duplicate uid {entry.uid!r} on {date_dir}: another row of the batch "
+                        "has the same uid and day; a uid may appear only once per day",
+                    )
+                )
+                continue
+            kept.append(entry)
+        shards.append(PlannedShard(key, date_dir, int(hexa, 16), hexa, tuple(kept)))
+    return PackPlan(tuple(shards), n_bits, 0, tuple(rejected))
+
+
 @contextlib.contextmanager
 def _step_errors(step: str) -> Any:
     """Turn any unexpected error inside a step into StepFailed(step, ...)."""
@@ -868,19 +910,6 @@ def _step_errors(step: str) -> Any:
         raise
     except Exception as exc:
         raise StepFailed(step, _brief(exc)) from exc
-
-
-def _digest_of(chunks: Iterable[bytes], algorithm: str) -> tuple[int, str, int]:
-    size = 0
-    crc = 0
-    h = hashlib.new(algorithm) if algorithm != "crc32" else None
-    for chunk in chunks:
-        size += len(chunk)
-        crc = zlib.crc32(chunk, crc)
-        if h is not None:
-            h.update(chunk)
-    digest = h.hexdigest() if h is not None else f"{crc:08x}"
-    return size, digest, crc
 
 
 def _iter_file(path: str) -> Iterable[bytes]:

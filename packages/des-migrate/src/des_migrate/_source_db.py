@@ -186,24 +186,30 @@ class SourceDatabase:
         names += [n for n in (cfg.content_type_column, cfg.checksum_column) if n is not None]
         return [self.col(n) for n in names]
 
-    def _row(self, r: Sequence[Any]) -> tuple[FileRow, Cursor]:
+    def _rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[FileRow, Cursor]]:
+        """Database rows (the columns of :meth:`_columns`) as FileRows with their cursors."""
         cfg = self.config
-        i = 4
-        content_type = checksum = None
-        if cfg.content_type_column:
-            content_type = r[i]
-            i += 1
-        if cfg.checksum_column:
-            checksum = r[i]
-        row = FileRow(
-            uid=str(r[0]),
-            created_at=as_utc(r[1]),
-            location=str(r[2]) if r[2] is not None else "",
-            size_bytes=int(r[3]) if r[3] is not None else -1,
-            content_type=str(content_type) if content_type is not None else None,
-            checksum=str(checksum).strip().lower() if checksum is not None else None,
-        )
-        return row, Cursor(r[1], r[0])
+        ict = 4 if cfg.content_type_column else None
+        ick = (5 if ict is not None else 4) if cfg.checksum_column else None
+        out: list[tuple[FileRow, Cursor]] = []
+        append = out.append
+        for r in raw:
+            uid, created, location, size = r[0], r[1], r[2], r[3]
+            content_type = r[ict] if ict is not None else None
+            checksum = r[ick] if ick is not None else None
+            row = FileRow(
+                uid if type(uid) is str else str(uid),
+                # PostgreSQL sessions run in UTC: most values need no conversion
+                created if type(created) is datetime and created.tzinfo is UTC else as_utc(created),
+                (location if type(location) is str else str(location))
+                if location is not None
+                else "",
+                (size if type(size) is int else int(size)) if size is not None else -1,
+                str(content_type) if content_type is not None else None,
+                str(checksum).strip().lower() if checksum is not None else None,
+            )
+            append((row, Cursor(created, uid)))
+        return out
 
     def select_page(
         self,
@@ -245,7 +251,7 @@ class SourceDatabase:
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
-        return [self._row(r) for r in conn.execute(stmt)]
+        return self._rows(conn.execute(stmt).all())
 
     def iter_eligible(
         self, cutoff: datetime, *, page_size: int = 5000, include_failed: bool = True
