@@ -144,6 +144,22 @@ def test_lz4_garbage_is_corrupt_shard() -> None:
         list(iter_decompress(Codec.LZ4, iter([stored[:-5]]), len(TEXT), uid="x"))
 
 
+@needs_lz4
+@pytest.mark.parametrize("store_size", [False, True])
+def test_lz4_huge_indexed_size_is_corrupt_not_memory_error(store_size: bool) -> None:
+    # A damaged index (legacy shards have no index checksum) may claim a petabyte: the
+    # decoder must not try to allocate it.
+    import lz4.frame
+
+    frame = lz4.frame.compress(TEXT, store_size=store_size)
+    match = "declares" if store_size else f"expands to {len(TEXT)} bytes, index says {1 << 50}"
+    with pytest.raises(CorruptShard, match=match):
+        decompress(Codec.LZ4, frame, 1 << 50, uid="x")
+    # the bounded path still decodes a frame whose size is right
+    big = bytes(range(256)) * (300 << 10)  # 75 MiB, above the one-shot limit
+    assert decompress(Codec.LZ4, lz4.frame.compress(big, store_size=False), len(big)) == big
+
+
 @pytest.mark.parametrize(
     ("codec", "module", "extra"),
     [(Codec.ZSTD, "zstandard", "zstd"), (Codec.LZ4, "lz4.frame", "lz4")],

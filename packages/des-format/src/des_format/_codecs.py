@@ -308,8 +308,12 @@ def decompress(
             declared = lz4f.get_frame_info(data)["content_size"]
             if declared:  # 0 = not stored in the frame
                 _check_declared(declared, size, uid)
-            # Bounded: at most one byte more than the index allows is ever produced.
-            out = lz4f.LZ4FrameDecompressor().decompress(data, max_length=size + 1)
+            # Bounded: at most one byte more than the index allows is ever produced, and a
+            # huge size (a damaged index) is not allocated up front.
+            if size <= _ONE_SHOT_LIMIT:
+                out = lz4f.LZ4FrameDecompressor().decompress(data, max_length=size + 1)
+            else:
+                out = _lz4_bounded(lz4f, data, size)
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise CorruptShard(f"payload of {uid!r} is not a valid lz4 frame: {exc}") from None
     if len(out) != size:
@@ -336,6 +340,21 @@ def _zstd_bounded(zstd: Any, data: bytes, size: int, dictionary: bytes | None = 
             break
         parts.append(chunk)
         total += len(chunk)
+    return b"".join(parts)
+
+
+def _lz4_bounded(lz4f: Any, data: bytes, size: int) -> bytes:
+    """Decompress one lz4 frame in 1 MiB steps, stopping once it passes ``size`` bytes."""
+    dec = lz4f.LZ4FrameDecompressor()
+    parts: list[bytes] = []
+    total = 0
+    chunk = dec.decompress(data, max_length=1 << 20)
+    while chunk:
+        parts.append(chunk)
+        total += len(chunk)
+        if total > size or dec.eof:
+            break
+        chunk = dec.decompress(b"", max_length=1 << 20)
     return b"".join(parts)
 
 
