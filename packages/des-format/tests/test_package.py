@@ -72,6 +72,8 @@ PUBLIC_API = [
     "__version__",
     "bigfile_key",
     "codec_available",
+    "crc32",
+    "crc32_backend",
     "hash_file",
     "is_precompressed",
     "parse_codec",

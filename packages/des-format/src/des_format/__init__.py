@@ -3,6 +3,7 @@ library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`
 """
 
 from ._cache import CacheStats, IndexCache
+from ._checksum import crc32, crc32_backend
 from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
     MAX_DICTIONARY_SIZE,
@@ -139,6 +140,8 @@ __all__ = [
     "__version__",
     "bigfile_key",
     "codec_available",
+    "crc32",
+    "crc32_backend",
     "delete_entries",
     "entry_payload_key",
     "fill_byte",

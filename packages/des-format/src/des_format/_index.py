@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ._checksum import crc32
 from ._codecs import Codec
 from ._errors import ChecksumMismatch, CorruptShard, DesFormatError, UnknownCodec
 from ._layout import (
@@ -367,7 +367,7 @@ class ShardIndex:
             raw = self._fetch(self.index_offset + start, self.index_offset + end)
             if len(raw) != end - start:
                 raise CorruptShard("short read of an index bucket")
-        if zlib.crc32(raw) != crc:
+        if crc32(raw) != crc:
             raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
         return raw
 
@@ -409,7 +409,7 @@ class ShardIndex:
                 if area is not None:
                     start, stop, crc = self._span(b)
                     raw = area[start:stop]
-                    if zlib.crc32(raw) != crc:
+                    if crc32(raw) != crc:
                         raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
                     decoded = dict(decode_bucket(raw))
                 else:
@@ -466,13 +466,13 @@ def read_index(
             if len(block) != size - FOOTER_SIZE - dict_start:
                 raise CorruptShard("short read of the index directory")
         directory = block[footer.dictionary_block :]
-        if zlib.crc32(directory) != footer.directory_crc:
+        if crc32(directory) != footer.directory_crc:
             raise ChecksumMismatch("index directory checksum mismatch")
         dictionary = None
         if footer.dictionary_size:
             dictionary = bytes(block[: footer.dictionary_size])
             (dict_crc,) = _CRC.unpack_from(block, footer.dictionary_size)
-            if zlib.crc32(dictionary) != dict_crc:
+            if crc32(dictionary) != dict_crc:
                 raise ChecksumMismatch("shard dictionary checksum mismatch")
         area = None
         if footer.index_offset >= tail_start:

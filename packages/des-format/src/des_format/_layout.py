@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checksum import crc32
 from ._codecs import MAX_DICTIONARY_SIZE, Codec
 from ._errors import ChecksumMismatch, CorruptShard, UnsupportedFormatVersion
 
@@ -82,7 +82,7 @@ class Footer:
 def serialize_header(part: int = 0) -> bytes:
     magic = MAGIC if part == 0 else PART_MAGIC
     head = HEADER.pack(magic, FORMAT_VERSION, FORMAT_MINOR, part, 0)[:12]
-    return head + struct.pack("<I", zlib.crc32(head))
+    return head + struct.pack("<I", crc32(head))
 
 
 def parse_header(buf: bytes) -> Header:
@@ -91,7 +91,7 @@ def parse_header(buf: bytes) -> Header:
     magic, major, minor, part, crc = HEADER.unpack_from(buf)
     if magic not in (MAGIC, PART_MAGIC):
         raise CorruptShard(f"bad header magic {magic!r}")
-    if zlib.crc32(buf[:12]) != crc:
+    if crc32(buf[:12]) != crc:
         raise ChecksumMismatch("header checksum mismatch")
     if major != FORMAT_VERSION:
         raise UnsupportedFormatVersion(
@@ -129,7 +129,7 @@ def serialize_footer(
         0,
         MAGIC,
     )
-    crc = zlib.crc32(body[:40])
+    crc = crc32(body[:40])
     return body[:40] + struct.pack("<I", crc) + MAGIC
 
 
@@ -147,7 +147,7 @@ def parse_footer(buf: bytes) -> Footer:
     )
     if magic != MAGIC or magic2 != MAGIC:
         raise CorruptShard("not a DES shard: footer magic missing")
-    if zlib.crc32(buf[:40]) != crc:
+    if crc32(buf[:40]) != crc:
         raise ChecksumMismatch("footer checksum mismatch")
     if major != FORMAT_VERSION:
         raise UnsupportedFormatVersion(

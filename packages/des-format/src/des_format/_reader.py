@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ._checksum import crc32
 from ._codecs import Codec, decompress
 from ._errors import (
     ChecksumMismatch,
@@ -38,7 +38,7 @@ def check_payload(entry: IndexEntry, data: bytes) -> bytes:
     if len(data) != entry.size:
         raise CorruptShard(f"{entry.uid!r}: got {len(data)} bytes, index says {entry.size}")
     if entry.checksum is not None:
-        if zlib.crc32(data) != entry.checksum:
+        if crc32(data) != entry.checksum:
             raise ChecksumMismatch(f"checksum mismatch for {entry.uid!r}")
     elif (
         entry.is_bigfile

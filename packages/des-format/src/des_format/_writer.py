@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from ._checksum import crc32
 from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
     MAX_DICTIONARY_SIZE,
@@ -148,7 +148,7 @@ def prepare_payload(
         check_uid(uid)
     data = bytes(data)
     full_meta = build_meta(meta, name, content_type)
-    crc = zlib.crc32(data)
+    crc = crc32(data)
     if big_file_threshold is not None and len(data) > big_file_threshold:
         sha = hashlib.sha256(data).hexdigest()
         return PreparedPayload(uid, len(data), data, Codec.NONE, crc, full_meta, sha)
@@ -176,7 +176,7 @@ def prepare_payload(
                 chosen = Codec.NONE
     else:
         chosen = Codec.NONE
-    dict_crc = zlib.crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
+    dict_crc = crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
     return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta, None, dict_crc)
 
 
@@ -188,7 +188,7 @@ def hash_file(path: str | os.PathLike[str]) -> FileDigest:
     with open(path, "rb") as fh:
         while chunk := fh.read(_COPY_CHUNK):
             sha.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             size += len(chunk)
     return FileDigest(sha.hexdigest(), crc, size)
 
@@ -312,7 +312,7 @@ class ShardWriter:
                 raise ValueError("the shard already has a dictionary; an append keeps it")
             dictionary = existing.dictionary
         self._dictionary = dictionary
-        self._dict_crc = zlib.crc32(dictionary) if dictionary is not None else None
+        self._dict_crc = crc32(dictionary) if dictionary is not None else None
         self._dict_max = dict_max_file_size
         self._level = level
         self._threshold = big_file_threshold
@@ -682,19 +682,19 @@ class ShardWriter:
             rel += len(encoded)
             if rel >= 1 << 32:
                 raise ValueError("index larger than 4 GiB: split the shard (lower max_size)")
-            directory += DIR_ENTRY.pack(rel, zlib.crc32(encoded))
+            directory += DIR_ENTRY.pack(rel, crc32(encoded))
             written += len(encoded)
         if self._dictionary is not None:
             # the dictionary block, right before the directory (FORMAT.md section 3.1)
             self._head.write(self._dictionary)
-            self._head.write(zlib.crc32(self._dictionary).to_bytes(4, "little"))
+            self._head.write(crc32(self._dictionary).to_bytes(4, "little"))
             written += len(self._dictionary) + 4
         self._head.write(directory)
         footer = serialize_footer(
             index_offset=index_offset,
             entry_count=len(keyed),
             bucket_count=n_buckets,
-            directory_crc=zlib.crc32(directory),
+            directory_crc=crc32(directory),
             dictionary_size=len(self._dictionary) if self._dictionary is not None else 0,
         )
         self._head.write(footer)
