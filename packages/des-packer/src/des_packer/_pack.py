@@ -1,7 +1,9 @@
 """The packer: runs a plan against a destination.
 
-Reading, checksumming and compressing run in a thread pool (zstd and lz4 release the GIL); the
-bytes read but not yet written are bounded by ``max_inflight_bytes``. Writing stays sequential,
+Reading, checksumming and compressing run in a thread pool (zstd, lz4 and the CRC-32 release the
+GIL), one task per batch of consecutive files (up to 64 files or about 1 MiB), so the per-file
+cost of futures and thread hand-overs is paid once per batch; the bytes read but not yet written
+are bounded by ``max_inflight_bytes``. Writing stays sequential,
 shard after shard, entries in uid order, so the output is byte-identical whatever the number of
 workers. Memory holds the plan (the manifest's metadata), never more than the in-flight bytes of
 file contents, and big files are streamed to a staging file, never held whole.
@@ -29,6 +31,19 @@ from ._sources import SourceReader
 __all__ = ["open_destination", "pack", "pack_plan"]
 
 _BIGFILE_COST = 1 << 20  # in-flight budget charged for a big file (streamed in 1 MiB chunks)
+# One worker task reads, checksums and compresses consecutive files up to these bounds (one
+# future and one thread hand-over per batch, not per file).
+_BATCH_FILES = 64
+_BATCH_BYTES = 1 << 20
+
+
+def source_name(source: str) -> str | None:
+    """The file name of a source path or ``s3://`` URI (``PurePosixPath(source).name``), or
+    None when it has none."""
+    base = source.rpartition("/")[2]
+    if base and base != ".":
+        return base
+    return PurePosixPath(source).name or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,13 @@ class _StagedBigFile:
     sha256: str
     checksum: int
     size: int
+
+
+def _discard_staged(results: Iterable[Any]) -> None:
+    """Remove the staging files of big files that will not be published."""
+    for res in results:
+        if isinstance(res, _StagedBigFile):
+            res.path.unlink(missing_ok=True)
 
 
 @dataclass(slots=True)
@@ -51,6 +73,16 @@ class _ShardState:
     files: int = 0
     bytes_in: int = 0
     dictionary: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A batch of work items and the worker task preparing its files (None: nothing to
+    prepare, e.g. shards to skip)."""
+
+    batch: list[tuple[_ShardState, ManifestEntry | None]]
+    job: Future[list[Any]] | None
+    cost: int
 
 
 @dataclass(slots=True)
@@ -90,7 +122,7 @@ def _estimate_index(state: _ShardState) -> int:
     est = 0
     for e in state.todo:
         meta = dict(e.meta) if e.meta else {}
-        name = PurePosixPath(e.source).name
+        name = source_name(e.source)
         if name:
             meta["name"] = name
         if e.content_type is not None:
@@ -282,7 +314,7 @@ class _Packer:
             return prepare_payload(
                 entry.uid,
                 data,
-                name=PurePosixPath(entry.source).name or None,
+                name=source_name(entry.source),
                 content_type=entry.content_type,
                 meta=dict(entry.meta) if entry.meta else None,
                 codec=self.opts.codec,
@@ -293,78 +325,113 @@ class _Packer:
         except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
             raise EntryFailed(entry.uid, f"cannot pack this entry: {exc}") from None
 
+    def _prepare_batch(self, work: list[tuple[_ShardState, ManifestEntry]]) -> list[Any]:
+        """``_prepare`` for consecutive entries: their results in order, an ``EntryFailed`` in
+        place of an entry that failed."""
+        out: list[Any] = []
+        try:
+            for state, entry in work:
+                try:
+                    out.append(self._prepare(state, entry))
+                except EntryFailed as exc:
+                    out.append(exc)
+        except BaseException:
+            _discard_staged(out)
+            raise
+        return out
+
     def _cost(self, entry: ManifestEntry) -> int:
         if entry.size_bytes > self.opts.big_file_threshold:
             return _BIGFILE_COST
         return max(entry.size_bytes, 1)
+
+    def _batches(self) -> Iterator[list[tuple[_ShardState, ManifestEntry | None]]]:
+        """The work items in order, cut into batches of at most ``_BATCH_FILES`` files and
+        about ``_BATCH_BYTES`` (a batch may span shards)."""
+        batch: list[tuple[_ShardState, ManifestEntry | None]] = []
+        nbytes = 0
+        for state, entry in self._items():
+            batch.append((state, entry))
+            if entry is not None:
+                nbytes += self._cost(entry)
+            if len(batch) >= _BATCH_FILES or nbytes >= _BATCH_BYTES:
+                yield batch
+                batch = []
+                nbytes = 0
+        if batch:
+            yield batch
 
     # ---- the writer side (this thread)
 
     def run(self) -> PackReport:
         started = time.monotonic()
         workers = self.opts.workers or default_workers()
-        max_pending = max(64, workers * 256)
-        items = self._items()
-        pending: deque[tuple[_ShardState, ManifestEntry | None, Future[Any] | None, int]] = deque()
+        max_pending = max(16, workers * 16)  # batches in flight (also bounded by bytes)
+        batches = self._batches()
+        pending: deque[_Pending] = deque()
         inflight = 0
         exhausted = False
         current: _ShardState | None = None
+        results: list[Any] = []
+        taken = 0  # results[:taken] belong to the writer (or were reported as failed)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="des-pack") as pool:
             try:
                 while True:
                     while not exhausted and len(pending) < max_pending:
                         if pending and inflight >= self.opts.max_inflight_bytes:
                             break
-                        nxt = next(items, None)
-                        if nxt is None:
+                        batch = next(batches, None)
+                        if batch is None:
                             exhausted = True
                             break
-                        state, entry = nxt
-                        if entry is None:
-                            pending.append((state, None, None, 0))
-                            continue
-                        cost = self._cost(entry)
+                        work = [(st, e) for st, e in batch if e is not None]
+                        cost = sum(self._cost(e) for _st, e in work)
                         inflight += cost
-                        pending.append(
-                            (state, entry, pool.submit(self._prepare, state, entry), cost)
-                        )
+                        job = pool.submit(self._prepare_batch, work) if work else None
+                        pending.append(_Pending(batch, job, cost))
                     if not pending:
                         break
-                    state, entry, job, cost = pending.popleft()
-                    if entry is None or job is None:
-                        self._skip_shard(state)
-                        continue
-                    if state is not current:
-                        current = state
-                        self._open_shard(state)
-                    try:
-                        result = job.result()
-                    except EntryFailed as exc:
-                        inflight -= cost
-                        self._entry_failed(state, entry, exc, started)
-                    else:
-                        inflight -= cost
-                        self._add(state, entry, result)
-                    state.remaining -= 1
-                    if state.remaining == 0:
-                        self._close_shard(state)
-                        current = None
+                    item = pending.popleft()
+                    results = item.job.result() if item.job is not None else []
+                    taken = 0
+                    inflight -= item.cost
+                    for state, entry in item.batch:
+                        if entry is None:
+                            self._skip_shard(state)
+                            continue
+                        if state is not current:
+                            current = state
+                            self._open_shard(state)
+                        result = results[taken]
+                        taken += 1
+                        if isinstance(result, EntryFailed):
+                            self._entry_failed(state, entry, result, started)
+                        else:
+                            try:
+                                self._add(state, entry, result)
+                            except BaseException:
+                                taken -= 1  # still staged: discarded below
+                                raise
+                        state.remaining -= 1
+                        if state.remaining == 0:
+                            self._close_shard(state)
+                            current = None
                 self._drain(0)
             except BaseException:
+                _discard_staged(results[taken:])
                 if current is not None and current.txn is not None:
                     current.txn.abort()
                 try:  # shards already complete are still published (and counted)
                     self._drain(0)
                 except BaseException:  # noqa: BLE001 - the first error is the one raised
-                    for job, _state, _parts in self._commits:
-                        job.cancel()
+                    for commit, _state, _parts in self._commits:
+                        commit.cancel()
                     self._commits.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
-                for _s, _e, f, _c in pending:
+                for p in pending:
+                    f = p.job
                     if f is not None and f.done() and not f.cancelled() and f.exception() is None:
-                        res = f.result()
-                        if isinstance(res, _StagedBigFile):
-                            res.path.unlink(missing_ok=True)
+                        _discard_staged(f.result())
                 raise
             finally:
                 self._committer.shutdown(wait=True)
@@ -410,7 +477,7 @@ class _Packer:
                 size=result.size,
                 meta=dict(entry.meta) if entry.meta else None,
                 checksum=result.checksum,
-                name=PurePosixPath(entry.source).name or None,
+                name=source_name(entry.source),
                 content_type=entry.content_type,
             )
         else:

@@ -1,15 +1,15 @@
 """Reading source files: local paths and ``s3://bucket/key`` URIs.
 
-Local files are read with plain ``open``; S3 URIs go through des-storage-s3's source reader
-(retries with backoff), imported only when the first S3 source shows up, so a local-only install
-needs nothing beyond des-packer.
+Local files are read with ``os.open``/``os.read`` (a small file in one read, no file object); S3
+URIs go through des-storage-s3's source reader (retries with backoff), imported only when the
+first S3 source shows up, so a local-only install needs nothing beyond des-packer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
-import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -19,6 +19,37 @@ from ._manifest import ManifestEntry
 __all__ = ["SourceReader"]
 
 _CHUNK = 1 << 20
+
+
+def _open_local(entry: ManifestEntry) -> int:
+    """A read-only descriptor of a local source; ``EntryFailed`` saying what is wrong."""
+    src = entry.source
+    if "://" in src:
+        raise EntryFailed(
+            entry.uid,
+            f"source {src} has an unsupported scheme; use a local path or s3://bucket/key",
+        )
+    try:
+        return os.open(src, os.O_RDONLY)
+    except FileNotFoundError:
+        raise EntryFailed(
+            entry.uid, f"source {src} does not exist; fix source_path in the manifest"
+        ) from None
+    except IsADirectoryError:  # pragma: no cover - Linux opens directories read-only
+        raise EntryFailed(entry.uid, f"source {src} is a directory, not a file") from None
+    except OSError as exc:
+        raise EntryFailed(
+            entry.uid, f"cannot read source {src}: {exc.strerror}; check its permissions"
+        ) from None
+
+
+def _read_fd(entry: ManifestEntry, fd: int, n: int) -> bytes:
+    try:
+        return os.read(fd, n)
+    except IsADirectoryError:
+        raise EntryFailed(entry.uid, f"source {entry.source} is a directory, not a file") from None
+    except OSError as exc:
+        raise EntryFailed(entry.uid, f"cannot read source {entry.source}: {exc.strerror}") from None
 
 
 def _size_message(entry: ManifestEntry, actual: str) -> str:
@@ -61,33 +92,15 @@ class SourceReader:
         yield from self._chunks_local(entry, _CHUNK)
 
     def _chunks_local(self, entry: ManifestEntry, chunk_size: int) -> Iterator[bytes]:
-        src = entry.source
-        if "://" in src:
-            raise EntryFailed(
-                entry.uid,
-                f"source {src} has an unsupported scheme; use a local path or s3://bucket/key",
-            )
+        fd = _open_local(entry)
         try:
-            fh = open(src, "rb", buffering=0)  # noqa: SIM115 - closed below, across yields
-        except FileNotFoundError:
-            raise EntryFailed(
-                entry.uid, f"source {src} does not exist; fix source_path in the manifest"
-            ) from None
-        except IsADirectoryError:
-            raise EntryFailed(entry.uid, f"source {src} is a directory, not a file") from None
-        except OSError as exc:
-            raise EntryFailed(
-                entry.uid, f"cannot read source {src}: {exc.strerror}; check its permissions"
-            ) from None
-        with fh:
-            try:
-                while True:
-                    chunk = fh.read(chunk_size)
-                    if not chunk:
-                        return
-                    yield chunk
-            except OSError as exc:
-                raise EntryFailed(entry.uid, f"cannot read source {src}: {exc.strerror}") from None
+            while True:
+                chunk = _read_fd(entry, fd, chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            os.close(fd)
 
     def _s3_chunks(self, entry: ManifestEntry) -> Iterator[bytes]:
         from des_format import DesFormatError
@@ -113,21 +126,35 @@ class SourceReader:
         return bytes(buf)
 
     def _read_local(self, entry: ManifestEntry) -> bytes:
-        """One ``read`` of at most size_bytes + 1 (no chunk joining for small files)."""
-        chunks = self._chunks_local(entry, entry.size_bytes + 1)
-        data = next(chunks, b"")
-        if len(data) <= entry.size_bytes:
-            data += b"".join(chunks)  # a short read (pipes, network file systems)
-        if len(data) != entry.size_bytes:
-            actual = (
-                str(len(data)) if len(data) < entry.size_bytes else f"more than {entry.size_bytes}"
-            )
+        """One ``read`` of size_bytes + 1 and one more to see the end of the file (no chunk
+        joining for small files, no file object)."""
+        want = entry.size_bytes
+        fd = _open_local(entry)
+        try:
+            data = _read_fd(entry, fd, want + 1)
+            if len(data) <= want:  # the end, or a short read (pipes, network file systems)
+                parts = [data]
+                got = len(data)
+                while got <= want:
+                    chunk = _read_fd(entry, fd, want + 1 - got)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    got += len(chunk)
+                if len(parts) > 1:
+                    data = b"".join(parts)
+        finally:
+            os.close(fd)
+        if len(data) != want:
+            actual = str(len(data)) if len(data) < want else f"more than {want}"
             raise EntryFailed(entry.uid, _size_message(entry, actual))
         return data
 
     def copy_to(self, entry: ManifestEntry, out: BinaryIO) -> tuple[str, int]:
         """Stream the source into ``out``; return its SHA-256 (hex) and CRC-32. Checks
         size_bytes."""
+        from des_format import crc32
+
         want = entry.size_bytes
         digest = hashlib.sha256()
         crc = 0
@@ -137,7 +164,7 @@ class SourceReader:
             if n > want:
                 raise EntryFailed(entry.uid, _size_message(entry, f"more than {want}"))
             digest.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             out.write(chunk)
         if n != want:
             raise EntryFailed(entry.uid, _size_message(entry, str(n)))
