@@ -35,7 +35,13 @@ def test_delete_then_410_and_unknown_stays_404(
     assert h.client.get(files_url(s.uid)).content == s.data
     r = h.client.delete(files_url(s.uid))
     assert r.status_code == 200
-    assert r.json() == {"uid": "1513", "state": "hidden", "already_deleted": False}
+    assert r.json() == {
+        "uid": "1513",
+        "state": "hidden",
+        "already_deleted": False,
+        "kept_because": r.json()["kept_because"],
+    }
+    assert "repack" in r.json()["kept_because"]  # a payload in the head object
     g = h.client.get(files_url(s.uid))
     assert g.status_code == 410
     assert g.headers["content-type"] == "application/problem+json"
@@ -171,7 +177,15 @@ def test_a_warm_replica_answers_410_for_files_in_parts_and_big_files(
 
     b = make_harness(base)
     for uid in victims:
-        assert b.client.delete(files_url(uid, PART_DAY)).status_code == 200
+        d = b.client.delete(files_url(uid, PART_DAY))
+        assert d.status_code == 200
+        # bytes in a part (overwritten) and an unshared old big file (removed): gone at once
+        assert d.json() == {
+            "uid": uid,
+            "state": "erased",
+            "already_deleted": False,
+            "kept_because": None,
+        }, uid
 
     # the streamed answer's headers leave before a byte is read: it is cut short, and
     # carries none of the file's bytes; the next request answers 410

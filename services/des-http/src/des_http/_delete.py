@@ -3,8 +3,10 @@
 The tombstone goes into the shard's own index through the append path (des-format's
 ``delete_entries``), conditional on the version read, so every replica and every backend sees
 it without a request more on the read path: the shard's ETag changes, which invalidates
-cached indexes at their next payload read (If-Match). The bytes stay until ``des repack``
-erases them.
+cached indexes at their next payload read (If-Match). Bytes that
+live in a continuation part or an unshared big-file object are erased at once (des-format's
+delete-time erasure); bytes in the head object stay until ``des repack`` erases them. The
+answer says which (``state``: ``erased`` or ``hidden``, with ``kept_because``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,19 @@ __all__ = ["DeleteResponse", "install_delete_route"]
 class DeleteResponse(BaseModel):
     uid: str = Field(examples=["doc-000001"])
     state: str = Field(
-        description="hidden: reads answer 410 from now on; des repack erases the bytes.",
-        examples=["hidden"],
+        description=(
+            "Reads answer 410 from now on in both states. erased: no current object holds "
+            "the file's bytes any more; hidden: they stay until `des repack` erases them "
+            "(kept_because says why)."
+        ),
+        examples=["hidden", "erased"],
     )
     already_deleted: bool = Field(description="The file had been deleted before this call.")
+    kept_because: str | None = Field(
+        default=None,
+        description="Why the bytes are still stored (null when state is erased).",
+        examples=["payload in the head object: des repack erases it"],
+    )
 
 
 DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -65,14 +76,20 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
 
     editor = _LazyEditor(make_editor)
 
-    def tombstone(key: str, uid: str) -> bool:
+    def tombstone(key: str, uid: str) -> DeleteResponse:
         result = delete_entries(editor.get(), key, [uid])
         if result.missing:
             raise EntryNotFound(uid)
         cache = getattr(service, "cache", None)
         if cache is not None:
             cache.discard(key)
-        return bool(result.already)
+        kept = result.why_kept(uid)
+        return DeleteResponse(
+            uid=uid,
+            state="erased" if uid in result.gone else "hidden",
+            already_deleted=uid in result.already,
+            kept_because=kept,
+        )
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         # Starlette's Allow names the methods of the first route matching the path only;
@@ -100,7 +117,8 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
         summary="Delete a file",
         description=(
             "Marks the file deleted in its shard's index: from then on GET and HEAD answer "
-            "410 Gone on every replica. The bytes are erased later by `des repack`. "
+            "410 Gone on every replica. Bytes in continuation parts and unshared big files are "
+            "erased at once; bytes in the head object later by `des repack` (see `state`). "
             "Needs the admin scope when authentication is on. Idempotent."
         ),
         response_model=DeleteResponse,
@@ -118,8 +136,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
                     "ISO 8601, e.g. ?created_at=2024-01-01T00:00:00Z"
                 )
             key = plan_object_key(uid, created_at, service.n_bits)
-            already = await service.in_thread(tombstone, key, uid)
+            body = await service.in_thread(tombstone, key, uid)
         except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
             return service.error(request, exc)  # type: ignore[no-any-return]
-        body = DeleteResponse(uid=uid, state="hidden", already_deleted=already)
         return JSONResponse(body.model_dump(), 200)
