@@ -20,6 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from des_format import (
+    DEFAULT_TAIL_SIZE,
+    MAX_DICTIONARY_SIZE,
+    MIN_DICT_SAMPLES,
+    DesFormatError,
+    ShardWriter,
+    bigfile_key,
+    prepare_payload,
+    train_dictionary,
+)
+
 from ._dest import Destination, ExistingShard, LocalDestination, Transaction
 from ._errors import EntryFailed, PackAborted, PackConfigError, PackerError
 from ._manifest import ManifestEntry
@@ -143,8 +154,6 @@ def _dict_size(state: _ShardState, sample_bytes: int) -> int:
     """The dictionary size to train: 1/32 of the samples within 1..16 KiB, and, when the
     shard's index fits in the default 64 KiB tail read, no more than the room left there (so
     a cold read of the shard stays at 2 requests), unless that leaves under 1 KiB."""
-    from des_format import DEFAULT_TAIL_SIZE, MAX_DICTIONARY_SIZE
-
     size = max(1024, min(MAX_DICTIONARY_SIZE, sample_bytes // 32))
     index = _estimate_index(state)
     room = DEFAULT_TAIL_SIZE - index - 4
@@ -252,8 +261,6 @@ class _Packer:
                 yield state, e
 
     def _existing(self, shard: PlannedShard) -> ExistingShard | None:
-        from des_format import DesFormatError
-
         try:
             return self.dest.existing(shard.key)
         except DesFormatError as exc:
@@ -265,8 +272,6 @@ class _Packer:
     def _dictionary_for(self, state: _ShardState) -> bytes | None:
         """The shard's dictionary: the existing shard's, or one trained on the small files to
         pack (in uid order, the first ``DICT_SAMPLE_BYTES``), or None (too few samples)."""
-        from des_format import MIN_DICT_SAMPLES, train_dictionary
-
         if state.existing is not None:
             kept: bytes | None = state.existing.index.dictionary
             if kept is not None:
@@ -298,8 +303,6 @@ class _Packer:
     # ---- the worker side (thread pool): read, checksum, compress
 
     def _prepare(self, state: _ShardState, entry: ManifestEntry) -> Any:
-        from des_format import prepare_payload
-
         if entry.size_bytes > self.opts.big_file_threshold:
             staged = self.dest.stage_path(state.shard.key)
             try:
@@ -438,8 +441,6 @@ class _Packer:
         return self.totals.report(started)
 
     def _open_shard(self, state: _ShardState) -> None:
-        from des_format import ShardWriter
-
         txn = self.dest.begin(state.shard.key, state.existing)
         state.txn = txn
         kwargs: dict[str, Any] = {
@@ -465,8 +466,6 @@ class _Packer:
             ) from None
 
     def _add(self, state: _ShardState, entry: ManifestEntry, result: Any) -> None:
-        from des_format import bigfile_key
-
         assert state.txn is not None
         if isinstance(result, _StagedBigFile):
             key = bigfile_key(state.shard.key, result.sha256, self.opts.bigfiles_prefix)
