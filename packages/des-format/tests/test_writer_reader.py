@@ -81,13 +81,20 @@ def test_payloads_are_streamed_not_held() -> None:
     sink = WriteOnly()
     w = ShardWriter(sink, codec="none")  # type: ignore[arg-type]
     assert sink.data == w_header(sink)
-    for i in range(5):
-        w.add(f"u{i}", bytes([i]) * 1000)
-        # each payload reached the stream as soon as it was added
-        assert len(sink.data) == 16 + 1000 * (i + 1)
+    added = 0
+    for i in range(3000):
+        w.add(f"u{i}", bytes([i % 256]) * 1000)
+        added += 1000
+        # payloads reach the stream in writes of about 1 MiB: never more than that is held
+        held = 16 + added - sum(len(c) for c in sink.chunks)
+        assert 0 <= held < 1 << 20
+    big = b"B" * (300 << 10)
+    w.add("big", big)  # a large payload goes out at once, after the small ones before it
+    assert len(sink.data) == 16 + added + len(big)
     w.close()
     reader = ShardReader(BytesSource(sink.data))
     assert reader.read("u3") == bytes([3]) * 1000
+    assert reader.read("big") == big
 
 
 def w_header(sink: WriteOnly) -> bytes:

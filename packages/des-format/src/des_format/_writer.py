@@ -34,6 +34,11 @@ from ._layout import (
 )
 
 _COPY_CHUNK = 1 << 20
+# Payloads are written to the output in pieces of about _COALESCE bytes (one write call, and
+# one kernel write, per ~1 MiB instead of one per file); those of _DIRECT_WRITE bytes or more
+# are written as they are.
+_COALESCE = 1 << 20
+_DIRECT_WRITE = 256 << 10
 _MAX_UID_BYTES = 4096
 
 
@@ -257,7 +262,8 @@ def _fsync_dir(path: Path) -> None:
 class ShardWriter:
     """Streams payloads into a shard object, then writes its index and footer on ``close``.
 
-    Payload bytes go straight to ``out`` (only the index entries stay in memory). With
+    Payload bytes go to ``out`` as they are added, small ones gathered into writes of about
+    1 MiB (only the index entries and at most about 1 MiB of payloads stay in memory). With
     ``max_size`` and ``open_part``, payloads that would grow the current object past
     ``max_size`` go to continuation parts 1, 2, ... (``open_part(n)`` returns their stream);
     the index in ``out`` covers every entry. For an append, pass the existing object's size as
@@ -348,6 +354,8 @@ class ShardWriter:
         self._base = base_offset
         self._next_part = next_part
         self._cur_out = out
+        self._pending: list[bytes] = []  # small payloads not yet written to _cur_out
+        self._pending_bytes = 0
         self._cur_part = 0
         self._cur_pos = self._pos
 
@@ -410,6 +418,7 @@ class ShardWriter:
         ):
             part = self._next_part
             self._next_part += 1
+            self._flush()
             self._cur_out = self._open_part(part)
             self._cur_out.write(serialize_header(part))
             self._cur_part = part
@@ -417,12 +426,27 @@ class ShardWriter:
             self._parts.append(part)
         offset = self._cur_pos
         if n:
-            self._cur_out.write(stored)
+            if n >= _DIRECT_WRITE:
+                if self._pending:
+                    self._flush()
+                self._cur_out.write(stored)
+            else:
+                self._pending.append(stored)
+                self._pending_bytes += n
+                if self._pending_bytes >= _COALESCE:
+                    self._flush()
         self._cur_pos += n
         if self._cur_part == 0:
             self._pos = self._cur_pos
         self._data_bytes += n
         return self._cur_part, offset
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._cur_out.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._pending = []
+            self._pending_bytes = 0
 
     def add(
         self,
@@ -638,6 +662,7 @@ class ShardWriter:
         if self._closed:
             raise ValueError("this ShardWriter is already closed")
         self._closed = True
+        self._flush()
         keyed: list[tuple[bytes, IndexEntry, bytes | None]] = []
         by_id: dict[int, bytes] = {}  # interned or read from an index: shared meta objects
         distinct_meta: dict[bytes, bytes] = {}
