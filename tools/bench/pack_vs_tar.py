@@ -3,11 +3,15 @@
 
     python tools/gen_dataset.py --out /tmp/des-bench/ds --count 20000 --seed 1
     python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --rounds 3
+    python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --rounds 3 --baseline /tmp/old
 
 Both commands are timed as whole processes (wall clock, interpreter start-up included for
 des-pack) and alternate round by round, after one untimed read of every file so both find the
 page cache equally warm. Output bytes: the .tar.zst file against every object des-pack wrote
-(shards, continuation parts, big files). Peak RSS comes from /usr/bin/time -v when present.
+(shards, continuation parts, big files). CPU is user + system time of the whole process tree
+(tar, zstd and its threads; des-pack and its threads); on a shared machine it is the number to
+compare, as wall time follows whoever else is running (the load average is printed per round).
+Peak RSS comes from /usr/bin/time -v when present.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,24 +40,29 @@ def warm(root: Path) -> None:
                     pass
 
 
-def timed(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, int, float]:
-    """(wall seconds, peak RSS KiB or 0, user+system CPU seconds or 0) of one process tree."""
+def timed(
+    cmd: list[str] | str, *, shell: bool = False, env: dict[str, str] | None = None
+) -> tuple[float, int, float, float]:
+    """(wall seconds, peak RSS KiB or 0, user and system CPU seconds) of one process tree.
+
+    CPU comes from the kernel's accounting of the waited-for children (``RUSAGE_CHILDREN``:
+    every process of the tree, every thread), so it needs no /usr/bin/time."""
     gnu_time = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
-    if gnu_time:
-        full = [gnu_time, "-v", "sh", "-c", cmd] if shell else [gnu_time, "-v", *cmd]
-    else:
-        full = ["sh", "-c", cmd] if shell else list(cmd)
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    if not shell and isinstance(cmd, str):
+        argv = [cmd]
+    full = [gnu_time, "-v", *argv] if gnu_time else argv
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(full, capture_output=True, text=True, check=False)
+    proc = subprocess.run(full, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {cmd}\n{proc.stderr[-2000:]}")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    cpu = sum(
-        float(x.group(1))
-        for x in re.finditer(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
-    )
-    return wall, int(m.group(1)) if m else 0, cpu
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    return wall, int(m.group(1)) if m else 0, user, system
 
 
 def main() -> None:
@@ -62,6 +72,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/des-bench/work"))
     ap.add_argument("--n-bits", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also time des-pack (fsync) from this tree (e.g. `git archive OLD | tar -x -C DIR`),"
+        " its packages/*/src put first on PYTHONPATH: before/after in the same run",
+    )
     args = ap.parse_args()
     manifest = args.data / "manifests" / "to-pack.json"
     input_dir = args.data / "input"
@@ -96,8 +113,22 @@ def main() -> None:
         "des-pack (fsync, default)": (des_cmd, False),
         "des-pack --no-fsync": ([*des_cmd, "--no-fsync"], False),
     }
+    env: dict[str, dict[str, str]] = {}
+    if args.baseline is not None:
+        srcs = sorted(str(p) for p in (args.baseline / "packages").glob("*/src"))
+        if not srcs:
+            sys.exit(f"--baseline {args.baseline}: no packages/*/src in it")
+        name = "des-pack (fsync), baseline"
+        launcher = (
+            "import sys; from des_packer.cli import pack_main; sys.argv[0] = 'des-pack'; "
+            "pack_main()"
+        )
+        variants[name] = ([sys.executable, "-c", launcher, *des_cmd[1:]], False)
+        env[name] = {**os.environ, "PYTHONPATH": os.pathsep.join(srcs)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
+    users: dict[str, list[float]] = {k: [] for k in variants}
+    systems: dict[str, list[float]] = {k: [] for k in variants}
     rss: dict[str, int] = dict.fromkeys(variants, 0)
     sizes: dict[str, int] = {}
     for r in range(args.rounds):
@@ -107,13 +138,16 @@ def main() -> None:
             args.work.mkdir(parents=True)
             subprocess.run(["sync"], check=True)  # no dirty pages left from the previous run
             cmd, shell = variants[name]
-            t, peak, cpu = timed(cmd, shell=shell)
+            t, peak, user, system = timed(cmd, shell=shell, env=env.get(name))
             times[name].append(t)
-            cpus[name].append(cpu)
+            cpus[name].append(user + system)
+            users[name].append(user)
+            systems[name].append(system)
             rss[name] = max(rss[name], peak)
             sizes[name] = out_zst.stat().st_size if name.startswith("tar") else tree_size(out_dir)
         print(
-            f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+            f"round {r + 1} (load average {os.getloadavg()[0]:.1f}): "
+            + ", ".join(f"{k} {v[-1]:.2f} s / CPU {cpus[k][-1]:.2f} s" for k, v in times.items()),
             flush=True,
         )
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -126,7 +160,9 @@ def main() -> None:
         print(
             f"{name:<32} median {med[name]:6.2f} s (all: "
             f"{', '.join(f'{x:.2f}' for x in times[name])})  CPU median "
-            f"{statistics.median(cpus[name]):.2f} s  out {sizes[name]} bytes  "
+            f"{statistics.median(cpus[name]):.2f} s (user {statistics.median(users[name]):.2f}, "
+            f"sys {statistics.median(systems[name]):.2f}; all: "
+            f"{', '.join(f'{x:.2f}' for x in cpus[name])})  out {sizes[name]} bytes  "
             f"peak RSS {rss[name]} KiB"
         )
     tar, tar_sync = "tar | zstd -3 -T0", "tar | zstd -3 -T0 ; sync FILE"
@@ -135,6 +171,14 @@ def main() -> None:
     print(f"time ratio des-pack --no-fsync / tar|zstd  : {med[des_nf] / med[tar]:.3f}")
     cm = {k: statistics.median(v) for k, v in cpus.items()}
     print(f"CPU ratio des-pack(fsync) / tar|zstd        : {cm[des] / cm[tar]:.3f}")
+    print(f"CPU ratio des-pack --no-fsync / tar|zstd    : {cm[des_nf] / cm[tar]:.3f}")
+    if args.baseline is not None:
+        base = "des-pack (fsync), baseline"
+        print(f"CPU ratio des-pack(fsync) / baseline         : {cm[des] / cm[base]:.3f}")
+        print(f"time ratio des-pack(fsync) / baseline        : {med[des] / med[base]:.3f}")
+        print(f"CPU ratio baseline / tar|zstd                : {cm[base] / cm[tar]:.3f}")
+        if sizes[base] != sizes[des]:
+            print(f"output bytes differ: baseline {sizes[base]}, des-pack {sizes[des]}")
     print(
         f"size ratio des-pack / tar.zst: {sizes[des] / sizes[tar]:.4f}   compression: "
         f"tar {bytes_in / sizes[tar]:.3f}x, des {bytes_in / sizes[des]:.3f}x"
