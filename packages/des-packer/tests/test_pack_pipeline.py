@@ -180,3 +180,35 @@ def test_a_source_read_in_pieces_is_packed_whole(tmp_path: Path) -> None:
     (shard,) = out.rglob("*.des")
     with ShardReader.open_path(shard) as reader:
         assert reader.read("piped") == b"".join(pieces)
+
+
+def test_leftovers_of_every_shard_go_with_one_listing_per_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = make_dataset(tmp_path / "d", n=60, days=1)
+    plan = plan_shards(read_manifest(ds.manifest), n_bits=4)
+    out = tmp_path / "out"
+    day = out / plan.shards[0].date_dir
+    day.mkdir(parents=True)
+    names = [s.key.rsplit("/", 1)[1] for s in plan.shards]
+    assert len(names) >= 3
+    left = [
+        f".des-tmp.{names[0]}.0.aaa",
+        f".des-tmp.{names[0]}.p1.bbb",
+        f".des-tmp.{names[2]}.big.c",
+    ]
+    foreign = [".des-tmp.ZZ.des.0.abc", f".des-tmp.{names[1]}x.0.abc", f".des-edit.{names[1]}.x"]
+    for n in left + foreign:
+        (day / n).write_bytes(b"half a shard")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str | os.PathLike[str]) -> object:
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = pack(read_manifest(ds.manifest), str(out), PackOptions(n_bits=4))
+    assert listed.count(str(day)) == 1  # not once per shard
+    assert report.files == 60
+    assert sorted(p.name for p in day.glob(".des-*")) == sorted(foreign)

@@ -78,6 +78,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_names(directory: Path) -> list[str]:
+    """Names of the packer's temporary files in ``directory`` (none if it does not exist)."""
+    try:
+        with os.scandir(directory) as it:
+            return [e.name for e in it if e.name.startswith(TEMP_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _temp_name(shard_key: str, what: str) -> str:
     return f"{TEMP_PREFIX}{shard_key.rsplit('/', 1)[-1]}.{what}.{secrets.token_hex(6)}"
 
@@ -93,6 +102,7 @@ class LocalDestination:
                 "give a directory (it is created when missing)"
             )
         self.fsync = fsync
+        self._leftovers: dict[Path, list[str]] = {}  # day directory -> temporary files in it
 
     def describe(self, key: str = "") -> str:
         return str(self.base_dir / key) if key else str(self.base_dir)
@@ -101,15 +111,21 @@ class LocalDestination:
         return self.base_dir.joinpath(*key.split("/"))
 
     def cleanup(self, shard_key: str) -> int:
-        """Remove temporary files a killed run left for this shard; return how many."""
+        """Remove temporary files a killed run left for this shard; return how many.
+
+        A day directory is listed once, when the first of its shards comes up (not once per
+        shard): what a killed run left is there before this run starts, and the temporary
+        files this run makes belong to shards it has already cleaned."""
         directory = self.path(shard_key).parent
-        name = shard_key.rsplit("/", 1)[-1]
-        removed = 0
-        if directory.is_dir():
-            for p in directory.glob(f"{TEMP_PREFIX}{name}.*"):
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        names = self._leftovers.get(directory)
+        if names is None:
+            names = self._leftovers[directory] = _temp_names(directory)
+        prefix = f"{TEMP_PREFIX}{shard_key.rsplit('/', 1)[-1]}."
+        mine = [n for n in names if n.startswith(prefix)]
+        for n in mine:
+            (directory / n).unlink(missing_ok=True)
+            names.remove(n)
+        return len(mine)
 
     def existing(self, shard_key: str) -> ExistingShard | None:
         from des_format import LocalFileSource, read_index
