@@ -12,9 +12,19 @@ import sqlalchemy as sa
 from des_migrate import MigrationOrchestrator, parse_config
 
 
+@pytest.mark.parametrize("verify_in", ["threads", "a worker process"])
 def test_s3_sources_to_s3_output(
-    s3_server: Any, sqlite_url: str, tmp_path: Path, h: type, monkeypatch: pytest.MonkeyPatch
+    s3_server: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    h: type,
+    monkeypatch: pytest.MonkeyPatch,
+    verify_in: str,
 ) -> None:
+    if verify_in == "a worker process":  # it builds its own S3 client from the config
+        from des_migrate import _orchestrator
+
+        monkeypatch.setattr(_orchestrator, "PROCESS_VERIFY_MIN_ROWS", 1)
     s3_server.reset()
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)

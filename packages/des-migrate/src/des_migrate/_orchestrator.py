@@ -32,7 +32,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from ._errors import ConfigError, StepFailed
 from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
+from ._verifier import ShardReadBack, Verifier, brief
 
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
@@ -57,6 +58,9 @@ FaultHook = Callable[[str], None]
 _PUBLISHED = ("written", "appended", "skipped")
 STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
 _READ_CHUNK = 1 << 20
+#: A cycle whose first batch has at least this many rows verifies in a worker process (its
+#: start costs this process about as much as reading back a few hundred small files).
+PROCESS_VERIFY_MIN_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +173,8 @@ class MigrationOrchestrator:
         self._stop = threading.Event()
         self._s3_client: Any = None
         self._journal_seq = 0
+        self._store_given = store is not None
+        self._verifier: Verifier | None = None  # the cycle's, see _cycle
 
     # ------------------------------------------------------------------ control
 
@@ -320,28 +326,33 @@ class MigrationOrchestrator:
         seconds: dict[str, float] = defaultdict(float)
         error: str | None = None
         deleted = self._recover_cleanups() if cfg.delete_source_files else 0
-        while not self._stop.is_set():
-            if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
-                break
-            try:
-                outcome = self._run_batch(cutoff, after)
-            except StepFailed as exc:
-                error = str(exc)
-                log.error("batch failed, rows left unmarked: %s", exc)
-                break
-            if outcome is None:
-                break
-            batch, after, deleted_now = outcome
-            batches += 1
-            fetched += len(batch.rows)
-            migrated += len(batch.verified)
-            nbytes += sum(r.size_bytes for r in batch.verified)
-            already += batch.already_packed
-            deleted += deleted_now
-            failures.extend(batch.failures)
-            shards.update(batch.keys[r.uid] for r in batch.verified)
-            for step, sec in batch.seconds.items():
-                seconds[step] += sec
+        try:
+            while not self._stop.is_set():
+                if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
+                    break
+                try:
+                    outcome = self._run_batch(cutoff, after)
+                except StepFailed as exc:
+                    error = str(exc)
+                    log.error("batch failed, rows left unmarked: %s", exc)
+                    break
+                if outcome is None:
+                    break
+                batch, after, deleted_now = outcome
+                batches += 1
+                fetched += len(batch.rows)
+                migrated += len(batch.verified)
+                nbytes += sum(r.size_bytes for r in batch.verified)
+                already += batch.already_packed
+                deleted += deleted_now
+                failures.extend(batch.failures)
+                shards.update(batch.keys[r.uid] for r in batch.verified)
+                for step, sec in batch.seconds.items():
+                    seconds[step] += sec
+        finally:
+            verifier, self._verifier = self._verifier, None
+            if verifier is not None:
+                verifier.close()
         if error is not None:
             status = "failure"
         elif failures:
@@ -372,9 +383,7 @@ class MigrationOrchestrator:
         try:
             conn = db.engine.connect()
         except Exception as exc:
-            raise StepFailed(
-                "fetch", f"cannot connect to {db.redacted_url}: {_brief(exc)}"
-            ) from exc
+            raise StepFailed("fetch", f"cannot connect to {db.redacted_url}: {brief(exc)}") from exc
         fetch_started = time.perf_counter()
         with conn:
             trans = conn.begin()
@@ -397,7 +406,7 @@ class MigrationOrchestrator:
                 raise
             except Exception as exc:
                 trans.rollback()
-                raise StepFailed("fetch", _brief(exc)) from exc
+                raise StepFailed("fetch", brief(exc)) from exc
             if not rows or last is None:
                 trans.rollback()
                 return None
@@ -440,7 +449,7 @@ class MigrationOrchestrator:
                     )
                     raise
                 if isinstance(exc, Exception):
-                    raise StepFailed("batch", _brief(exc)) from exc
+                    raise StepFailed("batch", brief(exc)) from exc
                 raise
         self._write_report(batch.failures)
         if self.metrics is not None:
@@ -505,7 +514,7 @@ class MigrationOrchestrator:
             except FileNotFoundError:
                 return f"source {loc} does not exist"
             except Exception as exc:  # noqa: BLE001  (a per-file failure, reported with its reason)
-                return f"cannot read source {loc}: {_brief(exc)}"
+                return f"cannot read source {loc}: {brief(exc)}"
         else:
             try:
                 st = os.stat(loc)
@@ -580,7 +589,7 @@ class MigrationOrchestrator:
                 except DesFormatError as exc:
                     if _is_store_outage(exc):
                         raise
-                    batch.fail(row, "pack", f"shard {key} cannot be read: {_brief(exc)}")
+                    batch.fail(row, "pack", f"shard {key} cannot be read: {brief(exc)}")
                 else:
                     present.append(row)
         return present, to_pack
@@ -591,29 +600,34 @@ class MigrationOrchestrator:
         """Pack ``to_pack``, then read every file of the batch back before anything is marked.
 
         Verification is pipelined with packing: as soon as the packer reports a shard
-        published (written, appended, or already complete), a worker thread reads that shard's
-        files back while the packer goes on with the next shard (its time goes to fsync and
-        compression, so the reads overlap). Shards the pack did not touch (only files an
-        earlier run packed) are verified after it. The payload checksum is checked by the
-        retriever itself, size and the table's checksum here, and a file an earlier run packed
-        is also compared with its source.
+        published (written, appended, or already complete), the verifier (a worker process,
+        see ``_verifier``) reads that shard's files back while the packer goes on with the next
+        shard. Shards the pack did not touch (only files an earlier run packed) are verified
+        after it. Length and CRC-32 are checked by des-format's ``verify_files``; size and the
+        table's checksum here, and a file an earlier run packed is also compared with its
+        source.
         """
+        if self._verifier is None:  # the first batch of the cycle: kept for the others
+            self._verifier = self._new_verifier(len(batch.rows))
+        verifier = self._verifier
         earlier = {r.uid for r in present}
         by_key: dict[str, list[FileRow]] = defaultdict(list)
         for row in [*to_pack, *present]:
             by_key[batch.keys[row.uid]].append(row)
-        workers = self.config.packer.workers or os.cpu_count() or 1
-        pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        futures: dict[str, Future[list[tuple[FileRow, str | None]]]] = {}
+        algorithm = self.config.database.checksum_algorithm
+        futures: dict[str, Future[ShardReadBack]] = {}
 
         def submit(key: str) -> None:
-            if key in by_key and key not in futures:
-                futures[key] = pool.submit(self._verify_shard, key, by_key[key], earlier)
+            rows = by_key.get(key)
+            if rows is not None and key not in futures:
+                digest = algorithm if any(r.checksum is not None for r in rows) else None
+                futures[key] = verifier.submit(key, [r.uid for r in rows], digest)
 
         def on_progress(event: ProgressEvent) -> None:
             if event.shard_key is not None and event.shard_status in _PUBLISHED:
                 submit(event.shard_key)
 
+        done = False
         try:
             self._step("pack")
             failed: dict[str, str] = {}
@@ -634,9 +648,15 @@ class MigrationOrchestrator:
             with batch.timed("verify"), _step_errors("verify"):
                 for key in sorted(by_key):
                     submit(key)
-                outcomes = [futures[key].result() for key in sorted(futures)]
+                outcomes = [
+                    self._compare_shard(key, by_key[key], futures[key].result(), earlier)
+                    for key in sorted(futures)
+                ]
+            done = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not done:  # the batch failed: its reads still queued are not needed
+                for job in futures.values():
+                    job.cancel()
         for outcome in outcomes:
             for row, problem in outcome:
                 if row.uid in failed:
@@ -648,33 +668,39 @@ class MigrationOrchestrator:
                 if row.uid in earlier:
                     batch.already_packed += 1
 
-    def _verify_shard(
-        self, key: str, rows: list[FileRow], earlier: set[str]
-    ) -> list[tuple[FileRow, str | None]]:
-        """Read back the files of ``rows`` from the shard at ``key`` and compare each with its
-        row: one read of the shard object when it is no larger than 8 MiB (index and every
-        payload), each payload decompressed and checked against its entry's length and CRC-32
-        by des-format, then compared here with the table's size and checksum."""
-        from des_format import verify_files
+    def _new_verifier(self, rows: int) -> Verifier:
+        """A worker process reading from the configured output when the first batch has at
+        least ``PROCESS_VERIFY_MIN_ROWS`` rows; else threads (a store given to the
+        constructor is always read in threads)."""
+        threads = self.config.packer.workers or os.cpu_count() or 1
+        if self._store_given or rows < PROCESS_VERIFY_MIN_ROWS:
+            return Verifier(self._object_store(), threads)
+        out = self._output()
+        if out.startswith("s3://"):
+            bucket, _, prefix = out[len("s3://") :].partition("/")
+            pk = self.config.packer
+            region = pk.s3_region_name or pk.s3_source.region_name or ""
+            endpoint = pk.s3_endpoint_url or pk.s3_source.endpoint_url or ""
+            return Verifier(("s3", bucket, prefix, region, endpoint), threads)
+        return Verifier(("local", out), threads)
 
-        want_digest = any(r.checksum is not None for r in rows)
-        checks = verify_files(
-            self._object_store(),
-            key,
-            [r.uid for r in rows],
-            digest=self.config.database.checksum_algorithm if want_digest else None,
-        )
+    def _compare_shard(
+        self, key: str, rows: list[FileRow], got: ShardReadBack, earlier: set[str]
+    ) -> list[tuple[FileRow, str | None]]:
+        """Each row against what was read back from its shard (None: the row checks out)."""
+        shard_error, reads = got
+        if shard_error is not None:
+            raise StepFailed("verify", shard_error)
+        by_uid = {r.uid: r for r in reads}
         out: list[tuple[FileRow, str | None]] = []
         for row in rows:
-            check = checks[row.uid]
-            if check.error is not None:
-                out.append((row, f"reading back from {key}: {_brief(check.error)}"))
+            read = by_uid[row.uid]
+            if read.error is not None or read.size is None or read.crc32 is None:
+                out.append((row, f"reading back from {key}: {read.error}"))
                 continue
-            assert check.entry is not None  # a check without error has both
-            assert check.crc32 is not None
-            problem = self._compare(row, check.entry.size, check.digest)
+            problem = self._compare(row, read.size, read.digest)
             if problem is None and row.uid in earlier:
-                problem = self._compare_with_source(row, check.crc32)
+                problem = self._compare_with_source(row, read.crc32)
             out.append((row, problem))
         return out
 
@@ -718,7 +744,7 @@ class MigrationOrchestrator:
         try:
             self._step("cleanup")
         except Exception as exc:  # noqa: BLE001  (cleanup is optional; sources are kept)
-            log.error("cleanup skipped, sources kept for a later cycle: %s", _brief(exc))
+            log.error("cleanup skipped, sources kept for a later cycle: %s", brief(exc))
             return 0, False
         return self._delete_sources([(r.uid, r.location) for r in rows])
 
@@ -754,7 +780,7 @@ class MigrationOrchestrator:
             try:
                 archived = self.db.archived_among(u for u, _ in journal.entries)
             except Exception as exc:  # noqa: BLE001  (retried next cycle)
-                log.error("cannot check journal %s: %s", journal.path, _brief(exc))
+                log.error("cannot check journal %s: %s", journal.path, brief(exc))
                 journal.close(remove=False)
                 continue
             todo = [(u, s) for u, s in journal.entries if u in archived]
@@ -819,7 +845,7 @@ class MigrationOrchestrator:
             return CycleReport(
                 status="failure",
                 fetched=fetched,
-                error=f"fetch failed: {_brief(exc)}",
+                error=f"fetch failed: {brief(exc)}",
                 dry_run=True,
             )
         status = "empty" if fetched == 0 else ("partial" if failures else "success")
@@ -909,7 +935,7 @@ def _step_errors(step: str) -> Any:
     except StepFailed:
         raise
     except Exception as exc:
-        raise StepFailed(step, _brief(exc)) from exc
+        raise StepFailed(step, brief(exc)) from exc
 
 
 def _iter_file(path: str) -> Iterable[bytes]:
@@ -922,12 +948,6 @@ def _is_store_outage(exc: BaseException) -> bool:
     from des_format import StorageUnavailable
 
     return isinstance(exc, StorageUnavailable)
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
 
 
 def _replace(report: CycleReport, **changes: Any) -> CycleReport:

@@ -1,0 +1,247 @@
+"""The verify step in a worker process (cycles whose first batch is large enough)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from des_format import LocalObjectStore, ShardRetriever, ShardWriter
+from des_migrate import MigrationOrchestrator
+from des_migrate import _orchestrator as orchestrator_module
+from des_migrate._verifier import ReadBack, read_back
+from des_packer import pack
+from des_routing import locate_shard
+
+
+@pytest.fixture
+def in_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(orchestrator_module, "PROCESS_VERIFY_MIN_ROWS", 1)
+
+
+def _setup(url: str, tmp_path: Path, h: type, n: int = 10) -> tuple[sa.Engine, sa.Table, list[Any]]:
+    base = h.ts("2024-01-10T00:00:00Z")
+    rows = [
+        h.Src(
+            f"file-{i:03d}", base + timedelta(hours=5 * i), h.content_for(f"file-{i:03d}", 90 + i)
+        )
+        for i in range(n)
+    ]
+    engine = sa.create_engine(url)
+    table = h.make_table(engine)
+    h.insert_rows(engine, table, tmp_path / "src", rows)
+    return engine, table, rows
+
+
+def test_a_whole_cycle_verified_by_a_worker_process(
+    db_url: str, tmp_path: Path, h: type, in_a_process: None
+) -> None:
+    engine, table, rows = _setup(db_url, tmp_path, h)
+    out = tmp_path / "out"
+    pids: list[int | None] = []
+    orch: MigrationOrchestrator
+
+    def observe(step: str) -> None:
+        if step == "mark":
+            assert orch._verifier is not None
+            pids.append(orch._verifier.pid)
+
+    cfg = h.migration_config(db_url, out, migration={"batch_size": 4})
+    orch = MigrationOrchestrator(cfg, fault=observe)
+    report = orch.run_migration_cycle()
+    assert report.status == "success"
+    assert report.migrated == 10
+    assert report.batches >= 3
+    # one worker process for the whole cycle, gone (and reaped) once the cycle is over
+    assert len(pids) == report.batches
+    assert len(set(pids)) == 1
+    assert pids[0] is not None
+    assert pids[0] != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+    assert h.archived_uids(engine, table) == {r.uid for r in rows}
+    for r in rows:
+        assert h.read_back(out, r.uid, r.created_at) == r.data
+
+
+def test_a_damaged_file_is_refused_by_the_worker(
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+) -> None:
+    engine, table, rows = _setup(sqlite_url, tmp_path, h, 6)
+    out = tmp_path / "out"
+    victim = rows[2]
+    key = locate_shard(victim.uid, victim.created_at, 4).object_key
+
+    def corrupting_pack(entries: Any, output: str, options: Any) -> Any:
+        forward = options.progress
+
+        def progress(event: Any) -> None:
+            if event.shard_key == key and event.shard_status in ("written", "appended"):
+                entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
+                path = out / key
+                data = bytearray(path.read_bytes())
+                data[entry.offset + entry.stored_size // 2] ^= 0xFF
+                path.write_bytes(bytes(data))
+            forward(event)
+
+        return pack(entries, output, dataclasses.replace(options, progress=progress))
+
+    cfg = h.migration_config(sqlite_url, out)
+    report = MigrationOrchestrator(cfg, pack_fn=corrupting_pack).run_migration_cycle()
+    assert report.status == "partial"
+    assert report.migrated == 5
+    assert [(f.uid, f.step) for f in report.failures] == [(victim.uid, "verify")]
+    reason = report.failures[0].reason
+    assert reason.startswith(f"reading back from {key}: ")
+    assert f"'{victim.uid}'" in reason
+    assert victim.uid not in h.archived_uids(engine, table)
+
+
+def test_a_shard_gone_after_publishing_fails_the_batch(
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+) -> None:
+    engine, table, rows = _setup(sqlite_url, tmp_path, h, 3)
+    out = tmp_path / "out"
+    key = locate_shard(rows[0].uid, rows[0].created_at, 4).object_key
+
+    def losing_pack(entries: Any, output: str, options: Any) -> Any:
+        report = pack(entries, output, dataclasses.replace(options, progress=None))
+        (out / key).unlink()
+        return report
+
+    cfg = h.migration_config(sqlite_url, out)
+    report = MigrationOrchestrator(cfg, pack_fn=losing_pack).run_migration_cycle()
+    assert report.status == "failure"
+    assert report.error is not None
+    assert report.error.startswith("verify failed: ObjectNotFound: ")
+    assert h.archived_uids(engine, table) == set()
+
+
+def test_read_back_answers_in_plain_values(tmp_path: Path, h: type) -> None:
+    key = "20240101/3.des"
+    (tmp_path / "20240101").mkdir()
+    with (tmp_path / key).open("wb") as fh:
+        w = ShardWriter(fh, codec="zstd")
+        w.add("a", b"alpha" * 100)
+        w.add("b", b"")
+        w.close()
+    spec = ("local", str(tmp_path))
+    got = read_back(spec, key, ["b", "a", "zz"], "sha256")
+    assert pickle.loads(pickle.dumps(got)) == got
+    error, reads = got
+    assert error is None
+    assert reads[:2] == [
+        ReadBack("b", 0, 0, hashlib.sha256(b"").hexdigest()),
+        ReadBack("a", 500, zlib.crc32(b"alpha" * 100), hashlib.sha256(b"alpha" * 100).hexdigest()),
+    ]
+    assert reads[2].uid == "zz"
+    assert (reads[2].size, reads[2].crc32, reads[2].digest) == (None, None, None)
+    assert reads[2].error is not None
+    assert reads[2].error.startswith("EntryNotFound: ")
+    assert "'zz'" in reads[2].error
+    gone, nothing = read_back(spec, "20240101/4.des", ["a"], None)
+    assert gone is not None
+    assert gone.startswith("ObjectNotFound: ")
+    assert nothing == []
+
+
+def test_a_worker_killed_mid_batch_fails_the_batch_and_the_next_cycle_finishes(
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+) -> None:
+    engine, table, _rows = _setup(sqlite_url, tmp_path, h, 6)
+    out = tmp_path / "out"
+    orch: MigrationOrchestrator
+
+    def kill_worker(step: str) -> None:
+        if step == "pack":
+            assert orch._verifier is not None
+            pid = orch._verifier.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+
+    cfg = h.migration_config(sqlite_url, out)
+    orch = MigrationOrchestrator(cfg, fault=kill_worker)
+    report = orch.run_migration_cycle()
+    assert report.status == "failure"
+    assert report.error == (
+        "verify failed: VerifyWorkerError: the verify worker exited with status -9"
+    )
+    assert h.archived_uids(engine, table) == set()
+    again = MigrationOrchestrator(cfg).run_migration_cycle()
+    assert (again.status, again.migrated, again.already_packed) == ("success", 6, 6)
+
+
+_KILLED_SCRIPT = """
+import sys, time
+from pathlib import Path
+from des_migrate import MigrationOrchestrator, parse_config
+from des_migrate import _orchestrator
+
+_orchestrator.PROCESS_VERIFY_MIN_ROWS = 1
+cfg = parse_config({cfg!r})
+orch = None
+
+def hang_in_verify(step):
+    if step == "verify":
+        Path({pid_file!r}).write_text(str(orch._verifier.pid))
+        time.sleep(3600)
+
+orch = MigrationOrchestrator(cfg, fault=hang_in_verify)
+orch.run_migration_cycle()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc (Linux)")
+def test_a_killed_migrator_leaves_no_worker_behind(
+    sqlite_url: str, tmp_path: Path, h: type
+) -> None:
+    engine, table, _rows = _setup(sqlite_url, tmp_path, h, 4)
+    doc = {
+        "database": {"url": sqlite_url},
+        "migration": {"cutoff": "2024-02-01T00:00:00Z", "state_dir": str(tmp_path / "st")},
+        "packer": {"output_dir": str(tmp_path / "out"), "n_bits": 4},
+    }
+    pid_file = tmp_path / "worker.pid"
+    script = _KILLED_SCRIPT.format(cfg=doc, pid_file=str(pid_file))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(600):  # the migrator writes the file once it waits in verify
+            if pid_file.exists() and pid_file.read_text():
+                break
+            assert proc.poll() is None, "the migrator exited early"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert (Path("/proc") / str(worker)).exists()
+        proc.kill()
+        proc.wait()
+        # the worker's stdin closed with its parent: it exits at once (reaped by init)
+        for _ in range(600):
+            if not _alive(worker):
+                break
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert h.archived_uids(engine, table) == set()
+
+
+def _alive(pid: int) -> bool:
+    stat = Path("/proc") / str(pid) / "stat"
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[0] != "Z"  # a zombie has exited
