@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import stat
 import threading
 import time
@@ -48,6 +49,7 @@ from ._verifier import ShardReadBack, Verifier, brief
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
     from des_packer import ManifestEntry, PackOptions, PackPlan, PackReport, ProgressEvent
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger("des_migrate")
 
@@ -58,6 +60,8 @@ FaultHook = Callable[[str], None]
 _PUBLISHED = ("written", "appended", "skipped")
 STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
 _READ_CHUNK = 1 << 20
+#: Rows marked archived per statement while a batch is still being packed (see _Marker).
+MARK_CHUNK = 5000
 #: A cycle whose first batch has at least this many rows verifies in a worker process (its
 #: start costs this process about as much as reading back a few hundred small files).
 PROCESS_VERIFY_MIN_ROWS = 1000
@@ -135,6 +139,81 @@ class _Batch:
 
     def fail(self, row: FileRow, step: str, reason: str) -> None:
         self.failures.append(FileFailure(row.uid, step, reason))
+
+
+class _Marker:
+    """Compares each shard's read-back with its rows as it arrives (in submission order) and
+    marks the rows that check out archived in the batch's open transaction, ``chunk`` at a
+    time, in a thread of its own: the marks' database work overlaps the packing. Nothing is
+    committed here."""
+
+    def __init__(
+        self,
+        orch: MigrationOrchestrator,
+        conn: Connection,
+        by_key: dict[str, list[FileRow]],
+        earlier: set[str],
+        chunk: int | None = None,
+    ) -> None:
+        self._orch = orch
+        self._conn = conn
+        self._by_key = by_key
+        self._earlier = earlier
+        self._chunk = MARK_CHUNK if chunk is None else chunk
+        self._inbox: queue.SimpleQueue[tuple[str, Future[ShardReadBack]] | None]
+        self._inbox = queue.SimpleQueue()
+        self._outcomes: dict[str, list[tuple[FileRow, str | None]]] = {}
+        self._unmarked: list[str] = []
+        self._error: BaseException | None = None
+        self._aborted = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="des-migrate-mark", daemon=True)
+        self._thread.start()
+
+    def add(self, key: str, job: Future[ShardReadBack]) -> None:
+        self._inbox.put((key, job))
+
+    def _run(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            if self._error is not None or self._aborted.is_set():
+                continue  # drain: nothing more is compared or marked
+            key, job = item
+            try:
+                outcome = self._orch._compare_shard(
+                    key, self._by_key[key], job.result(), self._earlier
+                )
+                self._outcomes[key] = outcome
+                self._unmarked.extend(row.uid for row, problem in outcome if problem is None)
+                if len(self._unmarked) >= self._chunk:
+                    self._flush()
+            except BaseException as exc:  # noqa: BLE001  (handed to the batch's thread)
+                self._error = exc
+        if self._error is None and not self._aborted.is_set():
+            try:
+                self._flush()
+            except BaseException as exc:  # noqa: BLE001  (handed to the batch's thread)
+                self._error = exc
+
+    def _flush(self) -> None:
+        if self._unmarked and not self._aborted.is_set():
+            with _step_errors("mark"):
+                self._orch.db.mark_archived(self._conn, self._unmarked)
+            self._unmarked = []
+
+    def finish(self) -> dict[str, list[tuple[FileRow, str | None]]]:
+        """Wait until every shard added is compared and its rows marked; the outcomes per
+        shard key. Raises what stopped the marker (a shard that could not be read back, a
+        database error)."""
+        self._inbox.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._outcomes
+
+    def abort(self) -> None:
+        """Stop (the batch failed): no more marks; returns once the connection is free."""
+        self._aborted.set()
+        self._inbox.put(None)
+        self._thread.join()
 
 
 class MigrationOrchestrator:
@@ -423,7 +502,7 @@ class MigrationOrchestrator:
                     db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
                 with batch.timed("pack"):
                     present, to_pack = self._split_already_packed(batch, ok)
-                self._pack_and_verify(batch, to_pack, present)
+                self._pack_and_verify(batch, to_pack, present, conn)
                 self._step("mark")
                 with batch.timed("mark"), _step_errors("mark"):
                     if cfg.delete_source_files and batch.verified:
@@ -433,7 +512,7 @@ class MigrationOrchestrator:
                             [(r.uid, r.location) for r in batch.verified],
                             self._journal_seq,
                         )
-                    db.mark_archived(conn, [r.uid for r in batch.verified])
+                    # the verified rows are already marked (_pack_and_verify): commit them
                     db.record_errors(
                         conn, [(f.uid, f"{f.step}: {f.reason}") for f in batch.failures]
                     )
@@ -595,17 +674,20 @@ class MigrationOrchestrator:
         return present, to_pack
 
     def _pack_and_verify(
-        self, batch: _Batch, to_pack: list[FileRow], present: list[FileRow]
+        self, batch: _Batch, to_pack: list[FileRow], present: list[FileRow], conn: Connection
     ) -> None:
-        """Pack ``to_pack``, then read every file of the batch back before anything is marked.
+        """Pack ``to_pack`` and read every file of the batch back; mark the verified rows
+        archived in the batch's transaction (``conn``; committed by the caller).
 
         Verification is pipelined with packing: as soon as the packer reports a shard
         published (written, appended, or already complete), the verifier (a worker process,
         see ``_verifier``) reads that shard's files back while the packer goes on with the next
-        shard. Shards the pack did not touch (only files an earlier run packed) are verified
+        shard, and a marker thread compares what came back with the rows and marks the rows
+        that check out, a few thousand at a time, so the database's work overlaps the packing
+        too. Shards the pack did not touch (only files an earlier run packed) are verified
         after it. Length and CRC-32 are checked by des-format's ``verify_files``; size and the
         table's checksum here, and a file an earlier run packed is also compared with its
-        source.
+        source. Nothing is committed here: a failure rolls every mark back.
         """
         if self._verifier is None:  # the first batch of the cycle: kept for the others
             self._verifier = self._new_verifier(len(batch.rows))
@@ -616,12 +698,14 @@ class MigrationOrchestrator:
             by_key[batch.keys[row.uid]].append(row)
         algorithm = self.config.database.checksum_algorithm
         futures: dict[str, Future[ShardReadBack]] = {}
+        marker = _Marker(self, conn, by_key, earlier)
 
         def submit(key: str) -> None:
             rows = by_key.get(key)
             if rows is not None and key not in futures:
                 digest = algorithm if any(r.checksum is not None for r in rows) else None
                 futures[key] = verifier.submit(key, [r.uid for r in rows], digest)
+                marker.add(key, futures[key])
 
         def on_progress(event: ProgressEvent) -> None:
             if event.shard_key is not None and event.shard_status in _PUBLISHED:
@@ -641,32 +725,29 @@ class MigrationOrchestrator:
                 with batch.timed("pack"), _step_errors("pack"):
                     report = self._pack(entries, batch.keys, on_progress)
                 failed = dict(report.failures)
-            for row in to_pack:
-                if row.uid in failed:
-                    batch.fail(row, "pack", failed[row.uid])
             self._step("verify")
             with batch.timed("verify"), _step_errors("verify"):
                 for key in sorted(by_key):
                     submit(key)
-                outcomes = [
-                    self._compare_shard(key, by_key[key], futures[key].result(), earlier)
-                    for key in sorted(futures)
-                ]
+                outcomes = marker.finish()
             done = True
         finally:
             if not done:  # the batch failed: its reads still queued are not needed
                 for job in futures.values():
                     job.cancel()
-        for outcome in outcomes:
-            for row, problem in outcome:
-                if row.uid in failed:
-                    continue  # the packer left it out; already recorded as a pack failure
-                if problem is not None:
+                marker.abort()
+        verified = {row.uid for key in outcomes for row, problem in outcomes[key] if not problem}
+        for row in to_pack:
+            if row.uid in failed and row.uid not in verified:
+                batch.fail(row, "pack", failed[row.uid])
+        for key in sorted(outcomes):
+            for row, problem in outcomes[key]:
+                if problem is None:
+                    batch.verified.append(row)
+                    if row.uid in earlier:
+                        batch.already_packed += 1
+                elif row.uid not in failed:  # else recorded above as the packer's failure
                     batch.fail(row, "verify", problem)
-                    continue
-                batch.verified.append(row)
-                if row.uid in earlier:
-                    batch.already_packed += 1
 
     def _new_verifier(self, rows: int) -> Verifier:
         """A worker process reading from the configured output when the first batch has at
