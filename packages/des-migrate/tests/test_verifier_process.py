@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from des_format import LocalObjectStore, ShardRetriever, ShardWriter
 from des_migrate import MigrationOrchestrator
 from des_migrate import _orchestrator as orchestrator_module
-from des_migrate._verifier import ReadBack, read_back
+from des_migrate._verify_worker import check_shard
 from des_packer import pack
 from des_routing import locate_shard
 
@@ -128,29 +128,40 @@ def test_a_shard_gone_after_publishing_fails_the_batch(
     assert h.archived_uids(engine, table) == set()
 
 
-def test_read_back_answers_in_plain_values(tmp_path: Path, h: type) -> None:
+def test_the_worker_answers_only_for_files_that_need_attention(tmp_path: Path) -> None:
     key = "20240101/3.des"
     (tmp_path / "20240101").mkdir()
+    alpha = b"alpha" * 100
     with (tmp_path / key).open("wb") as fh:
         w = ShardWriter(fh, codec="zstd")
-        w.add("a", b"alpha" * 100)
+        w.add("a", alpha)
         w.add("b", b"")
+        w.add("c", b"gamma")
         w.close()
-    spec = ("local", str(tmp_path))
-    got = read_back(spec, key, ["b", "a", "zz"], "sha256")
-    assert pickle.loads(pickle.dumps(got)) == got
-    error, reads = got
-    assert error is None
-    assert reads[:2] == [
-        ReadBack("b", 0, 0, hashlib.sha256(b"").hexdigest()),
-        ReadBack("a", 500, zlib.crc32(b"alpha" * 100), hashlib.sha256(b"alpha" * 100).hexdigest()),
+    store = LocalObjectStore(tmp_path)
+    sha = hashlib.sha256
+    items = [
+        ("a", 500, sha(alpha).hexdigest(), False),  # checks out: no answer
+        ("b", 0, None, True),  # checks out, CRC-32 asked for
+        ("c", 9, None, False),  # wrong size in the table
+        ("d", 1, "00", False),  # not in the shard
+        ("a", 500, "ff" * 32, False),  # wrong checksum in the table
     ]
-    assert reads[2].uid == "zz"
-    assert (reads[2].size, reads[2].crc32, reads[2].digest) == (None, None, None)
-    assert reads[2].error is not None
-    assert reads[2].error.startswith("EntryNotFound: ")
-    assert "'zz'" in reads[2].error
-    gone, nothing = read_back(spec, "20240101/4.des", ["a"], None)
+    error, answers = check_shard(store, key, items, "sha256")
+    assert error is None
+    assert json.loads(json.dumps(answers)) == [list(a) for a in answers]  # plain values
+    assert answers[0] == ("b", None, zlib.crc32(b""))
+    assert answers[1] == ("c", "packed copy has 5 bytes, the table says 9", zlib.crc32(b"gamma"))
+    assert answers[2][0] == "d"
+    assert answers[2][1] is not None
+    assert answers[2][1].startswith(f"reading back from {key}: EntryNotFound: ")
+    assert answers[3] == (
+        "a",
+        f"packed copy has sha256 {sha(alpha).hexdigest()}, the table says {'ff' * 32}",
+        zlib.crc32(alpha),
+    )
+    assert len(answers) == 4
+    gone, nothing = check_shard(store, "20240101/4.des", [("a", 1, None, False)], None)
     assert gone is not None
     assert gone.startswith("ObjectNotFound: ")
     assert nothing == []

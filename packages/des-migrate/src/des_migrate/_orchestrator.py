@@ -44,7 +44,7 @@ from ._errors import ConfigError, StepFailed
 from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
-from ._verifier import ShardReadBack, Verifier, brief
+from ._verifier import Item, ShardAnswer, Verifier, brief
 
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
@@ -160,7 +160,7 @@ class _Marker:
         self._by_key = by_key
         self._earlier = earlier
         self._chunk = MARK_CHUNK if chunk is None else chunk
-        self._inbox: queue.SimpleQueue[tuple[str, Future[ShardReadBack]] | None]
+        self._inbox: queue.SimpleQueue[tuple[str, Future[ShardAnswer]] | None]
         self._inbox = queue.SimpleQueue()
         self._outcomes: dict[str, list[tuple[FileRow, str | None]]] = {}
         self._unmarked: list[str] = []
@@ -169,7 +169,7 @@ class _Marker:
         self._thread = threading.Thread(target=self._run, name="des-migrate-mark", daemon=True)
         self._thread.start()
 
-    def add(self, key: str, job: Future[ShardReadBack]) -> None:
+    def add(self, key: str, job: Future[ShardAnswer]) -> None:
         self._inbox.put((key, job))
 
     def _run(self) -> None:
@@ -697,14 +697,17 @@ class MigrationOrchestrator:
         for row in [*to_pack, *present]:
             by_key[batch.keys[row.uid]].append(row)
         algorithm = self.config.database.checksum_algorithm
-        futures: dict[str, Future[ShardReadBack]] = {}
+        futures: dict[str, Future[ShardAnswer]] = {}
         marker = _Marker(self, conn, by_key, earlier)
 
         def submit(key: str) -> None:
             rows = by_key.get(key)
             if rows is not None and key not in futures:
                 digest = algorithm if any(r.checksum is not None for r in rows) else None
-                futures[key] = verifier.submit(key, [r.uid for r in rows], digest)
+                items: list[Item] = [
+                    (r.uid, r.size_bytes, r.checksum, r.uid in earlier) for r in rows
+                ]
+                futures[key] = verifier.submit(key, items, digest)
                 marker.add(key, futures[key])
 
         def on_progress(event: ProgressEvent) -> None:
@@ -766,32 +769,29 @@ class MigrationOrchestrator:
         return Verifier(("local", out), threads)
 
     def _compare_shard(
-        self, key: str, rows: list[FileRow], got: ShardReadBack, earlier: set[str]
+        self, key: str, rows: list[FileRow], got: ShardAnswer, earlier: set[str]
     ) -> list[tuple[FileRow, str | None]]:
-        """Each row against what was read back from its shard (None: the row checks out)."""
-        shard_error, reads = got
+        """Each row and what is wrong with it (None: it checks out), from the verifier's
+        answer for its shard; a file an earlier run packed is compared with its source here."""
+        shard_error, answers = got
         if shard_error is not None:
             raise StepFailed("verify", shard_error)
-        by_uid = {r.uid: r for r in reads}
+        by_uid = {a[0]: a for a in answers}
         out: list[tuple[FileRow, str | None]] = []
         for row in rows:
-            read = by_uid[row.uid]
-            if read.error is not None or read.size is None or read.crc32 is None:
-                out.append((row, f"reading back from {key}: {read.error}"))
+            answer = by_uid.get(row.uid)
+            if answer is None:  # checked out, nothing more asked
+                out.append((row, None))
                 continue
-            problem = self._compare(row, read.size, read.digest)
+            _uid, problem, crc = answer
             if problem is None and row.uid in earlier:
-                problem = self._compare_with_source(row, read.crc32)
+                problem = (
+                    self._compare_with_source(row, crc)
+                    if crc is not None
+                    else "no CRC-32 read back to compare with the source"
+                )
             out.append((row, problem))
         return out
-
-    def _compare(self, row: FileRow, size: int, digest: str | None) -> str | None:
-        if size != row.size_bytes:
-            return f"packed copy has {size} bytes, the table says {row.size_bytes}"
-        if row.checksum is not None and digest != row.checksum:
-            algorithm = self.config.database.checksum_algorithm
-            return f"packed copy has {algorithm} {digest}, the table says {row.checksum}"
-        return None
 
     def _compare_with_source(self, row: FileRow, packed_crc: int) -> str | None:
         """A file an earlier run packed must still equal its source before it is marked."""

@@ -2,153 +2,60 @@
 
 The packer's own Python work holds this process's GIL most of the time (files are small), so
 reading shards back in threads here slows the pack by about as much as the reads cost. A
-worker process reads and checks each published shard with des-format's ``verify_files`` on
-another core and sends back plain values per file (size, CRC-32, digest, error text); the
-comparison with the table's rows stays in the migrator. Only the store's description crosses
-the process boundary (a local directory or an ``s3://`` bucket and prefix); a store object
-handed to the orchestrator (tests, embedding) is read in threads instead.
+worker process (``_verify_worker.py``, loaded on its own: standard library and des-format)
+reads each published shard back with des-format's ``verify_files`` on another core, compares
+each file with its row (size, the table's checksum) and answers only for the files that need
+the migrator's attention. Only the store's description crosses the process boundary (a local
+directory or an ``s3://`` bucket and prefix); a store object handed to the orchestrator
+(tests, embedding) is read in threads of this process instead, by the same code.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import queue
-import signal
-import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._verify_worker import (
+    Answer,
+    Item,
+    ShardAnswer,
+    StoreSpec,
+    brief,
+    check_shard,
+    read_frame,
+    write_frame,
+)
 
 if TYPE_CHECKING:
     from des_format import ObjectStore
 
-#: How a worker process builds the store: ("local", base_dir) or
-#: ("s3", bucket, prefix, region_name, endpoint_url) with "" for unset values.
-StoreSpec = tuple[str, ...]
+__all__ = ["Answer", "Item", "ShardAnswer", "StoreSpec", "Verifier", "VerifyWorkerError", "brief"]
 
-
-@dataclass(frozen=True, slots=True)
-class ReadBack:
-    """One file as read back: its length, CRC-32 and digest, or why it could not be."""
-
-    uid: str
-    size: int | None = None
-    crc32: int | None = None
-    digest: str | None = None
-    error: str | None = None
-
-
-#: (error that fails the whole batch, or None; one ReadBack per uid, in the order asked)
-ShardReadBack = tuple[str | None, list[ReadBack]]
-
-
-def brief(exc: BaseException) -> str:
-    """``ClassName: first line of the message`` (what reports and the error column show)."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
-
-
-def open_store(spec: StoreSpec) -> ObjectStore:
-    """The store ``spec`` describes."""
-    if spec[0] == "local":
-        from des_format import LocalObjectStore
-
-        return LocalObjectStore(spec[1])
-    if spec[0] == "s3":
-        from des_storage_s3 import ClientSettings, S3ObjectStore, make_client
-
-        _kind, bucket, prefix, region, endpoint = spec
-        client = make_client(
-            ClientSettings(region_name=region or None, endpoint_url=endpoint or None)
-        )
-        return S3ObjectStore(client, bucket, prefix)
-    raise ValueError(f"unknown store kind {spec[0]!r}")  # pragma: no cover - ours only
-
-
-def close_store(store: ObjectStore) -> None:
-    closer = getattr(store, "close", None)
-    if callable(closer):
-        closer()
-
-
-def read_back(
-    store: ObjectStore | StoreSpec,
-    key: str,
-    uids: list[str],
-    digest: str | None,
-    *,
-    stores: dict[StoreSpec, ObjectStore] | None = None,
-) -> ShardReadBack:
-    """Read ``uids`` back from the shard at ``key`` (des-format's ``verify_files``).
-
-    A missing or unreadable shard, or an unavailable store, is returned as the first item
-    (the batch cannot be trusted); a file that is missing or does not match its entry gets
-    its reason in its ReadBack.
-    """
-    from des_format import DesFormatError, verify_files
-
-    if isinstance(store, tuple):
-        source = stores.get(store) if stores is not None else None
-        if source is None:
-            source = open_store(store)
-            if stores is not None:
-                stores[store] = source
-            else:
-                try:
-                    return read_back(source, key, uids, digest)
-                finally:
-                    close_store(source)
-    else:
-        source = store
-    try:
-        checks = verify_files(source, key, uids, digest=digest)
-    except DesFormatError as exc:
-        return brief(exc), []
-    out: list[ReadBack] = []
-    for uid, check in checks.items():
-        if check.error is not None or check.entry is None:
-            out.append(ReadBack(uid, error=brief(check.error or Exception("no entry"))))
-        else:
-            out.append(ReadBack(uid, check.entry.size, check.crc32, check.digest))
-    return None, out
+_WORKER = Path(__file__).with_name("_verify_worker.py")
+#: Loads the worker's file as a module of its own: the package (and what it imports) is not
+#: loaded in the worker. -P: the current directory is not put on sys.path.
+_WORKER_CODE = (
+    "import importlib.util, sys; "
+    "spec = importlib.util.spec_from_file_location('des_migrate_verify_worker', sys.argv[1]); "
+    "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+    "module.main()"
+)
 
 
 class VerifyWorkerError(RuntimeError):
     """The verify worker process exited with reads outstanding, or failed one."""
 
 
-_FRAME = struct.Struct("<I")
-
-
-def _write_frame(out: IO[bytes], obj: object) -> None:
-    blob = json.dumps(obj, separators=(",", ":")).encode("utf-8")
-    out.write(_FRAME.pack(len(blob)))
-    out.write(blob)
-    out.flush()
-
-
-def _read_frame(src: IO[bytes]) -> Any:
-    """The next JSON value, or None at the end of the stream."""
-    head = src.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    (n,) = _FRAME.unpack(head)
-    blob = src.read(n)
-    if len(blob) < n:
-        return None
-    return json.loads(blob)
-
-
 class _WorkerProcess:
-    """One ``python -m des_migrate._verify_worker`` child reading requests (JSON, length-
-    prefixed) on its stdin and answering on its stdout, in order. A sender thread writes
+    """One worker child (``_verify_worker.py``) reading requests (JSON, length-prefixed) on its
+    stdin and answering on its stdout, in order. A sender thread writes
     requests (submit never blocks the packer), a receiver thread resolves the futures. Once
     the child has exited, every future outstanding or submitted later fails with
     :class:`VerifyWorkerError`. The child exits when its stdin closes, so it never outlives
@@ -156,13 +63,13 @@ class _WorkerProcess:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "des_migrate._verify_worker"],
+            [sys.executable, "-P", "-c", _WORKER_CODE, str(_WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self._outbox: queue.SimpleQueue[tuple[int, Future[ShardReadBack], tuple[Any, ...]] | None]
+        self._outbox: queue.SimpleQueue[tuple[int, Future[ShardAnswer], list[Any]] | None]
         self._outbox = queue.SimpleQueue()
-        self._pending: dict[int, Future[ShardReadBack]] = {}
+        self._pending: dict[int, Future[ShardAnswer]] = {}
         self._lock = threading.Lock()  # guards _next, _pending, _gone and puts to _outbox
         self._next = 0
         self._gone: str | None = None  # why the child is no longer answering
@@ -179,8 +86,8 @@ class _WorkerProcess:
     def pid(self) -> int:
         return self._proc.pid
 
-    def submit(self, args: tuple[Any, ...]) -> Future[ShardReadBack]:
-        job: Future[ShardReadBack] = Future()
+    def submit(self, args: list[Any]) -> Future[ShardAnswer]:
+        job: Future[ShardAnswer] = Future()
         with self._lock:
             if self._gone is not None:
                 job.set_running_or_notify_cancel()
@@ -203,7 +110,7 @@ class _WorkerProcess:
                         job.set_exception(VerifyWorkerError(self._gone))
                         continue
                     self._pending[ident] = job
-                _write_frame(stdin, [ident, args])
+                write_frame(stdin, [ident, *args])
         except OSError:
             pass  # the child is gone: the receiver fails what is outstanding
         finally:
@@ -214,13 +121,13 @@ class _WorkerProcess:
         stdout = self._proc.stdout
         assert stdout is not None
         try:
-            while (answer := _read_frame(stdout)) is not None:
+            while (answer := read_frame(stdout)) is not None:
                 ident, ok, value = answer
                 with self._lock:
                     job = self._pending.pop(ident)
                 if ok:
-                    error, reads = value
-                    job.set_result((error, [ReadBack(*r) for r in reads]))
+                    error, answers = value
+                    job.set_result((error, [(a[0], a[1], a[2]) for a in answers]))
                 else:
                     job.set_exception(VerifyWorkerError(f"the verify worker failed: {value}"))
         finally:
@@ -228,7 +135,7 @@ class _WorkerProcess:
             with self._lock:
                 self._gone = f"the verify worker exited with status {code}"
                 left, self._pending = list(self._pending.values()), {}
-                queued: list[Future[ShardReadBack]] = []
+                queued: list[Future[ShardAnswer]] = []
                 stop = False
                 while True:  # requests the sender has not taken
                     try:
@@ -256,31 +163,9 @@ class _WorkerProcess:
         self._receiver.join()
 
 
-def worker_main() -> None:
-    """The child's loop: one answer per request, in order, until stdin ends."""
-    # Ctrl-C reaches the whole process group: the migrator decides (it rolls the batch back)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the answers
-    requests = sys.stdin.buffer
-    stores: dict[StoreSpec, ObjectStore] = {}
-    try:
-        while (request := _read_frame(requests)) is not None:
-            ident, (spec, key, uids, digest) = request
-            try:
-                error, reads = read_back(tuple(spec), key, uids, digest, stores=stores)
-                answer = [error, [[r.uid, r.size, r.crc32, r.digest, r.error] for r in reads]]
-                _write_frame(answers, [ident, True, answer])
-            except Exception as exc:  # noqa: BLE001  (sent back: the batch fails with it)
-                _write_frame(answers, [ident, False, brief(exc)])
-    finally:
-        for store in stores.values():
-            close_store(store)
-
-
 class Verifier:
     """Where the verify step's reads run: a worker process for a store it can describe, else
-    threads of this process. ``submit`` returns a future of :data:`ShardReadBack`."""
+    threads of this process. ``submit`` returns a future of :data:`ShardAnswer`."""
 
     def __init__(self, store: ObjectStore | StoreSpec, threads: int) -> None:
         self._store = store
@@ -298,12 +183,15 @@ class Verifier:
         """The worker process's id (None when reads run in threads of this process)."""
         return self._worker.pid if self._worker is not None else None
 
-    def submit(self, key: str, uids: list[str], digest: str | None) -> Future[ShardReadBack]:
+    def submit(self, key: str, items: list[Item], algorithm: str | None) -> Future[ShardAnswer]:
+        store = self._store
         if self._worker is not None:
-            return self._worker.submit((self._store, key, uids, digest))
+            assert isinstance(store, tuple)
+            return self._worker.submit([list(store), key, algorithm, items])
         assert self._threads is not None
-        fn: Callable[..., ShardReadBack] = read_back
-        return self._threads.submit(fn, self._store, key, uids, digest)
+        assert not isinstance(store, tuple)
+        fn: Callable[..., ShardAnswer] = check_shard
+        return self._threads.submit(fn, store, key, items, algorithm)
 
     def close(self) -> None:
         """Wait for the reads submitted and not cancelled, then stop the worker or threads."""

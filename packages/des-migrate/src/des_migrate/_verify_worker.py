@@ -1,10 +1,161 @@
-"""Entry point of the verify worker process: ``python -m des_migrate._verify_worker``.
+"""Reading a shard back and comparing its files with their rows: the verify worker's code.
 
-Kept apart from ``_verifier`` (which the package imports) so running it as ``__main__`` does
-not load that module twice.
+It runs in the migrator (threads, for small cycles or a store object given to the
+orchestrator) and in the verify worker process, which loads this file on its own (no
+``des_migrate`` package import, so none of SQLAlchemy, typer or prometheus-client) and
+answers length-prefixed JSON frames on stdin/stdout; see ``_verifier``. Standard library and
+des-format only (des-storage-s3 for an ``s3://`` output).
 """
 
-from des_migrate._verifier import worker_main
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore
+
+#: How a worker process builds the store: ["local", base_dir] or
+#: ["s3", bucket, prefix, region_name, endpoint_url] with "" for unset values.
+StoreSpec = tuple[str, ...]
+#: One file to check: uid, the table's size, the table's checksum (or None), and whether the
+#: CRC-32 of what was read back is wanted (files an earlier run packed are compared with
+#: their source by the migrator).
+Item = tuple[str, int, str | None, bool]
+#: A file that needs the migrator's attention: uid, what is wrong with it (None: nothing) and
+#: the CRC-32 of what was read back (None when nothing could be). Files that check out and
+#: whose CRC-32 was not asked for are left out.
+Answer = tuple[str, str | None, int | None]
+#: (what makes the whole shard untrustworthy, or None; the answers)
+ShardAnswer = tuple[str | None, list[Answer]]
+
+
+def brief(exc: BaseException) -> str:
+    """``ClassName: first line of the message`` (what reports and the error column show)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def open_store(spec: StoreSpec) -> ObjectStore:
+    """The store ``spec`` describes."""
+    if spec[0] == "local":
+        from des_format import LocalObjectStore
+
+        return LocalObjectStore(spec[1])
+    if spec[0] == "s3":
+        from des_storage_s3 import ClientSettings, S3ObjectStore, make_client
+
+        _kind, bucket, prefix, region, endpoint = spec
+        client = make_client(
+            ClientSettings(region_name=region or None, endpoint_url=endpoint or None)
+        )
+        return S3ObjectStore(client, bucket, prefix)
+    raise ValueError(f"unknown store kind {spec[0]!r}")  # pragma: no cover - ours only
+
+
+def close_store(store: ObjectStore) -> None:
+    closer = getattr(store, "close", None)
+    if callable(closer):
+        closer()
+
+
+def compare(
+    size: int, digest: str | None, table_size: int, table_checksum: str | None, algorithm: str
+) -> str | None:
+    """What is wrong with a packed copy of ``size`` bytes and ``digest`` against its row."""
+    if size != table_size:
+        return f"packed copy has {size} bytes, the table says {table_size}"
+    if table_checksum is not None and digest != table_checksum:
+        return f"packed copy has {algorithm} {digest}, the table says {table_checksum}"
+    return None
+
+
+def check_shard(
+    store: ObjectStore, key: str, items: list[Item], algorithm: str | None
+) -> ShardAnswer:
+    """Read ``items`` back from the shard at ``key`` with des-format's ``verify_files`` (each
+    file's length and CRC-32 against its index entry) and compare each with its row.
+
+    ``algorithm``: the table's checksum algorithm, when any item has a checksum. A missing
+    or unreadable shard, or an unavailable store, is the first item of the answer (the batch
+    cannot be trusted); a file that is missing, damaged or differs from its row gets its
+    reason in its answer.
+    """
+    from des_format import DesFormatError, verify_files
+
+    try:
+        checks = verify_files(store, key, [item[0] for item in items], digest=algorithm)
+    except DesFormatError as exc:
+        return brief(exc), []
+    answers: list[Answer] = []
+    for uid, table_size, table_checksum, want_crc in items:
+        check = checks[uid]
+        if check.error is not None or check.entry is None:
+            error = brief(check.error) if check.error is not None else "no entry"
+            answers.append((uid, f"reading back from {key}: {error}", None))
+            continue
+        problem = compare(
+            check.entry.size, check.digest, table_size, table_checksum, algorithm or ""
+        )
+        if problem is not None or want_crc:
+            answers.append((uid, problem, check.crc32))
+    return None, answers
+
+
+_FRAME = struct.Struct("<I")
+
+
+def write_frame(out: IO[bytes], obj: object) -> None:
+    blob = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    out.write(_FRAME.pack(len(blob)))
+    out.write(blob)
+    out.flush()
+
+
+def read_frame(src: IO[bytes]) -> Any:
+    """The next JSON value, or None at the end of the stream."""
+    head = src.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (n,) = _FRAME.unpack(head)
+    blob = src.read(n)
+    if len(blob) < n:
+        return None
+    return json.loads(blob)
+
+
+def main() -> None:
+    """The worker process: one answer per request, in order, until stdin ends.
+
+    Request ``[ident, spec, key, algorithm, items]``; answer ``[ident, true, shard_answer]``,
+    or ``[ident, false, reason]`` when checking raised something unexpected.
+    """
+    # Ctrl-C reaches the whole process group: the migrator decides (it rolls the batch back)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the answers
+    requests = sys.stdin.buffer
+    stores: dict[StoreSpec, ObjectStore] = {}
+    try:
+        while (request := read_frame(requests)) is not None:
+            ident, spec, key, algorithm, items = request
+            try:
+                spec = tuple(spec)
+                store = stores.get(spec)
+                if store is None:
+                    store = stores[spec] = open_store(spec)
+                write_frame(answers, [ident, True, check_shard(store, key, items, algorithm)])
+            except Exception as exc:  # noqa: BLE001  (sent back: the batch fails with it)
+                write_frame(answers, [ident, False, brief(exc)])
+    finally:
+        for store in stores.values():
+            close_store(store)
+
 
 if __name__ == "__main__":
-    worker_main()
+    main()
