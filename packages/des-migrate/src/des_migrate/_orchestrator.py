@@ -27,13 +27,12 @@ import json
 import logging
 import os
 import queue
-import stat
 import threading
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,12 +43,13 @@ from ._errors import ConfigError, StepFailed
 from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
-from ._verifier import Item, ShardAnswer, Verifier, brief
+from ._verifier import Item, Row, ShardAnswer, Verifier, brief
+from ._verify_worker import duplicate_uid, source_problem
 
 if TYPE_CHECKING:
     from des_format import ObjectStore, ShardRetriever
     from des_packer import ManifestEntry, PackOptions, PackPlan, PackReport, ProgressEvent
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, RootTransaction
 
 log = logging.getLogger("des_migrate")
 
@@ -60,6 +60,8 @@ FaultHook = Callable[[str], None]
 _PUBLISHED = ("written", "appended", "skipped")
 STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
 _READ_CHUNK = 1 << 20
+#: Fetch the next batch while one is packed (PostgreSQL).
+FETCH_AHEAD = True
 #: Rows marked archived per statement while a batch is still being packed (see _Marker).
 MARK_CHUNK = 5000
 #: A cycle whose first batch has at least this many rows verifies in a worker process (its
@@ -139,6 +141,25 @@ class _Batch:
 
     def fail(self, row: FileRow, step: str, reason: str) -> None:
         self.failures.append(FileFailure(row.uid, step, reason))
+
+
+@dataclass
+class _OpenBatch:
+    """A fetched batch whose transaction (and row claims) is still open."""
+
+    conn: Connection
+    trans: RootTransaction
+    batch: _Batch
+    last: Cursor
+    validated: bool = False
+    failed: StepFailed | None = None  # its validation, done ahead, failed for the batch
+
+    def discard(self) -> None:
+        """Roll back (releasing the claims) and close, for a batch that will not be run."""
+        with contextlib.suppress(Exception):
+            self.trans.rollback()
+        with contextlib.suppress(Exception):
+            self.conn.close()
 
 
 class _Marker:
@@ -405,19 +426,39 @@ class MigrationOrchestrator:
         seconds: dict[str, float] = defaultdict(float)
         error: str | None = None
         deleted = self._recover_cleanups() if cfg.delete_source_files else 0
+        limit = cfg.max_batches_per_cycle
+        # On PostgreSQL the next batch is fetched (and, with a verify worker, validated there)
+        # while this one is packed: its own connection and transaction, rows after this
+        # batch's last row, so the two never share a row. SQLite: one transaction at a time
+        # (an open reader there would hold up this batch's commit).
+        ahead_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="des-migrate-fetch")
+            if self.db.dialect == "postgresql" and FETCH_AHEAD
+            else None
+        )
+        ahead: Future[_OpenBatch | None] | None = None
         try:
             while not self._stop.is_set():
-                if cfg.max_batches_per_cycle is not None and batches >= cfg.max_batches_per_cycle:
+                if limit is not None and batches >= limit:
                     break
                 try:
-                    outcome = self._run_batch(cutoff, after)
+                    if ahead is not None:
+                        job, ahead = ahead, None
+                        opened = job.result()
+                    else:
+                        opened = self._open_batch(cutoff, after)
+                    if opened is None:
+                        break
+                    after = opened.last
+                    if self._verifier is None:  # sized by the cycle's first batch
+                        self._verifier = self._new_verifier(len(opened.batch.rows))
+                    if ahead_pool is not None and (limit is None or batches + 1 < limit):
+                        ahead = ahead_pool.submit(self._open_batch, cutoff, after, ahead=True)
+                    batch, deleted_now = self._finish_batch(opened)
                 except StepFailed as exc:
                     error = str(exc)
                     log.error("batch failed, rows left unmarked: %s", exc)
                     break
-                if outcome is None:
-                    break
-                batch, after, deleted_now = outcome
                 batches += 1
                 fetched += len(batch.rows)
                 migrated += len(batch.verified)
@@ -429,6 +470,13 @@ class MigrationOrchestrator:
                 for step, sec in batch.seconds.items():
                     seconds[step] += sec
         finally:
+            if ahead is not None:  # stopped, failed or at the batch limit: release its claims
+                with contextlib.suppress(Exception):
+                    unused = ahead.result()
+                    if unused is not None:
+                        unused.discard()
+            if ahead_pool is not None:
+                ahead_pool.shutdown(wait=True)
             verifier, self._verifier = self._verifier, None
             if verifier is not None:
                 verifier.close()
@@ -454,49 +502,119 @@ class MigrationOrchestrator:
             step_seconds=tuple((k, seconds[k]) for k in STEPS if k in seconds),
         )
 
-    def _run_batch(
-        self, cutoff: datetime, after: Cursor | None
-    ) -> tuple[_Batch, Cursor, int] | None:
-        cfg = self.config.migration
+    def _open_batch(
+        self, cutoff: datetime, after: Cursor | None, *, ahead: bool = False
+    ) -> _OpenBatch | None:
+        """Fetch (and claim) the next batch after ``after``; its transaction stays open for
+        the rest of the batch. None when no eligible row is left. ``ahead`` (a thread, while
+        the previous batch is packed): the batch is also validated, in the verify worker
+        process when there is one (never here: this thread would compete with the packer)."""
         db = self.db
         try:
             conn = db.engine.connect()
         except Exception as exc:
             raise StepFailed("fetch", f"cannot connect to {db.redacted_url}: {brief(exc)}") from exc
-        fetch_started = time.perf_counter()
-        with conn:
+        try:
+            fetch_started = time.perf_counter()
             trans = conn.begin()
             try:
                 self._step("fetch")
-                pairs = db.select_page_with_cursors(
-                    conn,
-                    cutoff,
-                    after=after,
-                    limit=cfg.batch_size,
-                    include_failed=cfg.retry_failed,
-                    claim=self._use_claims(),
-                )
-                if cfg.align_batches_to_days and len(pairs) == cfg.batch_size:
-                    pairs = pairs[: plan_day_aligned_cut([p[0] for p in pairs])]
-                rows = [p[0] for p in pairs]
-                last = pairs[-1][1] if pairs else None
+                rows, last = self._fetch(conn, cutoff, after)
             except StepFailed:
-                trans.rollback()
                 raise
             except Exception as exc:
-                trans.rollback()
                 raise StepFailed("fetch", brief(exc)) from exc
             if not rows or last is None:
                 trans.rollback()
+                conn.close()
                 return None
             if self.metrics is not None:
                 self.metrics.batch_size.set(len(rows))
             batch = _Batch(rows)
             batch.seconds["fetch"] += time.perf_counter() - fetch_started
-            journal: Journal | None = None
+            opened = _OpenBatch(conn, trans, batch, last)
+            if ahead:
+                try:
+                    opened.validated = self._validate_in_worker(batch)
+                except StepFailed as exc:
+                    opened.failed = exc  # reported and rolled back when the batch's turn comes
+            return opened
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    def _fetch(
+        self, conn: Connection, cutoff: datetime, after: Cursor | None
+    ) -> tuple[list[FileRow], Cursor | None]:
+        """The rows of the next batch and the keyset position of its last row.
+
+        A full batch is cut at a UTC day boundary (``align_batches_to_days``). With claims
+        the cut is found first, from the created_at of the middle and the last of the next
+        ``batch_size`` rows (one scan, no locks), and only the rows before it are selected and
+        claimed: rows beyond the cut are never locked, so the next batch (fetched while this
+        one is packed) and other migrators can take them.
+        """
+        cfg = self.config.migration
+        db = self.db
+        claim = self._use_claims()
+        if not (claim and cfg.align_batches_to_days):
+            pairs = db.select_page_with_cursors(
+                conn,
+                cutoff,
+                after=after,
+                limit=cfg.batch_size,
+                include_failed=cfg.retry_failed,
+                claim=claim,
+            )
+            if cfg.align_batches_to_days and len(pairs) == cfg.batch_size:
+                pairs = pairs[: plan_day_aligned_cut([p[0] for p in pairs])]
+            return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
+        bounds = db.day_cut_bounds(
+            conn, cutoff, after=after, limit=cfg.batch_size, include_failed=cfg.retry_failed
+        )
+        before: datetime | None = None
+        if bounds is not None:
+            middle, last = bounds
+            day = last.replace(hour=0, minute=0, second=0, microsecond=0)
+            if middle < day:  # the last day holds less than half the batch: leave it
+                before = day
+        pairs = db.select_page_with_cursors(
+            conn,
+            cutoff,
+            after=after,
+            before=before,
+            limit=cfg.batch_size,
+            include_failed=cfg.retry_failed,
+            claim=True,
+        )
+        if not pairs and before is not None:  # the rows before the cut are all claimed
+            pairs = db.select_page_with_cursors(
+                conn,
+                cutoff,
+                after=after,
+                limit=cfg.batch_size,
+                include_failed=cfg.retry_failed,
+                claim=True,
+            )
+        return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
+
+    def _finish_batch(self, opened: _OpenBatch) -> tuple[_Batch, int]:
+        """Validate (unless done ahead), lock, pack, verify and mark a fetched batch, commit,
+        then clean up its sources. Returns the batch and the number of sources deleted."""
+        cfg = self.config.migration
+        db = self.db
+        conn, trans, batch = opened.conn, opened.trans, opened.batch
+        journal: Journal | None = None
+        try:
             try:
-                with batch.timed("validate"):
-                    self._validate(batch)
+                if opened.failed is not None:
+                    raise opened.failed
+                if not opened.validated:
+                    with batch.timed("validate"):
+                        self._validate(batch)
                 ok = self._ok_rows(batch)
                 with batch.timed("pack"), _step_errors("pack"):
                     db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
@@ -530,6 +648,9 @@ class MigrationOrchestrator:
                 if isinstance(exc, Exception):
                     raise StepFailed("batch", brief(exc)) from exc
                 raise
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
         self._write_report(batch.failures)
         if self.metrics is not None:
             self.metrics.files.inc(len(batch.verified))
@@ -543,7 +664,7 @@ class MigrationOrchestrator:
             if journal is not None:
                 # an incomplete cleanup keeps its journal: a later cycle finishes it
                 journal.close(remove=complete)
-        return batch, last, deleted
+        return batch, deleted
 
     # ------------------------------------------------------------------ steps
 
@@ -561,49 +682,55 @@ class MigrationOrchestrator:
         with _step_errors("validate"):
             for row in batch.rows:
                 if row.uid in keys:
-                    batch.fail(
-                        row,
-                        "validate",
-                        f"uid {row.uid!r} is on more than one row of the batch; rows are "
-                        "marked by uid, so uids must be unique in the table",
-                    )
+                    batch.fail(row, "validate", duplicate_uid(row.uid))
                     continue
                 try:
                     keys[row.uid] = locate_shard(row.uid, row.created_at, n_bits).object_key
                 except RoutingError as exc:
                     batch.fail(row, "validate", f"cannot route uid: {exc}")
                     continue
-                if row.size_bytes < 0:
-                    batch.fail(row, "validate", "size_bytes is NULL or negative")
-                    continue
-                if not row.location:
-                    batch.fail(row, "validate", "file location is empty")
-                    continue
-                problem = self._check_source(row)
+                if row.location.startswith("s3://") and row.size_bytes >= 0:
+                    problem = self._check_s3_source(row)
+                else:
+                    problem = source_problem(row.location, row.size_bytes)
                 if problem is not None:
                     batch.fail(row, "validate", problem)
 
-    def _check_source(self, row: FileRow) -> str | None:
+    def _validate_in_worker(self, batch: _Batch) -> bool:
+        """:meth:`_validate` in the verify worker process (local sources only); False when it
+        cannot be done there (no worker, or sources on S3)."""
+        verifier = self._verifier
+        if verifier is None or verifier.pid is None:
+            return False
+        if any(r.location.startswith("s3://") for r in batch.rows):
+            return False
+        rows: list[Row] = [
+            (r.uid, r.created_at.isoformat(), r.location, r.size_bytes) for r in batch.rows
+        ]
+        with batch.timed("validate"):
+            self._step("validate")
+            job = verifier.validate(rows, self._n_bits())
+            if job is None:
+                return False
+            with _step_errors("validate"):
+                keys, refused = job.result()
+            for row, key in zip(batch.rows, keys, strict=True):
+                if key is not None:
+                    batch.keys[row.uid] = key
+            for i, reason in refused:
+                batch.fail(batch.rows[i], "validate", reason)
+        return True
+
+    def _check_s3_source(self, row: FileRow) -> str | None:
         loc = row.location
-        if loc.startswith("s3://"):
-            if not self.config.packer.s3_source.enabled:
-                return f"source {loc} is on S3 but packer.s3_source.enabled is false"
-            try:
-                size = self._s3_size(loc)
-            except FileNotFoundError:
-                return f"source {loc} does not exist"
-            except Exception as exc:  # noqa: BLE001  (a per-file failure, reported with its reason)
-                return f"cannot read source {loc}: {brief(exc)}"
-        else:
-            try:
-                st = os.stat(loc)
-            except FileNotFoundError:
-                return f"source {loc} does not exist"
-            except OSError as exc:
-                return f"cannot stat source {loc}: {exc.strerror}"
-            if not stat.S_ISREG(st.st_mode):
-                return f"source {loc} is not a regular file"
-            size = st.st_size
+        if not self.config.packer.s3_source.enabled:
+            return f"source {loc} is on S3 but packer.s3_source.enabled is false"
+        try:
+            size = self._s3_size(loc)
+        except FileNotFoundError:
+            return f"source {loc} does not exist"
+        except Exception as exc:  # noqa: BLE001  (a per-file failure, reported with its reason)
+            return f"cannot read source {loc}: {brief(exc)}"
         if size != row.size_bytes:
             return f"source {loc} has {size} bytes, the table says {row.size_bytes}"
         return None

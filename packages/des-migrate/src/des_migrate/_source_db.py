@@ -240,18 +240,56 @@ class SourceDatabase:
         limit: int,
         include_failed: bool = True,
         claim: bool = False,
+        before: datetime | None = None,
     ) -> list[tuple[FileRow, Cursor]]:
-        """Like :meth:`select_page`, with each row's keyset position."""
+        """Like :meth:`select_page`, with each row's keyset position; ``before``: only rows
+        created before that instant."""
         cfg = self.config
+        where = [self.eligible(cutoff, include_failed=include_failed), self._after(after)]
+        if before is not None:
+            where.append(self.col(cfg.created_at_column) < before)
         stmt = (
             sa.select(*self._columns())
-            .where(self.eligible(cutoff, include_failed=include_failed), self._after(after))
+            .where(*where)
             .order_by(self.col(cfg.created_at_column), self.col(cfg.uid_column))
             .limit(limit)
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
         return self._rows(conn.execute(stmt).all())
+
+    def day_cut_bounds(
+        self,
+        conn: Connection,
+        cutoff: datetime,
+        *,
+        after: Cursor | None,
+        limit: int,
+        include_failed: bool = True,
+    ) -> tuple[datetime, datetime] | None:
+        """The created_at (UTC) of the ``(limit + 1) // 2``-th and the ``limit``-th eligible
+        row after ``after``, or None when fewer than ``limit`` are left. One scan, no locks:
+        what a day-aligned cut of the next ``limit`` rows needs, without fetching them."""
+        cfg = self.config
+        c = self.col(cfg.created_at_column)
+        u = self.col(cfg.uid_column)
+        half = (limit + 1) // 2
+        numbered = (
+            sa.select(c.label("at"), sa.func.row_number().over(order_by=(c, u)).label("n"))
+            .where(self.eligible(cutoff, include_failed=include_failed), self._after(after))
+            .order_by(c, u)
+            .limit(limit)
+            .subquery()
+        )
+        got = dict(
+            (int(n), at)
+            for at, n in conn.execute(
+                sa.select(numbered.c.at, numbered.c.n).where(numbered.c.n.in_([half, limit]))
+            ).all()
+        )
+        if limit not in got:
+            return None
+        return as_utc(got[half]), as_utc(got[limit])
 
     def iter_eligible(
         self, cutoff: datetime, *, page_size: int = 5000, include_failed: bool = True

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ._verify_worker import (
     Answer,
     Item,
+    Row,
     ShardAnswer,
     StoreSpec,
+    Validated,
     brief,
     check_shard,
     read_frame,
@@ -36,7 +38,17 @@ from ._verify_worker import (
 if TYPE_CHECKING:
     from des_format import ObjectStore
 
-__all__ = ["Answer", "Item", "ShardAnswer", "StoreSpec", "Verifier", "VerifyWorkerError", "brief"]
+__all__ = [
+    "Answer",
+    "Item",
+    "Row",
+    "ShardAnswer",
+    "StoreSpec",
+    "Validated",
+    "Verifier",
+    "VerifyWorkerError",
+    "brief",
+]
 
 _WORKER = Path(__file__).with_name("_verify_worker.py")
 #: Loads the worker's file as a module of its own: the package (and what it imports) is not
@@ -53,6 +65,10 @@ class VerifyWorkerError(RuntimeError):
     """The verify worker process exited with reads outstanding, or failed one."""
 
 
+#: ident, future, request, how the answer becomes the future's result
+_Request = tuple[int, "Future[Any]", list[Any], Callable[[Any], Any]]
+
+
 class _WorkerProcess:
     """One worker child (``_verify_worker.py``) reading requests (JSON, length-prefixed) on its
     stdin and answering on its stdout, in order. A sender thread writes
@@ -67,9 +83,9 @@ class _WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self._outbox: queue.SimpleQueue[tuple[int, Future[ShardAnswer], list[Any]] | None]
+        self._outbox: queue.SimpleQueue[_Request | None]
         self._outbox = queue.SimpleQueue()
-        self._pending: dict[int, Future[ShardAnswer]] = {}
+        self._pending: dict[int, tuple[Future[Any], Callable[[Any], Any]]] = {}
         self._lock = threading.Lock()  # guards _next, _pending, _gone and puts to _outbox
         self._next = 0
         self._gone: str | None = None  # why the child is no longer answering
@@ -86,15 +102,16 @@ class _WorkerProcess:
     def pid(self) -> int:
         return self._proc.pid
 
-    def submit(self, args: list[Any]) -> Future[ShardAnswer]:
-        job: Future[ShardAnswer] = Future()
+    def submit(self, args: list[Any], convert: Callable[[Any], Any]) -> Future[Any]:
+        """Send ``args``; the future gets ``convert(answer)``."""
+        job: Future[Any] = Future()
         with self._lock:
             if self._gone is not None:
                 job.set_running_or_notify_cancel()
                 job.set_exception(VerifyWorkerError(self._gone))
                 return job
             self._next += 1
-            self._outbox.put((self._next, job, args))
+            self._outbox.put((self._next, job, args, convert))
         return job
 
     def _send(self) -> None:
@@ -102,14 +119,14 @@ class _WorkerProcess:
         assert stdin is not None
         try:
             while (item := self._outbox.get()) is not None:
-                ident, job, args = item
+                ident, job, args, convert = item
                 if not job.set_running_or_notify_cancel():
                     continue  # cancelled (its batch failed) before it was sent
                 with self._lock:
                     if self._gone is not None:
                         job.set_exception(VerifyWorkerError(self._gone))
                         continue
-                    self._pending[ident] = job
+                    self._pending[ident] = (job, convert)
                 write_frame(stdin, [ident, *args])
         except OSError:
             pass  # the child is gone: the receiver fails what is outstanding
@@ -124,18 +141,17 @@ class _WorkerProcess:
             while (answer := read_frame(stdout)) is not None:
                 ident, ok, value = answer
                 with self._lock:
-                    job = self._pending.pop(ident)
+                    job, convert = self._pending.pop(ident)
                 if ok:
-                    error, answers = value
-                    job.set_result((error, [(a[0], a[1], a[2]) for a in answers]))
+                    job.set_result(convert(value))
                 else:
                     job.set_exception(VerifyWorkerError(f"the verify worker failed: {value}"))
         finally:
             code = self._proc.wait()
             with self._lock:
                 self._gone = f"the verify worker exited with status {code}"
-                left, self._pending = list(self._pending.values()), {}
-                queued: list[Future[ShardAnswer]] = []
+                left, self._pending = [job for job, _ in self._pending.values()], {}
+                queued: list[Future[Any]] = []
                 stop = False
                 while True:  # requests the sender has not taken
                     try:
@@ -187,11 +203,18 @@ class Verifier:
         store = self._store
         if self._worker is not None:
             assert isinstance(store, tuple)
-            return self._worker.submit([list(store), key, algorithm, items])
+            return self._worker.submit(["check", list(store), key, algorithm, items], _shard_answer)
         assert self._threads is not None
         assert not isinstance(store, tuple)
         fn: Callable[..., ShardAnswer] = check_shard
         return self._threads.submit(fn, store, key, items, algorithm)
+
+    def validate(self, rows: list[Row], n_bits: int) -> Future[Validated] | None:
+        """The validate step for rows with local sources in the worker process (None when
+        reads run in threads: validate here then)."""
+        if self._worker is None:
+            return None
+        return self._worker.submit(["validate", rows, n_bits], _validated)
 
     def close(self) -> None:
         """Wait for the reads submitted and not cancelled, then stop the worker or threads."""
@@ -199,3 +222,13 @@ class Verifier:
             self._worker.close()
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
+
+
+def _shard_answer(value: Any) -> ShardAnswer:
+    error, answers = value
+    return error, [(a[0], a[1], a[2]) for a in answers]
+
+
+def _validated(value: Any) -> Validated:
+    keys, refused = value
+    return keys, [(i, reason) for i, reason in refused]

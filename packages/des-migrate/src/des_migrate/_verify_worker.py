@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import struct
 import sys
 from typing import IO, TYPE_CHECKING, Any
@@ -32,6 +33,11 @@ Item = tuple[str, int, str | None, bool]
 Answer = tuple[str, str | None, int | None]
 #: (what makes the whole shard untrustworthy, or None; the answers)
 ShardAnswer = tuple[str | None, list[Answer]]
+#: A row to validate: uid, created_at (ISO 8601), file location, size_bytes (-1: NULL)
+Row = tuple[str, str, str, int]
+#: (the shard key of each row, None where it does not route; (row index, reason) of each
+#: row refused, in row order)
+Validated = tuple[list[str | None], list[tuple[int, str]]]
 
 
 def brief(exc: BaseException) -> str:
@@ -62,6 +68,64 @@ def close_store(store: ObjectStore) -> None:
     closer = getattr(store, "close", None)
     if callable(closer):
         closer()
+
+
+def check_local_source(location: str, size_bytes: int) -> str | None:
+    """What is wrong with a local source file: missing, not a regular file, another size."""
+    try:
+        st = os.stat(location)
+    except FileNotFoundError:
+        return f"source {location} does not exist"
+    except OSError as exc:
+        return f"cannot stat source {location}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"source {location} is not a regular file"
+    if st.st_size != size_bytes:
+        return f"source {location} has {st.st_size} bytes, the table says {size_bytes}"
+    return None
+
+
+def validate_rows(rows: list[Row], n_bits: int) -> Validated:
+    """The validate step for rows whose sources are local files (see the orchestrator's
+    ``_validate``, which gives the same keys and the same reasons in the same order)."""
+    from des_routing import RoutingError, locate_shard
+
+    keys: list[str | None] = []
+    refused: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, (uid, created_at, location, size_bytes) in enumerate(rows):
+        if uid in seen:
+            keys.append(None)
+            refused.append((i, duplicate_uid(uid)))
+            continue
+        try:
+            key = locate_shard(uid, created_at, n_bits).object_key
+        except RoutingError as exc:
+            keys.append(None)
+            refused.append((i, f"cannot route uid: {exc}"))
+            continue
+        seen.add(uid)
+        keys.append(key)
+        problem = source_problem(location, size_bytes)
+        if problem is not None:
+            refused.append((i, problem))
+    return keys, refused
+
+
+def duplicate_uid(uid: str) -> str:
+    return (
+        f"uid {uid!r} is on more than one row of the batch; rows are marked by uid, so uids "
+        "must be unique in the table"
+    )
+
+
+def source_problem(location: str, size_bytes: int) -> str | None:
+    """The checks of a row before its source is looked at, then the local file's."""
+    if size_bytes < 0:
+        return "size_bytes is NULL or negative"
+    if not location:
+        return "file location is empty"
+    return check_local_source(location, size_bytes)
 
 
 def compare(
@@ -132,8 +196,10 @@ def read_frame(src: IO[bytes]) -> Any:
 def main() -> None:
     """The worker process: one answer per request, in order, until stdin ends.
 
-    Request ``[ident, spec, key, algorithm, items]``; answer ``[ident, true, shard_answer]``,
-    or ``[ident, false, reason]`` when checking raised something unexpected.
+    Requests: ``[ident, "check", spec, key, algorithm, items]`` (answer: a
+    :data:`ShardAnswer`) and ``[ident, "validate", rows, n_bits]`` (answer: :data:`Validated`);
+    ``[ident, true, answer]``, or ``[ident, false, reason]`` when one raised something
+    unexpected.
     """
     # Ctrl-C reaches the whole process group: the migrator decides (it rolls the batch back)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -143,8 +209,12 @@ def main() -> None:
     stores: dict[StoreSpec, ObjectStore] = {}
     try:
         while (request := read_frame(requests)) is not None:
-            ident, spec, key, algorithm, items = request
+            ident, kind, *args = request
             try:
+                if kind == "validate":
+                    write_frame(answers, [ident, True, validate_rows(*args)])
+                    continue
+                spec, key, algorithm, items = args
                 spec = tuple(spec)
                 store = stores.get(spec)
                 if store is None:
