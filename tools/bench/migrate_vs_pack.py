@@ -11,8 +11,9 @@ them, then:
 
 Both run in this process with the same packer options (n_bits, codec, workers), so the ratio
 compares what migration adds: SQL claims and marks, validation (a stat per file), the
-"already packed?" index check, read-back verification, and appends when several batches hit
-one shard.
+"already packed?" index check, read-back verification (in des-migrate's verify worker process
+for cycles this large), and appends when several batches hit one shard. CPU is this process's
+and its exited children's (the verify worker), not PostgreSQL's.
 
     uv run python tools/bench/migrate_vs_pack.py --rows 100000 --batch-size 5000 25000 --rounds 3
 
@@ -90,12 +91,17 @@ def make_table(url: str, rows: list[tuple[str, datetime, str, int]]) -> None:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process so far (all threads)."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """User + system CPU time of this process (all threads) and of its children that have
+    exited (des-migrate's verify worker), so far. PostgreSQL's own CPU is not included."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_pack(rows: list[tuple[str, datetime, str, int]], out: Path, opts: Any) -> float:
+def run_pack(
+    rows: list[tuple[str, datetime, str, int]], out: Path, opts: Any
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of des-pack's library call on every file."""
     from des_packer import ManifestEntry, pack
 
     entries = [ManifestEntry(u, c, s, p) for u, c, p, s in rows]
@@ -103,14 +109,15 @@ def run_pack(rows: list[tuple[str, datetime, str, int]], out: Path, opts: Any) -
     c0 = cpu_seconds()
     report = pack(entries, str(out), opts)
     elapsed = time.perf_counter() - t0
-    print(f"  des-pack CPU {cpu_seconds() - c0:.1f} s")
+    cpu = cpu_seconds() - c0
     assert report.files == len(rows), report.to_json()
-    return elapsed
+    return elapsed, cpu
 
 
 def run_migrate(
     url: str, out: Path, batch_size: int, n_bits: int, workers: int | None
-) -> tuple[float, str]:
+) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds, step times) of one migration cycle of every row."""
     from des_migrate import MigrationOrchestrator, parse_config
 
     cfg = parse_config(
@@ -125,11 +132,11 @@ def run_migrate(
     c0 = cpu_seconds()
     report = orch.run_migration_cycle()
     elapsed = time.perf_counter() - t0
-    print(f"  des-migrate CPU {cpu_seconds() - c0:.1f} s (this process; not PostgreSQL's)")
+    cpu = cpu_seconds() - c0
     assert report.status == "success", report.to_json()
     orch.db.engine.dispose()
     steps = " ".join(f"{k}={v:.1f}" for k, v in report.step_seconds)
-    return elapsed, steps
+    return elapsed, cpu, steps
 
 
 def main() -> int:
@@ -164,38 +171,57 @@ def main() -> int:
         opts = PackOptions(n_bits=args.n_bits, codec="zstd", level=3, workers=args.workers)
         engine = sa.create_engine(url)
         times: dict[str, list[float]] = {"des-pack": []}
+        cpus: dict[str, list[float]] = {"des-pack": []}
+        ratios: dict[str, list[float]] = {}
         for bs in args.batch_size:
             times[f"des-migrate batch {bs}"] = []
+            cpus[f"des-migrate batch {bs}"] = []
+            ratios[f"des-migrate batch {bs}"] = []
         # alternate the runs, round after round: the machine is shared, so a ratio is only
         # meaningful between runs made close together
         for rnd in range(args.rounds):
             out = work / "out-pack"
-            t_pack = run_pack(rows, out, opts)
+            t_pack, c_pack = run_pack(rows, out, opts)
             shutil.rmtree(out, ignore_errors=True)
             times["des-pack"].append(t_pack)
+            cpus["des-pack"].append(c_pack)
             print(
                 f"round {rnd}: des-pack                  {t_pack:7.2f} s "
-                f"{args.rows / t_pack:8.0f} files/s"
+                f"{args.rows / t_pack:8.0f} files/s  CPU {c_pack:5.1f} s  "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
             )
             for bs in args.batch_size:
                 with engine.begin() as conn:
                     conn.execute(sa.text("UPDATE files SET archived = false"))
                 out = work / f"out-migrate-{bs}"
-                t, steps = run_migrate(url, out, bs, args.n_bits, args.workers)
+                t, c, steps = run_migrate(url, out, bs, args.n_bits, args.workers)
                 shutil.rmtree(out, ignore_errors=True)
-                times[f"des-migrate batch {bs}"].append(t)
+                name = f"des-migrate batch {bs}"
+                times[name].append(t)
+                cpus[name].append(c)
+                ratios[name].append(t_pack / t)
                 print(
                     f"round {rnd}: des-migrate batch {bs:>7} {t:7.2f} s "
-                    f"{args.rows / t:8.0f} files/s  ratio to this round's des-pack "
-                    f"{t_pack / t:.2f}  [{steps}]"
+                    f"{args.rows / t:8.0f} files/s  CPU {c:5.1f} s  ratio to this round's "
+                    f"des-pack {t_pack / t:.2f}  [{steps}]",
+                    flush=True,
                 )
         engine.dispose()
         print()
-        print(f"{'run':28} {'median s':>9} {'files/s':>9} {'ratio':>6}")
+        print("CPU: this process and its exited children (the verify worker); not PostgreSQL's")
+        print(
+            f"{'run':28} {'median s':>9} {'files/s':>9} {'CPU s':>7} "
+            f"{'ratio of medians':>17} {'median of round ratios':>23}"
+        )
         base = statistics.median(times["des-pack"])
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"{name:28} {med:9.2f} {args.rows / med:9.0f} {base / med:6.2f}")
+            rr = f"{statistics.median(ratios[name]):23.2f}" if name in ratios else " " * 23
+            print(
+                f"{name:28} {med:9.2f} {args.rows / med:9.0f} "
+                f"{statistics.median(cpus[name]):7.1f} {base / med:17.2f} {rr}"
+            )
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))

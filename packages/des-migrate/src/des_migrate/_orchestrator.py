@@ -43,7 +43,7 @@ from ._errors import ConfigError, StepFailed
 from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
 from ._source_db import Cursor, FileRow, SourceDatabase
-from ._verifier import Item, Row, ShardAnswer, Verifier, brief
+from ._verifier import WORKER_FILE, Item, Row, ShardAnswer, Verifier, brief
 from ._verify_worker import duplicate_uid, source_problem
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ _READ_CHUNK = 1 << 20
 #: Fetch the next batch while one is packed (PostgreSQL).
 FETCH_AHEAD = True
 #: Rows marked archived per statement while a batch is still being packed (see _Marker).
-MARK_CHUNK = 5000
+MARK_CHUNK = 2000
 #: A cycle whose first batch has at least this many rows verifies in a worker process (its
 #: start costs this process about as much as reading back a few hundred small files).
 PROCESS_VERIFY_MIN_ROWS = 1000
@@ -884,7 +884,7 @@ class MigrationOrchestrator:
         least ``PROCESS_VERIFY_MIN_ROWS`` rows; else threads (a store given to the
         constructor is always read in threads)."""
         threads = self.config.packer.workers or os.cpu_count() or 1
-        if self._store_given or rows < PROCESS_VERIFY_MIN_ROWS:
+        if self._store_given or rows < PROCESS_VERIFY_MIN_ROWS or not WORKER_FILE.is_file():
             return Verifier(self._object_store(), threads)
         out = self._output()
         if out.startswith("s3://"):

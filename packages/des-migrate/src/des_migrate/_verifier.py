@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from des_format import ObjectStore
 
 __all__ = [
+    "WORKER_FILE",
     "Answer",
     "Item",
     "Row",
@@ -50,7 +51,8 @@ __all__ = [
     "brief",
 ]
 
-_WORKER = Path(__file__).with_name("_verify_worker.py")
+#: The worker's code (a cycle verifies in threads if this is not a file: zipped installs).
+WORKER_FILE = Path(__file__).with_name("_verify_worker.py")
 #: Loads the worker's file as a module of its own: the package (and what it imports) is not
 #: loaded in the worker. -P: the current directory is not put on sys.path.
 _WORKER_CODE = (
@@ -79,7 +81,7 @@ class _WorkerProcess:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-P", "-c", _WORKER_CODE, str(_WORKER)],
+            [sys.executable, "-P", "-c", _WORKER_CODE, str(WORKER_FILE)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
