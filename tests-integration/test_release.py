@@ -184,9 +184,9 @@ def test_sibling_ranges_that_exclude_the_new_version_are_each_reported(workspace
         "release: des-http requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
         "0.2.0: widen the range in services/des-http/pyproject.toml (e.g. "
         "'des-format[lz4,zstd]>=0.1,<0.3') and release des-http too",
-        "release: des-packer requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
+        "release: des-packer requires 'des-format[zstd,lz4,fast]>=0.1,<0.2', which does not admit "
         "0.2.0: widen the range in packages/des-packer/pyproject.toml (e.g. "
-        "'des-format[lz4,zstd]>=0.1,<0.3') and release des-packer too",
+        "'des-format[fast,lz4,zstd]>=0.1,<0.3') and release des-packer too",
         "release: des-storage-s3 requires 'des-format>=0.1,<0.2', which does not admit 0.2.0: "
         "widen the range in packages/des-storage-s3/pyproject.toml (e.g. "
         "'des-format>=0.1,<0.3') and release des-storage-s3 too",
@@ -196,12 +196,12 @@ def test_sibling_ranges_that_exclude_the_new_version_are_each_reported(workspace
 def test_widened_sibling_ranges_let_the_release_through(workspace: Path) -> None:
     add_changelog_entry(workspace, "des-format", "## 0.2.0 - 2026-11-25")
     set_requirement(workspace, "des-storage-s3", '"des-format>=0.1,<0.2"', '"des-format>=0.1,<0.3"')
-    for member in ("des-packer", "des-http"):
+    for member, extras in (("des-packer", "zstd,lz4,fast"), ("des-http", "zstd,lz4")):
         set_requirement(
             workspace,
             member,
-            '"des-format[zstd,lz4]>=0.1,<0.2"',
-            '"des-format[zstd,lz4]>=0.1,<0.3"',
+            f'"des-format[{extras}]>=0.1,<0.2"',
+            f'"des-format[{extras}]>=0.1,<0.3"',
         )
     before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
     result = run_release(workspace, "des-format", "--bump", "minor", "--dry-run")
