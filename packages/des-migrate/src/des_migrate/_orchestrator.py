@@ -560,15 +560,20 @@ class MigrationOrchestrator:
         cfg = self.config.migration
         db = self.db
         claim = self._use_claims()
-        if not (claim and cfg.align_batches_to_days):
-            pairs = db.select_page_with_cursors(
+
+        def select(before: datetime | None = None) -> list[tuple[FileRow, Cursor]]:
+            return db.select_page_with_cursors(
                 conn,
                 cutoff,
                 after=after,
+                before=before,
                 limit=cfg.batch_size,
                 include_failed=cfg.retry_failed,
                 claim=claim,
             )
+
+        if not (claim and cfg.align_batches_to_days):
+            pairs = select()
             if cfg.align_batches_to_days and len(pairs) == cfg.batch_size:
                 pairs = pairs[: plan_day_aligned_cut([p[0] for p in pairs])]
             return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
@@ -581,24 +586,9 @@ class MigrationOrchestrator:
             day = last.replace(hour=0, minute=0, second=0, microsecond=0)
             if middle < day:  # the last day holds less than half the batch: leave it
                 before = day
-        pairs = db.select_page_with_cursors(
-            conn,
-            cutoff,
-            after=after,
-            before=before,
-            limit=cfg.batch_size,
-            include_failed=cfg.retry_failed,
-            claim=True,
-        )
+        pairs = select(before)
         if not pairs and before is not None:  # the rows before the cut are all claimed
-            pairs = db.select_page_with_cursors(
-                conn,
-                cutoff,
-                after=after,
-                limit=cfg.batch_size,
-                include_failed=cfg.retry_failed,
-                claim=True,
-            )
+            pairs = select()
         return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
 
     def _finish_batch(self, opened: _OpenBatch) -> tuple[_Batch, int]:

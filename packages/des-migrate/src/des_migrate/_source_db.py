@@ -175,6 +175,24 @@ class SourceDatabase:
         u = self.col(self.config.uid_column)
         return sa.or_(c > cursor.created_at, sa.and_(c == cursor.created_at, u > cursor.uid))
 
+    def _next_rows(
+        self,
+        stmt: sa.Select[Any],
+        cutoff: datetime,
+        after: Cursor | None,
+        limit: int,
+        include_failed: bool,
+        *,
+        before: datetime | None = None,
+    ) -> sa.Select[Any]:
+        """``stmt`` over the next ``limit`` eligible rows after ``after`` in (created_at, uid)
+        order (only those created before ``before``, if given)."""
+        c = self.col(self.config.created_at_column)
+        where = [self.eligible(cutoff, include_failed=include_failed), self._after(after)]
+        if before is not None:
+            where.append(c < before)
+        return stmt.where(*where).order_by(c, self.col(self.config.uid_column)).limit(limit)
+
     def _columns(self) -> list[sa.Column[Any]]:
         cfg = self.config
         names = [
@@ -244,15 +262,8 @@ class SourceDatabase:
     ) -> list[tuple[FileRow, Cursor]]:
         """Like :meth:`select_page`, with each row's keyset position; ``before``: only rows
         created before that instant."""
-        cfg = self.config
-        where = [self.eligible(cutoff, include_failed=include_failed), self._after(after)]
-        if before is not None:
-            where.append(self.col(cfg.created_at_column) < before)
-        stmt = (
-            sa.select(*self._columns())
-            .where(*where)
-            .order_by(self.col(cfg.created_at_column), self.col(cfg.uid_column))
-            .limit(limit)
+        stmt = self._next_rows(
+            sa.select(*self._columns()), cutoff, after, limit, include_failed, before=before
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
@@ -270,17 +281,16 @@ class SourceDatabase:
         """The created_at (UTC) of the ``(limit + 1) // 2``-th and the ``limit``-th eligible
         row after ``after``, or None when fewer than ``limit`` are left. One scan, no locks:
         what a day-aligned cut of the next ``limit`` rows needs, without fetching them."""
-        cfg = self.config
-        c = self.col(cfg.created_at_column)
-        u = self.col(cfg.uid_column)
+        c = self.col(self.config.created_at_column)
+        u = self.col(self.config.uid_column)
         half = (limit + 1) // 2
-        numbered = (
-            sa.select(c.label("at"), sa.func.row_number().over(order_by=(c, u)).label("n"))
-            .where(self.eligible(cutoff, include_failed=include_failed), self._after(after))
-            .order_by(c, u)
-            .limit(limit)
-            .subquery()
-        )
+        numbered = self._next_rows(
+            sa.select(c.label("at"), sa.func.row_number().over(order_by=(c, u)).label("n")),
+            cutoff,
+            after,
+            limit,
+            include_failed,
+        ).subquery()
         got = dict(
             (int(n), at)
             for at, n in conn.execute(
