@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ from des_format import (
     PreconditionFailed,
     ShardRetriever,
     ShardWriter,
-    read_index,
 )
 from des_format._source import NOWAIT_READS, filesystem_type, mount_type_of
-from des_format.testing import MemoryObjectStore
+from des_format.testing import MemoryObjectStore, append_local
 
 KEY = "20240101/A7.des"
 
@@ -50,23 +48,6 @@ def write_shard(base: Path, n: int, *, codec: str = "none", **extra: bytes) -> P
             w.add(uid, data)
         w.close()
     return path
-
-
-def replace_with(path: Path, add: dict[str, bytes], delete: tuple[str, ...] = ()) -> None:
-    """Append as the packer does: a copy with the new tail, renamed over the shard."""
-    old_size = path.stat().st_size
-    with LocalFileSource(path) as src:
-        index = read_index(src)
-    tmp = path.with_suffix(".tmp")
-    shutil.copyfile(path, tmp)
-    with tmp.open("ab") as fh:
-        w = ShardWriter(fh, codec="none", base_offset=old_size, existing=index)
-        for uid, data in add.items():
-            w.add(uid, data)
-        for uid in delete:
-            w.delete(uid)
-        w.close()
-    os.replace(tmp, path)
 
 
 def evict(path: Path) -> None:
@@ -163,7 +144,7 @@ def test_store_reads_only_open_descriptors_of_unchanged_shards(tmp_path: Path) -
     assert store.read_range_nowait(KEY, 0, len(raw) + 1) is None
     # Replaced by a rename: the old descriptor still reads the old bytes from memory, but
     # the path names another file now, so no answer; read_range refuses the old ETag.
-    replace_with(path, {"late": b"late"})
+    append_local(path, {"late": b"late"})
     assert store.read_range_nowait(KEY, 0, 16, if_match=etag) is None
     assert store.read_range_nowait(KEY, 0, 16) is None
     with pytest.raises(PreconditionFailed):
@@ -254,7 +235,7 @@ def test_read_nowait_leaves_everything_unusual_to_read(tmp_path: Path) -> None:
     assert found[1] == b"m" * 2000
 
     # A deleted file: the cached index does not know yet, the shard was replaced.
-    replace_with(path, {}, delete=("uid-1",))
+    append_local(path, {}, delete=("uid-1",))
     notes.seen.clear()
     stats = cache.stats()
     assert r.read_nowait(KEY, "uid-1") is None

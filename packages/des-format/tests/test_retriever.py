@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,8 @@ from des_format import (
     ShardRetriever,
     ShardWriter,
     part_key,
-    read_index,
 )
-from des_format.testing import CountingStore, MemoryObjectStore
+from des_format.testing import CountingStore, MemoryObjectStore, append_local
 
 KEY = "20240101/A7.des"
 
@@ -42,27 +40,6 @@ def write_shard(base: Path, n: int, *, key: str = KEY, codec: str = "none") -> P
             w.add(f"uid-{i:06d}", payload(i))
         w.close()
     return path
-
-
-def append_local(path: Path, add: dict[str, bytes], delete: tuple[str, ...] = ()) -> None:
-    """Append like a packer does: copy, add the tail, fsync, atomic rename."""
-    old_size = path.stat().st_size
-    from des_format import LocalFileSource
-
-    with LocalFileSource(path) as src:
-        index = read_index(src)
-    tmp = path.with_suffix(".tmp")
-    shutil.copyfile(path, tmp)
-    with tmp.open("ab") as fh:
-        w = ShardWriter(fh, codec="none", base_offset=old_size, existing=index)
-        for uid, data in add.items():
-            w.add(uid, data)
-        for uid in delete:
-            w.delete(uid)
-        w.close()
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ trip through the I/O threads; everything else still takes that trip."""
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,13 +16,12 @@ from typing import Any
 import pytest
 from des_format import (
     Codec,
-    LocalFileSource,
     LocalObjectStore,
     ShardWriter,
     codec_available,
-    read_index,
 )
 from des_format._source import NOWAIT_READS
+from des_format.testing import append_local
 from des_http import HttpSettings, create_app
 from des_http_testkit import (
     DAY,
@@ -255,23 +252,6 @@ def test_the_event_loop_touches_storage_only_through_nowait_reads(
     assert elsewhere == {"read_range_nowait"}
 
 
-def replace_shard(path: Path, add: dict[str, bytes], delete: tuple[str, ...] = ()) -> None:
-    """Append as the packer does: a copy with a new tail, renamed over the shard."""
-    old_size = path.stat().st_size
-    with LocalFileSource(path) as src:
-        index = read_index(src)
-    tmp = path.with_suffix(".tmp")
-    shutil.copyfile(path, tmp)
-    with tmp.open("ab") as fh:
-        w = ShardWriter(fh, codec="none", base_offset=old_size, existing=index)
-        for uid, data in add.items():
-            w.add(uid, data)
-        for uid in delete:
-            w.delete(uid)
-        w.close()
-    os.replace(tmp, path)
-
-
 def test_a_replaced_shard_is_never_answered_from_the_old_file(
     tmp_path: Path, apps: list[App]
 ) -> None:
@@ -286,7 +266,7 @@ def test_a_replaced_shard_is_never_answered_from_the_old_file(
     # still describe the old file, whose bytes are all in memory.
     key = object_key(sample("1001"))
     assert locate_shard("3049", DAY, N_BITS).object_key == key
-    replace_shard(tmp_path / key, {"3049": b"late"}, delete=("1001",))
+    append_local(tmp_path / key, {"3049": b"late"}, delete=("1001",))
     submitted = a.executor.submitted
     r = a.client.get(files_url("1001"))
     assert r.status_code == 410

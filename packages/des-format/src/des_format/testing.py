@@ -2,6 +2,8 @@
 
 - :class:`CountingStore` / :class:`CountingSource`: wrappers that count requests and bytes, so
   tests can assert exact request budgets (R2, R3).
+- :func:`append_local`: append to (and delete from) a local shard as a packer does, a copy
+  with the new tail renamed over the shard, so tests can change a shard under a reader.
 - :class:`ObjectStoreConformance`: test methods every :class:`ObjectStore` implementation must
   pass. Subclass it in a test module as ``TestXxx`` and implement :meth:`make_store`::
 
@@ -18,15 +20,47 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
-from ._source import DEFAULT_CHUNK_SIZE, ByteSource, ObjectInfo, ObjectStore, TailRead
+from ._index import read_index
+from ._source import (
+    DEFAULT_CHUNK_SIZE,
+    ByteSource,
+    LocalFileSource,
+    ObjectInfo,
+    ObjectStore,
+    TailRead,
+)
+from ._writer import ShardWriter
 
 Put = Callable[[str, bytes], None]
+
+
+def append_local(path: Path, add: dict[str, bytes], delete: tuple[str, ...] = ()) -> None:
+    """Append ``add`` (uncompressed) and tombstones for ``delete`` to the shard at ``path`` as
+    a packer does: copy, write the new tail, fsync, rename over the shard."""
+    old_size = path.stat().st_size
+    with LocalFileSource(path) as src:
+        index = read_index(src)
+    tmp = path.with_suffix(".tmp")
+    shutil.copyfile(path, tmp)
+    with tmp.open("ab") as fh:
+        w = ShardWriter(fh, codec="none", base_offset=old_size, existing=index)
+        for uid, data in add.items():
+            w.add(uid, data)
+        for uid in delete:
+            w.delete(uid)
+        w.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 @dataclass
