@@ -83,6 +83,14 @@ def insert_rows(
     return paths
 
 
+def source_table(url: str, src_dir: Path, rows: Iterable[Src]) -> tuple[sa.Engine, sa.Table]:
+    """A files table at ``url`` holding ``rows``, their source files under ``src_dir``."""
+    engine = sa.create_engine(url)
+    table = make_table(engine)
+    insert_rows(engine, table, src_dir, rows)
+    return engine, table
+
+
 def archived_uids(engine: sa.Engine, table: sa.Table) -> set[str]:
     with engine.connect() as conn:
         return {r[0] for r in conn.execute(sa.select(table.c.uid).where(table.c.archived))}
@@ -123,6 +131,7 @@ class Helpers:
     make_table = staticmethod(make_table)
     content_for = staticmethod(content_for)
     insert_rows = staticmethod(insert_rows)
+    source_table = staticmethod(source_table)
     archived_uids = staticmethod(archived_uids)
     errors_of = staticmethod(errors_of)
     ts = staticmethod(ts)
@@ -179,6 +188,32 @@ def shard_uids(out: Path) -> list[str]:
     return uids
 
 
+def corrupting_pack(out: Path, key: str, uid: str) -> Any:
+    """des-packer's ``pack``, flipping a byte of ``uid``'s payload in ``out/key`` right when
+    the shard is reported published (the verify step starts from that report)."""
+    import dataclasses
+
+    from des_format import LocalObjectStore, ShardRetriever
+    from des_packer import pack
+
+    def corrupting(entries: Any, output: str, options: Any) -> Any:
+        forward = options.progress
+
+        def progress(event: Any) -> None:
+            if event.shard_key == key and event.shard_status in ("written", "appended"):
+                entry = ShardRetriever(LocalObjectStore(out)).stat(key, uid)
+                path = out / key
+                data = bytearray(path.read_bytes())
+                data[entry.offset + entry.stored_size // 2] ^= 0xFF
+                path.write_bytes(bytes(data))
+            forward(event)
+
+        return pack(entries, output, dataclasses.replace(options, progress=progress))
+
+    return corrupting
+
+
 Helpers.migration_config = staticmethod(migration_config)  # type: ignore[attr-defined]
 Helpers.read_back = staticmethod(read_back)  # type: ignore[attr-defined]
 Helpers.shard_uids = staticmethod(shard_uids)  # type: ignore[attr-defined]
+Helpers.corrupting_pack = staticmethod(corrupting_pack)  # type: ignore[attr-defined]

@@ -31,9 +31,7 @@ def _rows(h: type, n: int = 12) -> list[Any]:
 
 
 def _setup(url: str, tmp_path: Path, h: type, rows: list[Any]) -> tuple[sa.Engine, sa.Table]:
-    engine = sa.create_engine(url)
-    table = h.make_table(engine)
-    h.insert_rows(engine, table, tmp_path / "src", rows)
+    engine, table = h.source_table(url, tmp_path / "src", rows)
     return engine, table
 
 
@@ -358,10 +356,6 @@ def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
     """Bytes that change between the packer publishing a shard and the read-back are caught:
     the pack function is wrapped so a payload byte flips right when the shard is reported
     published (verification starts from that report)."""
-    import dataclasses
-
-    from des_format import LocalObjectStore, ShardRetriever
-    from des_packer import pack
     from des_routing import locate_shard
 
     rows = _rows(h, 6)
@@ -371,20 +365,7 @@ def test_a_corrupted_packed_copy_fails_verification_for_that_file_only(
     victim = rows[2]
     key = locate_shard(victim.uid, victim.created_at, 4).object_key
 
-    def corrupting_pack(entries: Any, output: str, options: Any) -> Any:
-        forward = options.progress
-
-        def progress(event: Any) -> None:
-            if event.shard_key == key and event.shard_status in ("written", "appended"):
-                entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
-                path = out / key
-                data = bytearray(path.read_bytes())
-                data[entry.offset + entry.stored_size // 2] ^= 0xFF
-                path.write_bytes(bytes(data))
-            forward(event)
-
-        return pack(entries, output, dataclasses.replace(options, progress=progress))
-
+    corrupting_pack = h.corrupting_pack(out, key, victim.uid)
     report = MigrationOrchestrator(cfg, pack_fn=corrupting_pack).run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 5

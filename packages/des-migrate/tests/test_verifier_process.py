@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from des_format import LocalObjectStore, ShardRetriever, ShardWriter
+from des_format import LocalObjectStore, ShardWriter
 from des_migrate import MigrationOrchestrator
 from des_migrate import _orchestrator as orchestrator_module
 from des_migrate._verify_worker import check_shard
@@ -38,9 +38,7 @@ def _setup(url: str, tmp_path: Path, h: type, n: int = 10) -> tuple[sa.Engine, s
         )
         for i in range(n)
     ]
-    engine = sa.create_engine(url)
-    table = h.make_table(engine)
-    h.insert_rows(engine, table, tmp_path / "src", rows)
+    engine, table = h.source_table(url, tmp_path / "src", rows)
     return engine, table, rows
 
 
@@ -83,21 +81,8 @@ def test_a_damaged_file_is_refused_by_the_worker(
     victim = rows[2]
     key = locate_shard(victim.uid, victim.created_at, 4).object_key
 
-    def corrupting_pack(entries: Any, output: str, options: Any) -> Any:
-        forward = options.progress
-
-        def progress(event: Any) -> None:
-            if event.shard_key == key and event.shard_status in ("written", "appended"):
-                entry = ShardRetriever(LocalObjectStore(out)).stat(key, victim.uid)
-                path = out / key
-                data = bytearray(path.read_bytes())
-                data[entry.offset + entry.stored_size // 2] ^= 0xFF
-                path.write_bytes(bytes(data))
-            forward(event)
-
-        return pack(entries, output, dataclasses.replace(options, progress=progress))
-
     cfg = h.migration_config(sqlite_url, out)
+    corrupting_pack = h.corrupting_pack(out, key, victim.uid)
     report = MigrationOrchestrator(cfg, pack_fn=corrupting_pack).run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 5
