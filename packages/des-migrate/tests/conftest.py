@@ -24,12 +24,13 @@ class Src:
     content_type: str | None = None
 
 
-def make_table(engine: sa.Engine, name: str = "files") -> sa.Table:
+def make_table(engine: sa.Engine, name: str = "files", *, uid_key: bool = True) -> sa.Table:
+    """The files table; without ``uid_key`` the uid is not a key (two rows may share one)."""
     md = sa.MetaData()
     table = sa.Table(
         name,
         md,
-        sa.Column("uid", sa.String(200), primary_key=True),
+        sa.Column("uid", sa.String(200), primary_key=uid_key, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=False), nullable=False),
         sa.Column("file_location", sa.String(1000)),
         sa.Column("size_bytes", sa.BigInteger),

@@ -59,8 +59,7 @@ def test_each_new_shard_is_read_back_with_one_request(
         h.Src(f"f-{i:03d}", base + timedelta(hours=5 * i), h.content_for(f"f-{i:03d}", 150 + i))
         for i in range(30)
     ]
-    engine = sa.create_engine(sqlite_url)
-    h.insert_rows(engine, h.make_table(engine), tmp_path / "src", rows)
+    h.source_table(sqlite_url, tmp_path / "src", rows)
     out = tmp_path / "out"
     store = CountingStore(LocalObjectStore(out))
     cfg = h.migration_config(sqlite_url, out)
@@ -78,20 +77,7 @@ def test_each_new_shard_is_read_back_with_one_request(
 
 def test_a_uid_on_two_rows_of_one_batch_is_refused(db_url: str, tmp_path: Path, h: type) -> None:
     engine = sa.create_engine(db_url)
-    md = sa.MetaData()
-    table = sa.Table(  # like the usual table, but the uid is not a key
-        "files",
-        md,
-        sa.Column("uid", sa.String(200), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=False), nullable=False),
-        sa.Column("file_location", sa.String(1000)),
-        sa.Column("size_bytes", sa.BigInteger),
-        sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("content_type", sa.String(100)),
-        sa.Column("checksum", sa.String(64)),
-        sa.Column("migration_error", sa.Text),
-    )
-    md.create_all(engine)
+    table = h.make_table(engine, uid_key=False)
     base = h.ts("2024-01-10T00:00:00Z")
     rows = [
         h.Src("single", base, b"one row"),
