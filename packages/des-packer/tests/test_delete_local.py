@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from des_format import (
     EntryDeleted,
+    IndexCache,
     LocalObjectStore,
     LocalShardEditor,
+    ObjectStore,
     ShardRetriever,
     read_shard_index,
 )
+from des_format.testing import CountingStore
 from des_packer import PackOptions, pack, read_manifest
 from des_packer._deletions import iter_deletions
 from des_packer._repack import RepackOptions, plan_repack, repack, scan_shard
@@ -62,6 +65,46 @@ def make_files(root: Path, n: int = 40, *, big: int = 0, seed: int = 3) -> list[
 
 def content(root: Path, uid: str) -> bytes:
     return (root / "input" / uid).read_bytes()
+
+
+def key_of(r: dict[str, Any]) -> str:
+    return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
+
+
+def warm_replica(
+    store: ObjectStore, root: Path, rows: list[dict[str, Any]], live: dict[str, Any]
+) -> tuple[CountingStore, ShardRetriever]:
+    """Another replica reading ``store``, its index cache warm for every shard of ``rows``:
+    ``live`` reads back in one request."""
+    counted = CountingStore(store)
+    replica = ShardRetriever(counted, cache=IndexCache(1 << 24))
+    for r in rows:
+        replica.stat(key_of(r), r["uid"])
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(root, live["uid"])
+    assert counted.count == 1
+    return counted, replica
+
+
+def assert_replica_sees_deletes(
+    counted: CountingStore,
+    replica: ShardRetriever,
+    root: Path,
+    rows: list[dict[str, Any]],
+    deleted: tuple[dict[str, Any], ...],
+    live: dict[str, Any],
+) -> None:
+    """Through the warm replica ``deleted`` reads as gone, every other row as packed, and
+    ``live`` still in one request."""
+    for r in deleted:
+        with pytest.raises(EntryDeleted):
+            replica.read(key_of(r), r["uid"])
+    for r in rows:
+        if r not in deleted:
+            assert replica.read(key_of(r), r["uid"]) == content(root, r["uid"]), r["uid"]
+    counted.reset()
+    assert replica.read(key_of(live), live["uid"]) == content(root, live["uid"])
+    assert counted.count == 1
 
 
 def des(out: Path, *args: str) -> tuple[int, bytes, str]:
@@ -395,17 +438,13 @@ def test_delete_erases_part_payloads_and_big_files_at_once(tmp_path: Path) -> No
     import os
     import time
 
-    from des_format import IndexCache, part_key
-    from des_format.testing import CountingStore
+    from des_format import part_key
 
     rows = make_files(tmp_path, n=40, big=3)
     out = tmp_path / "out"
     opts = PackOptions(n_bits=N_BITS, max_shard_size=600, big_file_threshold=2500)
     pack(read_manifest(tmp_path / "m.json"), str(out), opts)
     store = LocalObjectStore(out)
-
-    def key_of(r: dict[str, Any]) -> str:
-        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
 
     def entry_of(r: dict[str, Any]) -> Any:
         return read_shard_index(store, key_of(r))[0].lookup(r["uid"])
@@ -414,15 +453,7 @@ def test_delete_erases_part_payloads_and_big_files_at_once(tmp_path: Path) -> No
     victim, live = in_parts[0], next(r for r in in_parts[1:] if key_of(r) == key_of(in_parts[0]))
     big = next(r for r in rows if r["uid"] == "big-2")  # content no other file has
     stored = stored_bytes(out, victim["uid"], victim["created_at"])
-    # another replica, its index cache warm for every shard
-    counted = CountingStore(LocalObjectStore(out))
-    replica = ShardRetriever(counted, cache=IndexCache(1 << 24))
-    for r in rows:
-        replica.stat(key_of(r), r["uid"])
-    counted.reset()
-    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
-    warm_requests = counted.count
-    assert warm_requests == 1
+    counted, replica = warm_replica(LocalObjectStore(out), tmp_path, rows, live)
     # the big files were packed more than the grace period (an hour) ago
     past = time.time() - 7200
     for p in (out / "20240301" / "_bigFiles").iterdir():
@@ -440,15 +471,7 @@ def test_delete_erases_part_payloads_and_big_files_at_once(tmp_path: Path) -> No
     assert sorted(stdout.decode().splitlines()) == sorted(
         f"deleted {r['uid']} (its bytes are erased)" for r in (victim, big)
     )
-    for r in (victim, big):
-        with pytest.raises(EntryDeleted):
-            replica.read(key_of(r), r["uid"])
-    for r in rows:
-        if r not in (victim, big):
-            assert replica.read(key_of(r), r["uid"]) == content(tmp_path, r["uid"]), r["uid"]
-    counted.reset()
-    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
-    assert counted.count == warm_requests
+    assert_replica_sees_deletes(counted, replica, tmp_path, rows, (victim, big), live)
     blobs = b"\x00".join(all_bytes(out))
     assert stored not in blobs
     for r in (victim, big):
@@ -516,9 +539,6 @@ def test_repack_racing_a_delete_that_overwrites_part_bytes_starts_again(tmp_path
         read_manifest(tmp_path / "m.json"), str(out), PackOptions(n_bits=N_BITS, max_shard_size=600)
     )
     store = LocalObjectStore(out)
-
-    def key_of(r: dict[str, Any]) -> str:
-        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
 
     def part_of(r: dict[str, Any]) -> int:
         e = read_shard_index(store, key_of(r))[0].lookup(r["uid"])

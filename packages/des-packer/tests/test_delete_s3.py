@@ -17,7 +17,14 @@ from des_storage_s3 import open_editor, open_store
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_delete_local import N_BITS, content, make_files
+from test_delete_local import (
+    N_BITS,
+    assert_replica_sees_deletes,
+    content,
+    key_of,
+    make_files,
+    warm_replica,
+)
 
 PREFIX = "arch"
 
@@ -259,9 +266,6 @@ def test_delete_and_erase_across_two_zones(s3: Any, tmp_path: Path) -> None:
 def test_delete_on_s3_erases_part_payloads_and_big_files_for_a_warm_replica(
     s3: Any, tmp_path: Path
 ) -> None:
-    from des_format import IndexCache
-    from des_format.testing import CountingStore
-
     rows = make_files(tmp_path, n=40, big=3)
     opts = PackOptions(
         n_bits=N_BITS,
@@ -273,10 +277,6 @@ def test_delete_on_s3_erases_part_payloads_and_big_files_for_a_warm_replica(
     pack(read_manifest(tmp_path / "m.json"), f"s3://packed/{PREFIX}", opts)
     settings = DesSettings.from_env(env(s3))
     store = open_store(settings)
-
-    def key_of(r: dict[str, Any]) -> str:
-        return str(locate_shard(r["uid"], r["created_at"], N_BITS).object_key)
-
     entries = {r["uid"]: read_shard_index(store, key_of(r))[0].lookup(r["uid"]) for r in rows}
     in_parts = [r for r in rows if not entries[r["uid"]].is_bigfile and entries[r["uid"]].part]
     victim = in_parts[0]
@@ -284,28 +284,14 @@ def test_delete_on_s3_erases_part_payloads_and_big_files_for_a_warm_replica(
     big = next(r for r in rows if r["uid"] == "big-2")
     e = entries[victim["uid"]]
     stored = store.read_range(part_key(key_of(victim), e.part), e.offset, e.offset + e.stored_size)
-    counted = CountingStore(open_store(settings))
-    replica = ShardRetriever(counted, cache=IndexCache(1 << 24))
-    for r in rows:
-        replica.stat(key_of(r), r["uid"])
-    counted.reset()
-    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
-    assert counted.count == 1
+    counted, replica = warm_replica(open_store(settings), tmp_path, rows, live)
 
     for r in (victim, big):
         code, out, err = des(
             s3, "delete", r["uid"], "--created-at", r["created_at"], "--bigfile-grace", "0"
         )
         assert (code, out.decode(), err) == (0, f"deleted {r['uid']} (its bytes are erased)\n", "")
-    for r in (victim, big):
-        with pytest.raises(EntryDeleted):
-            replica.read(key_of(r), r["uid"])
-    for r in rows:
-        if r not in (victim, big):
-            assert replica.read(key_of(r), r["uid"]) == content(tmp_path, r["uid"]), r["uid"]
-    counted.reset()
-    assert replica.read(key_of(live), live["uid"]) == content(tmp_path, live["uid"])
-    assert counted.count == 1
+    assert_replica_sees_deletes(counted, replica, tmp_path, rows, (victim, big), live)
 
     blob = b"\x00".join(every_version(s3).values())
     assert stored not in blob
