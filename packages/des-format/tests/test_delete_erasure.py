@@ -17,7 +17,6 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from des_format import (
@@ -26,10 +25,8 @@ from des_format import (
     EntryDeleted,
     IndexCache,
     IndexEntry,
-    LocalBigFileSink,
     LocalShardEditor,
     ShardRetriever,
-    ShardWriter,
     StorageUnavailable,
     bigfile_key,
     codec_available,
@@ -39,7 +36,7 @@ from des_format import (
     payload_overwritten,
     read_shard_index,
 )
-from des_format.testing import CountingStore
+from des_format.testing import CountingStore, write_local_shard
 
 KEY = "20240101/07.des"
 OTHER = "20240101/08.des"
@@ -90,30 +87,9 @@ def build(
     files["big-a"] = rnd.randbytes(6000)
     files["big-b"] = rnd.randbytes(6500)
     files.update(extra or {})
-    path = base / key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handles: list[Any] = []
-
-    def open_part(n: int) -> Any:
-        fh = (base / part_key(key, n)).open("wb")
-        handles.append(fh)
-        return fh
-
-    entries: dict[str, IndexEntry] = {}
-    with path.open("wb") as fh:
-        w = ShardWriter(
-            fh,
-            codec=codec,
-            max_size=max_size,
-            open_part=open_part,
-            big_file_threshold=5000,
-            bigfile_sink=LocalBigFileSink(path.parent),
-        )
-        for uid, data in files.items():
-            entries[uid] = w.add(uid, data)
-        w.close()
-    for h in handles:
-        h.close()
+    entries = write_local_shard(
+        base, key, files, codec=codec, max_size=max_size, big_file_threshold=5000
+    )
     return Shard(base, files, entries)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from des_format import Codec, IndexEntry, LocalBigFileSink, ShardWriter, part_key
+from des_format import Codec, IndexEntry
+from des_format.testing import write_local_shard
 from des_http import create_app
 from des_http_testkit import DAY, N_BITS, MakeHarness, files_url, parse_multipart, sample
 from des_routing import DesSettings, locate_shard
@@ -118,30 +119,9 @@ def write_part_shard(base: Path, files: dict[str, bytes]) -> tuple[str, dict[str
     keys = {locate_shard(u, PART_DAY, N_BITS).object_key for u in files}
     assert len(keys) == 1
     key = keys.pop()
-    path = base / key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handles: list[Any] = []
-
-    def open_part(n: int) -> Any:
-        handles.append((base / part_key(key, n)).open("wb"))
-        return handles[-1]
-
-    entries: dict[str, IndexEntry] = {}
-    with path.open("wb") as fh:
-        w = ShardWriter(
-            fh,
-            max_size=1200,
-            open_part=open_part,
-            big_file_threshold=8000,
-            bigfile_sink=LocalBigFileSink(path.parent),
-        )
-        for uid, data in files.items():
-            entries[uid] = w.add(uid, data)
-        w.close()
-    for h in handles:
-        h.close()
+    entries = write_local_shard(base, key, files, max_size=1200, big_file_threshold=8000)
     past = time.time() - 7200  # packed more than the big-file grace period (an hour) ago
-    for big in (path.parent / "_bigFiles").iterdir():
+    for big in ((base / key).parent / "_bigFiles").iterdir():
         os.utime(big, (past, past))
     return key, entries
 

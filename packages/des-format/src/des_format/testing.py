@@ -4,6 +4,8 @@
   tests can assert exact request budgets (R2, R3).
 - :func:`append_local`: append to (and delete from) a local shard as a packer does, a copy
   with the new tail renamed over the shard, so tests can change a shard under a reader.
+- :func:`write_local_shard`: write files as one local shard, with continuation parts and big
+  files beside it as a packer lays them out, and get each file's index entry back.
 - :class:`ObjectStoreConformance`: test methods every :class:`ObjectStore` implementation must
   pass. Subclass it in a test module as ``TestXxx`` and implement :meth:`make_store`::
 
@@ -24,12 +26,15 @@ import os
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from ._codecs import Codec
 from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
 from ._index import read_index
+from ._layout import DEFAULT_BIG_FILE_THRESHOLD, IndexEntry, part_key
 from ._source import (
     DEFAULT_CHUNK_SIZE,
     ByteSource,
@@ -38,7 +43,7 @@ from ._source import (
     ObjectStore,
     TailRead,
 )
-from ._writer import ShardWriter
+from ._writer import LocalBigFileSink, ShardWriter
 
 Put = Callable[[str, bytes], None]
 
@@ -61,6 +66,46 @@ def append_local(path: Path, add: dict[str, bytes], delete: tuple[str, ...] = ()
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_local_shard(
+    base: Path,
+    key: str,
+    files: Mapping[str, bytes],
+    *,
+    codec: str | Codec = "zstd",
+    max_size: int | None = None,
+    big_file_threshold: int = DEFAULT_BIG_FILE_THRESHOLD,
+) -> dict[str, IndexEntry]:
+    """Write ``files`` (in their order) as the shard ``key`` under ``base``: continuation parts
+    beside the head once it reaches ``max_size``, files above ``big_file_threshold`` under
+    ``_bigFiles`` of the day directory. Returns each file's index entry."""
+    path = base / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handles: list[BinaryIO] = []
+
+    def open_part(n: int) -> BinaryIO:
+        handles.append((base / part_key(key, n)).open("wb"))
+        return handles[-1]
+
+    entries: dict[str, IndexEntry] = {}
+    try:
+        with path.open("wb") as fh:
+            w = ShardWriter(
+                fh,
+                codec=codec,
+                max_size=max_size,
+                open_part=open_part,
+                big_file_threshold=big_file_threshold,
+                bigfile_sink=LocalBigFileSink(path.parent),
+            )
+            for uid, data in files.items():
+                entries[uid] = w.add(uid, data)
+            w.close()
+    finally:
+        for h in handles:
+            h.close()
+    return entries
 
 
 @dataclass
