@@ -75,6 +75,7 @@ PUBLIC_API = [
     "crc32",
     "crc32_backend",
     "hash_file",
+    "is_head_key",
     "is_precompressed",
     "parse_codec",
     "parse_footer",

@@ -45,6 +45,7 @@ from des_format import (
     ShardReader,
     ShardWriter,
     bigfile_key,
+    is_head_key,
     part_key,
     read_index,
     read_shard_index,
@@ -72,17 +73,6 @@ StepHook = Callable[[str], None]
 
 def _no_hook(step: str) -> None:
     pass
-
-
-def is_head_key(key: str, bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX) -> bool:
-    """Whether ``key`` names a shard head object (``.../HH.des``, not a ``.pN.des`` part,
-    not a big file)."""
-    name = key.rsplit("/", 1)[-1]
-    if not name.endswith(".des") or f"/{bigfiles_prefix.strip('/')}/" in f"/{key}":
-        return False
-    stem = name[:-4]
-    head, dot, tail = stem.rpartition(".")
-    return not (dot and head and tail.startswith("p") and tail[1:].isdigit())
 
 
 def _part_number(shard_key: str, key: str) -> int | None:
