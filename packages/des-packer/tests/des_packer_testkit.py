@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,22 @@ def write_manifest(path: Path, rows: list[Any], *, jsonl: bool = False) -> Path:
     else:
         path.write_text(json.dumps(rows, indent=1))
     return path
+
+
+def run_des_pack(*args: str) -> tuple[int, str, str]:
+    """``des-pack ARGS`` in this process: (exit code, stdout, stderr)."""
+    from des_packer.cli import pack_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.raises(SystemExit) as exit_,
+    ):
+        pack_main(list(args))
+    code = exit_.value.code
+    assert isinstance(code, int), code
+    return code, out.getvalue(), err.getvalue()
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

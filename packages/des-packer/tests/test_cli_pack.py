@@ -1,19 +1,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from des_packer.cli import pack_app
-from des_packer_testkit import DataSet, make_dataset, tree_bytes, write_manifest
-from typer.testing import CliRunner
+from des_packer_testkit import DataSet, make_dataset, run_des_pack, tree_bytes, write_manifest
 
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(pack_app, list(args))
-    return result.exit_code, result.stdout, result.stderr
+run = run_des_pack
 
 
 def with_rows(ds: DataSet, rows: list[dict[str, object]], name: str = "bad.json") -> str:
@@ -149,8 +145,9 @@ def test_skip_mode_exit_3_and_report_file(dataset: DataSet, tmp_path: Path) -> N
 
 
 def test_help_documents_exit_codes() -> None:
-    result = CliRunner().invoke(pack_app, ["--help"], terminal_width=200)
-    text = " ".join(result.stdout.split())
+    code, out, _ = run("--help")
+    assert code == 0
+    text = " ".join(out.split())
     assert "Exit codes: 0 everything packed; 1 packing failed" in text
     assert "3 some entries were skipped" in text
 
@@ -238,3 +235,90 @@ def test_late_file_for_a_legacy_shard_is_a_clear_error(tmp_path: Path) -> None:
     assert "legacy DES2" in err
     assert (out / loc.object_key).read_bytes() == legacy.read_bytes()
     assert not list(out.rglob(".des-tmp.*"))
+
+
+PACK_FLAGS = [
+    "--input-json", "--output-dir", "--max-shard-size", "--n-bits", "--codec", "--level",
+    "--workers", "--shard-range", "--dry-run", "--json", "--on-error", "--skipped-report",
+    "--big-file-threshold", "--zones-config", "--progress", "--no-progress", "--fsync",
+    "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--help",
+]  # fmt: skip
+
+
+def test_help_lists_every_flag() -> None:
+    exe = Path(sys.executable).parent / "des-pack"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: des-pack --input-json FILE")
+    listed = re.findall(r"(?<![\w-])--[a-z][a-z-]*", proc.stdout.split("\noptions:\n")[1])
+    assert sorted(set(listed)) == sorted(PACK_FLAGS)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "the following arguments are required: --input-json"),
+        (["--input-json", "m.json", "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
+        (["--input-json", "m.json", "--n-bit", "4"], {}, "unrecognized arguments: --n-bit 4"),
+        (
+            ["--input-json", "m.json", "--level", "high"],
+            {},
+            "argument --level: expected a whole number, got 'high'",
+        ),
+        (["--input-json", "m.json", "--workers"], {}, "argument --workers: expected one argument"),
+        (
+            ["--input-json", "m.json"],
+            {"DES_N_BITS": "eight"},
+            "DES_N_BITS='eight' (the default of --n-bits) is not a whole number",
+        ),
+    ],
+)
+def test_usage_errors_name_the_option_and_exit_2(
+    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(*args)
+    assert (code, out) == (2, "")
+    assert err == f"des-pack: error: {message}; see des-pack --help\n"
+
+
+def test_env_defaults_and_flags_over_them(
+    dataset: DataSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def plan(*args: str) -> dict[str, object]:
+        code, out, err = run("--input-json", str(dataset.manifest), "--dry-run", "--json", *args)
+        assert code == 0, err
+        doc: dict[str, object] = json.loads(out)
+        return doc
+
+    def key_digits(doc: dict[str, object]) -> set[int]:
+        shards = doc["shards"]
+        assert isinstance(shards, list)
+        return {len(s["key"].split("/")[1]) for s in shards}
+
+    monkeypatch.delenv("DES_N_BITS", raising=False)
+    assert key_digits(plan()) == {len("A7.des")}  # 8 bits: two hex digits
+    monkeypatch.setenv("DES_N_BITS", "4")
+    assert key_digits(plan()) == {len("A.des")}
+    assert key_digits(plan("--n-bits", "12")) == {len("A7F.des")}
+    monkeypatch.setenv("DES_N_BITS", "")  # empty: as if unset
+    assert key_digits(plan()) == {len("A7.des")}
+
+
+def test_des_pack_does_not_load_typer_and_des_still_runs(dataset: DataSet) -> None:
+    code = (
+        "import sys\n"
+        "from des_packer.cli import pack_main\n"
+        "try:\n"
+        f"    pack_main(['--input-json', {str(dataset.manifest)!r}, '--dry-run'])\n"
+        "except SystemExit as exc:\n"
+        "    loaded = [m for m in ('typer', 'pydantic', 'click') if m in sys.modules]\n"
+        "    print(exc.code, loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "0 []"
+    des = [sys.executable, "-c", "from des_packer.cli import des_main; des_main()", "--help"]
+    proc = subprocess.run(des, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Inspect and retrieve DES shards" in proc.stdout

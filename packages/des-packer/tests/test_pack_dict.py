@@ -19,8 +19,8 @@ from des_format import (
 )
 from des_format.testing import CountingStore
 from des_packer import PackOptions, pack, read_manifest
-from des_packer.cli import des_app, pack_app
-from des_packer_testkit import tree_bytes, write_manifest
+from des_packer.cli import des_app
+from des_packer_testkit import run_des_pack, tree_bytes, write_manifest
 from des_routing import locate_shard
 from typer.testing import CliRunner
 
@@ -222,33 +222,28 @@ def test_dict_cli_options(tmp_path: Path) -> None:
     root = tmp_path / "src"
     make_records(root, 200)
     m = str(root / "m.json")
-    res = CliRunner().invoke(
-        pack_app,
-        ["--input-json", m, "--output-dir", str(tmp_path / "o"), "--dict", "--codec", "lz4"],
+    code, _, err = run_des_pack(
+        "--input-json", m, "--output-dir", str(tmp_path / "o"), "--dict", "--codec", "lz4"
     )
-    assert res.exit_code == 2
-    assert "des-pack: error: --dict needs --codec zstd, got --codec lz4" in res.stderr
-    res = CliRunner().invoke(
-        pack_app,
-        ["--input-json", m, "--output-dir", str(tmp_path / "o"), "--dict-max-file-size", "0"],
+    assert code == 2
+    assert "des-pack: error: --dict needs --codec zstd, got --codec lz4" in err
+    code, _, err = run_des_pack(
+        "--input-json", m, "--output-dir", str(tmp_path / "o"), "--dict-max-file-size", "0"
     )
-    assert res.exit_code == 2
-    assert "des-pack: error: --dict-max-file-size must be 1..1048576 bytes, got 0" in res.stderr
-    res = CliRunner().invoke(
-        pack_app,
-        [
-            "--input-json",
-            m,
-            "--output-dir",
-            str(tmp_path / "o"),
-            "--n-bits",
-            "4",
-            "--dict",
-            "--dict-max-file-size",
-            "1000000",
-        ],
+    assert code == 2
+    assert "des-pack: error: --dict-max-file-size must be 1..1048576 bytes, got 0" in err
+    code, _, err = run_des_pack(
+        "--input-json",
+        m,
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--n-bits",
+        "4",
+        "--dict",
+        "--dict-max-file-size",
+        "1000000",
     )
-    assert res.exit_code == 0, res.stderr
+    assert code == 0, err
     # 200 files on 16 shards: fewer than 64 samples per shard, so no dictionary anywhere
     for p in (tmp_path / "o").rglob("*.des"):
         with ShardReader.open_path(p) as reader:

@@ -30,7 +30,7 @@ from ._repack import (
 )
 from ._report import PackReport, ShardResult
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "CODECS",

@@ -1,5 +1,5 @@
-"""What the ``des-pack`` command does, as a plain function returning the exit code (the typer
-layer in ``cli.py`` only declares options)."""
+"""What the ``des-pack`` command does, as a plain function returning the exit code (``cli.py``
+only declares and parses the options)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What ``des delete``, ``des repack`` and ``des deletions`` do, as plain functions returning
-exit codes (the typer layer lives in ``cli.py``). Settings come from ``DES_*`` like the other
-``des`` commands."""
+exit codes (the typer layer lives in ``_des_app.py``). Settings come from ``DES_*`` like the
+other ``des`` commands."""
 
 from __future__ import annotations
 

@@ -1,13 +1,28 @@
-"""The ``des-pack`` and ``des`` commands (the only module that imports typer)."""
+"""The ``des-pack`` command and the entry point of ``des``.
+
+``des-pack`` parses its options with the standard library's argparse. It used typer, whose
+0.29 release coerces every option through a pydantic ``TypeAdapter``: importing typer and
+pydantic and building the adapters cost about 0.25 s of CPU at each start, before the first
+file was read (docs/bench/packer.md). ``des`` (many subcommands, run by operators, not in a
+batch hot path) stays on typer, in ``_des_app.py``, loaded only when it is used.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, NoReturn
 
-import typer
+if TYPE_CHECKING:
+    from ._des_app import des_app
 
-from ._commands import PackArgs, run_pack
+__all__ = ["des_app", "des_main", "pack_main", "pack_parser"]
+
+EXIT_USAGE = 2
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 everything packed; 1 packing failed (a file is missing, unreadable or not "
@@ -16,362 +31,224 @@ EXIT_CODES_HELP = (
     "(--on-error skip; see the skipped report)."
 )
 
-pack_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@pack_app.command(
-    help=(
-        "Pack the files listed in a manifest into .des shards (a directory or S3).\n\n"
-        "The manifest is a JSON list of objects or JSON Lines with uid, created_at, "
-        "size_bytes and source_path (a local path, relative to the manifest's directory, or "
-        "s3://bucket/key), optionally content_type and meta. Running the same command again "
-        "after an interruption finishes the job: complete shards are skipped, files already "
-        "in a shard are not added twice.\n\n" + EXIT_CODES_HELP
-    )
+_DESCRIPTION = (
+    "Usage: des-pack --input-json FILE --output-dir DIR|s3://BUCKET/PREFIX [OPTIONS]\n\n"
+    "Pack the files listed in a manifest into .des shards (a directory or S3).\n\n"
+    "The manifest is a JSON list of objects or JSON Lines with uid, created_at, "
+    "size_bytes and source_path (a local path, relative to the manifest's directory, or "
+    "s3://bucket/key), optionally content_type and meta. Running the same command again "
+    "after an interruption finishes the job: complete shards are skipped, files already "
+    "in a shard are not added twice.\n\n" + EXIT_CODES_HELP
 )
-def des_pack(  # noqa: PLR0917 - typer maps options to parameters
-    input_json: Annotated[
-        Path, typer.Option("--input-json", help="Manifest: JSON list or JSON Lines.")
-    ],
-    output_dir: Annotated[
-        str | None,
-        typer.Option("--output-dir", help="Directory or s3://bucket/prefix for the shards."),
-    ] = None,
-    max_shard_size: Annotated[
-        int,
-        typer.Option(
-            "--max-shard-size",
-            help="Largest shard object in bytes; more payload rolls over into part objects.",
-        ),
-    ] = 1 << 30,
-    n_bits: Annotated[
-        int, typer.Option("--n-bits", envvar="DES_N_BITS", help="Routing bits (4..16).")
-    ] = 8,
-    codec: Annotated[str, typer.Option("--codec", help="none, zstd or lz4.")] = "zstd",
-    level: Annotated[int, typer.Option("--level", help="Compression level.")] = 3,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Threads reading and compressing (default: CPUs)."),
-    ] = None,
-    shard_range: Annotated[
-        str | None,
-        typer.Option("--shard-range", help="Only pack shard indexes A-B (inclusive)."),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
-    ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable JSON summary.")
-    ] = False,
-    on_error: Annotated[
-        str,
-        typer.Option(
-            "--on-error", help="fail: stop at the first bad entry; skip: leave it out (exit 3)."
-        ),
-    ] = "fail",
-    skipped_report: Annotated[
-        Path,
-        typer.Option("--skipped-report", help="Where skipped entries are listed (JSON Lines)."),
-    ] = Path("des-pack-skipped.jsonl"),
-    big_file_threshold: Annotated[
-        int,
-        typer.Option(
-            "--big-file-threshold",
-            envvar="DES_BIG_FILE_THRESHOLD_BYTES",
-            help="Files larger than this many bytes go to _bigFiles/<sha256>.",
-        ),
-    ] = 10 * 1024 * 1024,
-    zones_config: Annotated[
-        str | None,
-        typer.Option(
-            "--zones-config", help="Zones file: each shard goes to its zone's bucket (S3)."
-        ),
-    ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
-    ] = None,
-    fsync: Annotated[
-        bool,
-        typer.Option(
-            "--fsync/--no-fsync",
-            help="fsync shards before renaming them (default). --no-fsync is faster; killing "
-            "the packer stays safe, a power loss may not.",
-        ),
-    ] = True,
-    dictionary: Annotated[
-        bool,
-        typer.Option(
-            "--dict/--no-dict",
-            help="Train a zstd dictionary per shard on its small files and compress them with "
-            "it (needs at least 64 of them; off by default).",
-        ),
-    ] = False,
-    dict_max_file_size: Annotated[
-        int,
-        typer.Option(
-            "--dict-max-file-size",
-            help="With --dict: files of at most this many bytes use the dictionary.",
-        ),
-    ] = 4 * 1024,
-) -> None:
+
+#: Options whose default comes from an environment variable when they are not given.
+_ENV_DEFAULTS = {
+    "n_bits": ("--n-bits", "DES_N_BITS", 8),
+    "big_file_threshold": ("--big-file-threshold", "DES_BIG_FILE_THRESHOLD_BYTES", 10 << 20),
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of the description on its own (argparse joins them), and never
+    breaks a line inside ``--no-dict`` or a file name."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            textwrap.fill(
+                p, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+            )
+            for p in text.split("\n\n")
+        )
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line naming the option, exit code 2 (argparse's own prints the usage first)."""
+        self.exit(EXIT_USAGE, f"des-pack: error: {message}; see des-pack --help\n")
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def pack_parser() -> argparse.ArgumentParser:
+    """The option parser of ``des-pack``."""
+    p = _Parser(
+        prog="des-pack",
+        usage=argparse.SUPPRESS,  # the description's first paragraph is the usage line
+        description=_DESCRIPTION,
+        formatter_class=_HelpFormatter,
+        add_help=False,
+        allow_abbrev=False,
+    )
+    add = p.add_argument
+    add(
+        "--input-json",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="Manifest: JSON list or JSON Lines. Required.",
+    )
+    add("--output-dir", metavar="DIR", help="Directory or s3://bucket/prefix for the shards.")
+    add(
+        "--max-shard-size",
+        type=_whole_number,
+        default=1 << 30,
+        metavar="BYTES",
+        help="Largest shard object in bytes; more payload rolls over into part objects "
+        "(default: 1073741824).",
+    )
+    add(
+        "--n-bits",
+        type=_whole_number,
+        metavar="N",
+        help="Routing bits, 4..16 (default: $DES_N_BITS, else 8).",
+    )
+    add("--codec", default="zstd", metavar="CODEC", help="none, zstd or lz4 (default: zstd).")
+    add(
+        "--level",
+        type=_whole_number,
+        default=3,
+        metavar="N",
+        help="Compression level (default: 3).",
+    )
+    add(
+        "--workers",
+        type=_whole_number,
+        metavar="N",
+        help="Threads reading and compressing (default: CPUs).",
+    )
+    add("--shard-range", metavar="A-B", help="Only pack shard indexes A-B (inclusive).")
+    add("--dry-run", action="store_true", help="Print the plan; write nothing.")
+    add(
+        "--json",
+        action="store_true",
+        dest="json_out",
+        help="Print a machine-readable JSON summary.",
+    )
+    add(
+        "--on-error",
+        default="fail",
+        metavar="fail|skip",
+        help="fail: stop at the first bad entry; skip: leave it out (exit 3). Default: fail.",
+    )
+    add(
+        "--skipped-report",
+        type=Path,
+        default=Path("des-pack-skipped.jsonl"),
+        metavar="FILE",
+        help="Where skipped entries are listed (JSON Lines; default: des-pack-skipped.jsonl).",
+    )
+    add(
+        "--big-file-threshold",
+        type=_whole_number,
+        metavar="BYTES",
+        help="Files larger than this many bytes go to _bigFiles/<sha256> "
+        "(default: $DES_BIG_FILE_THRESHOLD_BYTES, else 10485760).",
+    )
+    add(
+        "--zones-config",
+        metavar="FILE",
+        help="Zones file: each shard goes to its zone's bucket (S3).",
+    )
+    add(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Progress bar (default: on a terminal).",
+    )
+    add(
+        "--fsync",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fsync shards before renaming them (default). --no-fsync is faster; killing "
+        "the packer stays safe, a power loss may not.",
+    )
+    add(
+        "--dict",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        dest="dictionary",
+        help="Train a zstd dictionary per shard on its small files and compress them with "
+        "it (needs at least 64 of them; default: --no-dict).",
+    )
+    add(
+        "--dict-max-file-size",
+        type=_whole_number,
+        default=4 * 1024,
+        metavar="BYTES",
+        help="With --dict: files of at most this many bytes use the dictionary (default: 4096).",
+    )
+    add("--help", action="help", help="Show this message and exit.")
+    return p
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = pack_parser()
+    ns = parser.parse_args(argv)
+    for dest, (flag, var, default) in _ENV_DEFAULTS.items():
+        if getattr(ns, dest) is not None:
+            continue
+        text = os.environ.get(var)
+        if not text:  # unset or empty: the built-in default
+            setattr(ns, dest, default)
+            continue
+        try:
+            setattr(ns, dest, int(text))
+        except ValueError:
+            parser.error(f"{var}={text!r} (the default of {flag}) is not a whole number")
+    return ns
+
+
+def pack_main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of ``des-pack`` (``argv`` defaults to ``sys.argv[1:]``); exits with the
+    command's exit code."""
+    ns = _parse(argv)
+    from ._commands import PackArgs, run_pack
+
     code = run_pack(
         PackArgs(
-            input_json=input_json,
-            output_dir=output_dir,
-            max_shard_size=max_shard_size,
-            n_bits=n_bits,
-            codec=codec,
-            level=level,
-            workers=workers,
-            shard_range=shard_range,
-            dry_run=dry_run,
-            json=json_out,
-            on_error=on_error,
-            skipped_report=skipped_report,
-            big_file_threshold=big_file_threshold,
-            zones_config=zones_config,
-            progress=progress,
-            fsync=fsync,
-            dictionary=dictionary,
-            dict_max_file_size=dict_max_file_size,
+            input_json=ns.input_json,
+            output_dir=ns.output_dir,
+            max_shard_size=ns.max_shard_size,
+            n_bits=ns.n_bits,
+            codec=ns.codec,
+            level=ns.level,
+            workers=ns.workers,
+            shard_range=ns.shard_range,
+            dry_run=ns.dry_run,
+            json=ns.json_out,
+            on_error=ns.on_error,
+            skipped_report=ns.skipped_report,
+            big_file_threshold=ns.big_file_threshold,
+            zones_config=ns.zones_config,
+            progress=ns.progress,
+            fsync=ns.fsync,
+            dictionary=ns.dictionary,
+            dict_max_file_size=ns.dict_max_file_size,
         )
     )
-    raise typer.Exit(code)
-
-
-def pack_main() -> None:
-    """Entry point of ``des-pack``."""
-    pack_app()
-
-
-# ---- des: inspect and retrieve -----------------------------------------------------------------
-
-DES_EXIT_HELP = (
-    "Exit codes: 0 ok; 1 not found, unreadable or failed verification; 2 usage error; "
-    "4 (des get) the file was deleted."
-)
-
-des_app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    help=(
-        "Inspect and retrieve DES shards with the service's settings (DES_BACKEND, "
-        "DES_BASE_DIR, DES_S3_*, DES_ZONES_CONFIG, DES_N_BITS); the options below override "
-        "them. " + DES_EXIT_HELP
-    ),
-)
-
-
-@des_app.callback()
-def des_settings(  # noqa: PLR0917 - typer maps options to parameters
-    ctx: typer.Context,
-    backend: Annotated[
-        str | None, typer.Option("--backend", help="local, s3 or multi_s3 (DES_BACKEND).")
-    ] = None,
-    base_dir: Annotated[
-        str | None, typer.Option("--base-dir", help="Shard directory (DES_BASE_DIR).")
-    ] = None,
-    n_bits: Annotated[int | None, typer.Option("--n-bits", help="DES_N_BITS.")] = None,
-    s3_bucket: Annotated[str | None, typer.Option("--s3-bucket", help="DES_S3_BUCKET.")] = None,
-    s3_prefix: Annotated[str | None, typer.Option("--s3-prefix", help="DES_S3_PREFIX.")] = None,
-    s3_region: Annotated[str | None, typer.Option("--s3-region", help="DES_S3_REGION.")] = None,
-    s3_endpoint_url: Annotated[
-        str | None, typer.Option("--s3-endpoint-url", help="DES_S3_ENDPOINT_URL.")
-    ] = None,
-    zones_config: Annotated[
-        str | None, typer.Option("--zones-config", help="DES_ZONES_CONFIG.")
-    ] = None,
-) -> None:
-    ctx.obj = {
-        "DES_BACKEND": backend,
-        "DES_BASE_DIR": base_dir,
-        "DES_N_BITS": None if n_bits is None else str(n_bits),
-        "DES_S3_BUCKET": s3_bucket,
-        "DES_S3_PREFIX": s3_prefix,
-        "DES_S3_REGION": s3_region,
-        "DES_S3_ENDPOINT_URL": s3_endpoint_url,
-        "DES_ZONES_CONFIG": zones_config,
-    }
-
-
-@des_app.command(
-    help=(
-        "Retrieve one file (des get UID --created-at T [-o FILE]; stdout without -o) or many "
-        "(des get --batch FILE --out DIR; FILE is JSON Lines of uid and created_at, each file "
-        "is written to DIR/<uid>, a JSON report goes to stdout). " + DES_EXIT_HELP
-    )
-)
-def get(  # noqa: PLR0917 - typer maps options to parameters
-    ctx: typer.Context,
-    uid: Annotated[str | None, typer.Argument(help="The file's uid.")] = None,
-    created_at: Annotated[
-        str | None, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
-    ] = None,
-    batch: Annotated[
-        Path | None, typer.Option("--batch", help="JSON Lines of {uid, created_at}.")
-    ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Directory for --batch files.")
-    ] = None,
-) -> None:
-    from ._inspect import EXIT_USAGE, run_get, run_get_batch
-
-    if batch is not None:
-        if uid is not None or out_dir is None:
-            typer.echo("des: error: --batch FILE needs --out DIR and no UID argument", err=True)
-            raise typer.Exit(EXIT_USAGE)
-        raise typer.Exit(run_get_batch(batch, out_dir, ctx.obj))
-    if uid is None or created_at is None:
-        typer.echo("des: error: give UID --created-at T (or --batch FILE --out DIR)", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    raise typer.Exit(run_get(uid, created_at, output, ctx.obj))
-
-
-@des_app.command(
-    help="List the entries of a shard (a local .des path or a key such as 20240101/A7.des)."
-)
-def ls(
-    ctx: typer.Context,
-    shard: Annotated[str, typer.Argument(help="Local shard path or object key.")],
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per entry.")] = False,
-) -> None:
-    from ._inspect import run_ls
-
-    raise typer.Exit(run_ls(shard, ctx.obj, as_json=json_out))
-
-
-@des_app.command(
-    help=(
-        "Verify a shard, a base directory, or (DES_BACKEND=s3) every shard under a key "
-        "prefix: header, footer and index checksums; --deep reads and checks every payload. "
-        "Prints a JSON report. " + DES_EXIT_HELP
-    )
-)
-def verify(
-    ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="Shard path, directory, key or prefix.")],
-    deep: Annotated[bool, typer.Option("--deep", help="Check every payload too.")] = False,
-) -> None:
-    from ._inspect import run_verify
-
-    raise typer.Exit(run_verify(target, ctx.obj, deep=deep))
-
-
-@des_app.command(
-    help=(
-        "Delete files: from now on they read as gone (des get exit 4, HTTP 410) on every "
-        "backend and every replica. Bytes in continuation parts are overwritten at once and "
-        "big files no live file shares are removed (once older than --bigfile-grace); bytes "
-        "in the shard's head object stay until des repack erases them. Deleting again "
-        "finishes what an interrupted delete left. "
-        "des delete UID --created-at T, or --batch FILE (JSON Lines of uid and created_at). "
-        "Exit codes: 0 deleted (or already deleted); 1 a file or shard does not exist, or a "
-        "shard could not be changed; 2 usage error."
-    )
-)
-def delete(
-    ctx: typer.Context,
-    uid: Annotated[str | None, typer.Argument(help="The file's uid.")] = None,
-    created_at: Annotated[
-        str | None, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
-    ] = None,
-    batch: Annotated[
-        Path | None, typer.Option("--batch", help="JSON Lines of {uid, created_at}.")
-    ] = None,
-    bigfile_grace: Annotated[
-        float,
-        typer.Option(
-            "--bigfile-grace",
-            help="Seconds a big file must have existed before a delete removes it.",
-        ),
-    ] = 3600.0,
-) -> None:
-    from ._delete import run_delete
-
-    raise typer.Exit(
-        run_delete(uid, created_at, batch, ctx.obj, bigfile_grace_seconds=bigfile_grace)
-    )
-
-
-@des_app.command(
-    help=(
-        "Erase deleted files: rebuild the shards whose deleted bytes reach --threshold "
-        "(a share, 0..1) without them, copy on write (built, verified, then published in "
-        "place of the old shard only if no one changed it meanwhile), then remove the "
-        "objects left behind (old parts, older S3 versions, big files no shard references). "
-        "--max-shards bounds a round; run again to continue. "
-        "Exit codes: 0 ok; 1 some shard failed; 2 usage error."
-    )
-)
-def repack(  # noqa: PLR0917 - typer maps options to parameters
-    ctx: typer.Context,
-    prefix: Annotated[
-        str, typer.Option("--prefix", help="Only shards under this key prefix (20240101/).")
-    ] = "",
-    threshold: Annotated[
-        float,
-        typer.Option("--threshold", help="Repack when deleted bytes are at least this share."),
-    ] = 0.0,
-    max_shards: Annotated[
-        int | None, typer.Option("--max-shards", help="Shards repacked in this round.")
-    ] = None,
-    max_shard_size: Annotated[
-        int,
-        typer.Option("--max-shard-size", help="Largest rebuilt object; more rolls over."),
-    ] = 1 << 30,
-    bigfile_grace: Annotated[
-        float,
-        typer.Option(
-            "--bigfile-grace",
-            help="Seconds an unreferenced big file must have existed before it is removed.",
-        ),
-    ] = 3600.0,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would be repacked; change nothing.")
-    ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    from ._delete import run_repack
-    from ._repack import RepackOptions
-
-    options = RepackOptions(
-        threshold=threshold,
-        max_shards=max_shards,
-        prefix=prefix,
-        dry_run=dry_run,
-        max_part_size=max_shard_size,
-        bigfile_grace_seconds=bigfile_grace,
-    )
-    raise typer.Exit(run_repack(options, ctx.obj, as_json=json_out))
-
-
-@des_app.command(
-    help=(
-        "List deleted files and whether their bytes are only hidden, being erased (objects "
-        "that may hold them remain; run des repack) or erased. Holds no file content. "
-        "Exit codes: 0 ok; 1 some shard unreadable; 2 usage error."
-    )
-)
-def deletions(
-    ctx: typer.Context,
-    prefix: Annotated[
-        str, typer.Option("--prefix", help="Only shards under this key prefix (20240101/).")
-    ] = "",
-    state: Annotated[
-        str | None, typer.Option("--state", help="Only hidden, erasing or erased.")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines output.")] = False,
-) -> None:
-    from ._delete import run_deletions
-
-    raise typer.Exit(run_deletions(prefix, ctx.obj, state=state, as_json=json_out))
+    sys.exit(code)
 
 
 def des_main() -> None:
     """Entry point of ``des``."""
+    from ._des_app import des_app
+
     des_app()
+
+
+def __getattr__(name: str) -> object:
+    # ``des_packer.cli.des_app`` (the typer app, for tests and embedding) without importing
+    # typer when only des-pack runs.
+    if name == "des_app":
+        from ._des_app import des_app
+
+        return des_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
