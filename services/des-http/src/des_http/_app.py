@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote, unquote_to_bytes
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound, ObjectStore
 from des_routing import DesSettings, InvalidUid, RoutingError
@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._auth import TokenTable, needed_scope, read_token_file
-from ._logging import AccessLogMiddleware
+from ._logging import AccessLogMiddleware, log_access, plan_request_id
 from ._metrics import ServiceMetrics
 from ._openapi import BATCH_RESPONSES, FILE_RESPONSES, READY_RESPONSES, install_openapi
 from ._problems import (
@@ -142,13 +142,8 @@ def _file_params(
     scope = request.scope
     query: bytes = scope.get("query_string", b"")
     created_at: str | None
-    if (
-        query.startswith(_CREATED_AT)
-        and b"&" not in query
-        and b"%" not in query
-        and b"+" not in query
-    ):
-        created_at = query[len(_CREATED_AT) :].decode("latin-1")
+    if query.startswith(_CREATED_AT) and b"&" not in query and b"+" not in query:
+        created_at = _created_at_of(query)
     else:
         created_at = request.query_params.get("created_at")
     if created_at is None:
@@ -162,6 +157,14 @@ def _file_params(
         if slot is not None and found[slot] is None:
             found[slot] = value.decode("latin-1")
     return checked_uid(request), created_at, found[0], found[1], found[2]
+
+
+def _created_at_of(query: bytes) -> str:
+    """The value of a query string that is one ``created_at=`` and holds no ``&`` or ``+``,
+    decoded as Starlette's ``query_params`` decodes it (percent-escapes as UTF-8, invalid
+    sequences replaced)."""
+    value = query[len(_CREATED_AT) :].decode("latin-1")
+    return unquote(value) if "%" in value else value
 
 
 def checked_uid(request: Request) -> str:
@@ -409,8 +412,11 @@ def create_app(
         front = _AuthMiddleware(front, tokens=tokens, retry_after=settings.retry_after_seconds)
     app.add_middleware(AccessLogMiddleware)
     # GET/HEAD /files/{uid} take the same middleware (access log, auth) in front of their
-    # handlers, past FastAPI's own stack; see _DesApp.
-    app.files_front = AccessLogMiddleware(front)
+    # handlers, past FastAPI's own stack; see _DesApp. Warm plain answers skip even those.
+    general = AccessLogMiddleware(front)
+    app.files_front = general
+    if service.read_nowait is not None or service.stat_nowait is not None:
+        app.files_front = _WarmFront(service, general, tokens)
     return app
 
 
@@ -589,7 +595,8 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
                     if if_none_match is None and range_header is None
                     else lambda e: not without_body(e, range_header, if_none_match, if_range)
                 )
-                found = read_nowait(key, uid, only_if)
+                if not _nowait_missed(request):
+                    found = read_nowait(key, uid, only_if)
                 metrics.observe_nowait(found is not None)
             if found is not None:
                 entry, data = found
@@ -648,7 +655,8 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
             stat_nowait = service.stat_nowait
             head_entry = None
             if stat_nowait is not None:
-                head_entry = stat_nowait(key, uid)  # the shard's index cached: no I/O at all
+                if not _nowait_missed(request):
+                    head_entry = stat_nowait(key, uid)  # the shard's index cached: no I/O
                 metrics.observe_nowait(head_entry is not None)
             if head_entry is not None:
                 entry = head_entry
@@ -738,6 +746,159 @@ class _FilesFastPath:
         scope["path_params"] = {"uid": scope["path"][7:]}
         response = await self.handlers[scope["method"]](Request(scope, receive))
         await response(scope, receive, send)
+
+
+# Set in the request's state by _WarmFront when its read without I/O found nothing: the
+# handler counts the fallback and goes to the I/O threads without asking a second time.
+_NOWAIT_MISSED = "des_nowait_missed"
+
+
+def _nowait_missed(request: Request) -> bool:
+    state = request.scope.get("state")
+    return state is not None and _NOWAIT_MISSED in state
+
+
+# Header names _WarmFront reads: X-Request-ID, Authorization, and the two that make an
+# answer other than a plain 200 (If-Range alone changes nothing without Range).
+_WARM_HEADERS = {b"x-request-id": 0, b"authorization": 1, b"range": 2, b"if-none-match": 3}
+_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
+_WarmAnswer = tuple[list[tuple[bytes, bytes]], bytes]
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+class _WarmFront:
+    """``GET``/``HEAD /files/{uid}`` whose answer is a plain 200 from memory, sent as raw
+    ASGI messages; every other request goes to ``general`` (the access log, auth and the
+    handlers) unchanged.
+
+    It does, in one pass and without Starlette's request and response objects, what the
+    access log, auth and the handlers do for such a request: the request id and
+    ``X-Request-ID``, the token check, ``created_at`` from the query, the shard key, the read
+    without I/O (``_Service.read_nowait``/``stat_nowait``), the same headers in the same order
+    (``_Service.base_headers`` plus ``Content-Length``), the same metrics and access-log line.
+    It takes a request only when that answer is sure before anything is counted: no
+    ``Range`` or ``If-None-Match``, a token that passes, a query that is a single
+    ``created_at`` without ``&`` or ``+``, a uid and time that route. When the read finds
+    nothing, the request is marked (``_NOWAIT_MISSED``) and handed over, so the handler counts
+    the fallback and does not ask again.
+    """
+
+    def __init__(
+        self, service: _Service, general: AccessLogMiddleware, tokens: TokenTable | None
+    ) -> None:
+        self.service = service
+        self.general = general
+        self.tokens = tokens
+        self.cache_control = (b"cache-control", service.settings.cache_control.encode("latin-1"))
+        self.content_types: dict[str, tuple[bytes, bytes]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        found: list[bytes | None] = [None, None, None, None]
+        for name, value in scope["headers"]:
+            slot = _WARM_HEADERS.get(name)
+            if slot is not None and found[slot] is None:
+                found[slot] = value
+        incoming = found[0]
+        request_id = plan_request_id(None if incoming is None else incoming.decode("latin-1"))
+        answer: _WarmAnswer | Literal[False] | None = None
+        if found[2] is None and found[3] is None:
+            answer = self.answer(scope, found[1], started)
+        if answer is None or answer is False:
+            if answer is False:
+                scope.setdefault("state", {})[_NOWAIT_MISSED] = True
+            await self.general.serve(scope, receive, send, request_id, started)
+            return
+        headers, body = answer
+        scope.setdefault("state", {})["request_id"] = request_id
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        status = 0
+        sent = 0
+        error: BaseException | None = None
+        try:
+            status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            sent = len(body)
+            await send({"type": "http.response.body", "body": body})
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            log_access(scope, request_id, status=status, sent=sent, started=started, error=error)
+
+    def answer(
+        self, scope: Scope, authorization: bytes | None, started: float
+    ) -> _WarmAnswer | Literal[False] | None:
+        """(headers but X-Request-ID, body) of the 200 answer, counted in the metrics; None
+        when the request is not one to answer here, False when the read without I/O found
+        nothing (then nothing is counted)."""
+        tokens = self.tokens
+        method: str = scope["method"]
+        if tokens is not None:
+            needed = needed_scope(scope["path"], method)
+            if needed is not None:
+                try:
+                    record = tokens.authorize(
+                        None if authorization is None else authorization.decode("latin-1"),
+                        needed,
+                    )
+                except ServiceError:
+                    return None
+                scope.setdefault("state", {})["principal"] = record.name
+        query: bytes = scope.get("query_string", b"")
+        if not query.startswith(_CREATED_AT) or b"&" in query or b"+" in query:
+            return None
+        uid: str = scope["path"][7:]
+        if "\ufffd" in uid:
+            return None
+        service = self.service
+        try:
+            key = plan_object_key(uid, _created_at_of(query), service.n_bits)
+        except Exception:  # noqa: BLE001 - the handler answers the error
+            return None
+        metrics = service.metrics
+        body = b""
+        if method == "GET":
+            read_nowait = service.read_nowait
+            if read_nowait is None:
+                return None
+            got = read_nowait(key, uid, None)
+            if got is None:
+                return False
+            entry, data = got
+            assert data is not None  # read whenever only_if is None
+            size = entry.size
+            body = data if len(data) == size else data[:size]
+            metrics.add_bytes_served(len(body))
+        else:
+            stat_nowait = service.stat_nowait
+            if stat_nowait is None:
+                return None
+            head_entry = stat_nowait(key, uid)
+            if head_entry is None:
+                return False
+            entry = head_entry
+        metrics.observe_nowait(True)
+        headers = self.headers_of(entry)
+        metrics.observe_retrieval(200, time.perf_counter() - started)
+        service.sync_cache()
+        return headers, body
+
+    def headers_of(self, entry: FileEntry) -> list[tuple[bytes, bytes]]:
+        """``base_headers(entry)`` and ``Content-Length``, as Starlette would encode them."""
+        media = media_type_of(entry)
+        content_type = self.content_types.get(media)
+        if content_type is None:
+            if len(self.content_types) >= 1024:
+                self.content_types.clear()
+            content_type = (b"content-type", media.encode("latin-1"))
+            self.content_types[media] = content_type
+        headers = [_ACCEPT_RANGES, self.cache_control, content_type, _NOSNIFF]
+        etag = entry.etag
+        if etag:
+            headers.append((b"etag", etag.encode("latin-1")))
+        headers.append((b"content-length", b"%d" % entry.size))
+        return headers
 
 
 class _DesApp(FastAPI):

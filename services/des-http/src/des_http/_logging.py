@@ -66,21 +66,54 @@ def plan_request_id(incoming: str | None) -> str:
 
 class _RequestIds:
     """Fresh request ids: 32 hex digits (as a uuid4's hex), a random per-process prefix and
-    a counter, unique without a system call per request."""
+    a counter, unique without a system call per request (a forked child draws a new
+    prefix)."""
 
     def __init__(self) -> None:
-        self._pid = -1
         self._prefix = ""
         self._counter = itertools.count()
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = os.urandom(8).hex()
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # a new (e.g. forked) process: a new random prefix
-            self._pid = os.getpid()
-            self._prefix = os.urandom(8).hex()
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 _fresh_request_id = _RequestIds()
+
+
+def log_access(
+    scope: Scope,
+    request_id: str,
+    *,
+    status: int,
+    sent: int,
+    started: float,
+    error: BaseException | None,
+) -> None:
+    """Write the access-log line of one request (when the access log is on)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "event": "access",
+        "request_id": request_id,
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": scope.get("query_string", b"").decode("latin-1"),
+        "status": status or 500,
+        "bytes": sent,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "client": (scope.get("client") or ("", 0))[0],
+    }
+    principal = scope["state"].get("principal")
+    if principal:
+        fields["principal"] = principal
+    if error is not None:
+        fields["error"] = type(error).__name__
+    access_log.info("access", extra={"fields": fields})
 
 
 class AccessLogMiddleware:
@@ -99,7 +132,12 @@ class AccessLogMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = plan_request_id(incoming)
+        await self.serve(scope, receive, send, plan_request_id(incoming), started)
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float
+    ) -> None:
+        """Run the app for an http request whose id is chosen, and log it."""
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         status = 0
@@ -121,21 +159,4 @@ class AccessLogMiddleware:
             error = exc
             raise
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                fields: dict[str, Any] = {
-                    "event": "access",
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "query": scope.get("query_string", b"").decode("latin-1"),
-                    "status": status or 500,
-                    "bytes": sent,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "client": (scope.get("client") or ("", 0))[0],
-                }
-                principal = scope["state"].get("principal")
-                if principal:
-                    fields["principal"] = principal
-                if error is not None:
-                    fields["error"] = type(error).__name__
-                access_log.info("access", extra={"fields": fields})
+            log_access(scope, request_id, status=status, sent=sent, started=started, error=error)
