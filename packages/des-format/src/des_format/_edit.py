@@ -16,12 +16,12 @@ import os
 import secrets
 import tempfile
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ._checksum import crc32
 from ._codecs import Codec
 from ._errors import (
     DesFormatError,
@@ -279,7 +279,7 @@ def _crc_of_run(fill: int, n: int) -> int:
     left = n
     while left:
         step = min(left, len(block))
-        crc = zlib.crc32(block[:step], crc)
+        crc = crc32(block[:step], crc)
         left -= step
     return crc
 

@@ -14,11 +14,11 @@ cached index and look the uid up again, cold, once. No read costs a request more
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ._cache import IndexCache
+from ._checksum import crc32
 from ._codecs import Codec, iter_decompress
 from ._errors import (
     ChecksumMismatch,
@@ -429,7 +429,7 @@ class ShardRetriever:
         for piece in iter_decompress(
             codec, chunks, entry.size, uid=entry.uid, dictionary=dictionary
         ):
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
             if sha is not None:
                 sha.update(piece)
             total += len(piece)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import array
 import hashlib
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._checksum import crc32
 from ._codecs import Codec, _module, _zstd_decompressor
 from ._errors import (
     DesFormatError,
@@ -264,7 +264,7 @@ def _check_zstd_chunk(
     out: list[FileCheck] = []
     for i, (entry, stored) in enumerate(chunk):
         data = segments[i]
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         if len(data) != entry.size or (entry.checksum is not None and crc != entry.checksum):
             out.append(_check_inline(entry, stored, index, digest))
         elif digest is None:
@@ -285,7 +285,7 @@ def _check_inline(
         data = decode_payload(entry, stored, index.dictionary)
     except DesFormatError as exc:
         return FileCheck(entry.uid, entry, exc)
-    crc = entry.checksum if entry.checksum is not None else zlib.crc32(data)
+    crc = entry.checksum if entry.checksum is not None else crc32(data)
     if digest is None:
         return FileCheck(entry.uid, entry, None, crc)
     if digest == "crc32":
@@ -308,7 +308,7 @@ def _check_bigfile(
     crc = 0
     try:
         for piece in OpenedFile(retriever, key, entry, index.etag, index.dictionary).iter_bytes():
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
             if h is not None:
                 h.update(piece)
     except StorageUnavailable:

@@ -29,7 +29,6 @@ import os
 import queue
 import threading
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -916,10 +915,12 @@ class MigrationOrchestrator:
             data_iter: Iterable[bytes] = [self._read_s3_source(row.location)]
         else:
             data_iter = _iter_file(row.location)
+        from des_format import crc32
+
         try:
             crc = 0
             for chunk in data_iter:
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
         except OSError as exc:
             return f"cannot re-read source {row.location}: {exc.strerror}"
         if crc != packed_crc:
