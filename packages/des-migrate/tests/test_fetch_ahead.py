@@ -33,9 +33,7 @@ def _setup(
         h.Src(f"file-{i:03d}", base + timedelta(hours=7 * i), h.content_for(f"file-{i:03d}"))
         for i in range(12)
     ]
-    engine = sa.create_engine(pg_url)
-    table = h.make_table(engine)
-    h.insert_rows(engine, table, tmp_path / "src", [*rows, *extra])
+    engine, table = h.source_table(pg_url, tmp_path / "src", [*rows, *extra])
     return engine, table
 
 

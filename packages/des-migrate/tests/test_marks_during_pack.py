@@ -20,9 +20,7 @@ def _setup(url: str, tmp_path: Path, h: type, n: int = 24) -> tuple[sa.Engine, s
         h.Src(f"file-{i:03d}", base + timedelta(minutes=13 * i), h.content_for(f"file-{i:03d}"))
         for i in range(n)
     ]
-    engine = sa.create_engine(url)
-    table = h.make_table(engine)
-    h.insert_rows(engine, table, tmp_path / "src", rows)
+    engine, table = h.source_table(url, tmp_path / "src", rows)
     return engine, table
 
 
