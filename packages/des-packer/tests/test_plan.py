@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
 from des_packer import (
@@ -10,9 +10,13 @@ from des_packer import (
     parse_shard_range,
     plan_shards,
 )
-from des_routing import locate_shard
+from des_routing import RoutingError, locate_shard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+
+def _offset(minutes: int) -> tzinfo:
+    return timezone(timedelta(minutes=minutes))
 
 
 def entry(uid: str, day: int = 1, size: int = 10) -> ManifestEntry:
@@ -105,3 +109,46 @@ def test_any_split_gives_the_same_shards(uids: set[str], cut: int, seed: object)
     lo_hi = plan_shards(shuffled, n_bits=4, shard_range=(0, 7))
     hi = plan_shards(shuffled, n_bits=4, shard_range=(8, 15))
     assert tuple(sorted(lo_hi.shards + hi.shards, key=lambda s: s.key)) == whole.shards
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.text(min_size=1, max_size=8), st.integers(0, 10**30).map(str)),
+            st.datetimes(
+                min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.none()
+            ),
+            st.one_of(st.just(UTC), st.integers(-23 * 60, 23 * 60).map(_offset)),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    n_bits=st.integers(3, 17),  # 3 and 17: the n_bits error, as locate_shard words it
+)
+def test_each_entry_lands_where_locate_shard_says(
+    rows: list[tuple[str, datetime, tzinfo]], n_bits: int
+) -> None:
+    """The planner computes locations itself (once per shard); they equal locate_shard's,
+    for any uid, offset (the UTC day decides) and n_bits; bad uids and n_bits fail alike."""
+    entries = [ManifestEntry(u, t.replace(tzinfo=tz), 1, "/s") for u, t, tz in rows]
+    try:
+        expected = [locate_shard(e.uid, e.created_at, n_bits) for e in entries]
+    except RoutingError as exc:
+        error = str(exc)
+        with pytest.raises(ManifestError) as info:
+            plan_shards(entries, n_bits=n_bits, on_duplicate="skip")
+        assert str(info.value) == error
+        return
+    plan = plan_shards(entries, n_bits=n_bits, on_duplicate="skip")
+    got = {
+        id(e): (s.key, s.date_dir, s.shard_index, s.shard_hex)
+        for s in plan.shards
+        for e in s.entries
+    }
+    rejected = [u for u, _ in plan.rejected]
+    for e, loc in zip(entries, expected, strict=True):
+        where = (loc.object_key, loc.date_dir, loc.shard_index, loc.shard_hex)
+        assert got.get(id(e), where) == where
+    assert len(got) + len(rejected) == len(entries)
+    assert [s.key for s in plan.shards] == sorted({loc.object_key for loc in expected})

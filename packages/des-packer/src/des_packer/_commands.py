@@ -64,7 +64,7 @@ def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
 
 
 def _entries(path: Path, on_error: str, rejected: list[tuple[str, str]]) -> Iterator[ManifestEntry]:
-    base = path.resolve().parent
+    base = str(path.resolve().parent)
     for rec in iter_manifest_records(path):
         try:
             yield parse_manifest_entry(rec.value, where=rec.where, base_dir=base)

@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
+
+from des_routing import (
+    RoutingError,
+    date_dir_of,
+    format_shard_hex,
+    parse_created_at,
+    shard_index_of_uid,
+    shard_key,
+)
 
 from ._errors import ManifestError, PackConfigError
 from ._manifest import ManifestEntry
@@ -83,27 +93,37 @@ def plan_shards(
     With ``on_duplicate="skip"`` the first entry (in manifest order) is kept and the others are
     listed in ``PackPlan.rejected``.
     """
-    from des_routing import RoutingError, locate_shard
-
-    groups: dict[str, tuple[str, int, str, list[ManifestEntry]]] = {}
+    # Per entry only what locate_shard checks and computes (the same errors in the same
+    # order: uid, n_bits, created_at), grouped by (UTC day, shard index) packed in one int;
+    # the date directory and key strings are made once per shard.
+    groups: dict[int, tuple[str, list[ManifestEntry]]] = {}
     out_of_range = 0
     for entry in entries:
         try:
-            loc = locate_shard(entry.uid, entry.created_at, n_bits)
+            index = shard_index_of_uid(entry.uid, n_bits)
+            created_at = entry.created_at
+            if created_at.tzinfo is not UTC:
+                created_at = parse_created_at(created_at)
         except RoutingError as exc:
             raise ManifestError(f"{exc}", uid=entry.uid) from None
-        if shard_range is not None and not (shard_range[0] <= loc.shard_index <= shard_range[1]):
+        if shard_range is not None and not (shard_range[0] <= index <= shard_range[1]):
             out_of_range += 1
             continue
-        group = groups.get(loc.object_key)
+        group_id = created_at.toordinal() << 16 | index  # index < 2**16 (n_bits <= 16)
+        group = groups.get(group_id)
         if group is None:
-            group = (loc.date_dir, loc.shard_index, loc.shard_hex, [])
-            groups[loc.object_key] = group
-        group[3].append(entry)
+            groups[group_id] = group = (date_dir_of(created_at), [])
+        group[1].append(entry)
+    located: dict[str, tuple[str, int, str, list[ManifestEntry]]] = {}
+    for group_id, (date_dir, items) in groups.items():
+        index = group_id & 0xFFFF
+        hexa = format_shard_hex(index, n_bits)
+        located[shard_key(date_dir, index, n_bits)] = (date_dir, index, hexa, items)
+    del groups
     rejected: list[tuple[str, str]] = []
     shards: list[PlannedShard] = []
-    for key in sorted(groups):
-        date_dir, index, hexa, items = groups.pop(key)
+    for key in sorted(located):
+        date_dir, index, hexa, items = located.pop(key)
         items.sort(key=lambda e: e.uid)  # stable: the first of equal uids stays first
         kept: list[ManifestEntry] = []
         for entry in items:
