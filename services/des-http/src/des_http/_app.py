@@ -235,7 +235,9 @@ class _Service:
         return self.settings.des.n_bits
 
     def sync_cache(self) -> None:
-        if self.cache is not None:
+        """After a request: fold the index cache's counters into the metrics now when the
+        metrics cannot do it themselves at collection (multiprocess mode)."""
+        if self.cache is not None and self.metrics.sync_each_request:
             self.metrics.sync_cache(self.cache.stats())
 
     def base_headers(self, entry: FileEntry) -> dict[str, str]:
@@ -377,6 +379,7 @@ def create_app(
     # and go several times, e.g. one per TestClient).
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
     service = _Service(settings, retriever, store, metrics, cache, executor)
+    metrics.watch_cache(cache)
     if settings.nowait_reads:
         _install_nowait(service, retriever)
 
@@ -718,7 +721,7 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
         tags=["operations"],
     )
     async def metrics_endpoint() -> Response:
-        service.sync_cache()
+        # The index cache's counters are brought up to date by the collection itself.
         body, content_type = await service.in_thread(metrics.render)
         return Response(body, headers={"Cache-Control": "no-store"}, media_type=content_type)
 
@@ -856,7 +859,6 @@ class _WarmFront:
             key = plan_object_key(uid, _created_at_of(query), service.n_bits)
         except Exception:  # noqa: BLE001 - the handler answers the error
             return None
-        metrics = service.metrics
         body = b""
         if method == "GET":
             read_nowait = service.read_nowait
@@ -869,7 +871,6 @@ class _WarmFront:
             assert data is not None  # read whenever only_if is None
             size = entry.size
             body = data if len(data) == size else data[:size]
-            metrics.add_bytes_served(len(body))
         else:
             stat_nowait = service.stat_nowait
             if stat_nowait is None:
@@ -878,9 +879,8 @@ class _WarmFront:
             if head_entry is None:
                 return False
             entry = head_entry
-        metrics.observe_nowait(True)
         headers = self.headers_of(entry)
-        metrics.observe_retrieval(200, time.perf_counter() - started)
+        service.metrics.observe_warm_answer(len(body), time.perf_counter() - started)
         service.sync_cache()
         return headers, body
 

@@ -21,6 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.registry import Collector
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -39,13 +40,36 @@ def _stat(stats: Any, name: str) -> int:
     return int(getattr(stats, name, 0))
 
 
+class _BeforeCollect(Collector):
+    """Registered before the service's families: runs ``update`` whenever the registry is
+    collected (a scrape, ``get_sample_value``), so what is deferred is counted by then."""
+
+    def __init__(self, update: Any) -> None:
+        self.update = update
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self.update()
+        return []
+
+
 class ServiceMetrics:
-    """The service's metric families, registered in ``registry`` (a fresh one by default)."""
+    """The service's metric families, registered in ``registry`` (a fresh one by default).
+
+    The index cache's counters are folded in (:meth:`sync_cache`) when the registry is
+    collected; in multiprocess mode, where another worker may answer the scrape from the
+    shared files, after every request instead (``sync_each_request``).
+    """
 
     def __init__(self, backend: str, registry: CollectorRegistry | None = None) -> None:
         self.backend = backend
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
+        self.sync_each_request = multiprocess_dir() is not None
+        self._watched: Any = None
+        reg.register(_BeforeCollect(self._sync_watched))
         self.retrievals = Counter(
             "des_retrievals",
             "Files asked for, by backend and HTTP status of the answer.",
@@ -113,7 +137,7 @@ class ServiceMetrics:
         # Children looked up once: labels() costs a dict lookup and a lock per call.
         self._bytes_served = self.bytes_served.labels(backend)
         self._latency = self.retrieval_seconds.labels(backend)
-        self._status_children: dict[int, Any] = {}
+        self._status_children: dict[int, Any] = {200: self.retrievals.labels(backend, "200")}
         self._cache_counters = (
             self.cache_hits.labels(backend),
             self.cache_misses.labels(backend),
@@ -151,13 +175,30 @@ class ServiceMetrics:
     def observe_nowait(self, served: bool) -> None:
         self._nowait_children[0 if served else 1].inc()
 
+    def observe_warm_answer(self, nbytes: int, seconds: float) -> None:
+        """A 200 answered on the event loop: ``observe_nowait(True)``, ``add_bytes_served``
+        and ``observe_retrieval(200, seconds)`` in one call."""
+        self._nowait_children[0].inc()
+        if nbytes:
+            self._bytes_served.inc(nbytes)
+        self._status_children[200].inc()
+        self._latency.observe(seconds)
+
+    def watch_cache(self, cache: Any) -> None:
+        """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""
+        self._watched = cache
+
+    def _sync_watched(self) -> None:
+        if self._watched is not None:
+            self.sync_cache(self._watched.stats())
+
     def add_bytes_served(self, nbytes: int) -> None:
         if nbytes:
             self._bytes_served.inc(nbytes)
 
     def sync_cache(self, stats: Any) -> None:
         """Fold the index cache's cumulative ``stats()`` into the counters and gauges."""
-        if isinstance(stats, CacheStats):  # read directly: this runs once per request
+        if isinstance(stats, CacheStats):
             hits, misses, evictions = stats.hits, stats.misses, stats.evictions
             size, entries = stats.bytes, stats.entries
         else:
