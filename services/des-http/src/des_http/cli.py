@@ -7,6 +7,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _serve(argv: Sequence[str]) -> int:
@@ -56,6 +57,7 @@ def _serve(argv: Sequence[str]) -> int:
             workers=args.workers,
             access_log=False,
             log_level=settings.log_level.lower(),
+            http=_http_protocol(),
         )
     else:
         uvicorn.run(
@@ -64,8 +66,19 @@ def _serve(argv: Sequence[str]) -> int:
             port=args.port,
             access_log=False,
             log_level=settings.log_level.lower(),
+            http=_http_protocol(),
         )
     return 0
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with one write per answer (see ``_transport``), or
+    uvicorn's own choice when httptools is not installed."""
+    try:
+        from ._transport import CoalescingHttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
+        return "auto"
+    return CoalescingHttpToolsProtocol
 
 
 def _hash_token(argv: Sequence[str]) -> int:
