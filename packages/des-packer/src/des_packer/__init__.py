@@ -7,7 +7,8 @@ Library use (des-migrate builds on it)::
     report = pack(entries, "/data/des", PackOptions(n_bits=8, codec="zstd"))
 """
 
-from ._deletions import DeletionRecord, iter_deletions
+from typing import TYPE_CHECKING
+
 from ._errors import EntryFailed, ManifestError, PackAborted, PackConfigError, PackerError
 from ._manifest import (
     ManifestEntry,
@@ -19,16 +20,45 @@ from ._manifest import (
 from ._options import CODECS, DEFAULT_BIG_FILE_THRESHOLD, PackOptions, ProgressEvent
 from ._pack import open_destination, pack, pack_plan
 from ._plan import PackPlan, PlannedShard, parse_shard_range, plan_shards
-from ._repack import (
-    RepackOptions,
-    RepackReport,
-    ShardDeletionStats,
-    ShardRepack,
-    plan_repack,
-    repack,
-    repack_shard,
-)
 from ._report import PackReport, ShardResult
+
+if TYPE_CHECKING:
+    from ._deletions import DeletionRecord, iter_deletions
+    from ._repack import (
+        RepackOptions,
+        RepackReport,
+        ShardDeletionStats,
+        ShardRepack,
+        plan_repack,
+        repack,
+        repack_shard,
+    )
+
+# Deletion and repack are imported on first use: des-pack never needs them, and each module
+# imported costs its start-up (compiling it too, where no bytecode cache is written).
+_LAZY = {
+    "DeletionRecord": "_deletions",
+    "iter_deletions": "_deletions",
+    "RepackOptions": "_repack",
+    "RepackReport": "_repack",
+    "ShardDeletionStats": "_repack",
+    "ShardRepack": "_repack",
+    "plan_repack": "_repack",
+    "repack": "_repack",
+    "repack_shard": "_repack",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.1"
 
