@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from des_packer import ManifestEntry, ManifestError, parse_manifest_entry, read_manifest
+from des_packer._manifest import join_relative
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GOOD = {
     "uid": "uid-123",
@@ -96,3 +100,15 @@ def test_entry_accepts_string_timestamps_and_rejects_bad_sizes() -> None:
     assert e.created_at == datetime(2024, 3, 4, 3, 6, 7, tzinfo=UTC)
     with pytest.raises(ValueError, match="size_bytes must not be negative"):
         ManifestEntry("u", datetime(2024, 1, 1, tzinfo=UTC), -1, "/x")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    base=st.sampled_from(["/data/m", "/", "//", "rel/dir", "", ".", "..", "/a/../b/"]),
+    parts=st.lists(
+        st.sampled_from(["a", "bb", ".", "..", "", "c.txt", "..x", ".hidden"]), max_size=6
+    ),
+)
+def test_relative_sources_join_as_normpath_does(base: str, parts: list[str]) -> None:
+    source = "/".join(parts)
+    assert join_relative(base, source) == os.path.normpath(os.path.join(base, source))

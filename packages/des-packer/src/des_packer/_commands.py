@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from ._console import ProgressDisplay, format_bytes, format_summary
 from ._errors import ManifestError, PackAborted, PackConfigError, PackerError
-from ._manifest import ManifestEntry, iter_manifest_records, parse_manifest_entry
+from ._manifest import iter_entries
 from ._options import CODECS, PackOptions
 from ._pack import pack_plan
 from ._plan import PackPlan, parse_shard_range, plan_shards
@@ -61,17 +60,6 @@ def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
     if args.json:
         print(json.dumps({"error": msg, "exit_code": code}), file=out)
     return code
-
-
-def _entries(path: Path, on_error: str, rejected: list[tuple[str, str]]) -> Iterator[ManifestEntry]:
-    base = str(path.resolve().parent)
-    for rec in iter_manifest_records(path):
-        try:
-            yield parse_manifest_entry(rec.value, where=rec.where, base_dir=base)
-        except ManifestError as exc:
-            if on_error != "skip":
-                raise
-            rejected.append((exc.uid or rec.where, str(exc)))
 
 
 def _options(args: PackArgs, progress: Any) -> PackOptions:
@@ -156,7 +144,7 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
         opts = _options(args, None if args.dry_run else display)
         rejected: list[tuple[str, str]] = []
         plan = plan_shards(
-            _entries(args.input_json, args.on_error, rejected),
+            iter_entries(args.input_json, rejected if args.on_error == "skip" else None),
             n_bits=opts.n_bits,
             shard_range=opts.shard_range,
             on_duplicate=opts.on_error,

@@ -9,6 +9,7 @@ Relative source paths are relative to the manifest's own directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -71,6 +72,13 @@ def iter_manifest_records(path: str | os.PathLike[str]) -> Iterator[ManifestReco
 
     Raises ``ManifestError`` for a file that cannot be read or is not JSON.
     """
+    for prefix, number, value in _iter_values(path):
+        yield ManifestRecord(f"{prefix}{number}", value)
+
+
+def _iter_values(path: str | os.PathLike[str]) -> Iterator[tuple[str, int, object]]:
+    """``(prefix, number, value)`` per object: its location is ``f"{prefix}{number}"``
+    (``m.json entry #3``, ``m.jsonl line 7``), a string made only when a message needs it."""
     p = Path(path)
     name = p.name
     try:
@@ -89,23 +97,24 @@ def iter_manifest_records(path: str | os.PathLike[str]) -> Iterator[ManifestReco
                     f"manifest {p} is not valid JSON: {exc}; write a JSON list of objects "
                     "or one JSON object per line (JSON Lines)"
                 ) from None
+            prefix = f"{name} entry #"
             for i, item in enumerate(doc, start=1):
-                yield ManifestRecord(f"{name} entry #{i}", item)
+                yield prefix, i, item
             return
+        prefix = f"{name} line "
         for lineno, raw in enumerate(fh, start=1):
             line = raw.strip()
             if not line:
                 continue
-            where = f"{name} line {lineno}"
             try:
                 value = json.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise ManifestError(
                     f"not valid JSON ({exc}); each line of a JSON Lines manifest must be "
                     "one JSON object",
-                    where=where,
+                    where=f"{prefix}{lineno}",
                 ) from None
-            yield ManifestRecord(where, value)
+            yield prefix, lineno, value
 
 
 def _first_significant_byte(fh: Any) -> bytes:
@@ -122,22 +131,31 @@ def _first_significant_byte(fh: Any) -> bytes:
             return b
 
 
-def _error(message: str, where: str, uid: str | None) -> ManifestError:
-    """The error for an entry; its location names the uid when the entry has a string one."""
+def _error(message: str, where: str, number: object, uid: str | None) -> ManifestError:
+    """The error for the entry at ``f"{where}{number}"``, naming its uid if it has one."""
+    at = f"{where}{number}"
     if uid is not None:
-        where = f"{where} (uid {uid!r})" if where else f"uid {uid!r}"
-    return ManifestError(message, where=where, uid=uid)
+        at = f"{at} (uid {uid!r})" if at else f"uid {uid!r}"
+    return ManifestError(message, where=at, uid=uid)
 
 
 def parse_manifest_entry(
     value: object, *, where: str = "", base_dir: str | os.PathLike[str] | None = None
 ) -> ManifestEntry:
     """Validate one manifest object and build its entry; relative paths join ``base_dir``."""
+    return _parse_entry(value, where, "", None if base_dir is None else os.fspath(base_dir))
+
+
+def _parse_entry(value: object, where: str, number: object, base_dir: str | None) -> ManifestEntry:
     # Called once per entry (20,000 times for the benchmark manifest): the checks run in the
-    # order of the messages, and an error's location is only built when there is an error.
+    # order of the messages, and the entry's location (f"{where}{number}") is made only for
+    # an error.
     if not isinstance(value, dict):
-        raise ManifestError(
-            f"expected a JSON object, got {type(value).__name__}; {_FIELDS_HINT}", where=where
+        raise _error(
+            f"expected a JSON object, got {type(value).__name__}; {_FIELDS_HINT}",
+            where,
+            number,
+            None,
         )
     raw_uid = value.get("uid")
     uid = raw_uid if isinstance(raw_uid, str) else None
@@ -149,15 +167,19 @@ def parse_manifest_entry(
         missing = [f for f, v in zip(_REQUIRED, present, strict=True) if v is None]
         names = ", ".join(missing)
         raise _error(
-            f"missing field{'s' if len(missing) > 1 else ''} {names}; {_FIELDS_HINT}", where, uid
+            f"missing field{'s' if len(missing) > 1 else ''} {names}; {_FIELDS_HINT}",
+            where,
+            number,
+            uid,
         )
     if uid is None or not uid.strip():
-        raise _error(f"uid must be a non-empty string, got {raw_uid!r}", where, uid)
+        raise _error(f"uid must be a non-empty string, got {raw_uid!r}", where, number, uid)
     if not isinstance(created_raw, str):
         raise _error(
             f"created_at must be an ISO 8601 string such as 2024-01-01T00:00:00Z, "
             f"got {created_raw!r}",
             where,
+            number,
             uid,
         )
     try:
@@ -167,14 +189,18 @@ def parse_manifest_entry(
             f"cannot parse created_at {created_raw!r} ({exc}); use ISO 8601 such as "
             "2024-01-01T00:00:00Z",
             where,
+            number,
             uid,
         ) from None
     if isinstance(size, bool) or not isinstance(size, int):
-        raise _error(f"size_bytes must be a whole number of bytes, got {size!r}", where, uid)
+        raise _error(
+            f"size_bytes must be a whole number of bytes, got {size!r}", where, number, uid
+        )
     if size < 0:
         raise _error(
             f"size_bytes must not be negative, got {size}; give the file's size in bytes",
             where,
+            number,
             uid,
         )
     if not isinstance(source_value, str) or not source_value:
@@ -182,24 +208,58 @@ def parse_manifest_entry(
             f"source_path must be a non-empty string (a path or s3://bucket/key), "
             f"got {source_value!r}",
             where,
+            number,
             uid,
         )
     content_type = value.get("content_type")
     if content_type is not None:
         if not isinstance(content_type, str):
-            raise _error(f"content_type must be a string, got {content_type!r}", where, uid)
+            raise _error(f"content_type must be a string, got {content_type!r}", where, number, uid)
         content_type = sys.intern(content_type)  # a handful of distinct values, shared
     meta = value.get("meta")
     if meta is not None and not isinstance(meta, dict):
-        raise _error(f"meta must be a JSON object, got {meta!r}", where, uid)
+        raise _error(f"meta must be a JSON object, got {meta!r}", where, number, uid)
     source = source_value
     if base_dir is not None and "://" not in source and not os.path.isabs(source):
-        source = os.path.normpath(os.path.join(base_dir, source))
+        source = join_relative(base_dir, source)
     return ManifestEntry(uid, created_at, size, source, content_type, meta)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized_dir(base_dir: str, rel_dir: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, rel_dir))
+
+
+def join_relative(base_dir: str, source: str) -> str:
+    """``os.path.normpath(os.path.join(base_dir, source))``, normalizing each directory once:
+    a manifest names thousands of files in a few directories."""
+    head, _, name = source.rpartition("/")
+    if os.sep != "/" or name in ("", ".", "..") or source.startswith("/"):
+        return os.path.normpath(os.path.join(base_dir, source))
+    # normpath keeps a last plain component as it is, after its normalized directory
+    parent = _normalized_dir(base_dir, head)
+    if parent == ".":
+        return name
+    return parent + name if parent.endswith("/") else f"{parent}/{name}"
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestEntry]:
     """Yield the validated entries of a manifest; the first invalid entry raises."""
+    return iter_entries(path)
+
+
+def iter_entries(
+    path: str | os.PathLike[str], rejected: list[tuple[str, str]] | None = None
+) -> Iterator[ManifestEntry]:
+    """``read_manifest``; with ``rejected``, an invalid entry is appended to it as (its uid, or
+    else its location; the message) instead of raised."""
     base = str(Path(path).resolve().parent)
-    for rec in iter_manifest_records(path):
-        yield parse_manifest_entry(rec.value, where=rec.where, base_dir=base)
+    for prefix, number, value in _iter_values(path):
+        try:
+            entry = _parse_entry(value, prefix, number, base)
+        except ManifestError as exc:
+            if rejected is None:
+                raise
+            rejected.append((exc.uid or f"{prefix}{number}", str(exc)))
+            continue
+        yield entry
