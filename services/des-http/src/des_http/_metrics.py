@@ -58,9 +58,10 @@ class _BeforeCollect(Collector):
 class ServiceMetrics:
     """The service's metric families, registered in ``registry`` (a fresh one by default).
 
-    The index cache's counters are folded in (:meth:`sync_cache`) when the registry is
-    collected; in multiprocess mode, where another worker may answer the scrape from the
-    shared files, after every request instead (``sync_each_request``).
+    The index cache's counters (:meth:`sync_cache`) and the counters of answers from the
+    event loop (:meth:`observe_warm_answer`) are folded in when the registry is collected;
+    in multiprocess mode, where another worker may answer the scrape from the shared files,
+    at every request instead (``sync_each_request``).
     """
 
     def __init__(self, backend: str, registry: CollectorRegistry | None = None) -> None:
@@ -69,7 +70,10 @@ class ServiceMetrics:
         reg = self.registry
         self.sync_each_request = multiprocess_dir() is not None
         self._watched: Any = None
-        reg.register(_BeforeCollect(self._sync_watched))
+        self._warm_lock = threading.Lock()
+        self._warm_answers = 0
+        self._warm_bytes = 0
+        reg.register(_BeforeCollect(self._before_collect))
         self.retrievals = Counter(
             "des_retrievals",
             "Files asked for, by backend and HTTP status of the answer.",
@@ -177,18 +181,32 @@ class ServiceMetrics:
 
     def observe_warm_answer(self, nbytes: int, seconds: float) -> None:
         """A 200 answered on the event loop: ``observe_nowait(True)``, ``add_bytes_served``
-        and ``observe_retrieval(200, seconds)`` in one call."""
-        self._nowait_children[0].inc()
-        if nbytes:
-            self._bytes_served.inc(nbytes)
-        self._status_children[200].inc()
+        and ``observe_retrieval(200, seconds)`` in one call, the counters kept in two plain
+        numbers until the registry is collected (unless ``sync_each_request``)."""
+        if self.sync_each_request:
+            self._nowait_children[0].inc()
+            if nbytes:
+                self._bytes_served.inc(nbytes)
+            self._status_children[200].inc()
+        else:
+            with self._warm_lock:
+                self._warm_answers += 1
+                self._warm_bytes += nbytes
         self._latency.observe(seconds)
 
     def watch_cache(self, cache: Any) -> None:
         """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""
         self._watched = cache
 
-    def _sync_watched(self) -> None:
+    def _before_collect(self) -> None:
+        with self._warm_lock:
+            answers, nbytes = self._warm_answers, self._warm_bytes
+            self._warm_answers = self._warm_bytes = 0
+        if answers:
+            self._nowait_children[0].inc(answers)
+            self._status_children[200].inc(answers)
+        if nbytes:
+            self._bytes_served.inc(nbytes)
         if self._watched is not None:
             self.sync_cache(self._watched.stats())
 
