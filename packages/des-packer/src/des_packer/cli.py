@@ -2,7 +2,7 @@
 
 ``des-pack`` parses its options with the standard library's argparse. It used typer, whose
 0.29 release coerces every option through a pydantic ``TypeAdapter``: importing typer and
-pydantic and building the adapters cost about 0.25 s of CPU at each start, before the first
+pydantic and building the adapters cost about 0.23 s of CPU at each start, before the first
 file was read (docs/bench/packer.md). ``des`` (many subcommands, run by operators, not in a
 batch hot path) stays on typer, in ``_des_app.py``, loaded only when it is used.
 """
