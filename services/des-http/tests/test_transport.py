@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class FakeTransport:
     def __init__(self) -> None:
         self.calls: list[Any] = []
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.calls.append(("write", data))
@@ -36,7 +37,7 @@ class FakeTransport:
         self.calls.append("abort")
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -61,6 +62,10 @@ def test_writes_of_one_turn_leave_together() -> None:
         t.write(b"dropped")
         t.abort()
         await asyncio.sleep(0)
+        t.write(b"after the client left")
+        inner.closing = True
+        await asyncio.sleep(0)
+        assert t.get_write_buffer_size() == 0
         return inner.calls[2:]
 
     assert asyncio.run(run()) == [("write", b"last"), "close", "abort"]

@@ -904,12 +904,13 @@ class _WarmFront:
 class _DesApp(FastAPI):
     """The FastAPI app, with a front door for the hot path.
 
-    ``GET``/``HEAD /files/{uid}`` go to ``files_front`` (the access log and auth middleware,
-    then the handlers) at the top of the ASGI app, past Starlette's and FastAPI's middleware
-    stack (server-error, telemetry, body-limit layers) and router: together about a third of
-    a warm request's CPU. The routes stay declared, so the OpenAPI document is unchanged, and
-    every other request (``DELETE``, ``POST /files/batch``, other paths, websockets,
-    lifespan) goes through FastAPI as usual.
+    ``GET``/``HEAD /files/{uid}`` go to ``files_front`` (``_WarmFront`` when reads without
+    I/O are on, which hands what it does not answer itself to the access log and auth
+    middleware, then the handlers) at the top of the ASGI app, past Starlette's and
+    FastAPI's middleware stack (server-error, telemetry, body-limit layers) and router:
+    together about a third of a warm request's CPU. The routes stay declared, so the OpenAPI
+    document is unchanged, and every other request (``DELETE``, ``POST /files/batch``, other
+    paths, websockets, lifespan) goes through FastAPI as usual.
     """
 
     files_front: ASGIApp | None = None

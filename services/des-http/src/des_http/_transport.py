@@ -42,9 +42,14 @@ class CoalescingTransport:
             self.write(data)
 
     def flush(self) -> None:
-        """Send what is waiting (in one write)."""
+        """Send what is waiting (in one write); dropped if the connection closed meanwhile
+        (as uvicorn writes nothing once it is told the client has gone)."""
         pending = self._pending
         if not pending:
+            return
+        if self._transport.is_closing():
+            self._pending = []
+            self._size = 0
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending = []
