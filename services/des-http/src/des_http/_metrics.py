@@ -58,8 +58,9 @@ class _BeforeCollect(Collector):
 class ServiceMetrics:
     """The service's metric families, registered in ``registry`` (a fresh one by default).
 
-    The index cache's counters (:meth:`sync_cache`) and the counters of answers from the
-    event loop (:meth:`observe_warm_answer`) are folded in when the registry is collected;
+    The index cache's counters (:meth:`sync_cache`), the counters of answers from the event
+    loop (:meth:`observe_warm_answer`) and of store requests (:meth:`observe_store_request`)
+    are folded in when the registry is collected;
     in multiprocess mode, where another worker may answer the scrape from the shared files,
     at every request instead (``sync_each_request``).
     """
@@ -73,6 +74,7 @@ class ServiceMetrics:
         self._warm_lock = threading.Lock()
         self._warm_answers = 0
         self._warm_bytes = 0
+        self._store_pending: dict[str, list[int]] = {}
         reg.register(_BeforeCollect(self._before_collect))
         self.retrievals = Counter(
             "des_retrievals",
@@ -155,7 +157,20 @@ class ServiceMetrics:
         )
 
     def observe_store_request(self, kind: str, nbytes: int) -> None:
-        """The retriever's observer: called once per request sent to the object store."""
+        """The retriever's observer: called once per request sent to the object store (from
+        any thread); counted when the registry is collected, unless ``sync_each_request``."""
+        if not self.sync_each_request:
+            with self._warm_lock:
+                pending = self._store_pending.get(kind)
+                if pending is None:
+                    self._store_pending[kind] = [1, nbytes]
+                else:
+                    pending[0] += 1
+                    pending[1] += nbytes
+            return
+        self._count_store_requests(kind, 1, nbytes)
+
+    def _count_store_requests(self, kind: str, calls: int, nbytes: int) -> None:
         children = self._kind_children.get(kind)
         if children is None:
             children = (
@@ -163,7 +178,7 @@ class ServiceMetrics:
                 self.range_bytes.labels(self.backend, kind),
             )
             self._kind_children[kind] = children
-        children[0].inc()
+        children[0].inc(calls)
         if nbytes:
             children[1].inc(nbytes)
 
@@ -202,6 +217,9 @@ class ServiceMetrics:
         with self._warm_lock:
             answers, nbytes = self._warm_answers, self._warm_bytes
             self._warm_answers = self._warm_bytes = 0
+            store, self._store_pending = self._store_pending, {}
+        for kind, (calls, kind_bytes) in store.items():
+            self._count_store_requests(kind, calls, kind_bytes)
         if answers:
             self._nowait_children[0].inc(answers)
             self._status_children[200].inc(answers)
