@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import des_http._app as des_app
 import pytest
 from des_format import LocalObjectStore
 from des_format._source import NOWAIT_READS
@@ -138,7 +139,7 @@ def test_warm_answers_skip_the_handlers(pair: Pair, monkeypatch: pytest.MonkeyPa
     """The raw front answers a warm plain GET and HEAD itself; anything else reaches the
     handlers (seen through Starlette's Request, which only the general path builds)."""
     built: list[str] = []
-    original = __import__("des_http._app", fromlist=["Request"]).Request
+    original = des_app.Request
 
     class Spy(original):  # type: ignore[misc, valid-type]
         def __init__(self, scope: Any, *args: Any) -> None:
