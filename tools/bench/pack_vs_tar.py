@@ -11,7 +11,9 @@ page cache equally warm. Output bytes: the .tar.zst file against every object de
 (shards, continuation parts, big files). CPU is user + system time of the whole process tree
 (tar, zstd and its threads; des-pack and its threads); on a shared machine it is the number to
 compare, as wall time follows whoever else is running (the load average is printed per round).
-Peak RSS comes from /usr/bin/time -v when present.
+Peak RSS comes from /usr/bin/time -v when present. des-pack runs with cached bytecode, as
+an installed package has it (``--no-bytecode``: compile every module on every run, as this
+machine's PYTHONDONTWRITEBYTECODE=1 would otherwise make it).
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def main() -> None:
         help="also time des-pack (fsync) from this tree (e.g. `git archive OLD | tar -x -C DIR`),"
         " its packages/*/src put first on PYTHONPATH: before/after in the same run",
     )
+    ap.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="run des-pack as the environment says (PYTHONDONTWRITEBYTECODE kept): every run "
+        "compiles its modules again. By default des-pack runs with cached bytecode, as an "
+        "installed package has it (pip and the Docker images compile it at install time)",
+    )
     args = ap.parse_args()
     manifest = args.data / "manifests" / "to-pack.json"
     input_dir = args.data / "input"
@@ -114,6 +123,15 @@ def main() -> None:
         "des-pack --no-fsync": ([*des_cmd, "--no-fsync"], False),
     }
     env: dict[str, dict[str, str]] = {}
+    des_env: dict[str, str] | None = None
+    if not args.no_bytecode:
+        # Cached bytecode, as an installed package has: allow writing it, and write it now
+        # with one untimed dry run (this machine sets PYTHONDONTWRITEBYTECODE=1).
+        des_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([*des_cmd, "--dry-run"], env=des_env, capture_output=True, check=True)
+        for name in variants:
+            if name.startswith("des-pack"):
+                env[name] = des_env
     if args.baseline is not None:
         srcs = sorted(str(p) for p in (args.baseline / "packages").glob("*/src"))
         if not srcs:
@@ -124,7 +142,11 @@ def main() -> None:
             "pack_main()"
         )
         variants[name] = ([sys.executable, "-c", launcher, *des_cmd[1:]], False)
-        env[name] = {**os.environ, "PYTHONPATH": os.pathsep.join(srcs)}
+        env[name] = {**(des_env or os.environ), "PYTHONPATH": os.pathsep.join(srcs)}
+        if des_env is not None:
+            subprocess.run(
+                [*variants[name][0], "--dry-run"], env=env[name], capture_output=True, check=True
+            )
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
     users: dict[str, list[float]] = {k: [] for k in variants}
