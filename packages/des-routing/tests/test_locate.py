@@ -20,6 +20,7 @@ from des_routing import (
     format_created_at,
     format_shard_hex,
     locate_shard,
+    locate_shard_key,
     parse_created_at,
     shard_count,
     shard_index_of_key,
@@ -315,6 +316,28 @@ def test_location_properties(uid: str, n_bits: int, created_at: datetime) -> Non
     assert locate_shard(uid, created_at.isoformat(), n_bits) == loc
     if not (uid.isascii() and uid.isdigit()):
         assert loc.shard_index == zlib.crc32(uid.encode()) % 2**n_bits
+
+
+def _outcome(call: object) -> object:
+    try:
+        return call()  # type: ignore[operator]
+    except RoutingError as exc:
+        return type(exc), str(exc)
+
+
+@settings(max_examples=300)
+@given(
+    uid=st.one_of(uids, digit_uids, st.text(max_size=8), st.just("x" * 1025)),
+    created_at=st.one_of(
+        aware, aware.map(lambda d: d.isoformat()), st.datetimes(), st.text(max_size=30)
+    ),
+    n_bits=st.one_of(n_bits_st, st.integers(min_value=-2, max_value=20)),
+)
+def test_locate_shard_key_is_locate_shard_object_key(
+    uid: str, created_at: str | datetime, n_bits: int
+) -> None:
+    expected = _outcome(lambda: locate_shard(uid, created_at, n_bits).object_key)
+    assert _outcome(lambda: locate_shard_key(uid, created_at, n_bits)) == expected
 
 
 @given(uid=digit_uids, n_bits=n_bits_st)

@@ -39,6 +39,7 @@ EXPECTED = {
     "format_shard_hex",
     "load_zones",
     "locate_shard",
+    "locate_shard_key",
     "parse_created_at",
     "parse_date_dir",
     "parse_object_key",

@@ -32,6 +32,7 @@ __all__ = [
     "format_created_at",
     "format_shard_hex",
     "locate_shard",
+    "locate_shard_key",
     "parse_created_at",
     "parse_date_dir",
     "parse_object_key",
@@ -213,6 +214,16 @@ def locate_shard(uid: str, created_at: str | datetime, n_bits: int = 8) -> Shard
         shard_hex=shard_hex,
         object_key=f"{date_dir}/{shard_hex}{SHARD_SUFFIX}",
     )
+
+
+def locate_shard_key(uid: str, created_at: str | datetime, n_bits: int = 8) -> str:
+    """``locate_shard(uid, created_at, n_bits).object_key`` (same value, same errors), without
+    building the :class:`ShardLocation`: for callers that need only the key, per request."""
+    valid_uid = validate_uid(uid)
+    bits = validate_n_bits(n_bits)
+    dt = parse_created_at(created_at)
+    index = _index_of_valid_uid(valid_uid, bits)
+    return f"{dt.year:04d}{dt.month:02d}{dt.day:02d}/{index:0{(bits + 3) // 4}X}{SHARD_SUFFIX}"
 
 
 def parse_date_dir(text: str) -> date:
