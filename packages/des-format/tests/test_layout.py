@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 
@@ -147,6 +148,12 @@ def test_bucket_hash_is_fixed() -> None:
     assert bucket_of(b"doc-000001", 1) == 0
     assert bucket_of(b"doc-000001", 2) == 1  # top bit of 0xd2...
     assert bucket_of(b"doc-000001", 4096) == 0xD29
+
+
+@given(st.binary(max_size=300))
+def test_bucket_hash_is_blake2b(uid_bytes: bytes) -> None:
+    digest = hashlib.blake2b(uid_bytes, digest_size=8, person=b"DES-idx1").digest()
+    assert uid_hash(uid_bytes) == int.from_bytes(digest, "big")
 
 
 def test_plan_bucket_count() -> None:

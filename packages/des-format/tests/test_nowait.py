@@ -323,3 +323,35 @@ def test_conditional_answers_need_no_payload_and_no_nowait_store() -> None:
     # When the bytes are wanted, this store cannot give them without waiting.
     assert r.read_nowait(KEY, "a", only_if=lambda e: True) is None
     assert cache.stats().hits == hits + 1
+
+
+def test_lookup_loaded_is_is_loaded_then_lookup() -> None:
+    import io
+
+    mem = MemoryObjectStore()
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="none")
+    for i in range(3000):  # an index of many buckets, far larger than the tail read
+        w.add(f"uid-{i}", b"x")
+    w.delete("uid-7")
+    w.close()
+    mem.put(KEY, out.getvalue())
+    r = ShardRetriever(mem, cache=IndexCache(1 << 24), tail_size=4096)
+    r.stat(KEY, "uid-1")
+    index = r.index(KEY)[1]
+    assert index.bucket_count > 1
+    assert index.decoded_buckets == 1
+    loaded_any = unloaded_any = False
+    for uid in [f"uid-{i}" for i in range(0, 3000, 37)] + ["uid-7", "uid-1", "nope", "ż"]:
+        loaded = index.is_loaded(uid)
+        loaded_any |= loaded
+        unloaded_any |= not loaded
+        found = index.lookup_loaded(uid)
+        assert found == (loaded, index.lookup(uid) if loaded else None)
+        if not loaded:
+            r.stat(KEY, "uid-1")  # nothing fetched by lookup_loaded
+            assert not index.is_loaded(uid)
+            index.lookup(uid)  # now fetched
+            assert index.lookup_loaded(uid) == (True, index.lookup(uid))
+    assert loaded_any
+    assert unloaded_any

@@ -380,6 +380,16 @@ class ShardIndex:
         b = self.bucket_index(uid)
         return self._buckets[b] is not None or self._area is not None
 
+    def lookup_loaded(self, uid: str) -> tuple[bool, IndexEntry | None]:
+        """``(is_loaded(uid), lookup(uid))`` with the uid hashed once; ``(False, None)``
+        without looking up when the lookup would have to fetch."""
+        if self._legacy is not None:
+            return True, self._legacy.get(uid)
+        b = self.bucket_index(uid)
+        if self._buckets[b] is None and self._area is None:
+            return False, None
+        return True, self._lookup_in(b, uid)
+
     def _span(self, b: int) -> tuple[int, int, int]:
         """(start, end, crc) of bucket ``b``, relative to the index offset."""
         end, crc = DIR_ENTRY.unpack_from(self._directory, b * DIR_ENTRY_SIZE)
@@ -414,7 +424,10 @@ class ShardIndex:
         """The entry for ``uid`` (tombstones included), or None."""
         if self._legacy is not None:
             return self._legacy.get(uid)
-        bucket = self._bucket(self.bucket_index(uid))
+        return self._lookup_in(self.bucket_index(uid), uid)
+
+    def _lookup_in(self, b: int, uid: str) -> IndexEntry | None:
+        bucket = self._bucket(b)
         found = bucket.get(uid)
         if found is None or isinstance(found, IndexEntry):
             return found

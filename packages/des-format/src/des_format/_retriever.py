@@ -294,15 +294,23 @@ class ShardRetriever:
         """(etag, index, entry) of a live ``uid`` from a cached index whose bucket of ``uid``
         is in memory, else None. Counts no cache hit or miss (the caller counts a hit with
         ``cache.get`` once it answers, so the counters read as if ``stat``/``read`` ran)."""
-        if self.cache is None:
+        cache = self.cache
+        if cache is None:
             return None
-        hit = self.cache.peek(key)
-        if hit is None or not hit[1].is_loaded(uid):
+        hit = cache.peek(key)
+        if hit is None:
             return None
         etag, index = hit
+        before = index.nbytes
         try:
-            entry = self._entry(key, index, uid)
-        except DesFormatError:  # missing or deleted (needs a HEAD), or a corrupt bucket
+            loaded, entry = index.lookup_loaded(uid)
+        except DesFormatError:  # a corrupt bucket
+            return None
+        if not loaded:
+            return None
+        if index.nbytes != before:  # as _entry: a bucket decoded from the area
+            cache.resize(key, index)
+        if entry is None or entry.deleted:  # missing or deleted: needs a HEAD
             return None
         return etag, index, entry
 

@@ -146,6 +146,8 @@ class LocalFileSource:
         st = os.fstat(self._fd)
         self.size = st.st_size
         self.etag = _etag_of(st)
+        #: What the ETag is made of, (inode, size, mtime in ns): equal tuples, equal ETags.
+        self.stat_key = (st.st_ino, st.st_size, st.st_mtime_ns)
         #: False once the kernel refused a non-blocking read of this file (EOPNOTSUPP).
         self.nowait_supported = NOWAIT_READS
 
@@ -316,7 +318,7 @@ class LocalObjectStore:
             st = os.stat(path)
         except OSError:
             return None
-        if _etag_of(st) != src.etag:
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != src.stat_key:  # the ETag, unformatted
             return None
         return data
 
