@@ -3,12 +3,20 @@ Starlette's request objects give, and the front door must keep every behaviour."
 
 from __future__ import annotations
 
+import posixpath
 from urllib.parse import quote
 
 import pytest
+from des_format import IndexEntry
 from des_http._app import _file_params
 from des_http._problems import BadRequest
-from des_http._retrieval import plan_object_key
+from des_http._retrieval import (
+    DEFAULT_MEDIA_TYPE,
+    _media_type_of_suffix,
+    media_type_of,
+    plan_object_key,
+    suffix_of,
+)
 from des_http_testkit import DAY, Harness, sample
 from des_routing import InvalidCreatedAt, locate_shard, parse_created_at
 from hypothesis import given, settings
@@ -103,3 +111,45 @@ def test_cached_object_keys_match_routing_and_errors_are_not_cached() -> None:
         assert key == locate_shard("1001", parse_created_at(DAY), 8).object_key
         with pytest.raises(InvalidCreatedAt):
             plan_object_key("1001", "2024-13-01T00:00:00Z", 8)
+
+
+def test_created_at_is_checked_before_the_uid() -> None:
+    with pytest.raises(InvalidCreatedAt):
+        plan_object_key("bad\x01uid", "not a time", 8)
+
+
+def _media_type_as_before(entry: IndexEntry) -> str:
+    """media_type_of as first written (posixpath.splitext, a character loop)."""
+    stored = entry.content_type
+    if stored and all(32 <= ord(ch) < 127 for ch in stored):
+        return stored
+    meta = entry.meta or {}
+    name = meta.get("name") or meta.get("filename")
+    if isinstance(name, str) and name:
+        return _media_type_of_suffix(posixpath.splitext(name)[1].lower())
+    return DEFAULT_MEDIA_TYPE
+
+
+names = st.text(alphabet="./aZ_x-ĳ\x00", max_size=12) | st.sampled_from(
+    ["a.txt", ".bashrc", "..", "a/.x", "a/b.c/d", "x.tar.GZ", "dir.d/file", "...a", "a..b", ""]
+)
+
+
+@given(name=names)
+def test_suffix_of_is_splitext(name: str) -> None:
+    assert suffix_of(name) == posixpath.splitext(name)[1]
+
+
+@given(
+    content_type=st.none() | st.text(max_size=6) | st.sampled_from(["text/plain", "a\x7fb"]),
+    name=st.none() | names | st.integers(),
+    filename=st.none() | names,
+)
+def test_media_type_of_is_unchanged(content_type: object, name: object, filename: object) -> None:
+    meta = {
+        k: v
+        for k, v in (("content_type", content_type), ("name", name), ("filename", filename))
+        if v is not None
+    }
+    entry = IndexEntry("u", 1, 1, checksum=1, meta=meta)
+    assert media_type_of(entry) == _media_type_as_before(entry)

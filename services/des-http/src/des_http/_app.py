@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound, ObjectStore
+from des_format import (
+    DesFormatError,
+    EntryDeleted,
+    EntryNotFound,
+    IndexEntry,
+    ObjectNotFound,
+    ObjectStore,
+)
 from des_routing import DesSettings, InvalidUid, RoutingError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -894,9 +901,14 @@ class _WarmFront:
             content_type = (b"content-type", media.encode("latin-1"))
             self.content_types[media] = content_type
         headers = [_ACCEPT_RANGES, self.cache_control, content_type, _NOSNIFF]
-        etag = entry.etag
-        if etag:
-            headers.append((b"etag", etag.encode("latin-1")))
+        checksum = entry.checksum if type(entry) is IndexEntry else None
+        if checksum is not None:
+            # IndexEntry.etag's first form, formatted straight to bytes.
+            headers.append((b"etag", b'"des-%08x-%x"' % (checksum, entry.size)))
+        else:
+            etag = entry.etag
+            if etag:
+                headers.append((b"etag", etag.encode("latin-1")))
         headers.append((b"content-length", b"%d" % entry.size))
         return headers
 

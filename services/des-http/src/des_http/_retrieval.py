@@ -7,12 +7,11 @@ they differ only in the object store ``des_storage_s3.open_store`` returns for t
 from __future__ import annotations
 
 import mimetypes
-import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
-from des_routing import locate_shard, parse_created_at
+from des_routing import locate_shard_key, parse_created_at
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
@@ -69,20 +68,33 @@ def plan_object_key(uid: str, created_at: str, n_bits: int) -> str:
     """The key of the shard that holds ``uid`` (raises the routing errors: 400s).
 
     Pure, so the last few thousand answers are kept (errors are not: they are raised anew).
+    ``created_at`` is parsed first, so a request with two bad parameters names that one.
     """
-    return locate_shard(uid, parse_created_at(created_at), n_bits).object_key
+    return locate_shard_key(uid, parse_created_at(created_at), n_bits)
 
 
 def media_type_of(entry: FileEntry) -> str:
     """Content-Type from the stored metadata, else guessed from the stored name."""
     stored = entry.content_type
-    if stored and all(32 <= ord(ch) < 127 for ch in stored):
+    # Printable ASCII only (U+0020..U+007E): what a header value may carry as it is.
+    if stored and stored.isascii() and stored.isprintable():
         return stored
     meta = entry.meta or {}
     name = meta.get("name") or meta.get("filename")
     if isinstance(name, str) and name:
-        return _media_type_of_suffix(posixpath.splitext(name)[1].lower())
+        return _media_type_of_suffix(suffix_of(name).lower())
     return DEFAULT_MEDIA_TYPE
+
+
+def suffix_of(name: str) -> str:
+    """``posixpath.splitext(name)[1]`` for a ``str``, in a few string operations: the last
+    ``.`` after the last ``/`` and everything after it, unless the final component holds
+    only dots before it (``.bashrc``, ``..``, ``a/.x``)."""
+    dot = name.rfind(".")
+    slash = name.rfind("/")
+    if dot > slash and name[slash + 1 : dot].strip("."):
+        return name[dot:]
+    return ""
 
 
 @lru_cache(maxsize=1024)
