@@ -179,3 +179,39 @@ def test_access_log_lines_are_the_same(pair: Pair, caplog: pytest.LogCaptureFixt
         lines.append(parsed)
     assert lines[0] == lines[1]
     assert [line["bytes"] for line in lines[0]] == [len(sample("1001").data), 0]
+
+
+@given(
+    content_type=st.none() | st.sampled_from(["text/csv", "bad\x01type", "", 7]),
+    name=st.none() | st.integers() | st.sampled_from(["a.TXT", "b.txt", ".bashrc", "x/y.json", ""]),
+    filename=st.none() | st.sampled_from(["c.png", "d", "e.tar.gz"]),
+    checksum=st.none() | st.integers(0, 2**32 - 1),
+    bigfile_hash=st.none() | st.just("ab" * 32),
+)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_headers_of_equal_base_headers_for_any_metadata(
+    dataset_dir: Path,
+    content_type: object,
+    name: object,
+    filename: object,
+    checksum: int | None,
+    bigfile_hash: str | None,
+) -> None:
+    from des_format import IndexEntry
+
+    des = DesSettings(backend="local", base_dir=dataset_dir, n_bits=N_BITS)
+    app = create_app(HttpSettings(des=des), registry=CollectorRegistry())
+    front = app.files_front
+    assert isinstance(front, _WarmFront)
+    meta = {
+        k: v
+        for k, v in (("content_type", content_type), ("name", name), ("filename", filename))
+        if v is not None
+    }
+    entry = IndexEntry("u", 12, 12, checksum=checksum, bigfile_hash=bigfile_hash, meta=meta)
+    for _ in range(2):  # the second time from the front's caches
+        expected = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in front.service.base_headers(entry).items()
+        ]
+        assert front.headers_of(entry) == [*expected, (b"content-length", b"12")]

@@ -56,7 +56,14 @@ from ._ranges import (
     plan_range,
     serialize_content_range,
 )
-from ._retrieval import FileEntry, OpenedFile, Retriever, media_type_of, plan_object_key
+from ._retrieval import (
+    FileEntry,
+    OpenedFile,
+    Retriever,
+    media_type_of,
+    plan_object_key,
+    suffix_of,
+)
 from ._settings import HttpSettings
 
 log = logging.getLogger("des_http.errors")
@@ -801,6 +808,8 @@ class _WarmFront:
         self.tokens = tokens
         self.cache_control = (b"cache-control", service.settings.cache_control.encode("latin-1"))
         self.content_types: dict[str, tuple[bytes, bytes]] = {}
+        # Content-Type headers by the stored name's suffix (entries without a stored type).
+        self.by_suffix: dict[str, tuple[bytes, bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -893,13 +902,29 @@ class _WarmFront:
 
     def headers_of(self, entry: FileEntry) -> list[tuple[bytes, bytes]]:
         """``base_headers(entry)`` and ``Content-Length``, as Starlette would encode them."""
-        media = media_type_of(entry)
-        content_type = self.content_types.get(media)
+        content_type = None
+        suffix = None
+        is_index_entry = type(entry) is IndexEntry
+        if is_index_entry:
+            # No stored type, a stored name: media_type_of depends on the name's suffix only.
+            meta = entry.meta
+            if "content_type" not in meta:
+                name = meta.get("name") or meta.get("filename")
+                if type(name) is str and name:
+                    suffix = suffix_of(name)
+                    content_type = self.by_suffix.get(suffix)
         if content_type is None:
-            if len(self.content_types) >= 1024:
-                self.content_types.clear()
-            content_type = (b"content-type", media.encode("latin-1"))
-            self.content_types[media] = content_type
+            media = media_type_of(entry)
+            content_type = self.content_types.get(media)
+            if content_type is None:
+                if len(self.content_types) >= 1024:
+                    self.content_types.clear()
+                content_type = (b"content-type", media.encode("latin-1"))
+                self.content_types[media] = content_type
+            if suffix is not None:
+                if len(self.by_suffix) >= 1024:
+                    self.by_suffix.clear()
+                self.by_suffix[suffix] = content_type
         headers = [_ACCEPT_RANGES, self.cache_control, content_type, _NOSNIFF]
         checksum = entry.checksum if type(entry) is IndexEntry else None
         if checksum is not None:
