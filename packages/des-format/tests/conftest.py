@@ -39,10 +39,19 @@ def golden_dir() -> Path:
     return VECTORS / "golden"
 
 
-@pytest.fixture(params=["none", "zstd", "lz4"])
-def codec_name(request: pytest.FixtureRequest) -> str:
-    """Each codec; zstd and lz4 skip only when their library is not installed."""
-    name: str = request.param
+def _available(name: str) -> str:
     if not codec_available(Codec[name.upper()]):
         pytest.skip(f"the {name} library is not installed")
     return name
+
+
+@pytest.fixture(params=["none", "zstd", "lz4"])
+def codec_name(request: pytest.FixtureRequest) -> str:
+    """Each codec; zstd and lz4 skip only when their library is not installed."""
+    return _available(request.param)
+
+
+@pytest.fixture(params=["zstd", "lz4"])
+def compressing_codec_name(request: pytest.FixtureRequest) -> str:
+    """Each codec that compresses (skips only when its library is not installed)."""
+    return _available(request.param)

@@ -120,9 +120,10 @@ def test_missing_deleted_and_corrupt_files_are_reported_one_by_one() -> None:
     assert got["u2"].digest is None
 
 
-def test_a_compressed_payload_that_does_not_decompress_is_reported(codec_name: str) -> None:
-    if codec_name == "none":
-        pytest.skip("stored raw: nothing to decompress")
+def test_a_compressed_payload_that_does_not_decompress_is_reported(
+    compressing_codec_name: str,
+) -> None:
+    codec_name = compressing_codec_name
     files = {"a": body(1, 500), "b": body(2, 500)}
     blob = bytearray(shard_bytes(files, codec=codec_name))
     index = read_index(BytesSource(bytes(blob)))
