@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ from ._config import MigrationConfig
 from ._errors import ConfigError, StepFailed
 from ._journal import Journal, iter_orphan_journals, write_journal
 from ._metrics import MigrationMetrics
-from ._source_db import Cursor, FileRow, SourceDatabase
+from ._source_db import Cursor, FileRow, SourceDatabase, row_cursor
 from ._verifier import WORKER_FILE, Item, Row, ShardAnswer, Verifier, brief
 from ._verify_worker import duplicate_uid, source_problem
 
@@ -182,7 +183,7 @@ class _Marker:
         self._chunk = MARK_CHUNK if chunk is None else chunk
         self._inbox: queue.SimpleQueue[tuple[str, Future[ShardAnswer]] | None]
         self._inbox = queue.SimpleQueue()
-        self._outcomes: dict[str, list[tuple[FileRow, str | None]]] = {}
+        self._outcomes: dict[str, dict[str, str]] = {}
         self._unmarked: list[str] = []
         self._error: BaseException | None = None
         self._aborted = threading.Event()
@@ -198,11 +199,13 @@ class _Marker:
                 continue  # drain: nothing more is compared or marked
             key, job = item
             try:
-                outcome = self._orch._compare_shard(
-                    key, self._by_key[key], job.result(), self._earlier
-                )
-                self._outcomes[key] = outcome
-                self._unmarked.extend(row.uid for row, problem in outcome if problem is None)
+                rows = self._by_key[key]
+                problems = self._orch._compare_shard(key, rows, job.result(), self._earlier)
+                self._outcomes[key] = problems
+                if problems:
+                    self._unmarked.extend([r.uid for r in rows if r.uid not in problems])
+                else:
+                    self._unmarked.extend([r.uid for r in rows])
                 if len(self._unmarked) >= self._chunk:
                     self._flush()
             except BaseException as exc:  # noqa: BLE001  (handed to the batch's thread)
@@ -219,10 +222,10 @@ class _Marker:
                 self._orch.db.mark_archived(self._conn, self._unmarked)
             self._unmarked = []
 
-    def finish(self) -> dict[str, list[tuple[FileRow, str | None]]]:
-        """Wait until every shard added is compared and its rows marked; the outcomes per
-        shard key. Raises what stopped the marker (a shard that could not be read back, a
-        database error)."""
+    def finish(self) -> dict[str, dict[str, str]]:
+        """Wait until every shard added is compared and its rows marked; per shard key, what
+        is wrong with each of its rows that did not check out (by uid). Raises what stopped
+        the marker (a shard that could not be read back, a database error)."""
         self._inbox.put(None)
         self._thread.join()
         if self._error is not None:
@@ -387,7 +390,8 @@ class MigrationOrchestrator:
     def run_migration_cycle(self, *, dry_run: bool = False) -> CycleReport:
         """Migrate every eligible row, batch by batch, and return what happened."""
         started = time.monotonic()
-        report = self._dry_run() if dry_run else self._cycle()
+        with _older_objects_frozen():
+            report = self._dry_run() if dry_run else self._cycle()
         elapsed = time.monotonic() - started
         report = _replace(report, elapsed_seconds=elapsed)
         if self.metrics is not None and not dry_run:
@@ -560,8 +564,9 @@ class MigrationOrchestrator:
         db = self.db
         claim = self._use_claims()
 
-        def select(before: datetime | None = None) -> list[tuple[FileRow, Cursor]]:
-            return db.select_page_with_cursors(
+        def select(before: datetime | None = None) -> tuple[list[FileRow], Sequence[Any]]:
+            # the database rows stand in for one Cursor per row: only the batch's last is used
+            return db.select_rows(
                 conn,
                 cutoff,
                 after=after,
@@ -572,10 +577,10 @@ class MigrationOrchestrator:
             )
 
         if not (claim and cfg.align_batches_to_days):
-            pairs = select()
-            if cfg.align_batches_to_days and len(pairs) == cfg.batch_size:
-                pairs = pairs[: plan_day_aligned_cut([p[0] for p in pairs])]
-            return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
+            rows, raw = select()
+            if cfg.align_batches_to_days and len(rows) == cfg.batch_size:
+                rows = rows[: plan_day_aligned_cut(rows)]
+            return rows, (row_cursor(raw[len(rows) - 1]) if rows else None)
         bounds = db.day_cut_bounds(
             conn, cutoff, after=after, limit=cfg.batch_size, include_failed=cfg.retry_failed
         )
@@ -585,10 +590,10 @@ class MigrationOrchestrator:
             day = last.replace(hour=0, minute=0, second=0, microsecond=0)
             if middle < day:  # the last day holds less than half the batch: leave it
                 before = day
-        pairs = select(before)
-        if not pairs and before is not None:  # the rows before the cut are all claimed
-            pairs = select()
-        return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
+        rows, raw = select(before)
+        if not rows and before is not None:  # the rows before the cut are all claimed
+            rows, raw = select()
+        return rows, (row_cursor(raw[-1]) if rows else None)
 
     def _finish_batch(self, opened: _OpenBatch) -> tuple[_Batch, int]:
         """Validate (unless done ahead), lock, pack, verify and mark a fetched batch, commit,
@@ -855,12 +860,20 @@ class MigrationOrchestrator:
                 for job in futures.values():
                     job.cancel()
                 marker.abort()
-        verified = {row.uid for key in outcomes for row, problem in outcomes[key] if not problem}
-        for row in to_pack:
-            if row.uid in failed and row.uid not in verified:
-                batch.fail(row, "pack", failed[row.uid])
+        if failed:
+            verified = {
+                row.uid
+                for key, problems in outcomes.items()
+                for row in by_key[key]
+                if row.uid not in problems
+            }
+            for row in to_pack:
+                if row.uid in failed and row.uid not in verified:
+                    batch.fail(row, "pack", failed[row.uid])
         for key in sorted(outcomes):
-            for row, problem in outcomes[key]:
+            problems = outcomes[key]
+            for row in by_key[key]:
+                problem = problems.get(row.uid) if problems else None
                 if problem is None:
                     batch.verified.append(row)
                     if row.uid in earlier:
@@ -886,18 +899,20 @@ class MigrationOrchestrator:
 
     def _compare_shard(
         self, key: str, rows: list[FileRow], got: ShardAnswer, earlier: set[str]
-    ) -> list[tuple[FileRow, str | None]]:
-        """Each row and what is wrong with it (None: it checks out), from the verifier's
-        answer for its shard; a file an earlier run packed is compared with its source here."""
+    ) -> dict[str, str]:
+        """What is wrong with each row that does not check out, by uid (the rows left out
+        check out), from the verifier's answer for its shard; a file an earlier run packed is
+        compared with its source here."""
         shard_error, answers = got
         if shard_error is not None:
             raise StepFailed("verify", shard_error)
+        problems: dict[str, str] = {}
+        if not answers:  # every file checked out, nothing more asked
+            return problems
         by_uid = {a[0]: a for a in answers}
-        out: list[tuple[FileRow, str | None]] = []
         for row in rows:
             answer = by_uid.get(row.uid)
             if answer is None:  # checked out, nothing more asked
-                out.append((row, None))
                 continue
             _uid, problem, crc = answer
             if problem is None and row.uid in earlier:
@@ -906,8 +921,9 @@ class MigrationOrchestrator:
                     if crc is not None
                     else "no CRC-32 read back to compare with the source"
                 )
-            out.append((row, problem))
-        return out
+            if problem is not None:
+                problems[row.uid] = problem
+        return problems
 
     def _compare_with_source(self, row: FileRow, packed_crc: int) -> str | None:
         """A file an earlier run packed must still equal its source before it is marked."""
@@ -1124,6 +1140,27 @@ def plan_from_keys(entries: Sequence[ManifestEntry], keys: dict[str, str], n_bit
             kept.append(entry)
         shards.append(PlannedShard(key, date_dir, int(hexa, 16), hexa, tuple(kept)))
     return PackPlan(tuple(shards), n_bits, 0, tuple(rejected))
+
+
+@contextlib.contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """The objects that exist before a cycle are left out of the garbage collector's
+    passes during it (``gc.freeze``), and given back afterwards (``gc.unfreeze``).
+
+    A batch keeps tens of thousands of row objects alive, so the collector runs full passes
+    during a cycle; each walked the whole heap (SQLAlchemy, the packer and everything else
+    loaded) while holding the GIL the packer's threads need. Nothing is collected less: what
+    was frozen is collected by the next pass after the cycle. Left alone when the process
+    already froze objects of its own (or has the collector off).
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -206,27 +206,34 @@ class SourceDatabase:
 
     def _rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[FileRow, Cursor]]:
         """Database rows (the columns of :meth:`_columns`) as FileRows with their cursors."""
+        return [(row, row_cursor(r)) for row, r in zip(self._file_rows(raw), raw, strict=True)]
+
+    def _file_rows(self, raw: Sequence[Sequence[Any]]) -> list[FileRow]:
+        """Database rows (the columns of :meth:`_columns`) as FileRows."""
         cfg = self.config
         ict = 4 if cfg.content_type_column else None
         ick = (5 if ict is not None else 4) if cfg.checksum_column else None
-        out: list[tuple[FileRow, Cursor]] = []
+        out: list[FileRow] = []
         append = out.append
         for r in raw:
             uid, created, location, size = r[0], r[1], r[2], r[3]
             content_type = r[ict] if ict is not None else None
             checksum = r[ick] if ick is not None else None
-            row = FileRow(
-                uid if type(uid) is str else str(uid),
-                # PostgreSQL sessions run in UTC: most values need no conversion
-                created if type(created) is datetime and created.tzinfo is UTC else as_utc(created),
-                (location if type(location) is str else str(location))
-                if location is not None
-                else "",
-                (size if type(size) is int else int(size)) if size is not None else -1,
-                str(content_type) if content_type is not None else None,
-                str(checksum).strip().lower() if checksum is not None else None,
+            append(
+                FileRow(
+                    uid if type(uid) is str else str(uid),
+                    # PostgreSQL sessions run in UTC: most values need no conversion
+                    created
+                    if type(created) is datetime and created.tzinfo is UTC
+                    else as_utc(created),
+                    (location if type(location) is str else str(location))
+                    if location is not None
+                    else "",
+                    (size if type(size) is int else int(size)) if size is not None else -1,
+                    str(content_type) if content_type is not None else None,
+                    str(checksum).strip().lower() if checksum is not None else None,
+                )
             )
-            append((row, Cursor(created, uid)))
         return out
 
     def select_page(
@@ -262,12 +269,60 @@ class SourceDatabase:
     ) -> list[tuple[FileRow, Cursor]]:
         """Like :meth:`select_page`, with each row's keyset position; ``before``: only rows
         created before that instant."""
+        return self._rows(
+            self._select_raw(
+                conn,
+                cutoff,
+                after=after,
+                limit=limit,
+                include_failed=include_failed,
+                claim=claim,
+                before=before,
+            )
+        )
+
+    def select_rows(
+        self,
+        conn: Connection,
+        cutoff: datetime,
+        *,
+        after: Cursor | None,
+        limit: int,
+        include_failed: bool = True,
+        claim: bool = False,
+        before: datetime | None = None,
+    ) -> tuple[list[FileRow], Sequence[Sequence[Any]]]:
+        """Like :meth:`select_page_with_cursors`, with the database rows instead of one
+        :class:`Cursor` per row: ``row_cursor(raw[i])`` is row ``i``'s keyset position (a batch
+        needs only its last one)."""
+        raw = self._select_raw(
+            conn,
+            cutoff,
+            after=after,
+            limit=limit,
+            include_failed=include_failed,
+            claim=claim,
+            before=before,
+        )
+        return self._file_rows(raw), raw
+
+    def _select_raw(
+        self,
+        conn: Connection,
+        cutoff: datetime,
+        *,
+        after: Cursor | None,
+        limit: int,
+        include_failed: bool,
+        claim: bool,
+        before: datetime | None,
+    ) -> Sequence[Sequence[Any]]:
         stmt = self._next_rows(
             sa.select(*self._columns()), cutoff, after, limit, include_failed, before=before
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
-        return self._rows(conn.execute(stmt).all())
+        return conn.execute(stmt).all()
 
     def day_cut_bounds(
         self,
@@ -429,6 +484,11 @@ class SourceDatabase:
             ),
             {"ids": ids},
         )
+
+
+def row_cursor(raw: Sequence[Any]) -> Cursor:
+    """The keyset position of a database row (the columns of ``SourceDatabase._columns``)."""
+    return Cursor(raw[1], raw[0])
 
 
 def advisory_key(key: str) -> int:
