@@ -450,3 +450,37 @@ def test_default_state_dir_is_per_database_table_and_output(
     assert a == state("files", "/data/des")
     assert a != state("other_files", "/data/des")
     assert a != state("files", "/data/des2")
+
+
+def test_cycle_freezes_older_objects_only_while_it_runs(
+    db_url: str, tmp_path: Path, h: type
+) -> None:
+    import gc
+
+    rows = _rows(h, 4)
+    _setup(db_url, tmp_path, h, rows)
+    frozen_during: list[int] = []
+
+    def fault(step: str) -> None:
+        if step in ("fetch", "pack"):
+            frozen_during.append(gc.get_freeze_count())
+
+    cfg = h.migration_config(db_url, tmp_path / "out")
+    orch = MigrationOrchestrator(cfg, fault=fault)
+    assert gc.get_freeze_count() == 0
+    assert orch.run_migration_cycle().status == "success"
+    assert frozen_during
+    assert all(n > 0 for n in frozen_during)
+    assert gc.get_freeze_count() == 0  # given back to the collector
+
+    # a process that froze objects of its own: nothing more frozen, nothing given back
+    gc.freeze()
+    try:
+        own = gc.get_freeze_count()
+        frozen_during.clear()
+        assert orch.run_migration_cycle().status == "empty"
+        assert frozen_during
+        assert all(n <= own for n in frozen_during)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
