@@ -204,10 +204,6 @@ class SourceDatabase:
         names += [n for n in (cfg.content_type_column, cfg.checksum_column) if n is not None]
         return [self.col(n) for n in names]
 
-    def _rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[FileRow, Cursor]]:
-        """Database rows (the columns of :meth:`_columns`) as FileRows with their cursors."""
-        return [(row, row_cursor(r)) for row, r in zip(self._file_rows(raw), raw, strict=True)]
-
     def _file_rows(self, raw: Sequence[Sequence[Any]]) -> list[FileRow]:
         """Database rows (the columns of :meth:`_columns`) as FileRows."""
         cfg = self.config
@@ -251,35 +247,10 @@ class SourceDatabase:
         With ``claim`` the rows are locked ``FOR UPDATE SKIP LOCKED`` until ``conn``'s
         transaction ends (PostgreSQL); rows another migrator holds are left to it.
         """
-        pairs = self.select_page_with_cursors(
+        rows, raw = self.select_rows(
             conn, cutoff, after=after, limit=limit, include_failed=include_failed, claim=claim
         )
-        return [p[0] for p in pairs], (pairs[-1][1] if pairs else None)
-
-    def select_page_with_cursors(
-        self,
-        conn: Connection,
-        cutoff: datetime,
-        *,
-        after: Cursor | None,
-        limit: int,
-        include_failed: bool = True,
-        claim: bool = False,
-        before: datetime | None = None,
-    ) -> list[tuple[FileRow, Cursor]]:
-        """Like :meth:`select_page`, with each row's keyset position; ``before``: only rows
-        created before that instant."""
-        return self._rows(
-            self._select_raw(
-                conn,
-                cutoff,
-                after=after,
-                limit=limit,
-                include_failed=include_failed,
-                claim=claim,
-                before=before,
-            )
-        )
+        return rows, (row_cursor(raw[-1]) if raw else None)
 
     def select_rows(
         self,
@@ -292,37 +263,16 @@ class SourceDatabase:
         claim: bool = False,
         before: datetime | None = None,
     ) -> tuple[list[FileRow], Sequence[Sequence[Any]]]:
-        """Like :meth:`select_page_with_cursors`, with the database rows instead of one
-        :class:`Cursor` per row: ``row_cursor(raw[i])`` is row ``i``'s keyset position (a batch
-        needs only its last one)."""
-        raw = self._select_raw(
-            conn,
-            cutoff,
-            after=after,
-            limit=limit,
-            include_failed=include_failed,
-            claim=claim,
-            before=before,
-        )
-        return self._file_rows(raw), raw
-
-    def _select_raw(
-        self,
-        conn: Connection,
-        cutoff: datetime,
-        *,
-        after: Cursor | None,
-        limit: int,
-        include_failed: bool,
-        claim: bool,
-        before: datetime | None,
-    ) -> Sequence[Sequence[Any]]:
+        """Like :meth:`select_page`, with the database rows instead of the last cursor:
+        ``row_cursor(raw[i])`` is row ``i``'s keyset position (a batch needs only its last
+        one, so none is built per row). ``before``: only rows created before that instant."""
         stmt = self._next_rows(
             sa.select(*self._columns()), cutoff, after, limit, include_failed, before=before
         )
         if claim and self.supports_skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
-        return conn.execute(stmt).all()
+        raw = conn.execute(stmt).all()
+        return self._file_rows(raw), raw
 
     def day_cut_bounds(
         self,
