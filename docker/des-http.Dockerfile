@@ -47,4 +47,5 @@ EXPOSE 8000
 # Liveness only: /health answers while the process serves (readiness is /ready, for Kubernetes).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
-CMD ["uvicorn", "des_http:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]
+# des-http runs uvicorn with one write per answer (see the des-http README).
+CMD ["des-http", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]

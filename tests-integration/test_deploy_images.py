@@ -208,7 +208,8 @@ def test_des_http_image_checks_its_health_and_serves_on_8000() -> None:
     assert "http://127.0.0.1:8000/health" in check[2]
     assert final.all("EXPOSE") == ["8000"]
     command = exec_form(final.all("CMD")[-1])
-    assert command[:2] == ["uvicorn", "des_http:app"]
+    assert command[0] == "des-http"
+    assert "--no-server-header" in command
     assert command[command.index("--port") + 1] == "8000"
     assert command[command.index("--host") + 1] == "0.0.0.0"
     # The README's `docker run -e DES_BACKEND=local -e DES_BASE_DIR=/data/des` matches the image.

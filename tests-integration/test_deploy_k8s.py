@@ -516,7 +516,7 @@ def command_options(argv: list[str]) -> dict[str, set[str]]:
     command = None
     for raw in words:
         word = raw.strip("\"'")
-        if word in {"des-pack", "des-migrate", "des", "des-stats", "uvicorn"}:
+        if word in {"des-pack", "des-migrate", "des", "des-stats", "des-http", "uvicorn"}:
             command = word
             found.setdefault(command, set())
         elif command and re.fullmatch(r"--[a-z][a-z0-9-]*", word):
@@ -561,7 +561,7 @@ def test_compose_packer_options_are_accepted_and_unknown_ones_are_caught() -> No
     assert not re.search(r"--input-jsonl(?![a-z-])", text)
 
 
-def test_des_http_start_script_empties_the_metrics_dir_then_execs_uvicorn(tmp_path: Path) -> None:
+def test_des_http_start_script_empties_the_metrics_dir_then_execs_des_http(tmp_path: Path) -> None:
     (container,) = pod_spec(find("Deployment", "des-http"))["containers"]
     assert container["command"] == ["/bin/sh", "-c"]
     config = find("ConfigMap", "des-http-config")["data"]
@@ -572,7 +572,7 @@ def test_des_http_start_script_empties_the_metrics_dir_then_execs_uvicorn(tmp_pa
     (metrics / "sub").mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake = bin_dir / "uvicorn"
+    fake = bin_dir / "des-http"
     fake.write_text(
         '#!/bin/sh\nls -A "$PROMETHEUS_MULTIPROC_DIR" | wc -l\nfor a in "$@"; do echo "$a"; done\n'
     )
@@ -588,8 +588,7 @@ def test_des_http_start_script_empties_the_metrics_dir_then_execs_uvicorn(tmp_pa
     assert (result.returncode, result.stderr) == (0, "")
     lines = result.stdout.split()
     assert lines == [
-        "0", "des_http:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2",
-        "--no-server-header",
+        "0", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-server-header",
     ]  # fmt: skip
     # A first start, with no directory yet, creates it.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "new" / "des-metrics")

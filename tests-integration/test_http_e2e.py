@@ -255,6 +255,7 @@ def test_local_backend_end_to_end(packed: Packed, tmp_path: Path) -> None:
     with run_service(tmp_path, env, ["des-http"]) as svc:
         fetch_all_byte_exact(svc, packed)
         check_http_behaviour(svc, packed)
+        assert httpx.get(f"{svc.url}/health").headers["server"] == "uvicorn"
     lines = [json.loads(line) for line in svc.log.read_text().splitlines() if '"access"' in line]
     assert len(lines) >= len(packed.rows)
     assert all(line["request_id"] for line in lines)
@@ -266,7 +267,8 @@ def test_local_backend_with_two_workers_adds_up_metrics(packed: Packed, tmp_path
     mp = tmp_path / "prom"
     mp.mkdir()
     env = clean_env(DES_BASE_DIR=str(out), DES_N_BITS="4", PROMETHEUS_MULTIPROC_DIR=str(mp))
-    with run_service(tmp_path, env, ["des-http", "--workers", "2"]) as svc:
+    argv = ["des-http", "--workers", "2", "--no-server-header"]  # as the k8s Deployment runs it
+    with run_service(tmp_path, env, argv) as svc:
         deadline = time.monotonic() + 60
         while len({p.name for p in mp.glob("counter_*.db")}) < 2:  # both workers are up
             assert time.monotonic() < deadline, sorted(p.name for p in mp.iterdir())
@@ -278,6 +280,7 @@ def test_local_backend_with_two_workers_adds_up_metrics(packed: Packed, tmp_path
         key = ("des_retrievals_total", (("backend", "local"), ("status", "200")))
         assert metrics[key] == len(packed.rows)
         assert metrics[("des_bytes_served_total", (("backend", "local"),))] == served
+        assert "server" not in httpx.get(f"{svc.url}/health").headers
 
 
 def _s3_env(server: S3Server, **extra: str) -> dict[str, str]:

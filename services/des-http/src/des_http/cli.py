@@ -28,6 +28,11 @@ def _serve(argv: Sequence[str]) -> int:
         "(an empty directory) so /metrics adds up every worker's samples",
     )
     parser.add_argument("--log-level", default=None, help="overrides DES_LOG_LEVEL")
+    parser.add_argument(
+        "--no-server-header",
+        action="store_true",
+        help="send no 'server: uvicorn' header (the deployment files use it)",
+    )
     args = parser.parse_args(list(argv))
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -58,6 +63,7 @@ def _serve(argv: Sequence[str]) -> int:
             access_log=False,
             log_level=settings.log_level.lower(),
             http=_http_protocol(),
+            server_header=not args.no_server_header,
         )
     else:
         uvicorn.run(
@@ -67,6 +73,7 @@ def _serve(argv: Sequence[str]) -> int:
             access_log=False,
             log_level=settings.log_level.lower(),
             http=_http_protocol(),
+            server_header=not args.no_server_header,
         )
     return 0
 
