@@ -198,14 +198,27 @@ def shard_key(date_dir: str, shard_index: int, n_bits: int = 8) -> str:
     return f"{date_dir}/{format_shard_hex(shard_index, n_bits)}{SHARD_SUFFIX}"
 
 
-def locate_shard(uid: str, created_at: str | datetime, n_bits: int = 8) -> ShardLocation:
-    """Compute where ``uid`` created at ``created_at`` lives. Pure: no lookup, no I/O."""
+def _route(
+    uid: str, created_at: str | datetime, n_bits: int
+) -> tuple[str, datetime, int, str, str]:
+    """(uid, created_at in UTC, shard index, date directory, shard hex), checked in the order
+    whose first failure both locate functions report."""
     valid_uid = validate_uid(uid)
     bits = validate_n_bits(n_bits)
     dt = parse_created_at(created_at)
     index = _index_of_valid_uid(valid_uid, bits)
-    date_dir = f"{dt.year:04d}{dt.month:02d}{dt.day:02d}"
-    shard_hex = f"{index:0{(bits + 3) // 4}X}"
+    return (
+        valid_uid,
+        dt,
+        index,
+        f"{dt.year:04d}{dt.month:02d}{dt.day:02d}",
+        f"{index:0{(bits + 3) // 4}X}",
+    )
+
+
+def locate_shard(uid: str, created_at: str | datetime, n_bits: int = 8) -> ShardLocation:
+    """Compute where ``uid`` created at ``created_at`` lives. Pure: no lookup, no I/O."""
+    valid_uid, dt, index, date_dir, shard_hex = _route(uid, created_at, n_bits)
     return ShardLocation(
         uid=valid_uid,
         created_at=dt,
@@ -219,11 +232,8 @@ def locate_shard(uid: str, created_at: str | datetime, n_bits: int = 8) -> Shard
 def locate_shard_key(uid: str, created_at: str | datetime, n_bits: int = 8) -> str:
     """``locate_shard(uid, created_at, n_bits).object_key`` (same value, same errors), without
     building the :class:`ShardLocation`: for callers that need only the key, per request."""
-    valid_uid = validate_uid(uid)
-    bits = validate_n_bits(n_bits)
-    dt = parse_created_at(created_at)
-    index = _index_of_valid_uid(valid_uid, bits)
-    return f"{dt.year:04d}{dt.month:02d}{dt.day:02d}/{index:0{(bits + 3) // 4}X}{SHARD_SUFFIX}"
+    _, _, _, date_dir, shard_hex = _route(uid, created_at, n_bits)
+    return f"{date_dir}/{shard_hex}{SHARD_SUFFIX}"
 
 
 def parse_date_dir(text: str) -> date:
