@@ -18,9 +18,9 @@ from des_format import (
     parse_codec,
     prepare_payload,
 )
-from des_format._codecs import compress, decompress, iter_decompress
+from des_format._codecs import CODEC_NAMES, compress, decompress, iter_decompress
 
-AVAILABLE_CODECS = [c.label for c in Codec if c is not Codec.ZSTD_DICT and codec_available(c)]
+AVAILABLE_CODECS = [c.label for c in CODEC_NAMES.values() if codec_available(c)]
 needs_zstd = pytest.mark.skipif(
     not codec_available(Codec.ZSTD), reason="zstandard is not installed"
 )
@@ -40,10 +40,13 @@ def test_parse_codec() -> None:
         parse_codec("brotli")
     with pytest.raises(UnknownCodec, match="unknown codec id 9"):
         parse_codec(9)
-    assert [c.label for c in Codec] == ["none", "zstd", "lz4", "zstd_dict"]
+    assert [c.label for c in Codec] == ["none", "zstd", "lz4", "zstd_dict", "zstd_block"]
     # the dictionary codec is chosen by giving a dictionary, never by name
     with pytest.raises(UnknownCodec, match="unknown codec 'zstd_dict'"):
         parse_codec("zstd_dict")
+    # and so are solid blocks, by the writer's prepare_block
+    with pytest.raises(UnknownCodec, match="unknown codec 'zstd_block'"):
+        parse_codec("zstd_block")
 
 
 @pytest.mark.parametrize(

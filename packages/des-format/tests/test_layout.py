@@ -78,8 +78,8 @@ def test_footer_version_and_features_are_checked() -> None:
     footer[4:6] = struct.pack("<H", 1)
     footer[6:8] = struct.pack("<H", 7)  # a newer minor version still reads
     assert parse_footer(_with_crc(bytes(footer))).minor == 7
-    footer[32:36] = struct.pack("<I", 2)  # bit 0x1 is the dictionary; 0x2 is unknown
-    with pytest.raises(UnsupportedFormatVersion, match="features 0x2 unknown"):
+    footer[32:36] = struct.pack("<I", 4)  # 0x1 is the dictionary, 0x2 solid blocks; 0x4 unknown
+    with pytest.raises(UnsupportedFormatVersion, match="features 0x4 unknown"):
         parse_footer(_with_crc(bytes(footer)))
     footer[32:36] = struct.pack("<I", 1)  # the dictionary bit needs a length in 1..16 KiB
     with pytest.raises(CorruptShard, match="dictionary of 0 bytes"):

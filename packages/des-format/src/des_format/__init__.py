@@ -5,7 +5,10 @@ library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`
 from ._cache import CacheStats, IndexCache
 from ._checksum import crc32, crc32_backend
 from ._codecs import (
+    DEFAULT_BLOCK_MEMBER_MAX,
+    DEFAULT_BLOCK_SIZE,
     DEFAULT_DICT_MAX_FILE_SIZE,
+    MAX_BLOCK_SIZE,
     MAX_DICTIONARY_SIZE,
     MIN_DICT_SAMPLES,
     Codec,
@@ -48,6 +51,7 @@ from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
     DEFAULT_TAIL_SIZE,
+    FEATURE_BLOCKS,
     FEATURE_DICTIONARY,
     FORMAT_VERSION,
     Footer,
@@ -75,10 +79,12 @@ from ._writer import (
     BigFileSink,
     FileDigest,
     LocalBigFileSink,
+    PreparedBlock,
     PreparedPayload,
     ShardWriter,
     WriteSummary,
     hash_file,
+    prepare_block,
     prepare_payload,
 )
 
@@ -87,11 +93,15 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
     "DEFAULT_BIG_FILE_THRESHOLD",
+    "DEFAULT_BLOCK_MEMBER_MAX",
+    "DEFAULT_BLOCK_SIZE",
     "DEFAULT_DICT_MAX_FILE_SIZE",
     "DEFAULT_TAIL_SIZE",
     "DEFAULT_VERIFY_WINDOW",
+    "FEATURE_BLOCKS",
     "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
+    "MAX_BLOCK_SIZE",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
     "BigFileSink",
@@ -124,6 +134,7 @@ __all__ = [
     "ObjectStore",
     "OpenedFile",
     "PreconditionFailed",
+    "PreparedBlock",
     "PreparedPayload",
     "RangeNotSatisfiable",
     "ShardEditor",
@@ -156,6 +167,7 @@ __all__ = [
     "part_key",
     "payload_overwritten",
     "plan_coalesced_ranges",
+    "prepare_block",
     "prepare_payload",
     "read_index",
     "read_shard_index",

@@ -24,6 +24,9 @@ class Codec(IntEnum):
     LZ4 = 2
     #: zstd with the shard's own dictionary (only in shards with the dictionary feature bit).
     ZSTD_DICT = 3
+    #: a member of a solid block: one zstd frame holding several files one after another
+    #: (only in shards with the solid-block feature bit; FORMAT.md section 3.2).
+    ZSTD_BLOCK = 4
 
     @property
     def label(self) -> str:
@@ -33,12 +36,25 @@ class Codec(IntEnum):
 
 # The codecs users can ask for by name (ZSTD_DICT is chosen by giving a dictionary).
 CODEC_NAMES: dict[str, Codec] = {c.label: c for c in (Codec.NONE, Codec.ZSTD, Codec.LZ4)}
-DEFAULT_LEVELS: dict[Codec, int] = {Codec.NONE: 0, Codec.ZSTD: 3, Codec.LZ4: 0, Codec.ZSTD_DICT: 3}
+DEFAULT_LEVELS: dict[Codec, int] = {
+    Codec.NONE: 0,
+    Codec.ZSTD: 3,
+    Codec.LZ4: 0,
+    Codec.ZSTD_DICT: 3,
+    Codec.ZSTD_BLOCK: 3,
+}
 _EXTRAS = {
     Codec.ZSTD: ("zstandard", "zstd"),
     Codec.LZ4: ("lz4.frame", "lz4"),
     Codec.ZSTD_DICT: ("zstandard", "zstd"),
+    Codec.ZSTD_BLOCK: ("zstandard", "zstd"),
 }
+#: Largest decompressed solid block a reader accepts and a writer makes (FORMAT.md 3.2): a
+#: damaged or forged frame header cannot make a reader allocate more than this.
+MAX_BLOCK_SIZE = 4 << 20
+#: des-pack's solid blocks: members up to this size, blocks up to ``DEFAULT_BLOCK_SIZE``.
+DEFAULT_BLOCK_SIZE = 128 << 10
+DEFAULT_BLOCK_MEMBER_MAX = 64 << 10
 #: Largest shard dictionary a writer stores: footer (48) + directory (<= 32 KiB) + dictionary
 #: block (<= 16 KiB + 4) always fit in the default 64 KiB tail read.
 MAX_DICTIONARY_SIZE = 16 * 1024
@@ -135,7 +151,7 @@ def codec_available(codec: Codec) -> bool:
 
 
 def _module(codec: Codec) -> ModuleType:
-    if codec is Codec.ZSTD_DICT:
+    if codec is Codec.ZSTD_DICT or codec is Codec.ZSTD_BLOCK:
         codec = Codec.ZSTD
     mod = _modules.get(codec)
     if mod is not None:
@@ -267,6 +283,8 @@ def compress(
     if codec is Codec.NONE:
         return data
     lvl = DEFAULT_LEVELS[codec] if level is None else level
+    if codec is Codec.ZSTD_BLOCK:  # a block is one plain zstd frame of its members' bytes
+        codec = Codec.ZSTD
     if codec is Codec.ZSTD_DICT:
         if dictionary is None:
             raise ValueError("codec zstd_dict needs a dictionary")
@@ -283,7 +301,10 @@ def decompress(
     codec: Codec, data: bytes, size: int, *, uid: str = "", dictionary: bytes | None = None
 ) -> bytes:
     """Decompress a stored payload that must expand to exactly ``size`` bytes
-    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
+    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``). A block member is decoded
+    with :func:`decompress_block` instead."""
+    if codec is Codec.ZSTD_BLOCK:
+        raise ValueError("a solid block member is decoded with decompress_block")
     if codec is Codec.NONE:
         out = data
     elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
@@ -322,6 +343,34 @@ def decompress(
 
 
 _ONE_SHOT_LIMIT = 64 << 20
+
+
+def decompress_block(data: bytes, need: int, *, uid: str = "") -> bytes:
+    """The whole decompressed contents of a solid block (FORMAT.md section 3.2): ``data`` is
+    the block's stored bytes, one zstd frame that declares its content size (anything after
+    the frame, such as the skippable frame a delete pads with, is ignored). ``need`` is how
+    many bytes the member being read needs (its block offset plus its size); a frame that
+    declares fewer, or more than ``MAX_BLOCK_SIZE``, is ``CorruptShard`` before anything is
+    allocated."""
+    zstd = _module(Codec.ZSTD)
+    try:
+        declared = zstd.frame_content_size(data)
+        if declared < 0:
+            raise CorruptShard(f"solid block of {uid!r} does not declare its size")
+        if declared > MAX_BLOCK_SIZE:
+            raise CorruptShard(
+                f"solid block of {uid!r} declares {declared} bytes; the limit is {MAX_BLOCK_SIZE}"
+            )
+        if declared < need:
+            raise CorruptShard(
+                f"solid block of {uid!r} declares {declared} bytes, the entry needs {need}"
+            )
+        out = _zstd_decompressor().decompress(data, max_output_size=max(declared, 1))
+    except zstd.ZstdError as exc:
+        raise CorruptShard(f"solid block of {uid!r} is not a valid zstd frame: {exc}") from None
+    if len(out) != declared:
+        raise CorruptShard(f"solid block of {uid!r} expands to {len(out)} bytes, not {declared}")
+    return bytes(out)
 
 
 def _zstd_bounded(zstd: Any, data: bytes, size: int, dictionary: bytes | None = None) -> bytes:
@@ -376,6 +425,8 @@ def iter_decompress(
     """Decompress a stream of stored chunks, yielding original bytes; checks the total size
     (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
     errors: tuple[type[BaseException], ...] = ()
+    if codec is Codec.ZSTD_BLOCK:
+        raise ValueError("a solid block member is decoded whole, with decompress_block")
     if codec is Codec.NONE:
         feed: Callable[[bytes], bytes] = bytes
         tail: Callable[[], bytes] = bytes

@@ -25,6 +25,7 @@ from ._layout import (
     F_META,
     F_NO_CRC,
     F_PART,
+    FEATURE_BLOCKS,
     FOOTER_SIZE,
     HEADER_SIZE,
     LEGACY_FOOTER_MAGIC,
@@ -101,6 +102,7 @@ def serialize_bucket_with_meta(items: list[tuple[bytes, IndexEntry, bytes | None
     wv = write_varint
     pack_crc = _CRC.pack
     none = Codec.NONE
+    block = Codec.ZSTD_BLOCK
     wv(out, len(metas))
     for blob in metas:
         wv(out, len(blob))
@@ -138,6 +140,8 @@ def serialize_bucket_with_meta(items: list[tuple[bytes, IndexEntry, bytes | None
             wv(out, e.size)
             if e.codec is not none:
                 wv(out, e.stored_size)
+                if e.codec is block:
+                    wv(out, e.block_offset)
             if e.part:
                 wv(out, e.part)
         if e.checksum is not None:
@@ -212,6 +216,7 @@ def decode_bucket(raw: bytes | memoryview) -> dict[str, EntryFields]:
                 )
             sha: str | None = None
             part = 0
+            boff = 0
             if flags & F_BIGFILE:
                 if pos + 32 > n:
                     raise CorruptShard("big-file hash runs past the bucket")
@@ -229,6 +234,8 @@ def decode_bucket(raw: bytes | memoryview) -> dict[str, EntryFields]:
                     stored = size
                 else:
                     stored, pos = rv(buf, pos)
+                    if codec is Codec.ZSTD_BLOCK:
+                        boff, pos = rv(buf, pos)
                 if flags & F_PART:
                     part, pos = rv(buf, pos)
                     if part == 0:
@@ -257,6 +264,7 @@ def decode_bucket(raw: bytes | memoryview) -> dict[str, EntryFields]:
                 sha,
                 bool(flags & F_DELETED),
                 meta,
+                boff,
             )
     except IndexError:
         raise CorruptShard("index entry truncated") from None
@@ -315,6 +323,8 @@ class ShardIndex:
         self._legacy = legacy_entries
         #: The shard's zstd dictionary (entries with ``Codec.ZSTD_DICT`` need it), or None.
         self.dictionary = dictionary
+        #: The footer's feature bits (0 for a legacy shard).
+        self.features = footer.features if footer is not None else 0
         if footer is not None:
             self.format_version = footer.version
             self.index_offset = footer.index_offset
@@ -471,6 +481,11 @@ class ShardIndex:
             seen += 1
             if entry.is_bigfile and (entry.bigfile_hash is None or entry.offset != 0):
                 raise CorruptShard(f"big-file entry {entry.uid!r} is malformed")
+            if entry.codec is Codec.ZSTD_BLOCK and not self.features & FEATURE_BLOCKS:
+                raise CorruptShard(
+                    f"entry {entry.uid!r} is in a solid block, but the footer lacks the"
+                    " solid-block feature bit"
+                )
         if seen != self.entry_count:
             raise CorruptShard(f"footer says {self.entry_count} entries, index holds {seen}")
         for b in range(self.bucket_count):

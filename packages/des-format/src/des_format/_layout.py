@@ -24,7 +24,11 @@ FORMAT_MINOR = 0
 #: Footer feature bit: the shard stores a zstd dictionary (FORMAT.md section 3.1); its length
 #: is in the footer's reserved field and entries may use codec 3 (``Codec.ZSTD_DICT``).
 FEATURE_DICTIONARY = 0x1
-KNOWN_FEATURES = FEATURE_DICTIONARY  # footer feature bits this reader understands
+#: Footer feature bit: entries may be members of solid blocks (FORMAT.md section 3.2, codec 4,
+#: ``Codec.ZSTD_BLOCK``). Set by writers whenever the index holds such an entry, so that a
+#: reader without the feature refuses the shard as a whole instead of failing file by file.
+FEATURE_BLOCKS = 0x2
+KNOWN_FEATURES = FEATURE_DICTIONARY | FEATURE_BLOCKS  # footer feature bits this reader knows
 DICT_CRC_SIZE = 4  # the dictionary block: dictionary bytes, then their CRC-32
 
 DEFAULT_TAIL_SIZE = 65536
@@ -109,9 +113,11 @@ def serialize_footer(
     bucket_count: int,
     directory_crc: int,
     dictionary_size: int = 0,
+    blocks: bool = False,
 ) -> bytes:
     """The 48-byte footer. With a dictionary, the feature bit is set and its length goes in
-    the reserved field; without one, the footer is the version 1.0 footer."""
+    the reserved field; ``blocks`` sets the solid-block bit. Without either, the footer is
+    the version 1.0 footer."""
     if not 0 <= dictionary_size <= MAX_DICTIONARY_SIZE:
         raise ValueError(
             f"dictionary of {dictionary_size} bytes; the limit is {MAX_DICTIONARY_SIZE}"
@@ -124,7 +130,7 @@ def serialize_footer(
         entry_count,
         bucket_count,
         directory_crc,
-        FEATURE_DICTIONARY if dictionary_size else 0,
+        (FEATURE_DICTIONARY if dictionary_size else 0) | (FEATURE_BLOCKS if blocks else 0),
         dictionary_size,
         0,
         MAGIC,
@@ -279,6 +285,9 @@ class IndexEntry:
     bigfile_hash: str | None = None
     deleted: bool = False
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    #: Codec ``ZSTD_BLOCK`` only: where the file starts inside its decompressed block
+    #: (``offset`` and ``stored_size`` are then the whole block's).
+    block_offset: int = 0
 
     @property
     def content_type(self) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ._checksum import crc32
-from ._codecs import Codec, decompress
+from ._codecs import Codec, decompress, decompress_block
 from ._errors import (
     ChecksumMismatch,
     CorruptShard,
@@ -49,15 +49,32 @@ def check_payload(entry: IndexEntry, data: bytes) -> bytes:
     return data
 
 
-def decode_payload(entry: IndexEntry, stored: bytes, dictionary: bytes | None = None) -> bytes:
+def decode_payload(
+    entry: IndexEntry,
+    stored: bytes,
+    dictionary: bytes | None = None,
+    blocks: dict[tuple[int, int], bytes] | None = None,
+) -> bytes:
     """Original bytes of an inline entry from its stored bytes, verified (``dictionary``: the
-    shard's, needed by entries stored with ``Codec.ZSTD_DICT``)."""
+    shard's, needed by entries stored with ``Codec.ZSTD_DICT``). For a solid-block member,
+    ``stored`` is the whole block; ``blocks`` (``(part, offset) -> decompressed block``), when
+    given, lets several members of one block decompress it once."""
     if len(stored) != entry.stored_size:
         raise CorruptShard(
             f"{entry.uid!r}: read {len(stored)} stored bytes, index says {entry.stored_size}"
         )
     if entry.codec is Codec.NONE:
         return check_payload(entry, stored)
+    if entry.codec is Codec.ZSTD_BLOCK:
+        start = entry.block_offset
+        end = start + entry.size
+        key = (entry.part, entry.offset)
+        block = blocks.get(key) if blocks is not None else None
+        if block is None or len(block) < end:
+            block = decompress_block(stored, end, uid=entry.uid)
+            if blocks is not None:
+                blocks[key] = block
+        return check_payload(entry, block[start:end])
     return check_payload(
         entry,
         decompress(entry.codec, stored, entry.size, uid=entry.uid, dictionary=dictionary),

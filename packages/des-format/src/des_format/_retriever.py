@@ -430,6 +430,10 @@ class ShardRetriever:
         self, key: str, entry: IndexEntry, etag: str | None, dictionary: bytes | None
     ) -> Iterator[bytes]:
         chunks = self._stored_chunks(key, entry, etag)
+        if entry.codec is Codec.ZSTD_BLOCK and not entry.is_bigfile:
+            # a solid block (at most MAX_BLOCK_SIZE) is decoded whole, then the member cut out
+            yield decode_payload(entry, b"".join(chunks), dictionary)
+            return
         crc = 0
         sha = hashlib.sha256() if entry.checksum is None and entry.is_bigfile else None
         codec = Codec.NONE if entry.is_bigfile else entry.codec
@@ -511,6 +515,7 @@ class ShardRetriever:
     ) -> dict[str, bytes | DesFormatError]:
         results: dict[str, bytes | DesFormatError] = {}
         by_part: dict[int, list[IndexEntry]] = {}
+        blocks: dict[tuple[int, int], bytes] = {}  # solid blocks decoded once per call
         for uid in dict.fromkeys(uids):
             try:
                 entry = self._entry(key, index, uid)
@@ -550,7 +555,7 @@ class ShardRetriever:
                     rel = e.offset - span.start
                     try:
                         results[e.uid] = decode_payload(
-                            e, blob[rel : rel + e.stored_size], index.dictionary
+                            e, blob[rel : rel + e.stored_size], index.dictionary, blocks
                         )
                     except DesFormatError as exc:
                         results[e.uid] = exc

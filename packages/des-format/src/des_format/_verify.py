@@ -223,9 +223,12 @@ def _check_inline_many(
     alone by ``decode_payload``, so its error is the one a reader would raise."""
     out: list[FileCheck] = []
     groups: dict[Codec, list[tuple[IndexEntry, bytes]]] = {}
+    blocks: dict[tuple[int, int], bytes] = {}  # solid blocks, decoded once for all members
     for entry, stored in items:
         codec = entry.codec
-        if (
+        if codec is Codec.ZSTD_BLOCK:
+            out.append(_check_inline(entry, stored, index, digest, blocks))
+        elif (
             (codec is Codec.ZSTD or (codec is Codec.ZSTD_DICT and index.dictionary is not None))
             and 0 < entry.size <= _BULK_BYTES
             and len(stored) == entry.stored_size
@@ -279,10 +282,14 @@ def _check_zstd_chunk(
 
 
 def _check_inline(
-    entry: IndexEntry, stored: bytes, index: ShardIndex, digest: str | None
+    entry: IndexEntry,
+    stored: bytes,
+    index: ShardIndex,
+    digest: str | None,
+    blocks: dict[tuple[int, int], bytes] | None = None,
 ) -> FileCheck:
     try:
-        data = decode_payload(entry, stored, index.dictionary)
+        data = decode_payload(entry, stored, index.dictionary, blocks)
     except DesFormatError as exc:
         return FileCheck(entry.uid, entry, exc)
     crc = entry.checksum if entry.checksum is not None else crc32(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from ._checksum import crc32
 from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
+    MAX_BLOCK_SIZE,
     MAX_DICTIONARY_SIZE,
     Codec,
     compress,
@@ -54,10 +55,27 @@ class PreparedPayload:
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
     sha256: str | None = None  # set when the payload is a big file
     dictionary_crc: int | None = None  # CRC-32 of the dictionary used (codec ZSTD_DICT)
+    block_offset: int = 0  # codec ZSTD_BLOCK: where the file starts in its block
 
     @property
     def is_bigfile(self) -> bool:
         return self.sha256 is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBlock:
+    """Files compressed together as one solid block (FORMAT.md section 3.2), made by
+    :func:`prepare_block`: ``stored`` is one zstd frame of the members' original bytes one
+    after another; each member has codec ``ZSTD_BLOCK``, no stored bytes of its own, and
+    its ``block_offset``."""
+
+    stored: bytes
+    members: tuple[PreparedPayload, ...]
+
+    @property
+    def size(self) -> int:
+        """Original bytes of all members (the block's decompressed size)."""
+        return sum(m.size for m in self.members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +192,8 @@ def prepare_payload(
                 chosen = Codec.ZSTD_DICT
             elif chosen is Codec.ZSTD_DICT:
                 raise ValueError("codec zstd_dict is chosen by giving a dictionary")
+            elif chosen is Codec.ZSTD_BLOCK:
+                raise ValueError("solid blocks are made by prepare_block")
             packed = compress(chosen, data, level, dictionary=dictionary if use_dict else None)
             if len(packed) < len(data):
                 stored = packed
@@ -183,6 +203,64 @@ def prepare_payload(
         chosen = Codec.NONE
     dict_crc = crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
     return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta, None, dict_crc)
+
+
+def prepare_block(
+    files: Sequence[tuple[str, bytes, dict[str, Any]]],
+    *,
+    level: int | None = None,
+) -> list[PreparedPayload | PreparedBlock]:
+    """Compress ``files`` (``(uid, data, metadata)``, the metadata as :func:`build_meta`
+    makes it) together as one solid block. Pure CPU and thread-safe.
+
+    Files that are empty or already compressed (by their metadata's ``name`` or
+    ``content_type``) are prepared alone, as :func:`prepare_payload` would; so is everything
+    when fewer than two files are left or when the block's frame would not be smaller than
+    its members' bytes. The result holds the block (if any) first, then the files prepared
+    alone, in the order given. The members' total size must not exceed ``MAX_BLOCK_SIZE``.
+    """
+    members: list[tuple[str, bytes, dict[str, Any]]] = []
+    alone: list[tuple[str, bytes, dict[str, Any]]] = []
+    for uid, data, meta in files:
+        check_uid(uid)
+        name, ctype = meta.get("name"), meta.get("content_type")
+        if data and not is_precompressed(
+            name if isinstance(name, str) else None, ctype if isinstance(ctype, str) else None
+        ):
+            members.append((uid, bytes(data), meta))
+        else:
+            alone.append((uid, bytes(data), meta))
+    out: list[PreparedPayload | PreparedBlock] = []
+    total = sum(len(d) for _, d, _ in members)
+    if total > MAX_BLOCK_SIZE:
+        raise ValueError(f"a solid block holds at most {MAX_BLOCK_SIZE} bytes, got {total}")
+    frame = b""
+    if len(members) > 1:
+        frame = compress(Codec.ZSTD, b"".join(d for _, d, _ in members), level)
+    if len(members) > 1 and len(frame) < total:
+        prepared: list[PreparedPayload] = []
+        pos = 0
+        for uid, data, meta in members:
+            prepared.append(
+                PreparedPayload(
+                    uid,
+                    len(data),
+                    b"",
+                    Codec.ZSTD_BLOCK,
+                    crc32(data),
+                    build_meta(meta),
+                    block_offset=pos,
+                )
+            )
+            pos += len(data)
+        out.append(PreparedBlock(frame, tuple(prepared)))
+    else:
+        alone = [(uid, bytes(data), meta) for uid, data, meta in files]
+    for uid, data, meta in alone:
+        out.append(
+            prepare_payload(uid, data, meta=meta, codec=Codec.ZSTD, level=level, _checked=True)
+        )
+    return out
 
 
 def hash_file(path: str | os.PathLike[str]) -> FileDigest:
@@ -482,6 +560,8 @@ class ShardWriter:
         return self._add_prepared(prepared)
 
     def _add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
+        if prepared.codec is Codec.ZSTD_BLOCK:
+            raise ValueError(f"{prepared.uid!r} is a block member: add its block with add_block")
         if prepared.is_bigfile or (self._sink is not None and prepared.size > self._threshold):
             if self._sink is None:
                 raise ValueError(
@@ -527,6 +607,46 @@ class ShardWriter:
         self._entries[prepared.uid] = entry
         self._added += 1
         return entry
+
+    def add_block(self, block: PreparedBlock) -> list[IndexEntry]:
+        """Add a solid block made by :func:`prepare_block` (possibly in another thread): its
+        frame is written once and every member gets an entry pointing at it. Nothing is
+        added when a member's uid is already present (``DuplicateUid``)."""
+        members = block.members
+        seen: set[str] = set()
+        pos = 0
+        for m in members:
+            self._check_new(m.uid)
+            if m.uid in seen:
+                raise DuplicateUid(m.uid)
+            seen.add(m.uid)
+            if m.codec is not Codec.ZSTD_BLOCK or m.block_offset != pos or m.stored:
+                raise ValueError(f"{m.uid!r} is not a member of this block as prepare_block makes")
+            pos += m.size
+        if pos > MAX_BLOCK_SIZE or not block.stored:
+            raise ValueError(f"not a solid block: {pos} bytes in {len(block.stored)} stored")
+        part, offset = self._write_payload(block.stored)
+        stored_size = len(block.stored)
+        entries = []
+        for m in members:
+            entry = IndexEntry(
+                m.uid,
+                m.size,
+                stored_size,
+                Codec.ZSTD_BLOCK,
+                m.checksum,
+                offset,
+                part,
+                False,
+                None,
+                False,
+                self._intern_meta(m.meta),
+                m.block_offset,
+            )
+            self._entries[m.uid] = entry
+            entries.append(entry)
+        self._added += len(entries)
+        return entries
 
     def add_bigfile(
         self,
@@ -649,11 +769,42 @@ class ShardWriter:
                 f"{entry.uid!r} is compressed with its shard's dictionary; give this writer"
                 " the same dictionary (ShardWriter(dictionary=index.dictionary))"
             )
+        if entry.codec is Codec.ZSTD_BLOCK:
+            raise ValueError(f"{entry.uid!r} is in a solid block: copy it with copy_block")
         part, offset = self._write_payload(stored)
         new = replace(entry, offset=offset, part=part)
         self._entries[entry.uid] = new
         self._added += 1
         return new
+
+    def copy_block(self, entries: Sequence[IndexEntry], stored: bytes) -> list[IndexEntry]:
+        """Add live members of one solid block of another shard with the block's stored
+        bytes as they are: the block is written once, and each entry keeps its codec, sizes,
+        checksum, metadata and block offset, with this writer's offset and part. The block
+        goes on holding the bytes of members not given (a repack that drops deleted files
+        re-encodes their block instead)."""
+        if not entries:
+            return []
+        first = entries[0]
+        for e in entries:
+            self._check_new(e.uid)
+            if e.codec is not Codec.ZSTD_BLOCK or e.deleted or e.is_bigfile:
+                raise ValueError(f"copy_block takes live solid-block members, not {e.uid!r}")
+            if (e.part, e.offset, e.stored_size) != (first.part, first.offset, first.stored_size):
+                raise ValueError(f"{e.uid!r} is not in the same block as {first.uid!r}")
+        if len(stored) != first.stored_size:
+            raise ValueError(
+                f"block of {first.uid!r}: got {len(stored)} stored bytes, the entry says"
+                f" {first.stored_size}"
+            )
+        part, offset = self._write_payload(stored)
+        out = []
+        for e in entries:
+            new = replace(e, offset=offset, part=part)
+            self._entries[e.uid] = new
+            out.append(new)
+        self._added += len(out)
+        return out
 
     # ---- finishing ----
 
@@ -667,7 +818,10 @@ class ShardWriter:
         by_id: dict[int, bytes] = {}  # interned or read from an index: shared meta objects
         distinct_meta: dict[bytes, bytes] = {}
         estimate = 0
+        blocks = False
         for uid, e in self._entries.items():
+            if e.codec is Codec.ZSTD_BLOCK:
+                blocks = True
             ub = uid.encode("utf-8")
             estimate += len(ub) + 20
             blob: bytes | None = None
@@ -709,6 +863,7 @@ class ShardWriter:
             bucket_count=n_buckets,
             directory_crc=crc32(directory),
             dictionary_size=len(self._dictionary) if self._dictionary is not None else 0,
+            blocks=blocks,
         )
         self._head.write(footer)
         index_bytes = written + len(directory) + len(footer)
