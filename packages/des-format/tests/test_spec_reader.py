@@ -36,9 +36,16 @@ def spec_lookup(shard: bytes, uid: str) -> dict[str, Any] | None:
         "<HHQQIII", footer, 4
     )
     assert major == 1
-    assert features == 0
+    assert features & ~0x3 == 0  # 0x1 dictionary (section 3.1), 0x2 solid blocks (3.2)
     directory = shard[size - 48 - 8 * n : size - 48]
     assert zlib.crc32(directory) == dir_crc
+    dictionary = None
+    if features & 0x1:
+        dict_size = struct.unpack_from("<I", footer, 36)[0]
+        assert 1 <= dict_size <= 16384
+        block = shard[size - 48 - 8 * n - dict_size - 4 : size - 48 - 8 * n]
+        dictionary = block[:dict_size]
+        assert struct.unpack_from("<I", block, dict_size)[0] == zlib.crc32(dictionary)
     uid_b = uid.encode("utf-8")
     h = int.from_bytes(hashlib.blake2b(uid_b, digest_size=8, person=b"DES-idx1").digest(), "big")
     bits = n.bit_length() - 1
@@ -63,6 +70,9 @@ def spec_lookup(shard: bytes, uid: str) -> dict[str, Any] | None:
         pos += ln
         flags, pos = varint(bucket, pos)
         e: dict[str, Any] = {"codec": flags & 7, "part": 0, "offset": 0, "sha": None}
+        e["dictionary"], e["block_offset"] = dictionary, 0
+        assert e["codec"] != 3 or features & 0x1
+        assert e["codec"] != 4 or features & 0x2
         if flags & 0x08:
             e["sha"] = bucket[pos : pos + 32].hex()
             pos += 32
@@ -74,6 +84,8 @@ def spec_lookup(shard: bytes, uid: str) -> dict[str, Any] | None:
             e["stored"] = e["size"]
             if e["codec"]:
                 e["stored"], pos = varint(bucket, pos)
+            if e["codec"] == 4:
+                e["block_offset"], pos = varint(bucket, pos)
             if flags & 0x20:
                 e["part"], pos = varint(bucket, pos)
         e["crc"] = None
@@ -106,7 +118,19 @@ def spec_read(name: str, e: dict[str, Any]) -> bytes:
         elif e["codec"] == 1:
             zstd = pytest.importorskip("zstandard")
             data = zstd.ZstdDecompressor().decompress(stored)
+        elif e["codec"] == 3:  # section 3.1: the shard dictionary, type detected automatically
+            zstd = pytest.importorskip("zstandard")
+            zdict = zstd.ZstdCompressionDict(e["dictionary"], dict_type=zstd.DICT_TYPE_AUTO)
+            data = zstd.ZstdDecompressor(dict_data=zdict).decompress(stored)
+        elif e["codec"] == 4:  # section 3.2: one frame of the whole block; cut the member out
+            zstd = pytest.importorskip("zstandard")
+            declared = zstd.frame_content_size(stored)
+            assert e["block_offset"] + e["size"] <= declared <= 4 << 20
+            block = zstd.ZstdDecompressor().decompressobj().decompress(stored)  # stops at the end
+            assert len(block) == declared  # of the frame: anything after it is ignored
+            data = block[e["block_offset"] : e["block_offset"] + e["size"]]
         else:
+            assert e["codec"] == 2, f"codec {e['codec']} is reserved"
             lz4f = pytest.importorskip("lz4.frame")
             data = lz4f.decompress(stored)
     assert len(data) == e["size"]
@@ -126,6 +150,8 @@ def spec_read(name: str, e: dict[str, Any]) -> bytes:
         "rollover.des",
         "appended.des",
         "empty.des",
+        "dictionary.des",
+        "blocks.des",
     ],
 )
 def test_reader_from_the_spec_alone(name: str) -> None:
@@ -137,6 +163,7 @@ def test_reader_from_the_spec_alone(name: str) -> None:
     for want in expected["entries"]:
         e = spec_lookup(shard, want["uid"])
         assert e is not None
+        assert e["block_offset"] == want.get("block_offset", 0)
         assert (e["size"], e["stored"], e["offset"], e["part"], e["deleted"], e["meta"]) == (
             want["size"],
             want["stored_size"],

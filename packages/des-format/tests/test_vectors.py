@@ -37,12 +37,14 @@ GOLDEN_SHARDS = [
     "rollover.des",
     "appended.des",
     "dictionary.des",
+    "blocks.des",
 ]
 RECIPE_NEEDS = {
     "mixed-zstd": ("zstd", "lz4"),
     "lz4": ("lz4",),
     "bigfile": ("zstd",),
     "dictionary": ("zstd",),
+    "blocks": ("zstd",),
 }
 
 
@@ -126,6 +128,7 @@ def test_golden_vectors_read_as_expected(golden_dir: Path, name: str) -> None:
     with ShardReader.open_path(golden_dir / name) as reader:
         assert reader.index.bucket_count == want["bucket_count"]
         assert reader.index.index_offset == want["index_offset"]
+        assert reader.index.features == want.get("features", 0)
         dictionary = reader.index.dictionary
         if "dictionary_size" in want:
             assert dictionary is not None
@@ -149,6 +152,8 @@ def test_golden_vectors_read_as_expected(golden_dir: Path, name: str) -> None:
                 "deleted": entry.deleted,
                 "meta": entry.meta,
             }
+            if entry.codec is Codec.ZSTD_BLOCK:
+                got["block_offset"] = entry.block_offset
             assert got == w
         assert reader.verify() == len(entries)
 
@@ -165,6 +170,7 @@ def test_golden_vectors_read_as_expected(golden_dir: Path, name: str) -> None:
         "rollover",
         "appended",
         "dictionary",
+        "blocks",
     ],
 )
 def test_writer_reproduces_golden_vectors_byte_for_byte(golden_dir: Path, recipe: str) -> None:
@@ -185,4 +191,4 @@ def test_golden_recipes_cover_every_vector(golden_dir: Path) -> None:
         for p in golden_dir.rglob("*")
         if p.is_file() and p.suffix not in (".py", ".json")
     )
-    assert len(on_disk) == 14
+    assert len(on_disk) == 15

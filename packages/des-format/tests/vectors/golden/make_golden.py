@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from des_format import BytesSource, ShardWriter, read_index
+from des_format import BytesSource, Codec, PreparedBlock, ShardWriter, prepare_block, read_index
 
 Files = dict[str, bytes]  # relative path -> bytes
 
@@ -168,6 +168,30 @@ def dictionary() -> Files:
     return {"dictionary.des": out.getvalue()}
 
 
+def blocks() -> Files:
+    """Solid blocks (footer feature 0x2): two blocks of text members with different content
+    types (members at non-zero block offsets), a file stored alone with codec 1, a raw
+    ``.jpg`` and an empty file."""
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="zstd")
+    notes = [
+        (f"note-{i}", text("note", 400 + 150 * i), {"content_type": "text/plain"}) for i in range(3)
+    ]
+    records = [
+        (f"rec-{i}.json", text("json", 300 + 100 * i), {"content_type": "application/json"})
+        for i in range(2)
+    ]
+    for group in (notes, records):
+        for item in prepare_block(group):
+            assert isinstance(item, PreparedBlock)  # every member is compressible text
+            w.add_block(item)
+    w.add("alone", text("alone", 3000), content_type="text/plain")  # codec 1
+    w.add("photo.jpg", noise("photo", 400), name="photo.jpg")  # precompressed: raw
+    w.add("empty", b"")
+    w.close()
+    return {"blocks.des": out.getvalue()}
+
+
 RECIPES: dict[str, Callable[[], Files]] = {
     "basic-none": basic_none,
     "mixed-zstd": mixed_zstd,
@@ -178,12 +202,14 @@ RECIPES: dict[str, Callable[[], Files]] = {
     "rollover": rollover,
     "appended": appended,
     "dictionary": dictionary,
+    "blocks": blocks,
 }
 NEEDS = {
     "mixed-zstd": ("zstd", "lz4"),
     "lz4": ("lz4",),
     "bigfile": ("zstd",),
     "dictionary": ("zstd",),
+    "blocks": ("zstd",),
 }
 # shards (head objects) described in expected.json
 SHARDS = [
@@ -196,6 +222,7 @@ SHARDS = [
     "rollover.des",
     "appended.des",
     "dictionary.des",
+    "blocks.des",
 ]
 
 
@@ -227,12 +254,16 @@ def describe(files: Files, shard: str) -> dict[str, object]:
                 "meta": e.meta,
             }
         )
+        if e.codec is Codec.ZSTD_BLOCK:  # only block members carry a block offset
+            entries[-1]["block_offset"] = e.block_offset
     info: dict[str, object] = {
         "object_size": len(files[shard]),
         "sha256": hashlib.sha256(files[shard]).hexdigest(),
         "bucket_count": reader.index.bucket_count,
         "index_offset": reader.index.index_offset,
     }
+    if reader.index.features:
+        info["features"] = reader.index.features
     if reader.index.dictionary is not None:
         info["dictionary_size"] = len(reader.index.dictionary)
         info["dictionary_sha256"] = hashlib.sha256(reader.index.dictionary).hexdigest()
