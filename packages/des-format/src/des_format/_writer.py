@@ -169,13 +169,15 @@ def prepare_payload(
     """
     if not _checked:
         check_uid(uid)
+    chosen = parse_codec(codec)
+    if chosen is Codec.ZSTD_BLOCK:  # refused whatever the data (even empty or big)
+        raise ValueError("solid blocks are made by prepare_block")
     data = bytes(data)
     full_meta = build_meta(meta, name, content_type)
     crc = crc32(data)
     if big_file_threshold is not None and len(data) > big_file_threshold:
         sha = hashlib.sha256(data).hexdigest()
         return PreparedPayload(uid, len(data), data, Codec.NONE, crc, full_meta, sha)
-    chosen = parse_codec(codec)
     stored = data
     if chosen is not Codec.NONE and data:
         fname = name if name is not None else full_meta.get("name")
@@ -192,8 +194,6 @@ def prepare_payload(
                 chosen = Codec.ZSTD_DICT
             elif chosen is Codec.ZSTD_DICT:
                 raise ValueError("codec zstd_dict is chosen by giving a dictionary")
-            elif chosen is Codec.ZSTD_BLOCK:
-                raise ValueError("solid blocks are made by prepare_block")
             packed = compress(chosen, data, level, dictionary=dictionary if use_dict else None)
             if len(packed) < len(data):
                 stored = packed
@@ -371,6 +371,11 @@ class ShardWriter:
         dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE,
     ) -> None:
         self._codec = parse_codec(codec)
+        if self._codec is Codec.ZSTD_BLOCK:
+            raise ValueError(
+                "solid blocks are made by prepare_block and added with add_block, not chosen"
+                " as a writer's codec"
+            )
         if dictionary is not None:
             dictionary = bytes(dictionary)
             if not 0 < len(dictionary) <= MAX_DICTIONARY_SIZE:
