@@ -20,6 +20,7 @@ from des_format import (
     IndexCache,
     IndexEntry,
     LocalBigFileSink,
+    PreparedBlock,
     ShardRetriever,
     ShardWriter,
     bigfile_key,
@@ -28,6 +29,7 @@ from des_format import (
     fill_byte,
     part_key,
     payload_overwritten,
+    prepare_block,
     read_shard_index,
 )
 from des_storage_s3 import (
@@ -349,3 +351,105 @@ def test_a_delete_cut_off_before_the_overwrite_is_finished_by_running_it_again(
     for uid, data in packed.files.items():
         if uid != victim:
             assert fresh.read(KEY, uid) == data
+
+
+# ---- solid blocks --------------------------------------------------------------------------
+
+
+def upload_blocks(editor: S3ShardEditor, tmp_path: Path) -> tuple[Packed, list[list[str]]]:
+    """A shard of three solid blocks of four members (each block then a raw file) that roll
+    over into continuation parts; returns it and the uids of each block."""
+    work = tmp_path / "build-blocks"
+    work.mkdir(exist_ok=True)
+    parts: dict[int, Any] = {}
+
+    def open_part(n: int) -> Any:
+        parts[n] = (work / f"p{n}").open("wb")
+        return parts[n]
+
+    rnd = random.Random(11)
+    files: dict[str, bytes] = {}
+    entries: dict[str, IndexEntry] = {}
+    blocks: list[list[str]] = []
+    with (work / "head").open("wb") as fh:
+        w = ShardWriter(fh, codec=Codec.NONE, open_part=open_part, max_size=2000)
+        for b in range(3):
+            group = []
+            for m in range(4):
+                uid = f"b{b}m{m}"
+                words = [rnd.choice([b"red", b"green", b"blue", b"cyan"]) for _ in range(200)]
+                files[uid] = f"<<secret of {uid}>>".encode() + b" ".join(words)
+                group.append((uid, files[uid], {}))
+            (block,) = prepare_block(group)
+            assert isinstance(block, PreparedBlock)
+            for e in w.add_block(block):
+                entries[e.uid] = e
+            blocks.append([u for u, _, _ in group])
+            files[f"raw{b}"] = rnd.randbytes(900)
+            entries[f"raw{b}"] = w.add(f"raw{b}", files[f"raw{b}"])
+        w.close()
+    shards = editor.shard_store
+    assert isinstance(shards, S3ShardStore)
+    for n, part in parts.items():
+        part.close()
+        shards.put_shard(work / f"p{n}", part_key(KEY, n))
+    shards.put_shard(work / "head", KEY)
+    return Packed(files, entries), blocks
+
+
+@pytest.mark.skipif(not codec_available(Codec.ZSTD), reason="zstd missing")
+def test_a_block_member_in_a_part_is_erased_and_its_block_mates_stay(
+    editor: S3ShardEditor,
+    replica: ShardRetriever,
+    reader_proxy: FaultProxy,
+    direct: Any,
+    versioned: str,
+    tmp_path: Path,
+) -> None:
+    packed, blocks = upload_blocks(editor, tmp_path)
+    mates = blocks[1]
+    victim = mates[2]
+    e = packed.entries[victim]
+    assert e.part >= 1
+    assert e.codec is Codec.ZSTD_BLOCK
+    old_block = stored_bytes(direct, versioned, e)
+    for uid in packed.files:
+        replica.stat(KEY, uid)  # every bucket of the index cached
+    assert replica.read(KEY, mates[0]) == packed.files[mates[0]]
+
+    res = delete_entries(editor, KEY, [victim])
+    assert (res.gone, res.kept, res.overwritten) == ((victim,), (), (part_key(KEY, e.part),))
+    new_block = stored_bytes(direct, versioned, e)
+    assert len(new_block) == len(old_block)
+    assert new_block != old_block
+
+    # the stale replica: the block's other members read byte-exact without a reload ...
+    reader_proxy.clear()
+    for uid in mates:
+        if uid != victim:
+            assert replica.read(KEY, uid) == packed.files[uid], uid
+    assert len(gets(reader_proxy)) == len(mates) - 1  # one request each, no index read
+    # ... and the erased member fails its check: the index is read again, cold
+    with pytest.raises(EntryDeleted):
+        replica.read(KEY, victim)
+    for uid, data in packed.files.items():
+        if uid != victim:
+            assert replica.read(KEY, uid) == data, uid
+
+    # no version of any object holds the old block (the part's old version was purged)
+    blob = every_version(direct, versioned)
+    assert old_block not in blob
+    tomb = read_shard_index(editor.store, KEY)[0].lookup(victim)
+    assert tomb is not None
+    assert tomb.deleted
+    assert payload_overwritten(editor.store, KEY, tomb)
+    # a second member of the same block: the first erasure stays
+    assert delete_entries(editor, KEY, [mates[0]]).gone == (mates[0],)
+    for uid in (mates[1], mates[3]):
+        assert replica.read(KEY, uid) == packed.files[uid]
+    for uid in (victim, mates[0]):
+        with pytest.raises(EntryDeleted):
+            replica.read(KEY, uid)
+        tomb = read_shard_index(editor.store, KEY)[0].lookup(uid)
+        assert tomb is not None
+        assert payload_overwritten(editor.store, KEY, tomb)

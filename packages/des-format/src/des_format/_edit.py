@@ -14,16 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ._checksum import crc32
-from ._codecs import Codec
+from ._codecs import Codec, compress, decompress_block
 from ._errors import (
+    CorruptShard,
     DesFormatError,
     ObjectNotFound,
     PreconditionFailed,
@@ -42,13 +44,17 @@ from ._source import LocalObjectStore, ObjectStore, TailRead, _etag_of
 from ._writer import ShardWriter, _fsync_dir
 
 __all__ = [
+    "BLOCK_ERASE_LEVELS",
+    "BLOCK_KEPT_REASON",
     "DeleteResult",
     "LocalShardEditor",
     "ShardEditor",
     "StoreSource",
     "delete_entries",
+    "erase_block",
     "fill_byte",
     "local_shard_lock",
+    "member_erased",
     "payload_overwritten",
     "read_shard_index",
 ]
@@ -58,6 +64,12 @@ _COPY = 1 << 20
 # A big-file object younger than this is kept by a delete: a packer publishes a big file
 # shortly before the shard that references it (the rule des repack's sweep follows too).
 DEFAULT_BIGFILE_GRACE_SECONDS = 3600.0
+#: zstd levels tried, in order, when a solid block is re-encoded without a deleted member.
+BLOCK_ERASE_LEVELS = (3, 1, 6, 9, 19)
+#: Why a delete keeps the bytes of a solid-block member in a continuation part.
+BLOCK_KEPT_REASON = "its solid block could not be re-encoded in place; des repack erases it"
+_SKIPPABLE_MAGIC = 0x184D2A50  # zstd skippable frame: magic, 4-byte length, that many bytes
+_SKIPPABLE_HEADER = 8
 
 
 @runtime_checkable
@@ -71,7 +83,8 @@ class ShardEditor(Protocol):
     ``purge_old_versions`` deletes only the versions that are not the current one.
 
     ``overwrite_range`` replaces the bytes ``[start, end)`` of the continuation part ``key``
-    with ``fill`` bytes (same length, every other byte unchanged), only while the head of
+    (same length, every other byte unchanged) with ``fill``: a byte value repeated, or
+    exactly ``end - start`` given bytes (a re-encoded solid block). Only while the head of
     the shard ``shard_key`` still has ``shard_etag``; it returns False, having changed
     nothing, when the head has changed. ``modified`` is when an object was last written
     (POSIX seconds). ``bigfiles_prefix`` and ``bigfile_grace_seconds`` are what
@@ -101,7 +114,14 @@ class ShardEditor(Protocol):
     def scratch_dir(self) -> Path: ...
 
     def overwrite_range(
-        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+        self,
+        key: str,
+        start: int,
+        end: int,
+        fill: int | bytes,
+        *,
+        shard_key: str,
+        shard_etag: str,
     ) -> bool: ...
 
     def modified(self, key: str) -> float: ...
@@ -263,12 +283,22 @@ def fill_byte(entry: IndexEntry) -> int:
     starts with a frame, and a raw one no longer matches its CRC-32. For a raw file whose
     content would pass its own check once overwritten (a file of zeros), the first of 0xFF,
     0x01, 0x02, ... whose run does not match the CRC-32.
+
+    For a member of a solid block (codec ``ZSTD_BLOCK``) the filler replaces the member's
+    original bytes inside its decompressed block (:func:`erase_block`), so the same rule
+    applies to its ``size`` original bytes.
     """
-    if entry.codec is not Codec.NONE or entry.checksum is None or entry.stored_size == 0:
+    if entry.codec is Codec.ZSTD_BLOCK:
+        n = entry.size
+    elif entry.codec is Codec.NONE:
+        n = entry.stored_size
+    else:
+        return 0
+    if entry.checksum is None or n == 0:
         return 0
     candidates: list[int] = [0x00, 0xFF, *range(1, 0xFF)]
     for fill in candidates:
-        if _crc_of_run(fill, entry.stored_size) != entry.checksum:
+        if _crc_of_run(fill, n) != entry.checksum:
             return fill
     return 0  # pragma: no cover - no length makes every run of one byte share a CRC-32
 
@@ -287,12 +317,20 @@ def _crc_of_run(fill: int, n: int) -> int:
 def payload_overwritten(store: ObjectStore, key: str, entry: IndexEntry) -> bool:
     """Whether the stored bytes of the tombstone ``entry`` (an inline entry of a
     continuation part of the shard at ``key``) now hold only :func:`fill_byte` bytes, or
-    its part object is gone. Reads the range (in chunks)."""
+    its part object is gone. Reads the range (in chunks). For a solid-block member: whether
+    its block decodes and the member's range of it holds only its filler
+    (:func:`member_erased`)."""
     if entry.is_bigfile or entry.part == 0:
         raise ValueError(f"{entry.uid!r} is not stored in a continuation part")
     if entry.stored_size == 0:
         return True
     okey = part_key(key, entry.part)
+    if entry.codec is Codec.ZSTD_BLOCK:
+        try:
+            stored = store.read_range(okey, entry.offset, entry.offset + entry.stored_size)
+        except ObjectNotFound:
+            return True
+        return member_erased(entry, stored)
     fill = fill_byte(entry)
     block = bytes([fill]) * min(entry.stored_size, _COPY)
     try:
@@ -302,6 +340,87 @@ def payload_overwritten(store: ObjectStore, key: str, entry: IndexEntry) -> bool
     except ObjectNotFound:
         return True
     return True
+
+
+def member_erased(entry: IndexEntry, stored: bytes) -> bool:
+    """Whether the solid-block member ``entry`` is erased in its block's stored bytes
+    ``stored``: the block decodes and the member's range holds only its :func:`fill_byte`."""
+    if entry.codec is not Codec.ZSTD_BLOCK:
+        raise ValueError(f"{entry.uid!r} is not a solid-block member")
+    if entry.size == 0:
+        return True
+    start = entry.block_offset
+    try:
+        block = decompress_block(stored, start + entry.size, uid=entry.uid)
+    except CorruptShard:
+        return False
+    return block[start : start + entry.size] == bytes([fill_byte(entry)]) * entry.size
+
+
+def erase_block(
+    stored: bytes, members: Sequence[IndexEntry], *, levels: Sequence[int] = BLOCK_ERASE_LEVELS
+) -> bytes | None:
+    """New stored bytes for a solid block whose deleted members are erased, of exactly
+    ``len(stored)`` bytes, or None when no encoding fits.
+
+    ``stored`` is the block's current stored bytes; ``members`` are the index entries of
+    the block's members (``deleted`` ones are erased, the others must stay). The block is
+    decoded, the range of every deleted member is replaced with its :func:`fill_byte` run
+    (earlier erasures stay so: the result is the same whichever were done before), and the
+    result is encoded as one zstd frame with each of ``levels`` in turn until one is exactly
+    ``len(stored)`` bytes, or at most 8 bytes shorter and then padded with a zstd skippable
+    frame (which readers skip). The new bytes are decoded again before they are returned:
+    every byte but the deleted members' ranges is the old one. ``CorruptShard`` when the
+    block does not decode or a live member's bytes fail their CRC-32.
+    """
+    if not members:
+        raise ValueError("a solid block has members")
+    for m in members:
+        if m.codec is not Codec.ZSTD_BLOCK:
+            raise ValueError(f"{m.uid!r} is not a solid-block member")
+    uid = members[0].uid
+    need = max(m.block_offset + m.size for m in members)
+    old = decompress_block(stored, need, uid=uid)
+    new = bytearray(old)
+    live = [m for m in members if not m.deleted]
+    for m in live:
+        part = old[m.block_offset : m.block_offset + m.size]
+        if m.checksum is not None and crc32(part) != m.checksum:
+            raise CorruptShard(f"solid block of {m.uid!r}: the member fails its CRC-32")
+    for m in members:
+        if m.deleted and m.size:
+            new[m.block_offset : m.block_offset + m.size] = bytes([fill_byte(m)]) * m.size
+    want = bytes(new)
+    for m in live:
+        if (
+            want[m.block_offset : m.block_offset + m.size]
+            != old[m.block_offset : m.block_offset + m.size]
+        ):
+            raise ValueError(f"{m.uid!r} overlaps a deleted member of its block")
+    size = len(stored)
+    for level in levels:
+        frame = compress(Codec.ZSTD, want, level)
+        if len(frame) == size:
+            out = frame
+        elif len(frame) <= size - _SKIPPABLE_HEADER:
+            pad = size - _SKIPPABLE_HEADER - len(frame)
+            out = frame + struct.pack("<II", _SKIPPABLE_MAGIC, pad) + bytes(pad)
+        else:
+            continue
+        # what every reader will see: the same decoded block, but for the erased ranges
+        if decompress_block(out, need, uid=uid) != want:  # pragma: no cover - zstd bug
+            raise AssertionError(f"re-encoded solid block of {uid!r} does not round-trip")
+        return out
+    return None
+
+
+def _block_members(index: ShardIndex) -> dict[tuple[int, int], list[IndexEntry]]:
+    """Solid-block members of ``index`` (tombstones included) by block: (part, offset)."""
+    out: dict[tuple[int, int], list[IndexEntry]] = {}
+    for e in index.iter_entries():
+        if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
+            out.setdefault((e.part, e.offset), []).append(e)
+    return out
 
 
 def is_head_key(key: str, bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX) -> bool:
@@ -330,17 +449,19 @@ class _Erasure:
         self.overwritten: list[str] = []
         self.removed: list[str] = []
         self._live_hashes: set[str] | None = None
+        self._blocks: dict[tuple[int, int], list[IndexEntry]] | None = None
 
     def run(self, uids: list[str], attempts: int) -> None:
         pending = list(uids)
         for attempt in range(1, attempts + 1):
             index, etag = read_shard_index(self.editor.store, self.key)
+            self._blocks = None
             again: list[str] = []
             for uid in pending:
                 entry = index.lookup(uid)
                 if entry is None or not entry.deleted:
                     continue  # not ours to erase (cannot happen after step 1)
-                if not self._one(entry, etag):
+                if not self._one(entry, etag, index):
                     again.append(uid)
             if not again:
                 return
@@ -352,7 +473,7 @@ class _Erasure:
                 )
             pending = again
 
-    def _one(self, entry: IndexEntry, etag: str) -> bool:
+    def _one(self, entry: IndexEntry, etag: str, index: ShardIndex) -> bool:
         """Erase what can be erased of one tombstone; False when the head changed first."""
         if entry.erased:
             self.gone.append(entry.uid)  # a repack did it
@@ -364,6 +485,8 @@ class _Erasure:
             )
         elif entry.stored_size == 0:
             self.gone.append(entry.uid)
+        elif entry.codec is Codec.ZSTD_BLOCK:
+            return self._member(entry, etag, index)
         else:
             return self._part(entry, etag)
         return True
@@ -383,6 +506,41 @@ class _Erasure:
             self.overwritten.append(okey)
         # Older versions of the part (S3 buckets that keep versions) still hold the bytes;
         # a delete interrupted before this point leaves them for the next run.
+        self.editor.purge_old_versions(okey)
+        self.gone.append(entry.uid)
+        return True
+
+    def _member(self, entry: IndexEntry, etag: str, index: ShardIndex) -> bool:
+        """A solid-block member in a part: its block is decoded, re-encoded with every
+        deleted member's bytes replaced by filler (:func:`erase_block`) and written over
+        the block's range, so the block's other members keep reading byte-exact."""
+        okey = part_key(self.key, entry.part)
+        start, end = entry.offset, entry.offset + entry.stored_size
+        try:
+            stored: bytes | None = self.editor.store.read_range(okey, start, end)
+        except ObjectNotFound:
+            stored = None  # no part object: nothing left to overwrite
+        if stored is not None and not member_erased(entry, stored):
+            if self._blocks is None:
+                self._blocks = _block_members(index)
+            members = self._blocks.get((entry.part, entry.offset), [entry])
+            try:
+                new = erase_block(stored, members)
+            except (CorruptShard, ValueError) as exc:
+                self.kept.append((entry.uid, f"its solid block cannot be erased in place: {exc}"))
+                return True
+            if new is None:
+                self.kept.append((entry.uid, BLOCK_KEPT_REASON))
+                return True
+            try:
+                done = self.editor.overwrite_range(
+                    okey, start, end, new, shard_key=self.key, shard_etag=etag
+                )
+            except ObjectNotFound:
+                done = True
+            if not done:
+                return False
+            self.overwritten.append(okey)
         self.editor.purge_old_versions(okey)
         self.gone.append(entry.uid)
         return True
@@ -593,11 +751,19 @@ class LocalShardEditor:
             raise ObjectNotFound(f"no such object: {self.path(key)}", key=key) from None
 
     def overwrite_range(
-        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+        self,
+        key: str,
+        start: int,
+        end: int,
+        fill: int | bytes,
+        *,
+        shard_key: str,
+        shard_etag: str,
     ) -> bool:
-        """Overwrite ``[start, end)`` of the part file ``key`` with ``fill`` bytes in place
-        (``pwrite``, then ``fsync``), under the shard's lock and only while the shard head is
-        still ``shard_etag``.
+        """Overwrite ``[start, end)`` of the part file ``key`` in place with ``fill`` (a
+        byte value repeated, or exactly ``end - start`` bytes) (``pwrite``, then
+        ``fsync``), under the shard's lock and only while the shard head is still
+        ``shard_etag``.
 
         In place rather than a new file renamed over the old one: no byte outside the range
         is written, so a crash at any point leaves every other entry of the part intact and
@@ -607,6 +773,8 @@ class LocalShardEditor:
         repack from replacing the head (and then removing or renumbering the part) between
         the check and the write.
         """
+        if isinstance(fill, (bytes, bytearray, memoryview)) and len(fill) != end - start:
+            raise ValueError(f"{len(fill)} bytes given for the range [{start}, {end})")
         final = self.path(shard_key)
         part = self.path(key)
         with local_shard_lock(final):
@@ -622,10 +790,15 @@ class LocalShardEditor:
                     raise RangeNotSatisfiable(
                         f"range [{start}, {end}) outside {part} ({size} bytes)", key=key
                     )
-                block = bytes([fill]) * min(end - start, _COPY)
                 pos = start
-                while pos < end:
-                    pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
+                if isinstance(fill, int):
+                    block = bytes([fill]) * min(end - start, _COPY)
+                    while pos < end:
+                        pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
+                else:
+                    data = memoryview(fill)
+                    while pos < end:
+                        pos += os.pwrite(fd, data[pos - start :], pos)
                 if self.fsync:
                     os.fsync(fd)
             finally:

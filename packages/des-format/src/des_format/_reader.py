@@ -239,12 +239,15 @@ class ShardReader:
     def _erased_by_delete(self, entry: IndexEntry, exc: DesFormatError) -> bool:
         """Whether a tombstone's payload failed its check because a delete erased it: its
         big-file object removed, or its stored bytes in a continuation part overwritten
-        with the filler byte (see ``des_format.delete_entries``)."""
-        from ._edit import fill_byte
+        with the filler byte (see ``des_format.delete_entries``); for a solid-block member,
+        its block re-encoded with the member's range holding only its filler."""
+        from ._edit import fill_byte, member_erased
 
         if entry.is_bigfile:
             return isinstance(exc, ObjectNotFound)
         if entry.part == 0 or isinstance(exc, ObjectNotFound):
             return False
         stored = self._part(entry.part).read_range(entry.offset, entry.offset + entry.stored_size)
+        if entry.codec is Codec.ZSTD_BLOCK:
+            return member_erased(entry, stored)
         return stored == bytes([fill_byte(entry)]) * entry.stored_size

@@ -127,10 +127,18 @@ class S3ShardEditor:
                 self.shard_store.replace_shard(path, key, info.etag or "")
 
     def overwrite_range(
-        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+        self,
+        key: str,
+        start: int,
+        end: int,
+        fill: int | bytes,
+        *,
+        shard_key: str,
+        shard_etag: str,
     ) -> bool:
         """Publish a new version of the part object ``key`` whose bytes ``[start, end)`` are
-        ``fill`` bytes and whose other bytes are the current ones, only if the part is still
+        ``fill`` (a byte value repeated, or exactly ``end - start`` bytes: a re-encoded solid
+        block) and whose other bytes are the current ones, only if the part is still
         the version read here and the head of ``shard_key`` still had ``shard_etag`` after
         that read (so the part is the one the head's index references; no writer changes or
         removes a referenced part). Returns False, having changed nothing, when either
@@ -142,6 +150,8 @@ class S3ShardEditor:
         itself. The new version is published with If-Match on the part's ETag. Older
         versions of the part are the caller's to purge (``purge_old_versions``).
         """
+        if isinstance(fill, (bytes, bytearray, memoryview)) and len(fill) != end - start:
+            raise ValueError(f"{len(fill)} bytes given for the range [{start}, {end})")
         ss = self._for(key)
         s3_key = ss.s3_key(key)
         part = ss.head(key)
@@ -158,7 +168,10 @@ class S3ShardEditor:
                 if window.start < start:
                     fh.write(ss._download(s3_key, ByteRange(window.start, start), part_etag))
                 fh.truncate(window.length)  # the range itself: a hole reads as zeros
-                if fill:
+                if not isinstance(fill, int):
+                    fh.seek(start - window.start)
+                    fh.write(fill)
+                elif fill:
                     block = bytes([fill]) * min(end - start, _CHUNK)
                     fh.seek(start - window.start)
                     left = end - start
