@@ -241,7 +241,8 @@ PACK_FLAGS = [
     "--input-json", "--output-dir", "--max-shard-size", "--n-bits", "--codec", "--level",
     "--workers", "--shard-range", "--dry-run", "--json", "--on-error", "--skipped-report",
     "--big-file-threshold", "--zones-config", "--progress", "--no-progress", "--fsync",
-    "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--help",
+    "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--block-size",
+    "--block-member-max", "--help",
 ]  # fmt: skip
 
 

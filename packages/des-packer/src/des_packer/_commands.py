@@ -53,6 +53,8 @@ class PackArgs:
     fsync: bool = True
     dictionary: bool = False
     dict_max_file_size: int = 4 * 1024
+    block_size: int = 0
+    block_member_max: int = 64 * 1024
 
 
 def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
@@ -94,6 +96,8 @@ def _options(args: PackArgs, progress: Any) -> PackOptions:
         fsync=args.fsync,
         dictionary=args.dictionary,
         dict_max_file_size=args.dict_max_file_size,
+        block_size=args.block_size,
+        block_member_max=args.block_member_max,
     )
     opts.validate()
     return opts

@@ -36,6 +36,8 @@ def format_summary(report: PackReport) -> str:
         ("failed", str(len(report.failures))),
         ("time", f"{secs:.2f} s ({format_bytes(rate)}/s)"),
     ]
+    if report.blocks:
+        rows.insert(4, ("solid blocks", f"{report.blocks} ({report.block_files} files)"))
     lines = [f"{name + ':':<17}{value}" for name, value in rows]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from ._errors import PackConfigError
 __all__ = [
     "CODECS",
     "DEFAULT_BIG_FILE_THRESHOLD",
+    "DEFAULT_BLOCK_MEMBER_MAX",
     "DEFAULT_MAX_INFLIGHT_BYTES",
     "PackOptions",
     "ProgressEvent",
@@ -24,6 +25,9 @@ DEFAULT_DICT_MAX_FILE_SIZE = 4 * 1024
 #: Bytes of small files read per shard to train its dictionary (about 100x a 16 KiB
 #: dictionary, zstd's own rule of thumb), taken in uid order.
 DICT_SAMPLE_BYTES = 2 * 1024 * 1024
+#: Same values as ``des_format.DEFAULT_BLOCK_MEMBER_MAX`` and ``des_format.MAX_BLOCK_SIZE``.
+DEFAULT_BLOCK_MEMBER_MAX = 64 * 1024
+MAX_BLOCK_SIZE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class PackOptions:
     read but not yet written. ``dictionary``: train a zstd dictionary per shard from its files
     of at most ``dict_max_file_size`` bytes (when it has at least 64 of them) and compress
     those files with it (codec zstd only); a shard that already has a dictionary keeps it.
+    ``block_size``: when above 0, compress small files of one content type together in solid
+    blocks of up to this many bytes (files of at most ``block_member_max`` bytes; codec zstd
+    only, not with ``dictionary``; see ``_blocks.py`` for the rule). 0: one frame per file.
     """
 
     n_bits: int = 8
@@ -70,6 +77,8 @@ class PackOptions:
     progress: Callable[[ProgressEvent], None] | None = None
     dictionary: bool = False
     dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE
+    block_size: int = 0
+    block_member_max: int = DEFAULT_BLOCK_MEMBER_MAX
 
     def validate(self) -> None:
         """Raise ``PackConfigError`` naming the option at fault."""
@@ -100,6 +109,7 @@ class PackOptions:
             raise PackConfigError(
                 f"--dict-max-file-size must be 1..1048576 bytes, got {self.dict_max_file_size}"
             )
+        self._validate_blocks()
         if self.max_inflight_bytes < 1:
             raise PackConfigError("max_inflight_bytes must be positive")
         if self.shard_range is not None:
@@ -110,3 +120,28 @@ class PackOptions:
                     f"--shard-range {lo}-{hi} must satisfy 0 <= A <= B <= {top} "
                     f"for --n-bits {self.n_bits}"
                 )
+
+    def _validate_blocks(self) -> None:
+        size, member = self.block_size, self.block_member_max
+        if size < 0:
+            raise PackConfigError(
+                f"--block-size must be 0 (off) or a positive number of bytes, got {size}"
+            )
+        if size > MAX_BLOCK_SIZE:
+            raise PackConfigError(
+                f"--block-size must be at most {MAX_BLOCK_SIZE} bytes (4 MiB), got {size}"
+            )
+        if member < 1:
+            raise PackConfigError(
+                f"--block-member-max must be a positive number of bytes, got {member}"
+            )
+        if size == 0:
+            return
+        if self.codec != "zstd":
+            raise PackConfigError(f"--block-size needs --codec zstd, got --codec {self.codec}")
+        if self.dictionary:
+            raise PackConfigError("--block-size cannot be combined with --dict; choose one of them")
+        if member > size:
+            raise PackConfigError(
+                f"--block-member-max ({member}) must not be larger than --block-size ({size})"
+            )

@@ -7,6 +7,11 @@ are bounded by ``max_inflight_bytes``. Writing stays sequential,
 shard after shard, entries in uid order, so the output is byte-identical whatever the number of
 workers. Memory holds the plan (the manifest's metadata), never more than the in-flight bytes of
 file contents, and big files are streamed to a staging file, never held whole.
+
+With ``block_size`` (``--block-size``), :func:`des_packer._blocks.plan_work` turns each shard's
+files into work items, single files and solid blocks, from the manifest alone; a block is one
+item, read and compressed (``prepare_block``) by one worker and charged to the in-flight
+budget with all its members' bytes, so a block adds at most ``block_size`` to the bound.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from des_format import (
@@ -25,12 +30,17 @@ from des_format import (
     MAX_DICTIONARY_SIZE,
     MIN_DICT_SAMPLES,
     DesFormatError,
+    PreparedBlock,
+    PreparedPayload,
     ShardWriter,
     bigfile_key,
+    prepare_block,
     prepare_payload,
     train_dictionary,
 )
+from des_format._writer import build_meta
 
+from ._blocks import Block, WorkItem, plan_work, source_name
 from ._dest import Destination, ExistingShard, LocalDestination, Transaction
 from ._errors import EntryFailed, PackAborted, PackConfigError, PackerError
 from ._manifest import ManifestEntry
@@ -48,15 +58,6 @@ _BATCH_FILES = 64
 _BATCH_BYTES = 1 << 20
 
 
-def source_name(source: str) -> str | None:
-    """The file name of a source path or ``s3://`` URI (``PurePosixPath(source).name``), or
-    None when it has none."""
-    base = source.rpartition("/")[2]
-    if base and base != ".":
-        return base
-    return PurePosixPath(source).name or None
-
-
 @dataclass(frozen=True, slots=True)
 class _StagedBigFile:
     path: Path
@@ -72,6 +73,15 @@ def _discard_staged(results: Iterable[Any]) -> None:
             res.path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockResult:
+    """What a worker made of a block: the results of ``prepare_block`` (the solid block
+    first, if any, then the members prepared alone) and the members that failed."""
+
+    prepared: list[PreparedPayload | PreparedBlock]
+    failed: list[tuple[ManifestEntry, EntryFailed]]
+
+
 @dataclass(slots=True)
 class _ShardState:
     shard: PlannedShard
@@ -84,6 +94,8 @@ class _ShardState:
     files: int = 0
     bytes_in: int = 0
     dictionary: bytes | None = None
+    blocks: int = 0
+    block_files: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +103,7 @@ class _Pending:
     """A batch of work items and the worker task preparing its files (None: nothing to
     prepare, e.g. shards to skip)."""
 
-    batch: list[tuple[_ShardState, ManifestEntry | None]]
+    batch: list[tuple[_ShardState, WorkItem | None]]
     job: Future[list[Any]] | None
     cost: int
 
@@ -107,6 +119,8 @@ class _Totals:
     failures: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     shards: list[ShardResult] = field(default_factory=list)
+    blocks: int = 0
+    block_files: int = 0
     files_seen: int = 0
     bytes_seen: int = 0
 
@@ -122,6 +136,8 @@ class _Totals:
             duplicates=tuple(self.duplicates),
             elapsed_seconds=time.monotonic() - started,
             shards=tuple(self.shards),
+            blocks=self.blocks,
+            block_files=self.block_files,
         )
 
 
@@ -238,7 +254,7 @@ class _Packer:
 
     # ---- work items, lazily: a shard's existing index is read when the pipeline reaches it
 
-    def _items(self) -> Iterator[tuple[_ShardState, ManifestEntry | None]]:
+    def _items(self) -> Iterator[tuple[_ShardState, WorkItem | None]]:
         for shard in self.plan.shards:
             self.dest.cleanup(shard.key)
             existing = self._existing(shard)
@@ -257,8 +273,13 @@ class _Packer:
             if not todo:
                 yield state, None
                 continue
-            for e in todo:
-                yield state, e
+            for item in plan_work(
+                todo,
+                block_size=self.opts.block_size,
+                member_max=self.opts.block_member_max,
+                big_file_threshold=self.opts.big_file_threshold,
+            ):
+                yield state, item
 
     def _existing(self, shard: PlannedShard) -> ExistingShard | None:
         try:
@@ -302,7 +323,9 @@ class _Packer:
 
     # ---- the worker side (thread pool): read, checksum, compress
 
-    def _prepare(self, state: _ShardState, entry: ManifestEntry) -> Any:
+    def _prepare(self, state: _ShardState, entry: WorkItem) -> Any:
+        if isinstance(entry, Block):
+            return self._prepare_block(entry)
         if entry.size_bytes > self.opts.big_file_threshold:
             staged = self.dest.stage_path(state.shard.key)
             try:
@@ -328,7 +351,48 @@ class _Packer:
         except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
             raise EntryFailed(entry.uid, f"cannot pack this entry: {exc}") from None
 
-    def _prepare_batch(self, work: list[tuple[_ShardState, ManifestEntry]]) -> list[Any]:
+    def _prepare_block(self, block: Block) -> _BlockResult:
+        """Read the members of a block (each checked like a single file), then compress them
+        together. A member that fails is left out (``on_error="skip"``: the block is made of
+        the others) or ends the block (``"fail"``: the writer stops at it)."""
+        skip = self.opts.on_error == "skip"
+        members: list[ManifestEntry] = []
+        files: list[tuple[str, bytes, dict[str, Any]]] = []
+        failed: list[tuple[ManifestEntry, EntryFailed]] = []
+        for entry in block.entries:
+            try:
+                data = self.sources.read(entry)
+                meta = build_meta(
+                    dict(entry.meta) if entry.meta else None,
+                    source_name(entry.source),
+                    entry.content_type,
+                )
+            except EntryFailed as exc:
+                failed.append((entry, exc))
+            except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
+                failed.append((entry, EntryFailed(entry.uid, f"cannot pack this entry: {exc}")))
+            else:
+                members.append(entry)
+                files.append((entry.uid, data, meta))
+                continue
+            if not skip:
+                return _BlockResult([], failed)
+        prepared: list[PreparedPayload | PreparedBlock] = []
+        try:
+            prepared = prepare_block(files, level=self.opts.level)
+        except (ValueError, TypeError):  # e.g. a uid the format refuses: each file alone
+            for entry, (uid, data, meta) in zip(members, files, strict=True):
+                try:
+                    prepared.append(
+                        prepare_payload(uid, data, meta=meta, codec="zstd", level=self.opts.level)
+                    )
+                except (ValueError, TypeError) as exc:
+                    failed.append((entry, EntryFailed(uid, f"cannot pack this entry: {exc}")))
+                    if not skip:
+                        return _BlockResult([], failed)
+        return _BlockResult(prepared, failed)
+
+    def _prepare_batch(self, work: list[tuple[_ShardState, WorkItem]]) -> list[Any]:
         """``_prepare`` for consecutive entries: their results in order, an ``EntryFailed`` in
         place of an entry that failed."""
         out: list[Any] = []
@@ -343,15 +407,17 @@ class _Packer:
             raise
         return out
 
-    def _cost(self, entry: ManifestEntry) -> int:
+    def _cost(self, entry: WorkItem) -> int:
+        if isinstance(entry, Block):
+            return max(entry.size_bytes, 1)
         if entry.size_bytes > self.opts.big_file_threshold:
             return _BIGFILE_COST
         return max(entry.size_bytes, 1)
 
-    def _batches(self) -> Iterator[list[tuple[_ShardState, ManifestEntry | None]]]:
+    def _batches(self) -> Iterator[list[tuple[_ShardState, WorkItem | None]]]:
         """The work items in order, cut into batches of at most ``_BATCH_FILES`` files and
         about ``_BATCH_BYTES`` (a batch may span shards)."""
-        batch: list[tuple[_ShardState, ManifestEntry | None]] = []
+        batch: list[tuple[_ShardState, WorkItem | None]] = []
         nbytes = 0
         for state, entry in self._items():
             batch.append((state, entry))
@@ -407,7 +473,9 @@ class _Packer:
                             self._open_shard(state)
                         result = results[taken]
                         taken += 1
-                        if isinstance(result, EntryFailed):
+                        if isinstance(entry, Block):
+                            self._add_block(state, entry, result, started)
+                        elif isinstance(result, EntryFailed):
                             self._entry_failed(state, entry, result, started)
                         else:
                             try:
@@ -415,7 +483,7 @@ class _Packer:
                             except BaseException:
                                 taken -= 1  # still staged: discarded below
                                 raise
-                        state.remaining -= 1
+                        state.remaining -= len(entry.entries) if isinstance(entry, Block) else 1
                         if state.remaining == 0:
                             self._close_shard(state)
                             current = None
@@ -484,6 +552,29 @@ class _Packer:
         state.files += 1
         state.bytes_in += entry.size_bytes
         self._progress(entry.size_bytes)
+
+    def _add_block(
+        self, state: _ShardState, block: Block, result: _BlockResult, started: float
+    ) -> None:
+        """Write what a worker made of ``block``: its members that failed are reported (and
+        stop the run with ``on_error="fail"``), the solid block and the files left alone
+        are added."""
+        for entry, exc in result.failed:
+            self._entry_failed(state, entry, exc, started)
+        sizes: list[int] = []
+        for prepared in result.prepared:
+            if isinstance(prepared, PreparedBlock):
+                state.writer.add_block(prepared)
+                state.blocks += 1
+                state.block_files += len(prepared.members)
+                sizes.extend(m.size for m in prepared.members)
+            else:
+                state.writer.add_prepared(prepared)
+                sizes.append(prepared.size)
+        for size in sizes:
+            state.files += 1
+            state.bytes_in += size
+            self._progress(size)
 
     def _progress(self, nbytes: int, key: str | None = None, status: str | None = None) -> None:
         t = self.totals
@@ -568,6 +659,8 @@ class _Packer:
                 t.written += 1
             t.files += state.files
             t.bytes_in += state.bytes_in
+            t.blocks += state.blocks
+            t.block_files += state.block_files
             t.bytes_out += stored
             t.shards.append(
                 ShardResult(
@@ -578,6 +671,8 @@ class _Packer:
                     stored,
                     parts=parts,
                     duplicates=len(state.duplicates),
+                    blocks=state.blocks,
+                    block_files=state.block_files,
                 )
             )
             self._progress(0, state.shard.key, status)

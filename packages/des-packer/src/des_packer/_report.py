@@ -20,6 +20,8 @@ class ShardResult:
     bytes_out: int
     parts: int = 0
     duplicates: int = 0
+    blocks: int = 0
+    block_files: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class PackReport:
     bytes stored (shard objects, parts, append tails, big files). ``failures``: (uid, reason) of
     entries left out (``on_error="skip"``). ``duplicates``: uids already present in their shard,
     not written again. Every planned entry not in ``failures`` is durable in the output.
+    ``blocks``/``block_files``: solid blocks written (``block_size``) and the files in them.
     """
 
     files: int = 0
@@ -42,6 +45,8 @@ class PackReport:
     duplicates: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
     shards: tuple[ShardResult, ...] = field(default=())
+    blocks: int = 0
+    block_files: int = 0
 
     @property
     def ratio(self) -> float:
@@ -60,6 +65,8 @@ class PackReport:
             "failed": len(self.failures),
             "failures": [{"uid": u, "reason": r} for u, r in self.failures],
             "duplicates": list(self.duplicates),
+            "blocks": self.blocks,
+            "block_files": self.block_files,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "shards": [
                 {
@@ -70,6 +77,8 @@ class PackReport:
                     "bytes_out": s.bytes_out,
                     "parts": s.parts,
                     "duplicates": s.duplicates,
+                    "blocks": s.blocks,
+                    "block_files": s.block_files,
                 }
                 for s in self.shards
             ],
