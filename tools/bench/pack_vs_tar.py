@@ -4,6 +4,8 @@
     python tools/gen_dataset.py --out /tmp/des-bench/ds --count 20000 --seed 1
     python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --rounds 3
     python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --rounds 3 --baseline /tmp/old
+    python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --rounds 3 --blocks
+    python tools/bench/pack_vs_tar.py --data /tmp/des-bench/ds --des-args "--block-size 65536"
 
 Both commands are timed as whole processes (wall clock, interpreter start-up included for
 des-pack) and alternate round by round, after one untimed read of every file so both find the
@@ -14,6 +16,10 @@ compare, as wall time follows whoever else is running (the load average is print
 Peak RSS comes from /usr/bin/time -v when present. des-pack runs with cached bytecode, as
 an installed package has it (``--no-bytecode``: compile every module on every run, as this
 machine's PYTHONDONTWRITEBYTECODE=1 would otherwise make it).
+
+``--des-args "FLAGS"`` (repeatable) adds a contender: des-pack (fsync) with these extra flags,
+timed in the same rounds, alternating with the others; ``--blocks`` is
+``--des-args "--block-size 131072"`` (solid blocks of 128 KiB).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import os
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -88,7 +95,23 @@ def main() -> None:
         "compiles its modules again. By default des-pack runs with cached bytecode, as an "
         "installed package has it (pip and the Docker images compile it at install time)",
     )
+    ap.add_argument(
+        "--des-args",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help="also time des-pack (fsync) with these extra flags (one string, split like a "
+        "shell would; repeatable), e.g. --des-args '--block-size 131072'",
+    )
+    ap.add_argument(
+        "--blocks",
+        action="store_true",
+        help="shorthand for --des-args '--block-size 131072' (solid blocks of 128 KiB)",
+    )
     args = ap.parse_args()
+    extra_args: list[str] = list(args.des_args)
+    if args.blocks:
+        extra_args.append("--block-size 131072")
     manifest = args.data / "manifests" / "to-pack.json"
     input_dir = args.data / "input"
     if not shutil.which("zstd"):
@@ -122,6 +145,11 @@ def main() -> None:
         "des-pack (fsync, default)": (des_cmd, False),
         "des-pack --no-fsync": ([*des_cmd, "--no-fsync"], False),
     }
+    extra_names: list[str] = []
+    for flags in extra_args:
+        name = f"des-pack (fsync) {flags}"
+        variants[name] = ([*des_cmd, *shlex.split(flags)], False)
+        extra_names.append(name)
     env: dict[str, dict[str, str]] = {}
     des_env: dict[str, str] | None = None
     if not args.no_bytecode:
@@ -201,6 +229,17 @@ def main() -> None:
         print(f"CPU ratio baseline / tar|zstd                : {cm[base] / cm[tar]:.3f}")
         if sizes[base] != sizes[des]:
             print(f"output bytes differ: baseline {sizes[base]}, des-pack {sizes[des]}")
+    for name in extra_names:
+        flags = name.removeprefix("des-pack (fsync) ")
+        print(f"with {flags}:")
+        print(f"  CPU ratio / tar|zstd                       : {cm[name] / cm[tar]:.3f}")
+        print(f"  CPU ratio / des-pack(fsync)                : {cm[name] / cm[des]:.3f}")
+        print(f"  time ratio / tar|zstd+sync                 : {med[name] / med[tar_sync]:.3f}")
+        print(
+            f"  size ratio / tar.zst: {sizes[name] / sizes[tar]:.4f}   compression "
+            f"{bytes_in / sizes[name]:.3f}x; bytes {sizes[name]} against {sizes[des]} "
+            f"without ({sizes[name] - sizes[des]:+d})"
+        )
     print(
         f"size ratio des-pack / tar.zst: {sizes[des] / sizes[tar]:.4f}   compression: "
         f"tar {bytes_in / sizes[tar]:.3f}x, des {bytes_in / sizes[des]:.3f}x"
