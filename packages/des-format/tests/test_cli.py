@@ -165,3 +165,24 @@ def test_ls_in_process_matches(shard: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert main(["ls", str(shard)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_ls_shows_block_offset_for_solid_block_members_only(
+    golden_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from des_format import Codec, codec_available
+    from des_format._cli import main
+
+    if not codec_available(Codec.ZSTD):
+        pytest.skip("the zstd library is not installed")
+    expected = json.loads((golden_dir / "expected.json").read_text("utf-8"))["blocks.des"]
+    assert main(["ls", str(golden_dir / "blocks.des")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["uid"] for r in rows] == [e["uid"] for e in expected["entries"]]
+    for row, want in zip(rows, expected["entries"], strict=True):
+        if row["codec"] == "zstd_block":
+            assert list(row)[8:10] == ["offset", "block_offset"]
+            assert row["block_offset"] == want["block_offset"]
+        else:
+            assert "block_offset" not in row
+    assert [r["block_offset"] for r in rows if r["uid"].startswith("note-")] == [0, 400, 950]

@@ -72,19 +72,11 @@ def test_ls_lists_every_entry(dataset: DataSet, packed: Path) -> None:
     with ShardReader.open_path(packed / key) as reader:
         assert [e["uid"] for e in entries] == sorted(e.uid for e in reader.iter_entries())
     first = next(e for e in entries if e["uid"] == row["uid"])
-    assert list(first) == [
-        "uid",
-        "size",
-        "stored_size",
-        "codec",
-        "checksum",
-        "bigfile",
-        "bigfile_hash",
-        "part",
-        "offset",
-        "deleted",
-        "meta",
-    ]  # the fields of `python -m des_format ls`, in its order
+    fields = ["uid", "size", "stored_size", "codec", "checksum", "bigfile", "bigfile_hash"]
+    fields += ["part", "offset"]
+    if first["codec"] == "zstd_block":  # a solid-block member: where it starts in its block
+        fields.append("block_offset")
+    assert list(first) == [*fields, "deleted", "meta"]  # those of `python -m des_format ls`
     from des_format._cli import entry_to_json
 
     with ShardReader.open_path(packed / key) as reader:
@@ -93,9 +85,51 @@ def test_ls_lists_every_entry(dataset: DataSet, packed: Path) -> None:
         assert first == json.loads(json.dumps(entry_to_json(found)))
     assert first["size"] == row["size_bytes"]
     code, out, _ = des(packed, "ls", str(packed / key))
+    assert code == 0
     text = out.decode().splitlines()
     assert text[0] == f"# {packed / key}: {len(entries)} entries, format 1"
     assert text[1].split("\t")[:4] == ["uid", "size", "stored_size", "codec"]
+    assert len(text) == 2 + len(entries)  # one row per entry
+    assert all(len(line.split("\t")) == 10 for line in text[1:])
+
+
+def test_ls_shows_block_offsets(tmp_path: Path) -> None:
+    """Members of a solid block: ``block_offset`` in the JSON record (only for them) and in
+    the table (``-`` for other entries); the table's flags column names tombstones."""
+    from des_format import PreparedBlock, ShardWriter, prepare_block
+
+    path = tmp_path / "blocks.des"
+    texts = [(f"m{i}", f"line {i} of a shared vocabulary\n".encode() * 40, {}) for i in range(3)]
+    with path.open("wb") as fh:
+        w = ShardWriter(fh, codec="zstd")
+        block = prepare_block(texts)[0]
+        assert isinstance(block, PreparedBlock)
+        w.add_block(block)
+        w.add("plain", b"not in a block")
+        w.delete("m1")
+        w.close()
+    code, out, err = des(tmp_path, "ls", str(path), "--json")
+    assert code == 0, err
+    rows = {r["uid"]: r for r in map(json.loads, out.decode().splitlines())}
+    assert {u: r.get("block_offset") for u, r in rows.items()} == {
+        "m0": 0,
+        "m1": len(texts[0][1]),
+        "m2": 2 * len(texts[0][1]),
+        "plain": None,
+    }
+    assert "block_offset" not in rows["plain"]
+    code, out, err = des(tmp_path, "ls", str(path))
+    assert code == 0, err
+    table = [line.split("\t") for line in out.decode().splitlines()[1:]]
+    head = table[0]
+    got = {r[0]: (r[head.index("block_offset")], r[head.index("flags")]) for r in table[1:]}
+    n = len(texts[0][1])
+    assert got == {
+        "m0": ("0", "-"),
+        "m1": (str(n), "deleted"),
+        "m2": (str(2 * n), "-"),
+        "plain": ("-", "-"),
+    }
 
 
 def test_verify_fast_and_deep_and_corruption(dataset: DataSet, packed: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._codecs import Codec
 from ._errors import DesFormatError
 from ._layout import DEFAULT_BIGFILES_PREFIX, IndexEntry
 from ._reader import ShardReader
@@ -18,7 +19,8 @@ _DESCRIPTION = """\
 Inspect DES shard files (.des) on local disk: the current format and legacy DES2 shards.
 
   ls SHARD          one JSON object per entry (uid, sizes, codec, checksum, big-file flag,
-                    metadata); tombstoned entries are listed with "deleted": true
+                    metadata; block_offset for members of a solid block); tombstoned
+                    entries are listed with "deleted": true
   cat SHARD UID     write the original bytes of UID to standard output (checksum verified);
                     big files are read from the _bigFiles/ folder beside the shard and
                     continuation parts (NAME.pN.des) from beside it too
@@ -37,8 +39,10 @@ examples:
 
 
 def entry_to_json(entry: IndexEntry) -> dict[str, Any]:
-    """The ``ls`` record of an entry (checksum as 8 hex digits, or null for legacy)."""
-    return {
+    """The ``ls`` record of an entry (checksum as 8 hex digits, or null for legacy). A
+    solid-block member (codec ``zstd_block``) also has ``block_offset``, right after
+    ``offset`` (its ``offset`` and ``stored_size`` are then the whole block's)."""
+    record: dict[str, Any] = {
         "uid": entry.uid,
         "size": entry.size,
         "stored_size": entry.stored_size,
@@ -48,9 +52,12 @@ def entry_to_json(entry: IndexEntry) -> dict[str, Any]:
         "bigfile_hash": entry.bigfile_hash,
         "part": entry.part,
         "offset": entry.offset,
-        "deleted": entry.deleted,
-        "meta": entry.meta,
     }
+    if entry.codec is Codec.ZSTD_BLOCK:
+        record["block_offset"] = entry.block_offset
+    record["deleted"] = entry.deleted
+    record["meta"] = entry.meta
+    return record
 
 
 def _parser() -> argparse.ArgumentParser:

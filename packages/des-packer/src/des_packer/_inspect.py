@@ -249,8 +249,9 @@ def run_get_batch(
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
-    """The same record as ``python -m des_format ls`` prints for an entry."""
-    return {
+    """The same record as ``python -m des_format ls`` prints for an entry (``block_offset``
+    only for members of a solid block, whose ``offset``/``stored_size`` are the block's)."""
+    record: dict[str, Any] = {
         "uid": e.uid,
         "size": e.size,
         "stored_size": e.stored_size,
@@ -260,9 +261,12 @@ def _entry_json(e: Any) -> dict[str, Any]:
         "bigfile_hash": e.bigfile_hash,
         "part": e.part,
         "offset": e.offset,
-        "deleted": e.deleted,
-        "meta": e.meta,
     }
+    if e.codec.label == "zstd_block":
+        record["block_offset"] = e.block_offset
+    record["deleted"] = e.deleted
+    record["meta"] = e.meta
+    return record
 
 
 def _open_reader(target: str, overrides: Mapping[str, str | None]) -> tuple[Any, str]:
@@ -312,15 +316,17 @@ def run_ls(
             print(json.dumps(_entry_json(e), ensure_ascii=False), file=out)
         return EXIT_OK
     print(f"# {where}: {len(entries)} entries, format {reader.index.format_version}", file=out)
-    print("uid\tsize\tstored_size\tcodec\tchecksum\tpart\toffset\tflags\tcontent_type", file=out)
+    print(
+        "uid\tsize\tstored_size\tcodec\tchecksum\tpart\toffset\tblock_offset\tflags\tcontent_type",
+        file=out,
+    )
     for e in entries:
         d = _entry_json(e)
-        flags = ",".join(
-            f for f in ("bigfile", "deleted") if d["is_bigfile" if f == "bigfile" else f]
-        )
+        flags = ",".join(f for f in ("bigfile", "deleted") if d[f])
         print(
             f"{e.uid}\t{e.size}\t{e.stored_size}\t{d['codec']}\t{d['checksum'] or '-'}\t"
-            f"{e.part}\t{e.offset}\t{flags or '-'}\t{e.content_type or '-'}",
+            f"{e.part}\t{e.offset}\t{d.get('block_offset', '-')}\t{flags or '-'}\t"
+            f"{e.content_type or '-'}",
             file=out,
         )
     return EXIT_OK
