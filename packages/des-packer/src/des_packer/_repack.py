@@ -4,10 +4,12 @@ A repack of one shard is copy on write:
 
 1. read the shard's index (and the ETag it was read at);
 2. build a new shard in scratch space: every live payload copied as stored (no
-   recompression), live big files referenced as before, every deleted entry written as an
-   *erased* tombstone (uid only: no size, checksum, hash or metadata); continuation parts
-   get part numbers above every existing one, so no object an index references is ever
-   overwritten;
+   recompression; a solid block whose members are all live is copied once, as it is),
+   live big files referenced as before, every deleted entry written as an *erased*
+   tombstone (uid only: no size, checksum, hash or metadata); a solid block with deleted
+   members is decoded and its live members compressed again as a new block, so no
+   deleted byte survives inside it; continuation parts get part numbers above every
+   existing one, so no object an index references is ever overwritten;
 3. verify the new shard (index, every payload's checksum, every big file present);
 4. publish the new parts, then replace the head object only if it still has the ETag of
    step 1 (S3: If-Match; local: lock file + compare + rename). If another writer (a packer
@@ -36,20 +38,24 @@ from typing import Any, BinaryIO
 
 from des_format import (
     DEFAULT_BIGFILES_PREFIX,
+    Codec,
     DesFormatError,
     IndexEntry,
     LocalFileSource,
     ObjectNotFound,
     PreconditionFailed,
+    PreparedBlock,
     ShardIndex,
     ShardReader,
     ShardWriter,
     bigfile_key,
     is_head_key,
     part_key,
+    prepare_block,
     read_index,
     read_shard_index,
 )
+from des_format._reader import decode_payload
 
 __all__ = [
     "DEFAULT_BIGFILE_GRACE_SECONDS",
@@ -235,11 +241,26 @@ def _build(  # noqa: PLR0917 - internal step with its full context
     first_part: int,
     max_part_size: int | None,
     dictionary: bytes | None = None,
+    recoded: dict[str, Codec] | None = None,
 ) -> tuple[Path, dict[int, Path], tuple[str, ...]]:
     """Write the rebuilt shard into ``workdir``; returns (head, {part: path}, erased uids).
-    The shard's zstd dictionary (if any) is kept: payloads are copied as they are stored."""
+    The shard's zstd dictionary (if any) is kept: payloads are copied as they are stored,
+    but for the live members of solid blocks that hold deleted members, which are written
+    as a new block (``recoded``, when given, gets the codec each of them was written with).
+    """
     entries = sorted(old_entries, key=lambda e: e.uid.encode("utf-8"))
     inline = [e for e in entries if not e.deleted and not e.is_bigfile]
+    # Solid blocks by (part, offset): their live members, and whether any member is deleted.
+    block_live: dict[tuple[int, int], list[IndexEntry]] = {}
+    block_dead: set[tuple[int, int]] = set()
+    for e in entries:
+        if e.codec is Codec.ZSTD_BLOCK and not e.is_bigfile and not e.erased:
+            bkey = (e.part, e.offset)
+            if e.deleted:
+                block_dead.add(bkey)
+            else:
+                block_live.setdefault(bkey, []).append(e)
+    blocks_done: set[tuple[int, int]] = set()
     part_paths: dict[int, Path] = {}
     part_files: list[BinaryIO] = []
 
@@ -262,7 +283,20 @@ def _build(  # noqa: PLR0917 - internal step with its full context
         )
         # Payloads in the order they were stored (one pass over each object), index by uid.
         for entry, stored in _copy_windows(store, key, etag, inline):
-            writer.copy_stored(entry, stored)
+            if entry.codec is not Codec.ZSTD_BLOCK:
+                writer.copy_stored(entry, stored)
+                continue
+            bkey = (entry.part, entry.offset)
+            if bkey in blocks_done:
+                continue  # every member of a block is written with its first one
+            blocks_done.add(bkey)
+            members = sorted(block_live[bkey], key=lambda e: e.block_offset)
+            if bkey not in block_dead:
+                writer.copy_block(members, stored)  # the block as it is stored
+                continue
+            written = _rewrite_block(writer, members, stored)
+            if recoded is not None:
+                recoded.update(written)
         for e in entries:
             if e.deleted:
                 writer.add_erased(e.uid)
@@ -283,6 +317,26 @@ def _build(  # noqa: PLR0917 - internal step with its full context
     return head, part_paths, tuple(erased)
 
 
+def _rewrite_block(
+    writer: ShardWriter, members: list[IndexEntry], stored: bytes
+) -> dict[str, Codec]:
+    """Write the live ``members`` of a solid block that also holds deleted members as a
+    new block of their own (decoded, each checked against its CRC-32, compressed again):
+    the deleted members' bytes, or the filler a delete left in their place, are not
+    carried over. Members :func:`prepare_block` leaves alone are written alone. Returns
+    the codec each member was written with."""
+    decoded: dict[tuple[int, int], bytes] = {}
+    files = [(m.uid, decode_payload(m, stored, None, decoded), dict(m.meta)) for m in members]
+    out: dict[str, Codec] = {}
+    for item in prepare_block(files):
+        if isinstance(item, PreparedBlock):
+            for e in writer.add_block(item):
+                out[e.uid] = e.codec
+        else:
+            out[item.uid] = writer.add_prepared(item).codec
+    return out
+
+
 def _verify(  # noqa: PLR0917 - internal step with its full context
     store: Any,
     key: str,
@@ -290,9 +344,13 @@ def _verify(  # noqa: PLR0917 - internal step with its full context
     parts: dict[int, Path],
     old: list[IndexEntry],
     bigfiles_prefix: str,
+    recoded: dict[str, Codec] | None = None,
 ) -> None:
     """The rebuilt shard holds every live entry of ``old`` with the same content (checksums
-    verified), every deleted uid as a tombstone, and every big file it references exists."""
+    verified), every deleted uid as a tombstone, and every big file it references exists.
+    ``recoded``: the codec written for members of rewritten solid blocks (the others keep
+    theirs)."""
+    recoded = recoded or {}
     src = LocalFileSource(head)
     reader = ShardReader(src, part_source=lambda n: LocalFileSource(parts[n]))
     try:
@@ -314,7 +372,8 @@ def _verify(  # noqa: PLR0917 - internal step with its full context
                 if info.size != e.size:
                     raise DesFormatError(f"big file of {e.uid!r} is {info.size} bytes")
                 continue
-            if (n.checksum, n.size, n.codec, n.meta) != (e.checksum, e.size, e.codec, e.meta):
+            codec = recoded.get(e.uid, e.codec)
+            if (n.checksum, n.size, n.codec, n.meta) != (e.checksum, e.size, codec, e.meta):
                 raise DesFormatError(f"rebuilt {key} changed the entry of {e.uid!r}")
             reader.read_entry(n)  # decompresses and checks the CRC-32
     finally:
@@ -377,11 +436,20 @@ def repack_shard(
         )
         workdir = Path(tempfile.mkdtemp(prefix="repack.", dir=editor.scratch_dir()))
         try:
+            recoded: dict[str, Codec] = {}
             try:
                 head, parts, erased = _build(
-                    store, key, etag, entries, workdir, first_part, max_part_size, index.dictionary
+                    store,
+                    key,
+                    etag,
+                    entries,
+                    workdir,
+                    first_part,
+                    max_part_size,
+                    index.dictionary,
+                    recoded,
                 )
-                _verify(store, key, head, parts, entries, bigfiles_prefix)
+                _verify(store, key, head, parts, entries, bigfiles_prefix, recoded)
             except DesFormatError:
                 # A writer changed the shard while it was copied: a delete may have
                 # overwritten the bytes of an entry this (older) index still lists as live.
