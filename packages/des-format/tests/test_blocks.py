@@ -659,3 +659,60 @@ def test_old_readers_refuse_block_shards() -> None:
     finally:
         layout.KNOWN_FEATURES = saved
     assert read_index(BytesSource(blob)).features == FEATURE_BLOCKS
+
+
+def test_read_nowait_answers_a_member_from_memory(tmp_path: Path) -> None:
+    from des_format._source import NOWAIT_READS
+
+    write(tmp_path, build(NOTES, RECORDS))
+    store = LocalObjectStore(tmp_path)
+    if not NOWAIT_READS or not store.nowait_reads:
+        pytest.skip("no reads without waiting here (platform or filesystem)")
+    r = ShardRetriever(store, cache=IndexCache(1 << 20))
+    assert r.read_nowait(KEY, "note-1") is None  # no index cached yet
+    assert r.read(KEY, "note-0") == NOTES[0][1]  # caches the index, opens the shard
+    for uid, data in datas(NOTES, RECORDS).items():
+        got = r.read_nowait(KEY, uid)
+        assert got is not None
+        entry, answer = got
+        assert entry.codec is Codec.ZSTD_BLOCK
+        assert answer == data
+    # a member whose block's stored bytes exceed max_bytes is left to read()
+    assert r.read_nowait(KEY, "note-0", max_bytes=r.stat(KEY, "note-0").stored_size - 1) is None
+
+
+def test_deep_verify_reads_and_decodes_each_block_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members of one block are spread over the buckets; verify groups them, so a block is
+    fetched and decompressed once, not once per member (a deep verify over S3 would otherwise
+    read every block as many times as it has members)."""
+    import des_format._reader as reader_mod
+    from des_format._codecs import decompress_block
+    from des_format.testing import CountingSource
+
+    groups = [group(f"b{i}", [300 + 10 * j for j in range(12)]) for i in range(3)]
+    blob = build(*groups, ALONE)
+    calls: list[int] = []
+
+    def counting(data: bytes, need: int, *, uid: str = "") -> bytes:
+        calls.append(need)
+        return decompress_block(data, need, uid=uid)
+
+    monkeypatch.setattr(reader_mod, "decompress_block", counting)
+    src = CountingSource(BytesSource(blob))
+    reader = ShardReader(src)
+    index = reader.index
+    block_ranges = {
+        (e.offset, e.offset + e.stored_size)
+        for e in index.iter_entries()
+        if e.codec is Codec.ZSTD_BLOCK
+    }
+    assert len(block_ranges) == 3
+    assert reader.verify(deep=True) == 38
+    assert len(calls) == 3
+    assert sorted(r for r in src.ranges if r in block_ranges) == sorted(block_ranges)
+    # a corrupt block still names a member, as before
+    bad = bytearray(blob)
+    first = min(block_ranges)
+    bad[first[0] + 10] ^= 0xFF
+    with pytest.raises(CorruptShard, match="'b0-"):
+        ShardReader(BytesSource(bytes(bad))).verify(deep=True)

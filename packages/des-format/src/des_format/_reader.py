@@ -205,7 +205,9 @@ class ShardReader:
 
     def verify(self, deep: bool = True) -> int:
         """Check header, footer, index and (``deep``) every payload. Returns the number of
-        entries checked; raises the first error, naming the entry."""
+        entries checked; raises the first error, naming the entry. Each solid block is read
+        and decompressed once for all its members (after the other entries: members of one
+        block are spread over the buckets)."""
         if not self.index.is_legacy:
             parse_header(self.source.read_range(0, HEADER_SIZE))
         else:
@@ -215,6 +217,7 @@ class ShardReader:
         self.index.check()
         count = 0
         checked_parts: set[int] = set()
+        blocks: dict[tuple[int, int, int], list[IndexEntry]] = {}
         for entry in self.index.iter_entries():
             count += 1
             if not entry.is_bigfile and entry.part and entry.part not in checked_parts:
@@ -224,17 +227,40 @@ class ShardReader:
                 checked_parts.add(entry.part)
             if not deep:
                 continue
-            try:
-                self.read_entry(entry)
-            except (ObjectNotFound, CorruptShard) as exc:
-                if entry.deleted and self._erased_by_delete(entry, exc):
-                    continue
-                if isinstance(exc, CorruptShard):
-                    raise
-                raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
-            except RangeNotSatisfiable as exc:
-                raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
+            if entry.codec is Codec.ZSTD_BLOCK and not entry.is_bigfile and entry.stored_size:
+                blocks.setdefault((entry.part, entry.offset, entry.stored_size), []).append(entry)
+                continue
+            self._verify_entry(entry, self.read_entry)
+        for members in blocks.values():
+            self._verify_block(members)
         return count
+
+    def _verify_block(self, members: list[IndexEntry]) -> None:
+        """Check the members of one solid block, its bytes read and decompressed once."""
+        stored: list[bytes] = []
+        decoded: dict[tuple[int, int], bytes] = {}
+
+        def read(e: IndexEntry) -> bytes:
+            if not stored:
+                stored.append(self._part(e.part).read_range(e.offset, e.offset + e.stored_size))
+            return decode_payload(e, stored[0], self.index.dictionary, decoded)
+
+        for entry in members:
+            self._verify_entry(entry, read)
+
+    def _verify_entry(self, entry: IndexEntry, read: Callable[[IndexEntry], bytes]) -> None:
+        """``read(entry)``, with the errors ``verify`` raises (a tombstone's payload that a
+        delete erased passes)."""
+        try:
+            read(entry)
+        except (ObjectNotFound, CorruptShard) as exc:
+            if entry.deleted and self._erased_by_delete(entry, exc):
+                return
+            if isinstance(exc, CorruptShard):
+                raise
+            raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
+        except RangeNotSatisfiable as exc:
+            raise CorruptShard(f"entry {entry.uid!r}: {exc}") from None
 
     def _erased_by_delete(self, entry: IndexEntry, exc: DesFormatError) -> bool:
         """Whether a tombstone's payload failed its check because a delete erased it: its
