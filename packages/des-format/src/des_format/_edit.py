@@ -201,9 +201,11 @@ def delete_entries(
        on the ETag the index was read at. Reads answer ``EntryDeleted`` from then on.
     2. Then, for every deleted uid (now or before, so running a delete again finishes what
        an interrupted one left): the stored bytes of an entry in a continuation part are
-       overwritten with :func:`fill_byte` bytes, in place, and the big-file object of a big
-       file is removed when no live entry of the day's shards references it and it is older
-       than ``bigfile_grace_seconds``. A replica still holding the old index then fails the
+       overwritten with :func:`fill_byte` bytes, in place (a solid-block member: its block
+       re-encoded with the member's bytes replaced, :func:`erase_block`, or kept for a
+       repack when no encoding fits in the block's stored size), and the big-file object of
+       a big file is removed when no live entry of the day's shards references it and it is
+       older than ``bigfile_grace_seconds``. A replica still holding the old index then fails the
        payload check (or finds no object) and re-reads the index. Bytes in the shard's head
        object stay until a repack.
 
