@@ -294,7 +294,14 @@ class CrashingEditor(LocalShardEditor):
     crashes = 1
 
     def overwrite_range(
-        self, key: str, start: int, end: int, fill: int, *, shard_key: str, shard_etag: str
+        self,
+        key: str,
+        start: int,
+        end: int,
+        fill: int | bytes,
+        *,
+        shard_key: str,
+        shard_etag: str,
     ) -> bool:
         if self.crashes:
             self.crashes -= 1
