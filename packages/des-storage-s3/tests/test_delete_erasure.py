@@ -374,7 +374,7 @@ def upload_blocks(editor: S3ShardEditor, tmp_path: Path) -> tuple[Packed, list[l
     with (work / "head").open("wb") as fh:
         w = ShardWriter(fh, codec=Codec.NONE, open_part=open_part, max_size=2000)
         for b in range(3):
-            group = []
+            group: list[tuple[str, bytes, dict[str, Any]]] = []
             for m in range(4):
                 uid = f"b{b}m{m}"
                 words = [rnd.choice([b"red", b"green", b"blue", b"cyan"]) for _ in range(200)]
