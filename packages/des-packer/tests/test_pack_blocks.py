@@ -54,8 +54,9 @@ def make_files(
     root: Path, n: int, *, start: int = 0, name: str = "m", days: int = 1
 ) -> list[dict[str, Any]]:
     """``n`` files of several kinds: JSON, CSV and log text (content types given, or only
-    the extension), some larger than the member maximum, some empty, some .gz (already
-    compressed), some random bytes; the manifest is written to root/<name>.json."""
+    the extension; text/plain with and without an extension), some larger than the member
+    maximum, some empty, some .gz (already compressed), some random bytes; the manifest is
+    written to root/<name>.json."""
     rnd = random.Random(start * 7919 + n)
     src = root / "input"
     src.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,7 @@ def make_files(
             data, fname, ctype = _text(rnd, "csv", rnd.randint(100, 6000)), f"f{i}.csv", "text/csv"
         elif kind == 2:
             data, fname = _text(rnd, "log", rnd.randint(50, 3000)), f"f{i}.log"
+            ctype = "text/plain"
         elif kind == 3:
             data, fname = _text(rnd, "log", rnd.randint(50, 3000)), f"f{i}.TXT"
         elif kind == 4:
@@ -180,14 +182,18 @@ def test_blocks_pack_smaller_and_every_file_reads_back(
             for a, b in itertools.pairwise(members):
                 assert b.block_offset == a.block_offset + a.size
     assert (total_blocks, total_members) == (report.blocks, report.block_files)
-    # .json, .csv, .log and .TXT/.txt and text/plain files all ended up in blocks
+    # .json, .csv, .log and .TXT/.txt and text/plain files all ended up in blocks, text/plain
+    # .log files apart from text/plain files without an extension
     in_blocks = {
         group_of(entry_of(e.uid, root, rows))
         for _f, entries in shard_entries(out).values()
         for e in entries
         if e.codec is Codec.ZSTD_BLOCK
     }
-    assert in_blocks == {"application/json", "text/csv", ".log", ".txt", "text/plain"}
+    assert in_blocks == {
+        ("application/json", "json"), ("text/csv", "csv"), ("text/plain", "log"), ("", "txt"),
+        ("text/plain", ""), ("", "log"),
+    }  # fmt: skip
     for _f, entries in shard_entries(tmp_path / "plain").values():
         assert all(e.codec is not Codec.ZSTD_BLOCK for e in entries)
 
@@ -538,7 +544,7 @@ def test_plan_work_properties(
     assert [e for e in singles if not eligible(e)] == [e for e in entries if not eligible(e)]
     # per group, the blocks (and eligible files left alone) cut the group's files, in order,
     # into runs, greedily: a run ends only where its next file would not fit
-    runs: dict[str, list[list[ManifestEntry]]] = defaultdict(list)
+    runs: dict[tuple[str, str], list[list[ManifestEntry]]] = defaultdict(list)
     for it in items:
         if isinstance(it, Block):
             assert len(it.entries) >= 2
@@ -559,12 +565,14 @@ def test_group_of_and_eligibility() -> None:
     def entry(source: str, ctype: str | None = None, size: int = 10) -> ManifestEntry:
         return ManifestEntry("u", DAY, size, source, ctype)
 
-    assert group_of(entry("in/a.TXT")) == ".txt"
-    assert group_of(entry("in/a.tar.GZ")) == ".gz"
-    assert group_of(entry("in/noext")) == "."
-    assert group_of(entry("s3://bucket/dir/x.json")) == ".json"
-    assert group_of(entry("in/a.txt", "Text/Plain; charset=utf-8")) == "text/plain"
-    assert group_of(entry("in/a.txt", "application/json")) == "application/json"
+    assert group_of(entry("in/a.TXT")) == ("", "txt")
+    assert group_of(entry("in/a.tar.GZ")) == ("", "gz")
+    assert group_of(entry("in/noext")) == ("", "")
+    assert group_of(entry("in/dot.")) == ("", "")
+    assert group_of(entry("s3://bucket/dir/x.json")) == ("", "json")
+    assert group_of(entry("in/a.txt", "Text/Plain; charset=utf-8")) == ("text/plain", "txt")
+    assert group_of(entry("in/a.log", "text/plain")) == ("text/plain", "log")
+    assert group_of(entry("in/a", "application/json")) == ("application/json", "")
 
     def ok(e: ManifestEntry) -> bool:
         return is_block_eligible(e, member_max=100, big_file_threshold=50)

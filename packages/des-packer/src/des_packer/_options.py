@@ -55,9 +55,10 @@ class PackOptions:
     read but not yet written. ``dictionary``: train a zstd dictionary per shard from its files
     of at most ``dict_max_file_size`` bytes (when it has at least 64 of them) and compress
     those files with it (codec zstd only); a shard that already has a dictionary keeps it.
-    ``block_size``: when above 0, compress small files of one content type together in solid
-    blocks of up to this many bytes (files of at most ``block_member_max`` bytes; codec zstd
-    only, not with ``dictionary``; see ``_blocks.py`` for the rule). 0: one frame per file.
+    ``block_size``: when above 0, compress small files of one content type and extension
+    together in solid blocks of up to this many bytes (files of at most ``block_member_max``
+    bytes; codec zstd only, not with ``dictionary``; see ``_blocks.py`` for the rule). 0: one
+    frame per file.
     """
 
     n_bits: int = 8

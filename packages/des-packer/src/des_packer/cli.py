@@ -190,10 +190,11 @@ def pack_parser() -> argparse.ArgumentParser:
         type=_whole_number,
         default=0,
         metavar="BYTES",
-        help="Compress small files of one content type together, in solid blocks of up to "
-        "this many bytes (at most 4194304; try 131072): smaller output for text and other "
-        "similar small files, but reading one file decompresses its whole block (still one "
-        "request). Needs --codec zstd, not with --dict. Default: 0, one frame per file.",
+        help="Compress small files of one content type and extension together, in solid "
+        "blocks of up to this many bytes (at most 4194304; try 131072): smaller output for "
+        "text and other similar small files, but reading one file decompresses its whole "
+        "block (still one request). Needs --codec zstd, not with --dict. Default: 0, one "
+        "frame per file.",
     )
     add(
         "--block-member-max",
