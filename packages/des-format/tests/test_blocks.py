@@ -139,10 +139,15 @@ def members(
 
 
 def shard_with_block(stored: bytes, uid_data: Sequence[tuple[str, bytes]]) -> bytes:
-    """A shard holding one block whose stored bytes are ``stored`` (possibly forged)."""
+    """A shard holding one block whose stored bytes are ``stored`` (possibly forged: the
+    writer's check of the frame's declared size is switched off)."""
+    import des_format._writer as writer_mod
+
     out = io.BytesIO()
     w = ShardWriter(out, codec="zstd")
-    w.add_block(PreparedBlock(stored, members(uid_data)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(writer_mod, "_block_frame_size", lambda _: sum(len(d) for _, d in uid_data))
+        w.add_block(PreparedBlock(stored, members(uid_data)))
     w.close()
     return out.getvalue()
 
@@ -530,8 +535,21 @@ def test_refusals_name_the_right_call() -> None:
         ValueError, match="'note-1' is not a member of this block as prepare_block makes"
     ):
         w2.add_block(forged)
-    with pytest.raises(ValueError, match="not a solid block"):
+    with pytest.raises(ValueError, match="not a solid block: 4 members of 2850 bytes in 0 stored"):
         w2.add_block(PreparedBlock(b"", block.members))
+    with pytest.raises(
+        ValueError, match=exact("not a solid block: 0 members of 0 bytes in 5 stored")
+    ):
+        w2.add_block(PreparedBlock(b"frame", ()))
+    other = prepare_block(RECORDS)[0]
+    assert isinstance(other, PreparedBlock)
+    with pytest.raises(
+        ValueError,
+        match=exact("not a solid block: its frame declares 1000 bytes, its members hold 2850"),
+    ):
+        w2.add_block(PreparedBlock(other.stored, block.members))
+    with pytest.raises(ValueError, match="its frame declares -1 bytes"):
+        w2.add_block(PreparedBlock(zstd_frame(b"x" * 2850, content_size=False), block.members))
     assert w2.close().entry_count == 0
 
 

@@ -16,6 +16,7 @@ from ._codecs import (
     MAX_BLOCK_SIZE,
     MAX_DICTIONARY_SIZE,
     Codec,
+    _module,
     compress,
     is_precompressed,
     parse_codec,
@@ -261,6 +262,15 @@ def prepare_block(
             prepare_payload(uid, data, meta=meta, codec=Codec.ZSTD, level=level, _checked=True)
         )
     return out
+
+
+def _block_frame_size(stored: bytes) -> int:
+    """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
+    zstd = _module(Codec.ZSTD)
+    try:
+        return int(zstd.frame_content_size(stored))
+    except zstd.ZstdError:
+        return -1
 
 
 def hash_file(path: str | os.PathLike[str]) -> FileDigest:
@@ -628,8 +638,16 @@ class ShardWriter:
             if m.codec is not Codec.ZSTD_BLOCK or m.block_offset != pos or m.stored:
                 raise ValueError(f"{m.uid!r} is not a member of this block as prepare_block makes")
             pos += m.size
-        if pos > MAX_BLOCK_SIZE or not block.stored:
-            raise ValueError(f"not a solid block: {pos} bytes in {len(block.stored)} stored")
+        if pos > MAX_BLOCK_SIZE or not block.stored or not members:
+            raise ValueError(
+                f"not a solid block: {len(members)} members of {pos} bytes in"
+                f" {len(block.stored)} stored"
+            )
+        declared = _block_frame_size(block.stored)
+        if declared != pos:  # readers would refuse members past the end, or the size
+            raise ValueError(
+                f"not a solid block: its frame declares {declared} bytes, its members hold {pos}"
+            )
         part, offset = self._write_payload(block.stored)
         stored_size = len(block.stored)
         entries = []
