@@ -26,7 +26,7 @@ from des_format import (
     read_shard_index,
 )
 from des_format._codecs import decompress, decompress_block
-from des_packer._repack import RepackOptions, repack, repack_shard
+from des_packer._repack import RepackOptions, repack, repack_shard, scan_shard
 
 pytestmark = pytest.mark.skipif(not codec_available(Codec.ZSTD), reason="zstd missing")
 
@@ -224,3 +224,27 @@ def test_a_block_whose_members_are_all_deleted_is_dropped(tmp_path: Path) -> Non
     assert not any(marker(uid) in decoded for uid in victims)
     assert len(stored_blocks(tmp_path)) == len(shard.blocks) - 1
     check_live(tmp_path, shard, victims)
+
+
+def test_a_member_counts_its_share_of_the_block(tmp_path: Path) -> None:
+    shard = build(tmp_path)
+    victim = shard.blocks[1][0]
+    editor = LocalShardEditor(tmp_path)
+    delete_entries(editor, KEY, [victim])
+    index, _ = read_shard_index(editor.store, KEY)
+    entries = {e.uid: e for e in index.iter_entries()}
+    stats = scan_shard(KEY, index)
+    block = [entries[u] for u in shard.blocks[1]]
+    total = sum(m.size for m in block)
+    e = entries[victim]
+    assert stats.hidden_bytes == e.stored_size * e.size // total  # not the whole block
+    # every block counted once (each member's share rounded down): what the payloads take
+    stored = sum(len(stored_of(tmp_path, entries[b[0]])) for b in shard.blocks)
+    stored += sum(len(shard.files[f"raw{b}"]) for b in range(len(shard.blocks)))
+    members = sum(len(b) for b in shard.blocks)
+    assert stored - members <= stats.live_bytes + stats.hidden_bytes <= stored
+    # bytes_before: the head, plus each payload in a part once (a block once, not per member)
+    in_parts = {(x.part, x.offset): x.stored_size for x in entries.values() if x.part}
+    head = (tmp_path / KEY).stat().st_size
+    res = repack_shard(editor, KEY, max_part_size=2000)
+    assert res.bytes_before == head + sum(in_parts.values())

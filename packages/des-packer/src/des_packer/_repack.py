@@ -109,19 +109,31 @@ class ShardDeletionStats:
 
 
 def scan_shard(key: str, index: ShardIndex) -> ShardDeletionStats:
+    """Counts of one shard from its index. A solid-block member counts its share of the
+    block's stored bytes (in proportion to its original size), not the whole block that
+    its ``stored_size`` names."""
     live = live_bytes = hidden = hidden_bytes = erased = 0
     parts: set[int] = set()
-    for e in index.iter_entries():
+    entries = list(index.iter_entries())
+    block_sizes: dict[tuple[int, int], int] = {}
+    for e in entries:
+        if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
+            block_sizes[(e.part, e.offset)] = block_sizes.get((e.part, e.offset), 0) + e.size
+    for e in entries:
         if not e.is_bigfile and e.part:
             parts.add(e.part)
+        stored = e.stored_size
+        if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
+            total = block_sizes[(e.part, e.offset)]
+            stored = e.stored_size * e.size // total if total else 0
         if e.erased:
             erased += 1
         elif e.deleted:
             hidden += 1
-            hidden_bytes += e.stored_size
+            hidden_bytes += stored
         else:
             live += 1
-            live_bytes += e.stored_size
+            live_bytes += stored
     return ShardDeletionStats(key, live, live_bytes, hidden, hidden_bytes, erased, frozenset(parts))
 
 
@@ -431,8 +443,14 @@ def repack_shard(
         }
         referenced = {e.part for e in entries if not e.is_bigfile and e.part}
         first_part = max(existing_parts | referenced | {0}) + 1
-        before = index.object_size + sum(
-            e.stored_size for e in entries if not e.is_bigfile and e.part
+        in_parts = [e for e in entries if not e.is_bigfile and e.part]
+        blocks = {
+            (e.part, e.offset): e.stored_size for e in in_parts if e.codec is Codec.ZSTD_BLOCK
+        }
+        before = (
+            index.object_size
+            + sum(e.stored_size for e in in_parts if e.codec is not Codec.ZSTD_BLOCK)
+            + sum(blocks.values())  # a solid block once, not once per member
         )
         workdir = Path(tempfile.mkdtemp(prefix="repack.", dir=editor.scratch_dir()))
         try:
