@@ -734,3 +734,26 @@ def test_deep_verify_reads_and_decodes_each_block_once(monkeypatch: pytest.Monke
     bad[first[0] + 10] ^= 0xFF
     with pytest.raises(CorruptShard, match="'b0-"):
         ShardReader(BytesSource(bytes(bad))).verify(deep=True)
+
+
+def test_blocks_beside_a_shard_dictionary() -> None:
+    """Both features: blocks are plain frames (no dictionary), small files alone use it."""
+    dictionary = text("dict", 2048)
+    out = io.BytesIO()
+    w = ShardWriter(out, codec="zstd", dictionary=dictionary)
+    add_all(w, NOTES)
+    w.add("small", text("small", 300))
+    w.close()
+    reader = ShardReader(BytesSource(out.getvalue()))
+    assert reader.index.features == FEATURE_DICTIONARY | FEATURE_BLOCKS
+    assert reader.entry("small").codec is Codec.ZSTD_DICT
+    assert reader.entry("note-1").codec is Codec.ZSTD_BLOCK
+    assert reader.read("small") == text("small", 300)
+    for uid, data in datas(NOTES).items():
+        assert reader.read(uid) == data
+    assert reader.verify(deep=True) == 5
+    e = reader.entry("note-0")
+    frame = out.getvalue()[e.offset : e.offset + e.stored_size]
+    import zstandard
+
+    assert zstandard.get_frame_parameters(frame).dict_id == 0
