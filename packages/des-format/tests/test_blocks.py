@@ -699,6 +699,28 @@ def test_read_nowait_answers_a_member_from_memory(tmp_path: Path) -> None:
     assert r.read_nowait(KEY, "note-0", max_bytes=r.stat(KEY, "note-0").stored_size - 1) is None
 
 
+def test_read_nowait_leaves_a_block_declaring_over_four_times_max_bytes_to_read(
+    tmp_path: Path,
+) -> None:
+    """A read without waiting decompresses the whole block on the caller's thread (an event
+    loop): a block whose frame declares more than 4 * max_bytes goes to read(), even when
+    its stored bytes (repetitive text) are within max_bytes."""
+    from des_format._source import NOWAIT_READS
+
+    big = group("rep", [60_000] * 5)  # 300,000 bytes of text, compressing to a few KiB
+    write(tmp_path, build(big))
+    store = LocalObjectStore(tmp_path)
+    if not NOWAIT_READS or not store.nowait_reads:
+        pytest.skip("no reads without waiting here (platform or filesystem)")
+    r = ShardRetriever(store, cache=IndexCache(1 << 20))
+    assert r.read(KEY, "rep-0") == big[0][1]
+    entry = r.stat(KEY, "rep-0")
+    assert entry.codec is Codec.ZSTD_BLOCK and entry.stored_size < 64 * 1024
+    assert r.read_nowait(KEY, "rep-0", max_bytes=64 * 1024) is None  # 300,000 > 262,144
+    got = r.read_nowait(KEY, "rep-0", max_bytes=75_000)  # 300,000 <= 4 * 75,000
+    assert got is not None and got[1] == big[0][1]
+
+
 def test_deep_verify_reads_and_decodes_each_block_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Members of one block are spread over the buckets; verify groups them, so a block is
     fetched and decompressed once, not once per member (a deep verify over S3 would otherwise

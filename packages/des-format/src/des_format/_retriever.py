@@ -94,6 +94,19 @@ def plan_coalesced_ranges(
     return out
 
 
+def _small_block(stored: bytes, max_bytes: int) -> bool:
+    """Whether a solid block declares at most ``4 * max_bytes`` decompressed bytes (a read
+    without waiting decompresses the whole block on the caller's thread: at most 256 KiB
+    with des-http's 64 KiB limit, against up to ``MAX_BLOCK_SIZE`` in a valid shard)."""
+    from ._codecs import _module
+
+    try:
+        declared = int(_module(Codec.ZSTD).frame_content_size(stored))
+    except Exception:  # not a frame: decode_payload reports it on the waiting path
+        return False
+    return 0 <= declared <= 4 * max_bytes
+
+
 class _KeySource:
     """A :class:`ByteSource` view of one key of a store, reporting each request."""
 
@@ -374,6 +387,8 @@ class ShardRetriever:
             if stored is None:
                 return None
         assert stored is not None
+        if entry.codec is Codec.ZSTD_BLOCK and not _small_block(stored, max_bytes):
+            return None  # a block this big is decompressed off the caller's thread
         try:
             data = decode_payload(entry, stored, index.dictionary)
         except DesFormatError:
