@@ -715,10 +715,12 @@ def test_read_nowait_leaves_a_block_declaring_over_four_times_max_bytes_to_read(
     r = ShardRetriever(store, cache=IndexCache(1 << 20))
     assert r.read(KEY, "rep-0") == big[0][1]
     entry = r.stat(KEY, "rep-0")
-    assert entry.codec is Codec.ZSTD_BLOCK and entry.stored_size < 64 * 1024
+    assert entry.codec is Codec.ZSTD_BLOCK
+    assert entry.stored_size < 64 * 1024
     assert r.read_nowait(KEY, "rep-0", max_bytes=64 * 1024) is None  # 300,000 > 262,144
     got = r.read_nowait(KEY, "rep-0", max_bytes=75_000)  # 300,000 <= 4 * 75,000
-    assert got is not None and got[1] == big[0][1]
+    assert got is not None
+    assert got[1] == big[0][1]
 
 
 def test_deep_verify_reads_and_decodes_each_block_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,9 +100,10 @@ def _small_block(stored: bytes, max_bytes: int) -> bool:
     with des-http's 64 KiB limit, against up to ``MAX_BLOCK_SIZE`` in a valid shard)."""
     from ._codecs import _module
 
+    zstd = _module(Codec.ZSTD)
     try:
-        declared = int(_module(Codec.ZSTD).frame_content_size(stored))
-    except Exception:  # not a frame: decode_payload reports it on the waiting path
+        declared = int(zstd.frame_content_size(stored))
+    except zstd.ZstdError:  # not a frame: decode_payload reports it on the waiting path
         return False
     return 0 <= declared <= 4 * max_bytes
 
