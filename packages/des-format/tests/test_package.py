@@ -32,6 +32,8 @@ PUBLIC_API = [
     "MAX_BLOCK_SIZE",
     "PreparedBlock",
     "prepare_block",
+    "decode_payload",
+    "build_meta",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
     "train_dictionary",

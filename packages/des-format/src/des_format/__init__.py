@@ -62,7 +62,7 @@ from ._layout import (
     parse_header,
     part_key,
 )
-from ._reader import ShardReader
+from ._reader import ShardReader, decode_payload
 from ._retriever import CoalescedRange, OpenedFile, ShardRetriever, plan_coalesced_ranges
 from ._source import (
     ByteRange,
@@ -83,6 +83,7 @@ from ._writer import (
     PreparedPayload,
     ShardWriter,
     WriteSummary,
+    build_meta,
     hash_file,
     prepare_block,
     prepare_payload,
@@ -151,9 +152,11 @@ __all__ = [
     "WriteSummary",
     "__version__",
     "bigfile_key",
+    "build_meta",
     "codec_available",
     "crc32",
     "crc32_backend",
+    "decode_payload",
     "delete_entries",
     "entry_payload_key",
     "fill_byte",

@@ -34,11 +34,11 @@ from des_format import (
     PreparedPayload,
     ShardWriter,
     bigfile_key,
+    build_meta,
     prepare_block,
     prepare_payload,
     train_dictionary,
 )
-from des_format._writer import build_meta
 
 from ._blocks import Block, WorkItem, plan_work, source_name
 from ._dest import Destination, ExistingShard, LocalDestination, Transaction

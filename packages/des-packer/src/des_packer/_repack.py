@@ -49,13 +49,13 @@ from des_format import (
     ShardReader,
     ShardWriter,
     bigfile_key,
+    decode_payload,
     is_head_key,
     part_key,
     prepare_block,
     read_index,
     read_shard_index,
 )
-from des_format._reader import decode_payload
 
 __all__ = [
     "DEFAULT_BIGFILE_GRACE_SECONDS",
