@@ -268,6 +268,18 @@ def test_help_lists_every_flag() -> None:
         ),
         (["--input-json", "m.json", "--workers"], {}, "argument --workers: expected one argument"),
         (
+            ["--input-json", "m.json", "--block-size", "128KB/s"],
+            {},
+            "argument --block-size: expected a number of bytes such as 131072, 128KiB or 1GiB,"
+            " got '128KB/s'",
+        ),
+        (
+            ["--input-json", "m.json", "--max-shard-size", "1.5GiB"],
+            {},
+            "argument --max-shard-size: expected a number of bytes such as 131072, 128KiB or"
+            " 1GiB, got '1.5GiB'",
+        ),
+        (
             ["--input-json", "m.json"],
             {"DES_N_BITS": "eight"},
             "DES_N_BITS='eight' (the default of --n-bits) is not a whole number",
@@ -323,3 +335,26 @@ def test_des_pack_does_not_load_typer_and_des_still_runs(dataset: DataSet) -> No
     proc = subprocess.run(des, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Inspect and retrieve DES shards" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("131072", 131072),
+        ("128KiB", 128 << 10),
+        ("128kib", 128 << 10),
+        ("4MiB", 4 << 20),
+        ("1GiB", 1 << 30),
+        ("100MB", 100_000_000),
+        ("64kB", 64_000),
+        ("512B", 512),
+        (" 2 MiB ", 2 << 20),
+    ],
+)
+def test_byte_sizes_take_binary_and_decimal_units(text: str, size: int) -> None:
+    from des_packer.cli import pack_parser
+
+    ns = pack_parser().parse_args(
+        ["--input-json", "m.json", "--block-size", text, "--max-shard-size", text]
+    )
+    assert (ns.block_size, ns.max_shard_size) == (size, size)

@@ -77,6 +77,31 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
+
+
+def _byte_size(text: str) -> int:
+    """A number of bytes: ``131072``, ``128KiB``, ``1GiB`` (binary units) or ``100MB``
+    (decimal units)."""
+    raw = text.strip()
+    digits = raw.rstrip("bBkKmMgGiI ")
+    unit = _SIZE_UNITS.get(raw[len(digits) :].strip().lower())
+    if not digits.isdigit() or unit is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of bytes such as 131072, 128KiB or 1GiB, got {text!r}"
+        )
+    return int(digits) * unit
+
+
 def pack_parser() -> argparse.ArgumentParser:
     """The option parser of ``des-pack``."""
     p = _Parser(
@@ -98,11 +123,11 @@ def pack_parser() -> argparse.ArgumentParser:
     add("--output-dir", metavar="DIR", help="Directory or s3://bucket/prefix for the shards.")
     add(
         "--max-shard-size",
-        type=_whole_number,
+        type=_byte_size,
         default=1 << 30,
         metavar="BYTES",
-        help="Largest shard object in bytes; more payload rolls over into part objects "
-        "(default: 1073741824).",
+        help="Largest shard object in bytes (131072, 128KiB, 1GiB, 100MB); more payload rolls "
+        "over into part objects (default: 1073741824, 1GiB).",
     )
     add(
         "--n-bits",
@@ -187,22 +212,22 @@ def pack_parser() -> argparse.ArgumentParser:
     )
     add(
         "--block-size",
-        type=_whole_number,
+        type=_byte_size,
         default=0,
         metavar="BYTES",
         help="Compress small files of one content type and extension together, in solid "
-        "blocks of up to this many bytes (at most 4194304; try 131072): smaller output for "
-        "text and other similar small files, but reading one file decompresses its whole "
-        "block (still one request). Needs --codec zstd, not with --dict. Default: 0, one "
-        "frame per file.",
+        "blocks of up to this many bytes (at most 4194304, 4MiB; try 128KiB): smaller "
+        "output for text and other similar small files, but reading one file decompresses "
+        "its whole block (still one request). Needs --codec zstd, not with --dict. "
+        "Default: 0, one frame per file.",
     )
     add(
         "--block-member-max",
-        type=_whole_number,
+        type=_byte_size,
         default=64 * 1024,
         metavar="BYTES",
         help="With --block-size: only files of at most this many bytes go into blocks "
-        "(default: 65536).",
+        "(default: 65536, 64KiB).",
     )
     add("--help", action="help", help="Show this message and exit.")
     return p
