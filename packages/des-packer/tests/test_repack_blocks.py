@@ -248,3 +248,21 @@ def test_a_member_counts_its_share_of_the_block(tmp_path: Path) -> None:
     head = (tmp_path / KEY).stat().st_size
     res = repack_shard(editor, KEY, max_part_size=2000)
     assert res.bytes_before == head + sum(in_parts.values())
+
+
+def test_des_deletions_counts_a_hidden_member_by_its_share(tmp_path: Path) -> None:
+    """`des deletions` reports the bytes a hidden file still takes: for a member of a block
+    in the head object (not erasable before a repack), its share of the block."""
+    from des_packer._deletions import iter_deletions
+
+    shard = build(tmp_path, max_size=None)
+    victim = shard.blocks[0][1]
+    editor = LocalShardEditor(tmp_path)
+    delete_entries(editor, KEY, [victim])
+    entries = index_of(tmp_path)
+    e = entries[victim]
+    total = sum(entries[u].size for u in shard.blocks[0])
+    (record,) = list(iter_deletions(editor))
+    assert (record.uid, record.state) == (victim, "hidden")
+    assert record.stored_bytes == e.stored_size * e.size // total
+    assert 0 < record.stored_bytes < e.stored_size

@@ -40,7 +40,7 @@ from des_format import (
     read_shard_index,
 )
 
-from ._repack import _part_number, iter_heads
+from ._repack import _part_number, iter_heads, stored_shares
 
 __all__ = ["DeletionRecord", "iter_deletions"]
 
@@ -94,17 +94,24 @@ def _old_versions(editor: Any, key: str) -> int:
 
 
 def _not_repacked(
-    editor: Any, key: str, e: IndexEntry, present: set[str], bigfiles_prefix: str
+    editor: Any,
+    key: str,
+    e: IndexEntry,
+    present: set[str],
+    bigfiles_prefix: str,
+    *,
+    stored: int,
 ) -> DeletionRecord:
-    """The state of a tombstone a repack has not rewritten yet, from the objects."""
+    """The state of a tombstone a repack has not rewritten yet, from the objects
+    (``stored``: its stored bytes, a solid-block member's share of its block)."""
     if e.is_bigfile:
         assert e.bigfile_hash is not None
         bkey = bigfile_key(key, e.bigfile_hash, bigfiles_prefix)
         if bkey in present:
-            return DeletionRecord(e.uid, key, "hidden", e.stored_size)
+            return DeletionRecord(e.uid, key, "hidden", stored)
         okey = bkey
     elif e.part == 0 or not payload_overwritten(editor.store, key, e):
-        return DeletionRecord(e.uid, key, "hidden", e.stored_size)
+        return DeletionRecord(e.uid, key, "hidden", stored)
     else:
         okey = part_key(key, e.part)
     left = _old_versions(editor, okey)
@@ -150,9 +157,12 @@ def iter_deletions(
             if not tombstones:
                 continue
             left: int | None = None
+            shares = stored_shares(list(index.iter_entries()))
             for e in tombstones:
                 if not e.erased:
-                    yield _not_repacked(editor, key, e, present_set, bigfiles_prefix)
+                    yield _not_repacked(
+                        editor, key, e, present_set, bigfiles_prefix, stored=shares[e.uid]
+                    )
                     continue
                 if left is None:
                     referenced = {

@@ -108,24 +108,35 @@ class ShardDeletionStats:
         return self.hidden_bytes / total if total else (1.0 if self.hidden else 0.0)
 
 
-def scan_shard(key: str, index: ShardIndex) -> ShardDeletionStats:
-    """Counts of one shard from its index. A solid-block member counts its share of the
-    block's stored bytes (in proportion to its original size), not the whole block that
-    its ``stored_size`` names."""
-    live = live_bytes = hidden = hidden_bytes = erased = 0
-    parts: set[int] = set()
-    entries = list(index.iter_entries())
+def stored_shares(entries: list[IndexEntry]) -> dict[str, int]:
+    """Stored bytes of each entry, a solid-block member counting its share of the block's
+    stored bytes (in proportion to its original size), not the whole block that its
+    ``stored_size`` names."""
     block_sizes: dict[tuple[int, int], int] = {}
     for e in entries:
         if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
             block_sizes[(e.part, e.offset)] = block_sizes.get((e.part, e.offset), 0) + e.size
+    out: dict[str, int] = {}
     for e in entries:
-        if not e.is_bigfile and e.part:
-            parts.add(e.part)
         stored = e.stored_size
         if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
             total = block_sizes[(e.part, e.offset)]
             stored = e.stored_size * e.size // total if total else 0
+        out[e.uid] = stored
+    return out
+
+
+def scan_shard(key: str, index: ShardIndex) -> ShardDeletionStats:
+    """Counts of one shard from its index (stored bytes as :func:`stored_shares` counts
+    them)."""
+    live = live_bytes = hidden = hidden_bytes = erased = 0
+    parts: set[int] = set()
+    entries = list(index.iter_entries())
+    shares = stored_shares(entries)
+    for e in entries:
+        if not e.is_bigfile and e.part:
+            parts.add(e.part)
+        stored = shares[e.uid]
         if e.erased:
             erased += 1
         elif e.deleted:
