@@ -95,11 +95,13 @@ def _byte_size(text: str) -> int:
     raw = text.strip()
     digits = raw.rstrip("bBkKmMgGiI ")
     unit = _SIZE_UNITS.get(raw[len(digits) :].strip().lower())
+    sign = -1 if digits.startswith("-") else 1  # a negative size: the option check names it
+    digits = digits.removeprefix("-")
     if not digits.isdigit() or unit is None:
         raise argparse.ArgumentTypeError(
             f"expected a number of bytes such as 131072, 128KiB or 1GiB, got {text!r}"
         )
-    return int(digits) * unit
+    return sign * int(digits) * unit
 
 
 def pack_parser() -> argparse.ArgumentParser:
