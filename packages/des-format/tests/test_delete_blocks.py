@@ -341,3 +341,36 @@ def test_overwrite_range_takes_bytes_of_the_range_length(tmp_path: Path) -> None
     assert editor.overwrite_range(okey, 10, 20, 7, shard_key=KEY, shard_etag=etag)
     assert (tmp_path / okey).read_bytes() == before[:10] + bytes([7]) * 10 + before[20:]
     assert not editor.overwrite_range(okey, 10, 20, b"x" * 10, shard_key=KEY, shard_etag="no")
+
+
+def test_a_block_is_rewritten_all_at_once_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given bytes (a re-encoded block, which also holds live files) replace the part file
+    by a renamed copy: a reader that opened the old file reads it whole, and a failure
+    before the rename leaves the part as it was (a torn write would break live members)."""
+    import os as os_mod
+
+    shard = build(tmp_path)
+    e = shard.entries[shard.blocks[1][0]]
+    editor = LocalShardEditor(tmp_path)
+    okey = part_key(KEY, e.part)
+    path = tmp_path / okey
+    _, etag = read_shard_index(editor.store, KEY)
+    before = path.read_bytes()
+    with path.open("rb") as old_reader:
+        ino = os_mod.stat(path).st_ino
+        assert editor.overwrite_range(okey, 10, 20, b"0123456789", shard_key=KEY, shard_etag=etag)
+        assert os_mod.stat(path).st_ino != ino  # a new file, renamed over the old
+        assert old_reader.read() == before  # the old one, whole
+    assert path.read_bytes() == before[:10] + b"0123456789" + before[20:]
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os_mod, "replace", refuse)
+    now = path.read_bytes()
+    with pytest.raises(OSError, match="disk full"):
+        editor.overwrite_range(okey, 10, 20, b"abcdefghij", shard_key=KEY, shard_etag=etag)
+    assert path.read_bytes() == now
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".des-edit")] == []

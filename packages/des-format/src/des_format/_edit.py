@@ -762,18 +762,21 @@ class LocalShardEditor:
         shard_key: str,
         shard_etag: str,
     ) -> bool:
-        """Overwrite ``[start, end)`` of the part file ``key`` in place with ``fill`` (a
-        byte value repeated, or exactly ``end - start`` bytes) (``pwrite``, then
-        ``fsync``), under the shard's lock and only while the shard head is still
-        ``shard_etag``.
+        """Overwrite ``[start, end)`` of the part file ``key`` with ``fill`` (a byte value
+        repeated, or exactly ``end - start`` bytes), under the shard's lock and only while
+        the shard head is still ``shard_etag``.
 
-        In place rather than a new file renamed over the old one: no byte outside the range
-        is written, so a crash at any point leaves every other entry of the part intact and
-        the range old, new or partly overwritten (the tombstone is already durable, and a
-        delete run again finishes the range); two deletes in one part cannot undo each
-        other; and a part of many megabytes is not copied for a few bytes. The lock keeps a
-        repack from replacing the head (and then removing or renumbering the part) between
-        the check and the write.
+        A fill byte is written in place (``pwrite``, then ``fsync``): no byte outside the
+        range is written, so a crash at any point leaves every other entry of the part
+        intact and the range old, new or partly overwritten (the tombstone is already
+        durable, and a delete run again finishes the range), and a part of many megabytes
+        is not copied for a few bytes. Given bytes (a re-encoded solid block, which also
+        holds live files) are written to a copy of the part that is fsynced and renamed
+        over it: a torn write inside the block would make its live members unreadable, so
+        the block must change all at once; readers that opened the old file keep reading
+        it whole. Either way two deletes in one part cannot undo each other, and the lock
+        keeps a repack from replacing the head (and then removing or renumbering the part)
+        between the check and the write.
         """
         if isinstance(fill, (bytes, bytearray, memoryview)) and len(fill) != end - start:
             raise ValueError(f"{len(fill)} bytes given for the range [{start}, {end})")
@@ -782,6 +785,9 @@ class LocalShardEditor:
         with local_shard_lock(final):
             if _current_etag(final) != shard_etag:
                 return False
+            if not isinstance(fill, int):
+                self._replace_range(key, part, start, end, bytes(fill))
+                return True
             try:
                 fd = os.open(part, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
             except FileNotFoundError:
@@ -792,20 +798,50 @@ class LocalShardEditor:
                     raise RangeNotSatisfiable(
                         f"range [{start}, {end}) outside {part} ({size} bytes)", key=key
                     )
+                block = bytes([fill]) * min(end - start, _COPY)
                 pos = start
-                if isinstance(fill, int):
-                    block = bytes([fill]) * min(end - start, _COPY)
-                    while pos < end:
-                        pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
-                else:
-                    data = memoryview(fill)
-                    while pos < end:
-                        pos += os.pwrite(fd, data[pos - start :], pos)
+                while pos < end:
+                    pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
         return True
+
+    def _replace_range(self, key: str, part: Path, start: int, end: int, data: bytes) -> None:
+        """Publish a copy of ``part`` whose bytes ``[start, end)`` are ``data`` (the shard's
+        lock held): written to a temporary file beside it, fsynced, renamed over it."""
+        tmp = self._temp(part)
+        try:
+            try:
+                src = part.open("rb")
+            except FileNotFoundError:
+                raise ObjectNotFound(f"no such object: {part}", key=key) from None
+            with src, tmp.open("wb") as out:
+                size = os.fstat(src.fileno()).st_size
+                if not 0 <= start <= end <= size:
+                    raise RangeNotSatisfiable(
+                        f"range [{start}, {end}) outside {part} ({size} bytes)", key=key
+                    )
+                left = start
+                while left:
+                    chunk = src.read(min(left, _COPY))
+                    if not chunk:
+                        raise CorruptShard(f"{part} shrank while it was being copied")
+                    out.write(chunk)
+                    left -= len(chunk)
+                out.write(data)
+                src.seek(end)
+                while chunk := src.read(_COPY):
+                    out.write(chunk)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+            os.replace(tmp, part)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if self.fsync:
+            _fsync_dir(part.parent)
 
     def remove_stale_temps(self, key: str, older_than: float = 3600.0) -> int:
         """Remove temporary files a killed writer left beside ``key`` (``.des-edit.*``, which
