@@ -1,6 +1,7 @@
 """R7: kill a real des-pack process (SIGKILL) at random instants, then check that no partial
 shard is visible, that every file stored before is readable, and that running the same command
-again finishes the job with byte-identical shards."""
+again finishes the job with byte-identical shards. Once with one frame per file, once with
+solid blocks (``--block-size``, on fewer and larger shards so that blocks form)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,38 @@ import time
 from pathlib import Path
 
 import pytest
-from des_format import ShardReader
+from des_format import Codec, ShardReader
 from des_packer import PackOptions, pack, plan_shards, read_manifest
 from des_packer_testkit import DataSet, make_dataset, tree_bytes, write_manifest
 
 TRIALS = 20
-N_BITS = 6
 THRESHOLD = 4000
 EXE = [sys.executable, "-c", "from des_packer.cli import pack_main; pack_main()"]
+# variant -> (n_bits, solid block size, block member max); 0: one frame per file
+VARIANTS = {"frames": (6, 0, 0), "blocks": (4, 2048, 1024)}
 
 
-def cli_args(manifest: Path, out: Path) -> list[str]:
-    return [
-        "--input-json", str(manifest), "--output-dir", str(out), "--n-bits", str(N_BITS),
+def cli_args(manifest: Path, out: Path, variant: str) -> list[str]:
+    n_bits, block_size, member_max = VARIANTS[variant]
+    args = [
+        "--input-json", str(manifest), "--output-dir", str(out), "--n-bits", str(n_bits),
         "--workers", "2", "--big-file-threshold", str(THRESHOLD), "--max-shard-size", "3000",
     ]  # fmt: skip
+    if block_size:
+        args += ["--block-size", str(block_size), "--block-member-max", str(member_max)]
+    return args
 
 
-def options() -> PackOptions:
-    return PackOptions(n_bits=N_BITS, workers=2, big_file_threshold=THRESHOLD, max_shard_size=3000)
+def options(variant: str) -> PackOptions:
+    n_bits, block_size, member_max = VARIANTS[variant]
+    return PackOptions(
+        n_bits=n_bits,
+        workers=2,
+        big_file_threshold=THRESHOLD,
+        max_shard_size=3000,
+        block_size=block_size,
+        block_member_max=member_max or 64 * 1024,
+    )
 
 
 def visible(out: Path) -> dict[str, bytes]:
@@ -54,6 +68,17 @@ def check_consistent(out: Path, ds: DataSet, planned: dict[str, set[str]], old: 
     assert old <= seen
 
 
+def block_members(out: Path) -> int:
+    """How many entries of the shards under ``out`` are solid-block members."""
+    count = 0
+    for shard in out.rglob("*.des"):
+        if shard.name.startswith(".") or ".p" in shard.name:
+            continue
+        with ShardReader.open_path(shard) as reader:
+            count += sum(e.codec is Codec.ZSTD_BLOCK for e in reader.iter_entries())
+    return count
+
+
 def wait_for_output(proc: subprocess.Popen[bytes], out: Path) -> float:
     """Wait until the packer has started writing (a temporary file exists) or exited."""
     while proc.poll() is None and not (out.exists() and any(out.rglob(".des-tmp.*"))):
@@ -62,25 +87,31 @@ def wait_for_output(proc: subprocess.Popen[bytes], out: Path) -> float:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_instants_never_leaves_a_partial_shard(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sigkill_at_random_instants_never_leaves_a_partial_shard(
+    tmp_path: Path, variant: str
+) -> None:
     ds = make_dataset(tmp_path / "d", n=100, days=2, big=3, big_size=6000)
     first_rows = ds.rows[::4]
     first = write_manifest(ds.root / "first.json", first_rows)
-    plan = plan_shards(read_manifest(ds.manifest), n_bits=N_BITS)
+    plan = plan_shards(read_manifest(ds.manifest), n_bits=VARIANTS[variant][0])
     planned = {s.key: {e.uid for e in s.entries} for s in plan.shards}
 
     # References: one uninterrupted run, and a first run followed by a late run (appends).
     ref_fresh = tmp_path / "ref-fresh"
     started = time.monotonic()
     proc = subprocess.run(
-        [*EXE, *cli_args(ds.manifest, ref_fresh)], capture_output=True, check=False
+        [*EXE, *cli_args(ds.manifest, ref_fresh, variant)], capture_output=True, check=False
     )
     duration = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     ref_append = tmp_path / "ref-append"
-    pack(read_manifest(first), str(ref_append), options())
-    pack(read_manifest(ds.manifest), str(ref_append), options())
+    pack(read_manifest(first), str(ref_append), options(variant))
+    pack(read_manifest(ds.manifest), str(ref_append), options(variant))
     expected = {"fresh": visible(ref_fresh), "append": visible(ref_append)}
+    if VARIANTS[variant][1]:  # the references hold solid blocks, so the kills hit them too
+        assert block_members(ref_fresh) > 0
+        assert block_members(ref_append) > 0
 
     rnd = random.Random(20240301)
     killed_mid_run = 0
@@ -97,10 +128,10 @@ def test_sigkill_at_random_instants_never_leaves_a_partial_shard(tmp_path: Path)
         out = tmp_path / f"t{trial}"
         old: set[str] = set()
         if mode == "append":
-            pack(read_manifest(first), str(out), options())
+            pack(read_manifest(first), str(out), options(variant))
             old = {r["uid"] for r in first_rows}
         child = subprocess.Popen(
-            [*EXE, *cli_args(ds.manifest, out)],
+            [*EXE, *cli_args(ds.manifest, out, variant)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -113,7 +144,7 @@ def test_sigkill_at_random_instants_never_leaves_a_partial_shard(tmp_path: Path)
         else:
             scale /= 2
         check_consistent(out, ds, planned, old)
-        report = pack(read_manifest(ds.manifest), str(out), options())
+        report = pack(read_manifest(ds.manifest), str(out), options(variant))
         assert report.failures == ()
         assert visible(out) == expected[mode], f"trial {trial} ({mode})"
         assert not [p for p in out.rglob(".des-tmp.*")], f"trial {trial}: temp files left"
