@@ -42,6 +42,7 @@ def test_defaults_match_the_documented_shape() -> None:
         3,
     )
     assert s3.retry_delay_seconds == 2.0
+    assert (p.block_size, p.block_member_max) == (0, 65536)  # solid blocks off
 
 
 def test_example_config_file_parses() -> None:
@@ -128,6 +129,103 @@ def test_config_errors_name_key_and_expected_value(doc: object, message: str) ->
     with pytest.raises(ConfigError) as info:
         parse_config(doc)
     assert str(info.value) == message
+
+
+def test_solid_block_keys_parse() -> None:
+    p = parse_config({"packer": {"block_size": 131072}}).packer
+    assert (p.block_size, p.block_member_max) == (131072, 65536)
+    p = parse_config({"packer": {"block_size": 4194304, "block_member_max": 4194304}}).packer
+    assert (p.block_size, p.block_member_max) == (4194304, 4194304)
+    p = parse_config({"packer": {"block_size": 8192, "block_member_max": 4096}}).packer
+    assert (p.block_size, p.block_member_max) == (8192, 4096)
+    # off: the member maximum is not held against a block size, and any codec goes
+    p = parse_config({"packer": {"block_size": 0, "block_member_max": 1 << 30}}).packer
+    assert (p.block_size, p.block_member_max) == (0, 1 << 30)
+    assert parse_config({"packer": {"codec": "lz4", "block_size": 0}}).packer.codec == "lz4"
+
+
+def test_solid_block_limits_are_des_formats() -> None:
+    import des_format
+    from des_migrate import _config
+
+    assert _config.MAX_BLOCK_SIZE == des_format.MAX_BLOCK_SIZE
+    assert _config.DEFAULT_BLOCK_MEMBER_MAX == des_format.DEFAULT_BLOCK_MEMBER_MAX
+
+
+_BLOCK_SIZE_RANGE = (
+    "config key 'packer.block_size': expected an integer from 0 (off) to 4194304 (4 MiB, the "
+    "largest solid block), got "
+)
+
+
+@pytest.mark.parametrize(
+    ("packer", "message"),
+    [
+        ({"block_size": -1}, _BLOCK_SIZE_RANGE + "-1"),
+        ({"block_size": 4194305}, _BLOCK_SIZE_RANGE + "4194305"),
+        ({"block_size": "128KiB"}, _BLOCK_SIZE_RANGE + "'128KiB'"),
+        ({"block_size": 131072.0}, _BLOCK_SIZE_RANGE + "131072.0"),
+        ({"block_size": True}, _BLOCK_SIZE_RANGE + "True"),
+        ({"block_size": None}, _BLOCK_SIZE_RANGE + "None"),
+        (
+            {"block_member_max": 0},
+            "config key 'packer.block_member_max': expected an integer >= 1, got 0",
+        ),
+        (
+            {"block_member_max": "64KiB"},
+            "config key 'packer.block_member_max': expected an integer >= 1, got '64KiB'",
+        ),
+        (
+            {"block_size": 131072, "codec": "lz4"},
+            "config key 'packer.block_size': expected 0 (off) when packer.codec is 'lz4' (solid "
+            "blocks are zstd frames: set packer.codec to zstd, or packer.block_size to 0), "
+            "got 131072",
+        ),
+        (
+            {"block_size": 131072, "codec": "none"},
+            "config key 'packer.block_size': expected 0 (off) when packer.codec is 'none' (solid "
+            "blocks are zstd frames: set packer.codec to zstd, or packer.block_size to 0), "
+            "got 131072",
+        ),
+        (
+            {"block_size": 32768},
+            "config key 'packer.block_member_max': expected at most packer.block_size (32768): "
+            "a larger file cannot go into a block (block_member_max defaults to 65536; lower it "
+            "or raise packer.block_size), got 65536",
+        ),
+        (
+            {"block_size": 131072, "block_member_max": 131073},
+            "config key 'packer.block_member_max': expected at most packer.block_size (131072): "
+            "a larger file cannot go into a block (block_member_max defaults to 65536; lower it "
+            "or raise packer.block_size), got 131073",
+        ),
+    ],
+)
+def test_solid_block_errors_name_the_key_and_the_fix(
+    packer: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"packer": packer})
+    assert str(info.value) == message
+
+
+def test_solid_block_config_is_what_des_packer_accepts() -> None:
+    """Every combination the config accepts passes PackOptions.validate (so a pack never
+    fails on them), and every one it refuses is refused by des-packer too."""
+    from des_packer import PackConfigError, PackOptions
+
+    for codec in ("zstd", "lz4", "none"):
+        for size in (0, 1, 4096, 65536, 131072, 4194304, 4194305, -1):
+            for member in (1, 4096, 65536, 131072, 4194305):
+                doc = {"codec": codec, "block_size": size, "block_member_max": member}
+                opts = PackOptions(codec=codec, block_size=size, block_member_max=member)
+                try:
+                    parse_config({"packer": doc})
+                except ConfigError:
+                    with pytest.raises(PackConfigError):
+                        opts.validate()
+                else:
+                    opts.validate()
 
 
 def test_unknown_key_is_an_error_naming_it() -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CHECKSUM_ALGORITHMS = ("sha256", "md5", "crc32")
 CODECS = ("none", "zstd", "lz4")
 CLAIM_MODES = ("auto", "skip_locked", "none")
+#: Same values as ``des_format.MAX_BLOCK_SIZE`` and ``des_format.DEFAULT_BLOCK_MEMBER_MAX``
+#: (a test keeps them equal; this module does not import des-format).
+MAX_BLOCK_SIZE = 4 * 1024 * 1024
+DEFAULT_BLOCK_MEMBER_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,9 @@ class PackerConfig:
     s3_region_name: str | None = None
     s3_endpoint_url: str | None = None
     s3_source: S3SourceConfig = field(default_factory=S3SourceConfig)
+    #: solid blocks (des-packer ``block_size``): 0 is off, else the block size in bytes
+    block_size: int = 0
+    block_member_max: int = DEFAULT_BLOCK_MEMBER_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,9 +321,42 @@ def parse_config(obj: object, *, env: Mapping[str, str] | None = None) -> Migrat
         s3_endpoint_url=pk.opt_string("s3_endpoint_url"),
         s3_source=s3_source,
     )
+    block_size, block_member_max = _blocks(pk, packer.codec)
+    packer = replace(packer, block_size=block_size, block_member_max=block_member_max)
     pk.finish()
     root.finish()
     return MigrationConfig(database=database, migration=migration, packer=packer)
+
+
+def _blocks(pk: _Section, codec: str) -> tuple[int, int]:
+    """``packer.block_size`` and ``packer.block_member_max``, with des-packer's rules for
+    them (``PackOptions.validate``) as config errors naming the key and the fix."""
+    present, size = pk._get("block_size")
+    if not present:
+        size = 0
+    elif not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOCK_SIZE:
+        raise ConfigError(
+            pk.key("block_size"),
+            f"an integer from 0 (off) to {MAX_BLOCK_SIZE} (4 MiB, the largest solid block)",
+            size,
+        )
+    member = pk.integer("block_member_max", DEFAULT_BLOCK_MEMBER_MAX, minimum=1)
+    if size > 0 and codec != "zstd":
+        raise ConfigError(
+            pk.key("block_size"),
+            f"0 (off) when packer.codec is {codec!r} (solid blocks are zstd frames: set "
+            "packer.codec to zstd, or packer.block_size to 0)",
+            size,
+        )
+    if size > 0 and member > size:
+        raise ConfigError(
+            pk.key("block_member_max"),
+            f"at most packer.block_size ({size}): a larger file cannot go into a block "
+            f"(block_member_max defaults to {DEFAULT_BLOCK_MEMBER_MAX}; lower it or raise "
+            "packer.block_size)",
+            member,
+        )
+    return size, member
 
 
 def _req(v: str | None) -> str:

@@ -369,6 +369,8 @@ class MigrationOrchestrator:
             on_error="skip",
             s3_endpoint_url=pk.s3_endpoint_url or pk.s3_source.endpoint_url,
             s3_region=pk.s3_region_name or pk.s3_source.region_name,
+            block_size=pk.block_size,
+            block_member_max=pk.block_member_max,
         )
 
     def _pack(
