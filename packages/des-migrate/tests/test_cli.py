@@ -226,3 +226,19 @@ def test_skip_locked_on_sqlite_is_a_config_error(tmp_path: Path, h: type) -> Non
         "error: config key 'migration.claim_mode': expected 'auto' or 'none' on sqlite "
         "(row claims need PostgreSQL; run one migrator per database), got 'skip_locked'"
     )
+
+
+def test_a_solid_block_config_error_exits_2_naming_the_key(tmp_path: Path, h: type) -> None:
+    cfg, engine, table = _prepare(tmp_path, h)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["packer"].update({"codec": "lz4", "block_size": 131072})
+    cfg.write_text(yaml.safe_dump(doc))
+    r = CliRunner().invoke(migrate_app, ["--config", str(cfg)])
+    assert r.exit_code == 2
+    assert r.stderr.startswith(
+        "error: config key 'packer.block_size': expected 0 (off) when packer.codec is 'lz4' "
+        "(solid blocks are zstd frames: set packer.codec to zstd, or packer.block_size to 0), "
+        "got 131072"
+    )
+    assert "Traceback" not in r.output
+    assert h.archived_uids(engine, table) == set()
