@@ -1,6 +1,7 @@
 """R7 on S3: kill a real des-pack process writing to the S3 server (SIGKILL at random instants),
 then check that every shard visible in the bucket is complete and readable, and that running
-the same command again finishes the job with byte-identical objects."""
+the same command again finishes the job with byte-identical objects. Once with one frame per
+file, once with solid blocks (``--block-size``, more files so that shards hold blocks)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from des_format import ShardReader, bigfile_key, part_key
+from des_format import Codec, ShardReader, bigfile_key, part_key
 from des_packer import PackOptions, pack, plan_shards, read_manifest
 from des_packer._inspect import StoreSource
 from des_packer_testkit import DataSet, make_dataset
@@ -24,6 +25,11 @@ from des_storage_s3 import open_store
 
 TRIALS = 20
 N_BITS = 4
+# variant -> (files, extra des-pack flags)
+VARIANTS: dict[str, tuple[int, list[str]]] = {
+    "frames": (14, []),
+    "blocks": (80, ["--block-size", "4096", "--block-member-max", "2048"]),
+}
 EXE = [sys.executable, "-c", "from des_packer.cli import pack_main; pack_main()"]
 
 
@@ -36,7 +42,10 @@ def objects(client: Any, prefix: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def check_visible(s3: Any, prefix: str, ds: DataSet, planned: dict[str, set[str]]) -> None:
+def check_visible(s3: Any, prefix: str, ds: DataSet, planned: dict[str, set[str]]) -> int:
+    """Every visible shard is whole and reads back; returns how many solid-block members
+    the visible shards hold."""
+    members = 0
     env = {
         "DES_BACKEND": "s3",
         "DES_S3_BUCKET": "packed",
@@ -56,20 +65,24 @@ def check_visible(s3: Any, prefix: str, ds: DataSet, planned: dict[str, set[str]
         reader.verify(deep=True)
         uids = {e.uid for e in reader.iter_entries()}
         assert uids == planned[key], key  # fresh runs publish whole shards only
+        members += sum(e.codec is Codec.ZSTD_BLOCK for e in reader.iter_entries())
         for uid in uids:
             assert reader.read(uid) == ds.content(uid)
+    return members
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sigkill_while_packing_to_s3(
-    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variant: str
 ) -> None:
+    n_files, extra = VARIANTS[variant]
     s3_server.reset()
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     client = s3_server.client()
     client.create_bucket(Bucket="packed")
-    ds = make_dataset(tmp_path / "d", n=14, days=1, big=1, big_size=3000)
+    ds = make_dataset(tmp_path / "d", n=n_files, days=1, big=1, big_size=3000)
     plan = plan_shards(read_manifest(ds.manifest), n_bits=N_BITS)
     planned = {s.key: {e.uid for e in s.entries} for s in plan.shards}
     options = PackOptions(
@@ -77,6 +90,8 @@ def test_sigkill_while_packing_to_s3(
         big_file_threshold=2500,
         max_shard_size=2000,
         s3_endpoint_url=s3_server.endpoint_url,
+        block_size=4096 if extra else 0,
+        block_member_max=2048 if extra else 64 * 1024,
     )
     env = {**os.environ, **s3_server.env(), "DES_S3_ENDPOINT_URL": s3_server.endpoint_url}
 
@@ -84,7 +99,7 @@ def test_sigkill_while_packing_to_s3(
         return [
             *EXE, "--input-json", str(ds.manifest), "--output-dir", f"s3://packed/{prefix}",
             "--n-bits", str(N_BITS), "--big-file-threshold", "2500", "--max-shard-size", "2000",
-            "--progress",
+            "--progress", *extra,
         ]  # fmt: skip
 
     # Reference run; the progress bar's first output marks the start of packing.
@@ -97,6 +112,7 @@ def test_sigkill_while_packing_to_s3(
     assert ref.returncode == 0
     expected = objects(client, "ref/")
     assert len(expected) > len(planned)  # heads, parts and big files
+    assert (check_visible(s3_server, "ref", ds, planned) > 0) == bool(extra)
 
     rnd = random.Random(7)
     killed = 0
