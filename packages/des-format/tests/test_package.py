@@ -34,6 +34,7 @@ PUBLIC_API = [
     "prepare_block",
     "decode_payload",
     "build_meta",
+    "entry_to_json",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
     "train_dictionary",

@@ -6,11 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from ._codecs import Codec
 from ._errors import DesFormatError
-from ._layout import DEFAULT_BIGFILES_PREFIX, IndexEntry
+from ._layout import DEFAULT_BIGFILES_PREFIX, entry_to_json
 from ._reader import ShardReader
 
 PROG = "python -m des_format"
@@ -36,28 +34,6 @@ examples:
   python -m des_format cat /data/des/20240101/A7.des doc-000001 > doc.json
   python -m des_format verify /data/des/20240101/A7.des
 """
-
-
-def entry_to_json(entry: IndexEntry) -> dict[str, Any]:
-    """The ``ls`` record of an entry (checksum as 8 hex digits, or null for legacy). A
-    solid-block member (codec ``zstd_block``) also has ``block_offset``, right after
-    ``offset`` (its ``offset`` and ``stored_size`` are then the whole block's)."""
-    record: dict[str, Any] = {
-        "uid": entry.uid,
-        "size": entry.size,
-        "stored_size": entry.stored_size,
-        "codec": entry.codec.label,
-        "checksum": None if entry.checksum is None else f"{entry.checksum:08x}",
-        "bigfile": entry.is_bigfile,
-        "bigfile_hash": entry.bigfile_hash,
-        "part": entry.part,
-        "offset": entry.offset,
-    }
-    if entry.codec is Codec.ZSTD_BLOCK:
-        record["block_offset"] = entry.block_offset
-    record["deleted"] = entry.deleted
-    record["meta"] = entry.meta
-    return record
 
 
 def _parser() -> argparse.ArgumentParser:

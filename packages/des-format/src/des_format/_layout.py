@@ -323,3 +323,25 @@ class IndexEntry:
         if self.bigfile_hash:
             return f'"des-{self.bigfile_hash[:16]}-{self.size:x}"'
         return f'"des-legacy-{self.offset:x}-{self.stored_size:x}-{self.size:x}"'
+
+
+def entry_to_json(entry: IndexEntry) -> dict[str, Any]:
+    """The ``ls`` record of an entry (checksum as 8 hex digits, or null for legacy). A
+    solid-block member (codec ``zstd_block``) also has ``block_offset``, right after
+    ``offset`` (its ``offset`` and ``stored_size`` are then the whole block's)."""
+    record: dict[str, Any] = {
+        "uid": entry.uid,
+        "size": entry.size,
+        "stored_size": entry.stored_size,
+        "codec": entry.codec.label,
+        "checksum": None if entry.checksum is None else f"{entry.checksum:08x}",
+        "bigfile": entry.is_bigfile,
+        "bigfile_hash": entry.bigfile_hash,
+        "part": entry.part,
+        "offset": entry.offset,
+    }
+    if entry.codec is Codec.ZSTD_BLOCK:
+        record["block_offset"] = entry.block_offset
+    record["deleted"] = entry.deleted
+    record["meta"] = entry.meta
+    return record

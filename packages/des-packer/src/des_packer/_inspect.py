@@ -248,27 +248,6 @@ def run_get_batch(
 # ---- ls and verify ---------------------------------------------------------------------------
 
 
-def _entry_json(e: Any) -> dict[str, Any]:
-    """The same record as ``python -m des_format ls`` prints for an entry (``block_offset``
-    only for members of a solid block, whose ``offset``/``stored_size`` are the block's)."""
-    record: dict[str, Any] = {
-        "uid": e.uid,
-        "size": e.size,
-        "stored_size": e.stored_size,
-        "codec": e.codec.label,
-        "checksum": None if e.checksum is None else f"{e.checksum:08x}",
-        "bigfile": e.is_bigfile,
-        "bigfile_hash": e.bigfile_hash,
-        "part": e.part,
-        "offset": e.offset,
-    }
-    if e.codec.label == "zstd_block":
-        record["block_offset"] = e.block_offset
-    record["deleted"] = e.deleted
-    record["meta"] = e.meta
-    return record
-
-
 def _open_reader(target: str, overrides: Mapping[str, str | None]) -> tuple[Any, str]:
     """A ShardReader for a local shard path or a key in the configured store."""
     from des_format import ShardReader, bigfile_key, part_key
@@ -298,7 +277,7 @@ def run_ls(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    from des_format import DesFormatError
+    from des_format import DesFormatError, entry_to_json
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -313,7 +292,7 @@ def run_ls(
         return EXIT_FAILED
     if as_json:
         for e in entries:
-            print(json.dumps(_entry_json(e), ensure_ascii=False), file=out)
+            print(json.dumps(entry_to_json(e), ensure_ascii=False), file=out)
         return EXIT_OK
     print(f"# {where}: {len(entries)} entries, format {reader.index.format_version}", file=out)
     print(
@@ -321,7 +300,7 @@ def run_ls(
         file=out,
     )
     for e in entries:
-        d = _entry_json(e)
+        d = entry_to_json(e)
         flags = ",".join(f for f in ("bigfile", "deleted") if d[f])
         print(
             f"{e.uid}\t{e.size}\t{e.stored_size}\t{d['codec']}\t{d['checksum'] or '-'}\t"
