@@ -154,6 +154,20 @@ class Harness:
 MakeHarness = Callable[..., Harness]
 
 
+def counters(registry: CollectorRegistry) -> dict[str, float]:
+    """Every counter and gauge sample of ``registry``, and each histogram's count, by name and
+    labels (latency sums and buckets left out: they differ between any two runs)."""
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name.endswith("_created") or (
+                family.type == "histogram" and not s.name.endswith("_count")
+            ):
+                continue
+            out[s.name + repr(sorted(s.labels.items()))] = s.value
+    return out
+
+
 def files_url(uid: str, created_at: str = DAY) -> str:
     from urllib.parse import quote
 

@@ -20,7 +20,7 @@ from des_format._source import NOWAIT_READS
 from des_http import HttpSettings, create_app, parse_token_file
 from des_http._app import _WarmFront
 from des_http._logging import JsonFormatter
-from des_http_testkit import DAY, N_BITS, OTHER_DAY, files_url, sample
+from des_http_testkit import DAY, N_BITS, OTHER_DAY, counters, files_url, sample
 from des_routing import DesSettings
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -76,18 +76,6 @@ def pair(request: pytest.FixtureRequest, dataset_dir: Path) -> Iterator[Pair]:
     yield Pair(warm, general, *regs)
     warm.close()
     general.close()
-
-
-def counters(registry: CollectorRegistry) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for family in registry.collect():
-        for s in family.samples:
-            if s.name.endswith("_created") or (
-                family.type == "histogram" and not s.name.endswith("_count")
-            ):
-                continue
-            out[s.name + repr(sorted(s.labels.items()))] = s.value
-    return out
 
 
 request_strategy = st.tuples(
@@ -215,3 +203,39 @@ def test_headers_of_equal_base_headers_for_any_metadata(
             for k, v in front.service.base_headers(entry).items()
         ]
         assert front.headers_of(entry) == [*expected, (b"content-length", b"12")]
+
+
+@given(
+    value=st.text(
+        st.sampled_from(list("0123456789-T:Zz.%3Aa+éx /"))
+        | st.characters(blacklist_categories=("Cs",)),
+        max_size=40,
+    )
+    | st.sampled_from(
+        [quote(DAY), quote(DAY, safe=""), DAY.replace(":", "%3a"), "%3A%", "%%3A", "%FF%C3%A9"]
+    )
+)
+def test_created_at_of_decodes_as_starlette_does(value: str) -> None:
+    """The query's one ``created_at`` (no ``&`` or ``+``, which never take this path) reads
+    as Starlette's ``QueryParams`` reads it, percent-escapes and invalid UTF-8 included."""
+    from starlette.datastructures import QueryParams
+
+    raw = value.encode("utf-8")
+    if b"&" in raw or b"+" in raw or b"#" in raw:
+        return
+    query = b"created_at=" + raw
+    assert des_app._created_at_of(query) == QueryParams(query.decode("latin-1"))["created_at"]
+
+
+def test_entry_with_an_etag_no_header_may_carry_takes_the_general_path(
+    dataset_dir: Path,
+) -> None:
+    from des_format import IndexEntry
+
+    des = DesSettings(backend="local", base_dir=dataset_dir, n_bits=N_BITS)
+    front = create_app(HttpSettings(des=des), registry=CollectorRegistry()).files_front
+    assert isinstance(front, _WarmFront)
+    bad = IndexEntry("u", 12, 12, checksum=None, bigfile_hash="ab\ncd" * 4, meta={})
+    assert front.headers_of(bad) is None
+    good = IndexEntry("u", 12, 12, checksum=None, bigfile_hash="ab" * 32, meta={})
+    assert front.headers_of(good) is not None

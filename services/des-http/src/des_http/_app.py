@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -178,7 +179,12 @@ def _created_at_of(query: bytes) -> str:
     decoded as Starlette's ``query_params`` decodes it (percent-escapes as UTF-8, invalid
     sequences replaced)."""
     value = query[len(_CREATED_AT) :].decode("latin-1")
-    return unquote(value) if "%" in value else value
+    if "%" not in value:
+        return value
+    # ':' escaped as %3A (as clients and wrk's paths send it) is the usual escape here; the
+    # same text unquote gives, without its general machinery.
+    plain = value.replace("%3A", ":").replace("%3a", ":")
+    return plain if "%" not in plain else unquote(value)
 
 
 def checked_uid(request: Request) -> str:
@@ -433,7 +439,9 @@ def create_app(
     general = AccessLogMiddleware(front)
     app.files_front = general
     if service.read_nowait is not None or service.stat_nowait is not None:
-        app.files_front = _WarmFront(service, general, tokens)
+        warm = _WarmFront(service, general, tokens)
+        app.files_front = warm
+        app.quick_answer = warm.now
     return app
 
 
@@ -771,7 +779,11 @@ _NOWAIT_MISSED = "des_nowait_missed"
 
 
 def _nowait_missed(request: Request) -> bool:
-    state = request.scope.get("state")
+    return _nowait_missed_scope(request.scope)
+
+
+def _nowait_missed_scope(scope: Scope) -> bool:
+    state = scope.get("state")
     return state is not None and _NOWAIT_MISSED in state
 
 
@@ -781,6 +793,20 @@ _WARM_HEADERS = {b"x-request-id": 0, b"authorization": 1, b"range": 2, b"if-none
 _ACCEPT_RANGES = (b"accept-ranges", b"bytes")
 _WarmAnswer = tuple[list[tuple[bytes, bytes]], bytes]
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Header names _WarmFront.now reads: those above, and those that make it decline a request
+# uvicorn would treat otherwise (a body, Expect, Upgrade) or whose client address uvicorn's
+# proxy-headers middleware would rewrite.
+_NOW_HEADERS = {
+    **_WARM_HEADERS,
+    b"content-length": 4,
+    b"transfer-encoding": 4,
+    b"expect": 4,
+    b"upgrade": 4,
+    b"x-forwarded-for": 4,
+    b"x-forwarded-proto": 4,
+}
+# What uvicorn refuses in a header value (its HEADER_VALUE_RE).
+_BAD_HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class _WarmFront:
@@ -807,6 +833,8 @@ class _WarmFront:
         self.general = general
         self.tokens = tokens
         self.cache_control = (b"cache-control", service.settings.cache_control.encode("latin-1"))
+        # The quick path writes its headers unchecked: only values uvicorn would accept.
+        self.quick_ok = _BAD_HEADER_VALUE.search(self.cache_control[1]) is None
         self.content_types: dict[str, tuple[bytes, bytes]] = {}
         # Content-Type headers by the stored name's suffix (entries without a stored type).
         self.by_suffix: dict[str, tuple[bytes, bytes]] = {}
@@ -821,7 +849,7 @@ class _WarmFront:
         incoming = found[0]
         request_id = plan_request_id(None if incoming is None else incoming.decode("latin-1"))
         answer: _WarmAnswer | Literal[False] | None = None
-        if found[2] is None and found[3] is None:
+        if found[2] is None and found[3] is None and not _nowait_missed_scope(scope):
             answer = self.answer(scope, found[1], started)
         if answer is None or answer is False:
             if answer is False:
@@ -844,6 +872,36 @@ class _WarmFront:
             raise
         finally:
             log_access(scope, request_id, status=status, sent=sent, started=started, error=error)
+
+    def now(self, scope: Scope) -> _WarmAnswer | None:
+        """The whole 200 answer (headers with ``X-Request-ID``, body), counted and logged,
+        for the protocol to write itself (``_transport.DesHttpToolsProtocol``); None when
+        the request is to take the ordinary path (and then nothing is counted or logged).
+        A read without I/O that found nothing is marked, as by ``__call__``, so the ordinary
+        path does not ask again."""
+        if not self.quick_ok:
+            return None
+        started = time.perf_counter()
+        found: list[bytes | None] = [None, None, None, None, None]
+        for name, value in scope["headers"]:
+            slot = _NOW_HEADERS.get(name)
+            if slot is not None and found[slot] is None:
+                found[slot] = value
+        if found[2] is not None or found[3] is not None or found[4] is not None:
+            return None
+        answer = self.answer(scope, found[1], started)
+        if answer is None:
+            return None
+        if answer is False:
+            scope["state"][_NOWAIT_MISSED] = True
+            return None
+        headers, body = answer
+        incoming = found[0]
+        request_id = plan_request_id(None if incoming is None else incoming.decode("latin-1"))
+        scope["state"]["request_id"] = request_id
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        log_access(scope, request_id, status=200, sent=len(body), started=started, error=None)
+        return headers, body
 
     def answer(
         self, scope: Scope, authorization: bytes | None, started: float
@@ -896,12 +954,16 @@ class _WarmFront:
                 return False
             entry = head_entry
         headers = self.headers_of(entry)
+        if headers is None:
+            return None
         service.metrics.observe_warm_answer(len(body), time.perf_counter() - started)
         service.sync_cache()
         return headers, body
 
-    def headers_of(self, entry: FileEntry) -> list[tuple[bytes, bytes]]:
-        """``base_headers(entry)`` and ``Content-Length``, as Starlette would encode them."""
+    def headers_of(self, entry: FileEntry) -> list[tuple[bytes, bytes]] | None:
+        """``base_headers(entry)`` and ``Content-Length``, as Starlette would encode them;
+        None if the entry's stored ETag holds a byte no header may carry (the ordinary path
+        then answers)."""
         content_type = None
         suffix = None
         is_index_entry = type(entry) is IndexEntry
@@ -933,7 +995,10 @@ class _WarmFront:
         else:
             etag = entry.etag
             if etag:
-                headers.append((b"etag", etag.encode("latin-1")))
+                value = etag.encode("latin-1")
+                if _BAD_HEADER_VALUE.search(value) is not None:
+                    return None
+                headers.append((b"etag", value))
         headers.append((b"content-length", b"%d" % entry.size))
         return headers
 
@@ -951,6 +1016,9 @@ class _DesApp(FastAPI):
     """
 
     files_front: ASGIApp | None = None
+    # The same answers for the des-http command's protocol to write from its parser callback
+    # (``_transport.DesHttpToolsProtocol``), when reads without I/O are on.
+    quick_answer: Callable[[Scope], _WarmAnswer | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.files_front

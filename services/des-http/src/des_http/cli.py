@@ -79,13 +79,14 @@ def _serve(argv: Sequence[str]) -> int:
 
 
 def _http_protocol() -> Any:
-    """uvicorn's httptools protocol with one write per answer (see ``_transport``), or
-    uvicorn's own choice when httptools is not installed."""
+    """uvicorn's httptools protocol with one write per answer and warm file answers written
+    from the parser's callback (see ``_transport``), or uvicorn's own choice when httptools
+    is not installed."""
     try:
-        from ._transport import CoalescingHttpToolsProtocol
+        from ._transport import DesHttpToolsProtocol
     except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
         return "auto"
-    return CoalescingHttpToolsProtocol
+    return DesHttpToolsProtocol
 
 
 def _hash_token(argv: Sequence[str]) -> int:
