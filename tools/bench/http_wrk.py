@@ -15,7 +15,9 @@ What it does:
    without queueing), then des-http once more with its access log on;
    With ``--floor``, a third server joins each round: a raw ASGI app answering 8 bytes to any
    request, under the same uvicorn settings as des-http (one worker, httptools, uvloop,
-   access log off): what uvicorn itself reaches with no work at all;
+   access log off): what uvicorn itself reaches with no work at all. With ``--baseline DIR``
+   (a source tree, e.g. ``git archive <commit> | tar -x -C DIR``), des-http from DIR's
+   sources joins each round too, over the same shards: old and new code in the same run;
 4. S3 backend: packs ``--s3-files`` files into a moto S3 server, and counts the store requests
    per served file (from des-http's own metrics) on a cold pass and a warm pass.
 
@@ -139,10 +141,26 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def start_des(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def baseline_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with every package source of the tree ``tree`` first on the import path."""
+    srcs = sorted(str(p) for p in tree.glob("*/*/src") if p.parent.parent.name in SRC_DIRS)
+    if not srcs:
+        sys.exit(f"--baseline {tree}: no packages/*/src or services/*/src in it")
+    return {**env, "PYTHONPATH": os.pathsep.join(srcs)}
+
+
+SRC_DIRS = ("packages", "services")
+
+
+def start_des(
+    env: dict[str, str], port: int, log: Path, *, python_m: bool = False
+) -> subprocess.Popen[bytes]:
+    """des-http's command on ``port``; ``python_m``: as ``python -m des_http.cli`` (so that
+    a ``PYTHONPATH`` in ``env`` decides which sources run)."""
+    command = [sys.executable, "-m", "des_http.cli"] if python_m else ["des-http"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            ["des-http", "--host", "127.0.0.1", "--port", str(port)],
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -349,6 +367,12 @@ def main() -> None:
         action="store_true",
         help="also measure a raw ASGI app answering 8 bytes under the same uvicorn settings",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a source tree of an older commit: its des-http joins each round (same shards)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="des-http-bench-"))
@@ -380,6 +404,19 @@ def main() -> None:
         try:
             started.append(start_des(denv, des_port, work / "des.log"))
             started.append(start_nginx(work, nginx_port))
+            if args.baseline is not None:
+                base_port = free_port()
+                started.append(
+                    start_des(
+                        baseline_env(denv, args.baseline.resolve()),
+                        base_port,
+                        work / "des-baseline.log",
+                        python_m=True,
+                    )
+                )
+                base_url = f"http://127.0.0.1:{base_port}"
+                servers.insert(1, ("des-http (baseline)", base_url, work / "des-paths.txt"))
+                warm(base_url, des_paths)
             if args.floor:
                 floor_port = free_port()
                 started.append(start_floor(work, floor_port))
