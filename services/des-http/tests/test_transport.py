@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 import uvicorn
 from des_format import LocalObjectStore
-from des_http import HttpSettings, create_app
+from des_http import HttpSettings, create_app, parse_token_file
 from des_http._logging import JsonFormatter
 from des_http._transport import (
     FLUSH_BYTES,
@@ -111,13 +111,16 @@ PROTOCOLS: dict[str, Any] = {
 }
 
 
-def _start(dataset_dir: Path, protocol: Any, **config: Any) -> tuple[Running, threading.Thread]:
+def _start(
+    dataset_dir: Path, protocol: Any, tokens: str | None = None, **config: Any
+) -> tuple[Running, threading.Thread]:
     des = DesSettings(backend="local", base_dir=dataset_dir, n_bits=N_BITS)
     registry = CollectorRegistry()
     app = create_app(
         HttpSettings(des=des, stream_threshold_bytes=4096),
         store=LocalObjectStore(dataset_dir),
         registry=registry,
+        tokens=None if tokens is None else parse_token_file(tokens),
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -385,3 +388,43 @@ def test_a_miss_on_the_quick_path_is_not_looked_up_again(dataset_dir: Path) -> N
     finally:
         r.server.should_exit = True
         thread.join(10)
+
+
+def test_tokens_on_the_quick_path(dataset_dir: Path) -> None:
+    """With bearer tokens on, a warm GET with a good read token is answered quickly; a missing,
+    unknown or malformed token goes to uvicorn's path (401), with the same bytes as
+    uvicorn's protocol gives."""
+    import hashlib
+
+    token, other = "transport-token", "wrong-token"
+    table = f"read sha256:{hashlib.sha256(token.encode()).hexdigest()} app\n"
+    before = CountingProtocol.quick_answers
+    started = [
+        _start(dataset_dir, protocol, tokens=table)
+        for protocol in (HttpToolsProtocol, CountingProtocol)
+    ]
+    try:
+        ports = {"uvicorn": started[0][0].port, "des": started[1][0].port}
+        auth = f"authorization: Bearer {token}\r\n"
+        warm = "".join(_get(files_url(uid), auth, method="HEAD") for uid in WARM_UIDS)
+        for port in ports.values():
+            _exchange(port, (warm + _get("/health", close=True)).encode(), len(WARM_UIDS))
+        cases = [
+            (_get(files_url("1001"), auth), 1),
+            (_get(files_url("1001")), 0),
+            (_get(files_url("1001"), f"authorization: Bearer {other}\r\n"), 0),
+            (_get(files_url("1257"), "authorization: Basic eDp5\r\n", method="HEAD"), 0),
+        ]
+        for request, quick in cases:
+            start = CountingProtocol.quick_answers
+            got = {
+                name: _normal(_exchange(port, (request + CLOSE).encode(), 1))
+                for name, port in ports.items()
+            }
+            assert got["des"] == got["uvicorn"], request
+            assert CountingProtocol.quick_answers - start == quick, request
+        assert CountingProtocol.quick_answers - before == 1
+    finally:
+        for r, thread in started:
+            r.server.should_exit = True
+            thread.join(10)
