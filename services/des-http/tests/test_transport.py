@@ -97,6 +97,33 @@ class CountingProtocol(DesHttpToolsProtocol):
         return answered
 
 
+def test_a_failing_write_does_not_hold_back_other_connections() -> None:
+    """The turn's flush sends every connection's writes even when one transport's write
+    raises (reported to the loop's exception handler)."""
+
+    class Broken(FakeTransport):
+        def write(self, data: bytes) -> None:
+            raise ConnectionResetError("gone")
+
+    async def run() -> tuple[list[Any], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        good = FakeTransport()
+        first = CoalescingTransport(Broken(), loop)  # type: ignore[arg-type]
+        second = CoalescingTransport(good, loop)  # type: ignore[arg-type]
+        first.write(b"a")
+        second.write(b"b")
+        await asyncio.sleep(0)
+        second.write(b"c")  # a later turn flushes again
+        await asyncio.sleep(0)
+        return good.calls, reported
+
+    calls, reported = asyncio.run(run())
+    assert calls == [("write", b"b"), ("write", b"c")]
+    assert [type(c["exception"]) for c in reported] == [ConnectionResetError]
+
+
 @dataclass
 class Running:
     port: int

@@ -60,7 +60,12 @@ class _Flusher:
         waiting = self._waiting
         self._waiting = []
         for transport in waiting:
-            transport.flush()
+            try:
+                transport.flush()
+            except Exception as exc:  # noqa: BLE001 - one connection's failure, not the others'
+                self._loop.call_exception_handler(
+                    {"message": "des-http: a write failed", "exception": exc}
+                )
 
 
 _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
