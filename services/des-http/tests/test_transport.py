@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,6 +375,35 @@ def test_configured_headers_as_uvicorn_writes_them(dataset_dir: Path) -> None:
     )
     assert _encode_defaults([(b"x-bad", b"a\nb")]) is None
     assert _encode_defaults([(b"bad name", b"x")]) is None
+    # A refused default header: the quick path is not asked (nothing counted twice).
+    asked: list[Any] = []
+
+    class Probe(DesHttpToolsProtocol):
+        def __init__(self) -> None:  # only what _answer_quickly reads
+            self.quick = asked.append
+            self.server_state = uvicorn.server.ServerState()
+            self.server_state.default_headers = [(b"x-bad", b"a\nb")]
+            self._defaults_of = None
+            self._defaults = b""
+            self.expect_100_continue = False
+            self.cycle = None  # type: ignore[assignment]
+            self.pipeline = deque()
+            self.flow = type("F", (), {"write_paused": False})()
+            self.url = files_url("1001").encode()
+            self.scope = {"headers": []}  # type: ignore[typeddict-item]
+            self.parser = type(
+                "P",
+                (),
+                {
+                    "get_method": lambda _self: b"GET",
+                    "get_http_version": lambda _self: "1.1",
+                    "should_keep_alive": lambda _self: True,
+                    "should_upgrade": lambda _self: False,
+                },
+            )()
+
+    assert Probe()._answer_quickly() is False
+    assert asked == []
     before = CountingProtocol.quick_answers
     started = [
         _start(dataset_dir, protocol, headers=[("X-Served-By", "des-1")])
@@ -398,7 +428,8 @@ def test_a_miss_on_the_quick_path_is_not_looked_up_again(dataset_dir: Path) -> N
     the ordinary path goes straight to the I/O threads (one lookup without I/O, not two)."""
     r, thread = _start(dataset_dir, CountingProtocol)
     try:
-        service = r.server.config.app.state.des
+        app: Any = r.server.config.app
+        service = app.state.des
         calls: list[str] = []
         read_nowait = service.read_nowait
 

@@ -267,21 +267,22 @@ class DesHttpToolsProtocol(CoalescingHttpToolsProtocol):
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = parsed.query or b""
+        defaults = self.server_state.default_headers
+        if defaults is not self._defaults_of:  # a new list each second (the date)
+            self._defaults = _encode_defaults(defaults)
+            self._defaults_of = defaults
+        encoded = self._defaults
+        if encoded is None:
+            return False  # the ordinary path reports them
         assert self.quick is not None
         try:
-            answer = self.quick(scope)
+            answer = self.quick(scope)  # counted and logged once it is not None
         except Exception:  # noqa: BLE001 - the ordinary path answers (or reports) it
             return False
         if answer is None:
             return False
         headers, body = answer
-        defaults = self.server_state.default_headers
-        if defaults is not self._defaults_of:  # a new list each second (the date)
-            self._defaults = _encode_defaults(defaults)
-            self._defaults_of = defaults
-        if self._defaults is None:
-            return False  # the ordinary path reports them
-        parts = [_STATUS_200, self._defaults]
+        parts = [_STATUS_200, encoded]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
