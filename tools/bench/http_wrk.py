@@ -141,15 +141,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+SRC_DIRS = ("packages", "services")
+
+
 def baseline_env(env: dict[str, str], tree: Path) -> dict[str, str]:
     """``env`` with every package source of the tree ``tree`` first on the import path."""
     srcs = sorted(str(p) for p in tree.glob("*/*/src") if p.parent.parent.name in SRC_DIRS)
     if not srcs:
         sys.exit(f"--baseline {tree}: no packages/*/src or services/*/src in it")
     return {**env, "PYTHONPATH": os.pathsep.join(srcs)}
-
-
-SRC_DIRS = ("packages", "services")
 
 
 def start_des(
