@@ -220,6 +220,36 @@ def test_des_get_batch_and_json_summary(
     )  # fmt: skip
     assert code == 0
     assert f"solid blocks:    {doc['blocks']} ({doc['block_files']} files)\n" in stdout
+    # A dry run plans the blocks without reading a file: the packer's grouping, so at least
+    # the blocks the pack forms in every shard (a planned block of files that do not compress
+    # together is stored file by file).
+    code, stdout, err = run_des_pack(
+        "--input-json", str(root / "m.json"), "--n-bits", str(N_BITS), "--block-size",
+        "131072", "--dry-run", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    plan = json.loads(stdout)
+    packed = {s["key"]: (s["blocks"], s["block_files"]) for s in doc["shards"]}
+    planned = {s["key"]: (s["blocks"], s["block_files"]) for s in plan["shards"]}
+    assert planned.keys() == packed.keys()
+    for key, (blocks, block_files) in planned.items():
+        assert blocks >= packed[key][0], key
+        assert block_files >= packed[key][1], key
+    assert plan["blocks"] == sum(b for b, _ in planned.values()) >= doc["blocks"]
+    assert plan["block_files"] == sum(f for _, f in planned.values()) >= doc["block_files"]
+    assert plan["block_files"] - doc["block_files"] < plan["block_files"] // 10  # close
+    code, stdout, err = run_des_pack(
+        "--input-json", str(root / "m.json"), "--n-bits", str(N_BITS), "--block-size",
+        "131072", "--dry-run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert stdout.splitlines()[-1].startswith(f"plan: 16 shards, 700 files, {plan['bytes']} bytes ")
+    assert f", at most {plan['blocks']} solid blocks ({plan['block_files']} files); " in stdout
+    code, stdout, err = run_des_pack(
+        "--input-json", str(root / "m.json"), "--n-bits", str(N_BITS), "--dry-run", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["blocks"] == 0  # without --block-size: none
     batch = tmp_path / "batch.jsonl"
     batch.write_text(
         "".join(json.dumps({"uid": r["uid"], "created_at": r["created_at"]}) + "\n" for r in rows)

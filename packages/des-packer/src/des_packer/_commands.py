@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._blocks import Block, plan_work
 from ._console import ProgressDisplay, format_bytes, format_summary
 from ._errors import ManifestError, PackAborted, PackConfigError, PackerError
 from ._manifest import iter_entries
 from ._options import CODECS, PackOptions
 from ._pack import pack_plan
-from ._plan import PackPlan, parse_shard_range, plan_shards
+from ._plan import PackPlan, PlannedShard, parse_shard_range, plan_shards
 from ._report import PackReport
 
 __all__ = [
@@ -103,21 +104,48 @@ def _options(args: PackArgs, progress: Any) -> PackOptions:
     return opts
 
 
-def _plan_json(plan: PackPlan, max_shard_size: int) -> dict[str, Any]:
-    return {
-        "dry_run": True,
-        "shards": [
+def _planned_blocks(shard: PlannedShard, opts: PackOptions) -> tuple[int, int]:
+    """(solid blocks, files in them) that a first pack of ``shard`` plans with ``opts``: the
+    packer's own grouping (``plan_work``), without reading any file. An upper bound: the
+    pack stores a planned block's files one by one when, read, they turn out empty or
+    already compressed, or the block would not come out smaller."""
+    if opts.block_size <= 0:
+        return 0, 0
+    blocks = [
+        item
+        for item in plan_work(
+            shard.entries,
+            block_size=opts.block_size,
+            member_max=opts.block_member_max,
+            big_file_threshold=opts.big_file_threshold,
+        )
+        if isinstance(item, Block)
+    ]
+    return len(blocks), sum(len(b.entries) for b in blocks)
+
+
+def _plan_json(plan: PackPlan, opts: PackOptions) -> dict[str, Any]:
+    shards = []
+    for s in plan.shards:
+        blocks, block_files = _planned_blocks(s, opts)
+        shards.append(
             {
                 "key": s.key,
                 "shard_index": s.shard_index,
                 "files": s.files,
                 "bytes": s.bytes,
-                "parts_at_most": max(1, -(-s.bytes // max_shard_size)),
+                "parts_at_most": max(1, -(-s.bytes // opts.max_shard_size)),
+                "blocks": blocks,
+                "block_files": block_files,
             }
-            for s in plan.shards
-        ],
+        )
+    return {
+        "dry_run": True,
+        "shards": shards,
         "files": plan.files,
         "bytes": plan.bytes,
+        "blocks": sum(s["blocks"] for s in shards),
+        "block_files": sum(s["block_files"] for s in shards),
         "shard_count": len(plan.shards),
         "out_of_range": plan.out_of_range,
         "rejected": [{"uid": u, "reason": r} for u, r in plan.rejected],
@@ -160,20 +188,27 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
     if rejected:
         plan = PackPlan(plan.shards, plan.n_bits, plan.out_of_range, (*rejected, *plan.rejected))
     if args.dry_run:
-        doc = _plan_json(plan, opts.max_shard_size)
+        doc = _plan_json(plan, opts)
         if args.json:
             print(json.dumps(doc, indent=2), file=out)
         else:
+            with_blocks = opts.block_size > 0
+
+            def blocks_text(d: dict[str, Any]) -> str:
+                return f", at most {d['blocks']} solid blocks ({d['block_files']} files)"
+
             for s in doc["shards"]:
                 print(
                     f"{s['key']}  {s['files']:>8} files  {s['bytes']:>14} bytes"
-                    f"  ({format_bytes(s['bytes'])}, at most {s['parts_at_most']} object(s))",
+                    f"  ({format_bytes(s['bytes'])}, at most {s['parts_at_most']} object(s)"
+                    f"{blocks_text(s) if with_blocks else ''})",
                     file=out,
                 )
             print(
                 f"plan: {len(plan.shards)} shards, {plan.files} files, {plan.bytes} bytes "
-                f"({format_bytes(plan.bytes)}); {plan.out_of_range} entries outside "
-                f"--shard-range; {len(plan.rejected)} rejected; nothing written",
+                f"({format_bytes(plan.bytes)}){blocks_text(doc) if with_blocks else ''}; "
+                f"{plan.out_of_range} entries outside --shard-range; {len(plan.rejected)} "
+                "rejected; nothing written",
                 file=out,
             )
         return EXIT_SKIPPED if plan.rejected else EXIT_OK

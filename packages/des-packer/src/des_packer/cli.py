@@ -152,7 +152,11 @@ def pack_parser() -> argparse.ArgumentParser:
         help="Threads reading and compressing (default: CPUs).",
     )
     add("--shard-range", metavar="A-B", help="Only pack shard indexes A-B (inclusive).")
-    add("--dry-run", action="store_true", help="Print the plan; write nothing.")
+    add(
+        "--dry-run",
+        action="store_true",
+        help="Print the plan (shards, files, bytes, at most how many solid blocks); write nothing.",
+    )
     add(
         "--json",
         action="store_true",
