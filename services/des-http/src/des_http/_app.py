@@ -620,7 +620,7 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
                     if if_none_match is None and range_header is None
                     else lambda e: not without_body(e, range_header, if_none_match, if_range)
                 )
-                if not _nowait_missed(request):
+                if not _nowait_missed(request.scope):
                     found = read_nowait(key, uid, only_if)
                 metrics.observe_nowait(found is not None)
             if found is not None:
@@ -680,7 +680,7 @@ def _install_routes(app: FastAPI, service: _Service) -> tuple[FileHandler, FileH
             stat_nowait = service.stat_nowait
             head_entry = None
             if stat_nowait is not None:
-                if not _nowait_missed(request):
+                if not _nowait_missed(request.scope):
                     head_entry = stat_nowait(key, uid)  # the shard's index cached: no I/O
                 metrics.observe_nowait(head_entry is not None)
             if head_entry is not None:
@@ -778,11 +778,7 @@ class _FilesFastPath:
 _NOWAIT_MISSED = "des_nowait_missed"
 
 
-def _nowait_missed(request: Request) -> bool:
-    return _nowait_missed_scope(request.scope)
-
-
-def _nowait_missed_scope(scope: Scope) -> bool:
+def _nowait_missed(scope: Scope) -> bool:
     state = scope.get("state")
     return state is not None and _NOWAIT_MISSED in state
 
@@ -849,7 +845,7 @@ class _WarmFront:
         incoming = found[0]
         request_id = plan_request_id(None if incoming is None else incoming.decode("latin-1"))
         answer: _WarmAnswer | Literal[False] | None = None
-        if found[2] is None and found[3] is None and not _nowait_missed_scope(scope):
+        if found[2] is None and found[3] is None and not _nowait_missed(scope):
             answer = self.answer(scope, found[1], started)
         if answer is None or answer is False:
             if answer is False:
