@@ -7,31 +7,48 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+
+def _default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _serve(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="des-http",
-        description="Serve DES shards over HTTP. Configuration comes from DES_* variables "
-        "(see the des-http README). Use 'des-http hash-token' to make a tokens-file line.",
+        description="Serve DES shards over HTTP (granian, one worker process per core by "
+        "default). Configuration comes from DES_* variables (see the des-http README: "
+        "storage, limits, timeouts). Use 'des-http hash-token' to make a tokens-file line.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default=os.environ.get("DES_HTTP_HOST", "127.0.0.1"))
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("DES_HTTP_PORT", "8000") or 8000)
+        "--host",
+        default=os.environ.get("DES_HTTP_HOST", "127.0.0.1"),
+        help="address to listen on (DES_HTTP_HOST)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("DES_HTTP_PORT", "8000") or 8000),
+        help="port to listen on (DES_HTTP_PORT)",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes; with more than one set PROMETHEUS_MULTIPROC_DIR "
-        "(an empty directory) so /metrics adds up every worker's samples",
+        default=_default_workers(),
+        help="worker processes (default: one per core); with more than one set "
+        "PROMETHEUS_MULTIPROC_DIR (an empty directory) so /metrics adds up every worker's "
+        "samples",
     )
     parser.add_argument("--log-level", default=None, help="overrides DES_LOG_LEVEL")
     parser.add_argument(
         "--no-server-header",
         action="store_true",
-        help="send no 'server: uvicorn' header (the deployment files use it)",
+        help="accepted for older deployment files; the server header is never sent",
     )
     args = parser.parse_args(list(argv))
     if args.workers < 1:
@@ -41,11 +58,12 @@ def _serve(argv: Sequence[str]) -> int:
     if args.log_level:
         os.environ["DES_LOG_LEVEL"] = args.log_level
 
-    from ._main import app_from_env, load_settings_or_exit
+    from ._app import warn_if_auth_is_off
+    from ._main import WARNED_VARIABLE, load_settings_or_exit
 
     settings = load_settings_or_exit()  # fail before any worker starts
-    import uvicorn
-
+    warn_if_auth_is_off(settings)
+    os.environ[WARNED_VARIABLE] = "1"
     if args.workers > 1:
         from ._metrics import MULTIPROC_VARIABLE, multiprocess_dir
 
@@ -55,38 +73,10 @@ def _serve(argv: Sequence[str]) -> int:
                 "the samples of the worker that answers the scrape",
                 file=sys.stderr,
             )
-        uvicorn.run(
-            "des_http:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=False,
-            log_level=settings.log_level.lower(),
-            http=_http_protocol(),
-            server_header=not args.no_server_header,
-        )
-    else:
-        uvicorn.run(
-            app_from_env(),
-            host=args.host,
-            port=args.port,
-            access_log=False,
-            log_level=settings.log_level.lower(),
-            http=_http_protocol(),
-            server_header=not args.no_server_header,
-        )
+    from ._server import serve
+
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
-
-
-def _http_protocol() -> Any:
-    """uvicorn's httptools protocol with one write per answer and warm file answers written
-    from the parser's callback (see ``_transport``), or uvicorn's own choice when httptools
-    is not installed."""
-    try:
-        from ._transport import DesHttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
-        return "auto"
-    return DesHttpToolsProtocol
 
 
 def _hash_token(argv: Sequence[str]) -> int:
