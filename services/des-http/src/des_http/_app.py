@@ -328,6 +328,7 @@ def create_app(
         retry_after=settings.retry_after_seconds,
         max_url_bytes=settings.max_url_bytes,
         max_body_bytes=settings.max_batch_body_bytes,
+        server_header=settings.server_header,
     )
     edge_ref.append(edge)
     app.edge = edge

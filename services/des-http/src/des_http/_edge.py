@@ -58,6 +58,7 @@ class Edge:
         retry_after: int,
         max_url_bytes: int,
         max_body_bytes: int,
+        server_header: str | None = None,
     ) -> None:
         self.files = files
         self.general = general
@@ -65,6 +66,9 @@ class Edge:
         self.retry_after = retry_after
         self.max_url_bytes = max_url_bytes
         self.max_body_bytes = max_body_bytes
+        self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
+            () if server_header is None else ((b"server", server_header.encode("ascii")),)
+        )
 
     async def send_problem(self, scope: Scope, send: Send, exc: BaseException) -> None:
         """Answer ``exc`` as a problem (logged when it is a fault of the service itself)."""
@@ -98,7 +102,7 @@ class Edge:
         if state is None:
             state = scope["state"] = {}
         state["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        added = ((b"x-request-id", request_id.encode("latin-1")), *self.extra_headers)
         status = 0
         sent = 0
         head_as_get = scope["method"] == "HEAD" and scope["path"] in _HEAD_AS_GET
@@ -107,7 +111,7 @@ class Edge:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *added]
             elif message["type"] == "http.response.body":
                 if head_as_get:
                     message = {**message, "body": b""}
@@ -165,14 +169,19 @@ class Edge:
         if is_file_request(scope):
             await self.files(scope, receive, send)
             return
-        if head_as_get:
-            scope["method"] = "GET"
         if length is not None or found[3] is not None:
             body = await self._read_body(receive)
             if body is None:
                 await self.send_problem(scope, send, self._too_large())
                 return
             receive = _replay(body, receive)
+        if head_as_get:
+            scope["method"] = "GET"
+            try:
+                await self.general(scope, receive, send)
+            finally:
+                scope["method"] = "HEAD"  # as the access log names it
+            return
         await self.general(scope, receive, send)
 
     def _too_large(self) -> BodyTooLarge:

@@ -61,6 +61,8 @@ class HttpSettings:
     header_timeout_seconds: int = DEFAULT_HEADER_TIMEOUT_SECONDS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_batch_body_bytes: int = DEFAULT_MAX_BATCH_BODY_BYTES
+    # The ``server`` header of every answer (None: the server's own, ``server: granian``).
+    server_header: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -79,8 +81,14 @@ class HttpSettings:
                 "DES_CACHE_CONTROL",
                 f"expected a Cache-Control header value such as {DEFAULT_CACHE_CONTROL!r}",
             )
+        server_header = env.get("DES_HTTP_SERVER_HEADER", "").strip() or None
+        if server_header is not None and not (
+            server_header.isascii() and server_header.isprintable()
+        ):
+            raise ConfigError("DES_HTTP_SERVER_HEADER", "expected printable ASCII text")
         return cls(
             des=des,
+            server_header=server_header,
             cache_control=cache_control,
             auth_tokens_file=Path(tokens) if tokens else None,
             max_batch_items=_positive_int(

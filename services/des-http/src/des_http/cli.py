@@ -48,7 +48,8 @@ def _serve(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--no-server-header",
         action="store_true",
-        help="accepted for older deployment files; the server header is never sent",
+        help="send 'server: des-http' instead of the server's own 'server: granian' (sets "
+        "DES_HTTP_SERVER_HEADER=des-http)",
     )
     args = parser.parse_args(list(argv))
     if args.workers < 1:
@@ -57,6 +58,8 @@ def _serve(argv: Sequence[str]) -> int:
         parser.error("--port must be within 0..65535")
     if args.log_level:
         os.environ["DES_LOG_LEVEL"] = args.log_level
+    if args.no_server_header:
+        os.environ["DES_HTTP_SERVER_HEADER"] = "des-http"
 
     from ._app import warn_if_auth_is_off
     from ._main import WARNED_VARIABLE, load_settings_or_exit
