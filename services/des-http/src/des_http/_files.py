@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+from des_format import CorruptShard
 from des_routing import InvalidUid
 
 from ._metrics import ServiceMetrics
@@ -37,6 +38,21 @@ FILES_PREFIX = "/files/"
 # Bytes per body message of a streamed answer: the server holds a few messages per
 # connection whatever their size, so small ones bound what a slow client pins.
 SEND_BYTES = 64 << 10
+# Larger than any object S3 (5 TiB) or a shard can hold: an index entry declaring more is
+# damaged or forged, and its size never reaches a Content-Length.
+MAX_FILE_BYTES = 5 << 40
+
+
+def checked_entry(entry: FileEntry) -> FileEntry:
+    """``entry``, unless its size is one no stored file can have (``CorruptShard``)."""
+    if not 0 <= entry.size <= MAX_FILE_BYTES:
+        raise CorruptShard(
+            f"the index entry of {entry.uid!r} declares {entry.size} bytes, more than any "
+            "stored file can hold"
+        )
+    return entry
+
+
 _CREATED_AT = b"created_at="
 # Header names (lower case, as ASGI servers pass them) the file endpoints read.
 _READ_HEADERS = {b"range": 0, b"if-none-match": 1, b"if-range": 2}
@@ -153,7 +169,7 @@ class FilesEndpoint:
         opened: AsyncOpenedFile | None = None
         if head or if_none_match is not None or range_header is not None:
             # From the index alone: a 304 or 416 reads no payload.
-            entry = await self.retriever.stat(key, uid)
+            entry = checked_entry(await self.retriever.stat(key, uid))
             etag = entry.etag
             if if_none_match is not None and none_match(if_none_match, etag):
                 not_modified = [self.cache_control]
@@ -171,6 +187,9 @@ class FilesEndpoint:
         if not head:
             opened = await self.retriever.open(key, uid)  # the first bytes are read
             entry = opened.entry
+            if entry.size > MAX_FILE_BYTES:
+                await opened.aclose()
+                checked_entry(entry)
         try:
             size = entry.size
             headers = self.headers_of(entry)
