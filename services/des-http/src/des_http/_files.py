@@ -135,14 +135,19 @@ class FilesEndpoint:
         self.n_bits = settings.des.n_bits
         self.stream_threshold = settings.stream_threshold_bytes
         self.cache_control = (b"cache-control", settings.cache_control.encode("latin-1"))
+        self._content_types: dict[tuple[Any, Any, Any], tuple[bytes, bytes]] = {}
 
     def headers_of(self, entry: FileEntry) -> list[tuple[bytes, bytes]]:
-        headers = [
-            _ACCEPT_RANGES,
-            self.cache_control,
-            (b"content-type", media_type_of(entry).encode("latin-1")),
-            _NOSNIFF,
-        ]
+        meta = entry.meta or {}
+        # Content-Type depends on the stored type and name only: kept per (type, name).
+        key = (entry.content_type, meta.get("name"), meta.get("filename"))
+        content_type = self._content_types.get(key)
+        if content_type is None:
+            if len(self._content_types) >= 4096:
+                self._content_types.clear()
+            content_type = (b"content-type", media_type_of(entry).encode("latin-1"))
+            self._content_types[key] = content_type
+        headers = [_ACCEPT_RANGES, self.cache_control, content_type, _NOSNIFF]
         etag = entry.etag
         if etag:
             headers.append((b"etag", etag.encode("latin-1")))
@@ -212,7 +217,11 @@ class FilesEndpoint:
                 await send({"type": "http.response.body", "body": b""})
                 return status
             if size <= self.stream_threshold:
-                data = b"".join([chunk async for chunk in opened.aiter_bytes()])
+                whole = getattr(opened, "whole", None)  # a file already in memory
+                if isinstance(whole, bytes):
+                    data = whole
+                else:
+                    data = b"".join([chunk async for chunk in opened.aiter_bytes()])
                 body = data if (start, end) == (0, len(data)) else data[start:end]
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})

@@ -72,6 +72,9 @@ class ServiceMetrics:
         self.sync_each_request = multiprocess_dir() is not None
         self._watched: Any = None
         self._warm_lock = threading.Lock()
+        # 200 answers, bytes served, lookups served / fallen back: counted in plain numbers
+        # and added to their counters (``inc(n)``) when the registry is collected.
+        self._pending = [0, 0, 0, 0]
         self._store_pending: dict[str, list[int]] = {}
         reg.register(_BeforeCollect(self._before_collect))
         self.retrievals = Counter(
@@ -181,16 +184,26 @@ class ServiceMetrics:
             children[1].inc(nbytes)
 
     def observe_retrieval(self, status: int, seconds: float | None) -> None:
-        child = self._status_children.get(status)
-        if child is None:
-            child = self.retrievals.labels(self.backend, str(status))
-            self._status_children[status] = child
-        child.inc()
+        """One answer (a file, or a batch item): its status, and its latency if given. A 200
+        is counted in a plain number until collection (unless ``sync_each_request``)."""
+        if status == 200 and not self.sync_each_request:
+            with self._warm_lock:
+                self._pending[0] += 1
+        else:
+            child = self._status_children.get(status)
+            if child is None:
+                child = self.retrievals.labels(self.backend, str(status))
+                self._status_children[status] = child
+            child.inc()
         if seconds is not None:
             self._latency.observe(seconds)
 
     def observe_nowait(self, served: bool) -> None:
-        self._nowait_children[0 if served else 1].inc()
+        if self.sync_each_request:
+            self._nowait_children[0 if served else 1].inc()
+            return
+        with self._warm_lock:
+            self._pending[2 if served else 3] += 1
 
     def watch_cache(self, cache: Any) -> None:
         """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""
@@ -199,14 +212,28 @@ class ServiceMetrics:
     def _before_collect(self) -> None:
         with self._warm_lock:
             store, self._store_pending = self._store_pending, {}
+            (answers, nbytes, served, fallback), self._pending = self._pending, [0, 0, 0, 0]
+        if answers:
+            self._status_children[200].inc(answers)
+        if nbytes:
+            self._bytes_served.inc(nbytes)
+        if served:
+            self._nowait_children[0].inc(served)
+        if fallback:
+            self._nowait_children[1].inc(fallback)
         for kind, (calls, kind_bytes) in store.items():
             self._count_store_requests(kind, calls, kind_bytes)
         if self._watched is not None:
             self.sync_cache(self._watched.stats())
 
     def add_bytes_served(self, nbytes: int) -> None:
-        if nbytes:
+        if not nbytes:
+            return
+        if self.sync_each_request:
             self._bytes_served.inc(nbytes)
+            return
+        with self._warm_lock:
+            self._pending[1] += nbytes
 
     def sync_cache(self, stats: Any) -> None:
         """Fold the index cache's cumulative ``stats()`` into the counters and gauges."""

@@ -56,11 +56,12 @@ def sync_retriever(
 
 
 class _MemoryFile:
-    """A file read whole without I/O: one chunk."""
+    """A file read whole without I/O: one chunk (``whole``: all of it, for the handler)."""
 
     def __init__(self, entry: FileEntry, data: bytes) -> None:
         self._entry = entry
         self._data = data
+        self.whole = data
 
     @property
     def entry(self) -> FileEntry:
@@ -75,7 +76,8 @@ class _MemoryFile:
 
 
 class _ThreadedFile:
-    """A file streamed by the sync retriever: each further chunk is one trip to the pool."""
+    """A file streamed by the sync retriever: each further chunk is one trip to the pool
+    (``whole``: all of it when the first trip read it to its end, else None)."""
 
     def __init__(
         self,
@@ -88,6 +90,9 @@ class _ThreadedFile:
         self._entry = entry
         self._first = first
         self._rest: Iterator[bytes] | None = rest
+        self.whole: bytes | None = None
+        if rest is None:
+            self.whole = first[0] if len(first) == 1 else b"".join(first)
 
     @property
     def entry(self) -> FileEntry:
