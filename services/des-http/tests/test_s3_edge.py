@@ -223,3 +223,71 @@ def test_answers_carry_no_bucket_or_key(s3: Any, tmp_path: Path) -> None:
     assert r.status_code == 404
     assert bucket not in r.text
     assert "des/" not in r.text
+
+
+def _samples(registry: CollectorRegistry, backend: str) -> dict[str, float]:
+    wanted = ("des_retrievals_total", "des_bytes_served_total", "des_retrieval_seconds_count")
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name in wanted:
+                labels = {k: v for k, v in s.labels.items() if k != "backend"}
+                assert s.labels["backend"] == backend
+                out[s.name + repr(sorted(labels.items()))] = s.value
+    return out
+
+
+def test_local_and_s3_answer_log_and_count_alike(
+    s3: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from des_http._logging import JsonFormatter
+
+    base = tmp_path / "shards"
+    write_dataset(base, FILES, big_file_threshold=1 << 20)
+    bucket = _bucket(s3, "alike")
+    _upload(s3, bucket, base)
+    backends = {
+        "local": DesSettings(backend="local", base_dir=base, n_bits=8),
+        "s3": _s3_settings(s3, bucket),
+    }
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", files_url("1001"), {}),
+        ("GET", files_url("1001"), {"Range": "bytes=5-20"}),
+        ("HEAD", files_url("1257"), {}),
+        ("GET", files_url("1257"), {"Range": "bytes=-100"}),
+        ("GET", files_url("1257"), {}),
+        ("GET", files_url("4242"), {}),
+        ("GET", files_url("1001"), {"Range": "bytes=999999-"}),
+        ("GET", "/files/1001", {}),
+    ]
+    seen: dict[str, list[Any]] = {}
+    counted: dict[str, dict[str, float]] = {}
+    for name, des in backends.items():
+        registry = CollectorRegistry()
+        client = TestClient(
+            create_app(HttpSettings(des=des), registry=registry), raise_server_exceptions=False
+        )
+        caplog.clear()
+        answers = []
+        with caplog.at_level(logging.INFO, logger="des_http.access"):
+            for method, url, headers in requests:
+                r = client.request(method, url, headers={"X-Request-ID": "same", **headers})
+                answers.append((r.status_code, dict(r.headers), r.content))
+        etag = client.head(files_url("1001")).headers["etag"]
+        r = client.get(files_url("1001"), headers={"If-None-Match": etag, "X-Request-ID": "same"})
+        answers.append((r.status_code, dict(r.headers), r.content))
+        logs = []
+        for record in caplog.records:
+            if record.name == "des_http.access":
+                line = json.loads(JsonFormatter().format(record))
+                for volatile in ("ts", "duration_ms"):
+                    line.pop(volatile)
+                logs.append(line)
+        seen[name] = [answers, logs]
+        counted[name] = _samples(registry, str(des.backend))
+    assert seen["local"][0] == seen["s3"][0]  # status, every header, body
+    assert seen["local"][1] == seen["s3"][1]  # access-log lines
+    assert len(seen["local"][1]) == len(requests)
+    assert counted["local"] == counted["s3"]
