@@ -62,11 +62,12 @@ def _serve(argv: Sequence[str]) -> int:
         os.environ["DES_HTTP_SERVER_HEADER"] = "des-http"
 
     from ._app import warn_if_auth_is_off
-    from ._main import WARNED_VARIABLE, load_settings_or_exit
+    from ._main import WARNED_VARIABLE, app_from_env, load_settings_or_exit
 
     settings = load_settings_or_exit()  # fail before any worker starts
     warn_if_auth_is_off(settings)
     os.environ[WARNED_VARIABLE] = "1"
+    app_from_env()  # the tokens file, zones and stores too: exit 2 here, not in a worker
     if args.workers > 1:
         from ._metrics import MULTIPROC_VARIABLE, multiprocess_dir
 
