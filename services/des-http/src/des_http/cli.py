@@ -40,23 +40,26 @@ def _serve(argv: Sequence[str]) -> int:
         "--workers",
         type=int,
         default=_default_workers(),
-        help="worker processes (default: one per core); with more than one set "
+        help="worker processes, one per core this process may use by default; with more "
+        "than one set "
         "PROMETHEUS_MULTIPROC_DIR (an empty directory) so /metrics adds up every worker's "
         "samples",
     )
-    parser.add_argument("--log-level", default=None, help="overrides DES_LOG_LEVEL")
+    parser.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="overrides DES_LOG_LEVEL (INFO when unset)"
+    )
     parser.add_argument(
         "--no-server-header",
         action="store_true",
-        help="send 'server: des-http' instead of the server's own 'server: granian' (sets "
-        "DES_HTTP_SERVER_HEADER=des-http)",
+        help="send 'server: des-http' instead of granian's 'server: granian' (as "
+        "DES_HTTP_SERVER_HEADER=des-http does)",
     )
     args = parser.parse_args(list(argv))
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be within 0..65535")
-    if args.log_level:
+    if getattr(args, "log_level", None):
         os.environ["DES_LOG_LEVEL"] = args.log_level
     if args.no_server_header:
         os.environ["DES_HTTP_SERVER_HEADER"] = "des-http"
