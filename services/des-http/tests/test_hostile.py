@@ -147,17 +147,16 @@ def _read_answer(sock: socket.socket) -> bytes:
                     return data
 
 
-@pytest.fixture(scope="module")
-def server(hostile_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def _start_server(data: Path, log: Path, **extra: str) -> Server:
     port = free_port()
-    log = tmp_path_factory.mktemp("hostile-log") / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DES_")}
     env.update(
         DES_BACKEND="local",
-        DES_BASE_DIR=str(hostile_data),
+        DES_BASE_DIR=str(data),
         DES_N_BITS="8",
         DES_HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         DES_LOG_LEVEL="WARNING",
+        **extra,
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -172,18 +171,27 @@ def server(hostile_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         assert proc.poll() is None, log.read_text()
         try:
             if srv.health() == 200:
-                break
+                return srv
         except OSError:
             pass
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
-    yield srv
-    proc.terminate()
+
+
+def _stop(srv: Server) -> None:
+    srv.proc.terminate()
     try:
-        proc.wait(timeout=15)
+        srv.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        srv.proc.kill()
+        srv.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(hostile_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start_server(hostile_data, tmp_path_factory.mktemp("hostile-log") / "server.log")
+    yield srv
+    _stop(srv)
 
 
 def _url(uid: str, created_at: str) -> bytes:
@@ -353,3 +361,28 @@ def test_secrets_and_paths_stay_out_of_answers_and_logs(server: Server, hostile_
     assert str(hostile_data).encode() not in answer
     body = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert body == {"status": "ready", "backend": "local"}
+
+
+def test_requests_over_the_in_flight_limit_wait_their_turn(
+    hostile_data: Path, tmp_path: Path
+) -> None:
+    srv = _start_server(hostile_data, tmp_path / "server.log", DES_HTTP_MAX_IN_FLIGHT="2")
+    try:
+        stalled = []
+        for _ in range(2):  # two answers in flight, their clients not reading
+            sock = srv.connect(rcvbuf=4096)
+            sock.sendall(b"GET " + _url("big-text", TEXT_DAY) + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            stalled.append(sock)
+        time.sleep(1)
+        waiting = srv.connect()
+        waiting.settimeout(3)
+        waiting.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        with pytest.raises(TimeoutError):  # not refused, not answered: it waits
+            waiting.recv(100)
+        for sock in stalled:
+            sock.close()
+        waiting.settimeout(30)
+        assert _status(_read_answer(waiting)) == 200  # served once a slot is free
+        waiting.close()
+    finally:
+        _stop(srv)
