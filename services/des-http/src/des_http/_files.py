@@ -156,16 +156,20 @@ class FilesEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
+        streaming: list[int] = []  # the status of a streamed answer once its headers left
         try:
-            status = await self._answer(scope, send)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
+            status = await self._answer(scope, send, streaming)
+        except Exception as exc:
+            if streaming:  # too late for a problem: the server cuts the connection short
+                status = streaming[0]
+                raise
             status = status_of(exc)
             await self.send_problem(scope, send, exc)
         finally:
             self.metrics.observe_retrieval(status, time.perf_counter() - started)
             self.after_request()
 
-    async def _answer(self, scope: Scope, send: Send) -> int:
+    async def _answer(self, scope: Scope, send: Send, streaming: list[int]) -> int:
         uid, created_at, range_header, if_none_match, if_range = file_params(scope)
         key = plan_object_key(uid, created_at, self.n_bits)
         head = scope["method"] == "HEAD"
@@ -227,6 +231,7 @@ class FilesEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 self.metrics.add_bytes_served(len(body))
                 return status
+            streaming.append(status)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             async for piece in slice_chunks(opened.aiter_bytes(), start, end):
                 view = memoryview(piece)
