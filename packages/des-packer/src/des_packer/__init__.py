@@ -9,7 +9,14 @@ Library use (des-migrate builds on it)::
 
 from typing import TYPE_CHECKING
 
-from ._errors import EntryFailed, ManifestError, PackAborted, PackConfigError, PackerError
+from ._errors import (
+    EntryFailed,
+    ManifestError,
+    OutputFailed,
+    PackAborted,
+    PackConfigError,
+    PackerError,
+)
 from ._manifest import (
     ManifestEntry,
     ManifestRecord,
@@ -70,6 +77,7 @@ __all__ = [
     "ManifestEntry",
     "ManifestError",
     "ManifestRecord",
+    "OutputFailed",
     "PackAborted",
     "PackConfigError",
     "PackOptions",
