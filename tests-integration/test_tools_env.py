@@ -39,8 +39,7 @@ def _machine(tmp_path: Path, *, with_find_uv_bin: bool) -> dict[str, str]:
         init = f"def find_uv_bin():\n    return {str(uv_bin)!r}\n"
     (pkg / "__init__.py").write_text(init)
     (pkg / "__main__.py").write_text(
-        "import os, sys\n"
-        f"os.execv({str(uv_bin)!r}, [{str(uv_bin)!r}, *sys.argv[1:]])\n"
+        f"import os, sys\nos.execv({str(uv_bin)!r}, [{str(uv_bin)!r}, *sys.argv[1:]])\n"
     )
     system_path = [d for d in ("/usr/bin", "/bin") if Path(d).is_dir()]
     for d in system_path:
@@ -58,7 +57,7 @@ def _machine(tmp_path: Path, *, with_find_uv_bin: bool) -> dict[str, str]:
 @pytest.mark.parametrize("with_find_uv_bin", [True, False], ids=["find_uv_bin", "python3-m-uv"])
 def test_env_sh_finds_the_uv_package_off_path(tmp_path: Path, with_find_uv_bin: bool) -> None:
     env = _machine(tmp_path, with_find_uv_bin=with_find_uv_bin)
-    script = f'source {ROOT / "tools" / "env.sh"} && uv run --frozen --no-sync python -V'
+    script = f"source {ROOT / 'tools' / 'env.sh'} && uv run --frozen --no-sync python -V"
     bash = shutil.which("bash")
     assert bash is not None
     proc = subprocess.run(

@@ -196,7 +196,9 @@ def test_read_only_file_system_names_the_path_and_the_fix(small_tmpfs: Path) -> 
 def test_a_file_in_the_way_of_the_output_dir(tmp_path: Path) -> None:
     (tmp_path / "afile").write_bytes(b"x")
     out_dir = tmp_path / "afile" / "out"
-    code, out, err = run("--input-json", str(EXAMPLE), "--output-dir", str(out_dir), "--n-bits", "4")
+    code, _out, err = run(
+        "--input-json", str(EXAMPLE), "--output-dir", str(out_dir), "--n-bits", "4"
+    )
     assert code == 1
     last = err.splitlines()[-1]
     assert last.startswith(

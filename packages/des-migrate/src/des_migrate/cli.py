@@ -84,7 +84,8 @@ def migrate(  # noqa: PLR0917  (typer options)
     try:
         cfg = read_config(config)
     except ConfigError as exc:  # a file error names the file already
-        raise _fail(str(exc) if exc.key == "--config" else f"{exc} (in {config})", EXIT_CONFIG)
+        message = str(exc) if exc.key == "--config" else f"{exc} (in {config})"
+        raise _fail(message, EXIT_CONFIG) from None
     if cutoff is not None:
         try:
             when = _parse_cutoff(cutoff, "--cutoff")

@@ -224,9 +224,7 @@ def _without_bad_sources(plan: PackPlan) -> tuple[PackPlan, int]:
             shards.append(dataclasses.replace(shard, entries=tuple(kept)))
     if not bad:
         return plan, 0
-    return PackPlan(tuple(shards), plan.n_bits, plan.out_of_range, (*plan.rejected, *bad)), len(
-        bad
-    )
+    return PackPlan(tuple(shards), plan.n_bits, plan.out_of_range, (*plan.rejected, *bad)), len(bad)
 
 
 def _dry_run(args: PackArgs, plan: PackPlan, opts: PackOptions, out: TextIO, err: TextIO) -> int:
@@ -269,7 +267,7 @@ def _dry_run(args: PackArgs, plan: PackPlan, opts: PackOptions, out: TextIO, err
     return EXIT_SKIPPED if plan.rejected else EXIT_OK
 
 
-def _pack(
+def _pack(  # noqa: PLR0917 - the run's parts, passed along
     args: PackArgs,
     plan: PackPlan,
     opts: PackOptions,

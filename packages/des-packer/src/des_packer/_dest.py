@@ -9,6 +9,7 @@ the old one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -164,10 +165,8 @@ class LocalDestination:
         """Remove the directories this run created and left empty (deepest first): a run
         whose shards of a day all failed leaves no empty day directory behind."""
         for directory in sorted(self._made, key=lambda p: len(p.parts), reverse=True):
-            try:
+            with contextlib.suppress(OSError):  # not empty (a shard was written), or gone
                 directory.rmdir()
-            except OSError:  # not empty (a shard was written) or already gone
-                pass
         self._made.clear()
 
 
@@ -261,10 +260,8 @@ class LocalTransaction:
 
     def abort(self) -> None:
         for tmp, _final, fh in [*self._temps, self._head]:
-            try:
-                fh.close()  # flushes what is buffered: fails again on a full disk
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # flushes its buffer: fails again on a full disk
+                fh.close()
             tmp.unlink(missing_ok=True)
         for staged, _final in self._bigfiles:
             staged.unlink(missing_ok=True)
