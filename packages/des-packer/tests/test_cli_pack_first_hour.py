@@ -249,3 +249,30 @@ def test_disk_full_in_the_pack_api_is_an_output_failed_with_its_report(
     assert caught.value.report.shards_written == 1
     _no_temporary_files(out_dir)
     assert len(list(out_dir.rglob("*.des"))) == 1
+
+
+def test_n_bits_errors_name_where_the_value_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad --n-bits is reported as the option, a bad DES_N_BITS as the variable (des-pack
+    and des alike)."""
+    from des_packer.cli import des_app
+    from typer.testing import CliRunner
+
+    get = ["get", "ex-000000", "--created-at", "2024-01-01T22:11:00Z"]
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("DES_N_BITS", raising=False)
+    r = CliRunner().invoke(des_app, ["--n-bits", "99", *get])
+    assert r.exit_code == 2
+    assert "Invalid value for '--n-bits': Input should be less than or equal to 16" in r.stderr
+    assert "DES_N_BITS" not in r.stderr
+    monkeypatch.setenv("DES_N_BITS", "99")
+    r = CliRunner().invoke(des_app, get)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("des: error: DES_N_BITS='99' is out of range")
+    code, _out, err = run("--input-json", str(EXAMPLE), "--dry-run")
+    assert code == 2
+    assert err.startswith("des-pack: error: DES_N_BITS='99' (the default of --n-bits)")
+    monkeypatch.delenv("DES_N_BITS")
+    code, _out, err = run("--input-json", str(EXAMPLE), "--dry-run", "--n-bits", "99")
+    assert code == 2
+    assert "invalid --n-bits 99" in err
+    assert "DES_N_BITS" not in err

@@ -43,7 +43,9 @@ def des_settings(  # noqa: PLR0917 - typer maps options to parameters
     base_dir: Annotated[
         str | None, typer.Option("--base-dir", help="Shard directory (DES_BASE_DIR).")
     ] = None,
-    n_bits: Annotated[int | None, typer.Option("--n-bits", help="DES_N_BITS.")] = None,
+    n_bits: Annotated[
+        int | None, typer.Option("--n-bits", min=4, max=16, help="DES_N_BITS (4..16).")
+    ] = None,
     s3_bucket: Annotated[str | None, typer.Option("--s3-bucket", help="DES_S3_BUCKET.")] = None,
     s3_prefix: Annotated[str | None, typer.Option("--s3-prefix", help="DES_S3_PREFIX.")] = None,
     s3_region: Annotated[str | None, typer.Option("--s3-region", help="DES_S3_REGION.")] = None,
