@@ -47,7 +47,7 @@ def test_the_sections_blocks_are_found() -> None:
     assert all("--continuous" in b for b in skipped)
 
 
-@pytest.mark.slow  # the demo, des-pack, des-http and a repack: about 10 s
+@pytest.mark.heavy  # the demo, des-pack, des-http and a repack: about 10-15 s
 def test_readme_using_it_runs_as_written_after_the_demo(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "example_data", clone / "example_data")
