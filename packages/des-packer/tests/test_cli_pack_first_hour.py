@@ -262,7 +262,7 @@ def test_n_bits_errors_name_where_the_value_came_from(monkeypatch: pytest.Monkey
     monkeypatch.delenv("DES_N_BITS", raising=False)
     r = CliRunner().invoke(des_app, ["--n-bits", "99", *get])
     assert r.exit_code == 2
-    assert "Invalid value for '--n-bits': Input should be less than or equal to 16" in r.stderr
+    assert "Invalid value for '--n-bits': 99 is not in the range 4<=x<=16." in r.stderr
     assert "DES_N_BITS" not in r.stderr
     monkeypatch.setenv("DES_N_BITS", "99")
     r = CliRunner().invoke(des_app, get)
