@@ -179,6 +179,23 @@ def test_disk_full_names_the_path_keeps_finished_shards_and_resumes(small_tmpfs:
     _no_temporary_files(small_tmpfs)
 
 
+def test_disk_full_while_staging_big_files(small_tmpfs: Path) -> None:
+    """Files above --big-file-threshold are copied to a temporary file first (in worker
+    threads): a full disk there is the same clear error, and leaves nothing behind."""
+    out_dir = small_tmpfs / "out"
+    code, out, err = run(
+        "--input-json", str(EXAMPLE), "--output-dir", str(out_dir), "--n-bits", "4",
+        "--big-file-threshold", "1KiB", "--json", "--no-progress",
+    )  # fmt: skip
+    assert code == 1, err
+    msg = json.loads(out)["error"]
+    assert msg.startswith(f"cannot write {out_dir}")
+    assert ": No space left on device (ENOSPC); free some space there" in msg
+    assert ".des-tmp." not in msg
+    _no_temporary_files(small_tmpfs)
+    _read_back(out_dir)  # what was finished reads back
+
+
 def test_read_only_file_system_names_the_path_and_the_fix(small_tmpfs: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     out_dir = small_tmpfs / "out"

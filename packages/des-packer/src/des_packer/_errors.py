@@ -74,6 +74,8 @@ def describe_os_error(exc: OSError, where: str) -> str:
     """``exc`` as one line naming the path (the error's own file name, else ``where``, the
     output) and the fix, for an error met while writing the output."""
     path = exc.filename if isinstance(exc.filename, str) else where
+    if os.path.basename(path).startswith(".des-tmp."):  # _dest.TEMP_PREFIX: removed by now
+        path = os.path.dirname(path)
     what = exc.strerror or str(exc)
     name = errno.errorcode.get(exc.errno or 0)
     cause = f"{what} ({name})" if name else what
