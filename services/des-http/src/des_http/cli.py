@@ -23,24 +23,24 @@ def _serve(argv: Sequence[str]) -> int:
         description="Serve DES shards over HTTP (granian, one worker process per core by "
         "default). Configuration comes from DES_* variables (see the des-http README: "
         "storage, limits, timeouts). Use 'des-http hash-token' to make a tokens-file line.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--host",
         default=os.environ.get("DES_HTTP_HOST", "127.0.0.1"),
-        help="address to listen on (DES_HTTP_HOST)",
+        help="address to listen on (default: $DES_HTTP_HOST, else 127.0.0.1; "
+        "0.0.0.0 for every interface)",
     )
     parser.add_argument(
         "--port",
         type=int,
         default=int(os.environ.get("DES_HTTP_PORT", "8000") or 8000),
-        help="port to listen on (DES_HTTP_PORT)",
+        help="port to listen on (default: $DES_HTTP_PORT, else 8000)",
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=_default_workers(),
-        help="worker processes, one per core this process may use by default; with more "
+        help="worker processes (default: one per core this process may use); with more "
         "than one set "
         "PROMETHEUS_MULTIPROC_DIR (an empty directory) so /metrics adds up every worker's "
         "samples",
