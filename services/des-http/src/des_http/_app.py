@@ -244,6 +244,7 @@ def create_app(
     tokens: TokenTable | None = None,
     editor: Any = None,
     async_retriever: AsyncRetriever | None = None,
+    tracer_provider: Any = None,
 ) -> FastAPI:
     """Build the service.
 
@@ -256,6 +257,8 @@ def create_app(
     process). ``tokens``: the bearer tokens (default: read from ``DES_AUTH_TOKENS_FILE`` when
     set). ``editor``: what ``DELETE /files/{uid}`` writes through (default:
     ``des_storage_s3.open_editor(settings)``, built on the first delete).
+    ``tracer_provider``: OpenTelemetry's provider of the spans when ``settings.otel`` is on
+    (default: the global one).
     """
     if isinstance(settings, DesSettings):
         settings = HttpSettings(des=settings)
@@ -265,6 +268,12 @@ def create_app(
     # and go several times, e.g. one per TestClient).
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
     cache: Any = None
+    tracing = None
+    if settings.otel:  # tracing: nothing of it is imported or run otherwise
+        from ._tracing import Tracing
+
+        tracing = Tracing(tracer_provider)
+        traced_observer = tracing.observer(metrics.observe_store_request)
     if async_retriever is None:
         if retriever is None:
             from des_format import IndexCache
@@ -276,10 +285,10 @@ def create_app(
             cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
         async_retriever = open_async_retriever(
             settings,
-            observer=metrics.observe_store_request,
+            observer=metrics.observe_store_request if tracing is None else traced_observer,
             store=store,
             cache=cache,
-            executor=executor,
+            executor=executor if tracing is None else tracing.executor(executor),
             retriever=retriever,
         )
     if cache is None:
@@ -307,7 +316,8 @@ def create_app(
     async def send_problem(scope: Any, send: Any, exc: BaseException) -> None:
         await edge_ref[0].send_problem(scope, send, exc)
 
-    files = FilesEndpoint(async_retriever, settings, metrics, send_problem, service.sync_cache)
+    endpoint = FilesEndpoint if tracing is None else tracing.endpoint
+    files = endpoint(async_retriever, settings, metrics, send_problem, service.sync_cache)
     _install_error_handlers(app, service)
     _install_routes(app, service, files)
     from ._delete import install_delete_route

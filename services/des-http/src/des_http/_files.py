@@ -119,6 +119,8 @@ def file_params(scope: Scope) -> tuple[str, str, str | None, str | None, str | N
 class FilesEndpoint:
     """The GET/HEAD handler (see the module's docs). ``send_problem`` answers errors."""
 
+    locate = staticmethod(plan_object_key)  # (uid, created_at, n_bits) -> shard key
+
     def __init__(
         self,
         retriever: AsyncRetriever,
@@ -171,7 +173,7 @@ class FilesEndpoint:
 
     async def _answer(self, scope: Scope, send: Send, streaming: list[int]) -> int:
         uid, created_at, range_header, if_none_match, if_range = file_params(scope)
-        key = plan_object_key(uid, created_at, self.n_bits)
+        key = self.locate(uid, created_at, self.n_bits)
         head = scope["method"] == "HEAD"
         # Room for CORS and signed links (issue 21): checks that need only the request come
         # here, before any lookup; their answer headers join ``headers`` below.

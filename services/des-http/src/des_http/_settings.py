@@ -3,6 +3,7 @@ HTTP edge's own, all read from the environment."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ class HttpSettings:
     max_batch_body_bytes: int = DEFAULT_MAX_BATCH_BODY_BYTES
     # The ``server`` header of every answer (None: the server's own, ``server: granian``).
     server_header: str | None = None
+    # OpenTelemetry spans for GET/HEAD /files (``_tracing``; needs des-http[otel]).
+    otel: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -90,6 +93,7 @@ class HttpSettings:
             raise ConfigError("DES_HTTP_SERVER_HEADER", "expected printable ASCII text")
         return cls(
             des=des,
+            otel=_otel_wanted(env),
             server_header=server_header,
             cache_control=cache_control,
             auth_tokens_file=Path(tokens) if tokens else None,
@@ -158,6 +162,28 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigError(name, f"expected 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def _otel_wanted(env: Mapping[str, str]) -> bool:
+    """Tracing: ``DES_OTEL`` when set; else on when ``OTEL_TRACES_EXPORTER`` names an
+    exporter (not ``none``); always off with ``OTEL_SDK_DISABLED=true``. On needs
+    OpenTelemetry's API (the ``otel`` extra)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("DES_OTEL", "").strip():
+        wanted = _flag(env, "DES_OTEL", default=False)
+        variable = "DES_OTEL"
+    else:
+        exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        wanted = exporter not in ("", "none")
+        variable = "OTEL_TRACES_EXPORTER"
+    if wanted and importlib.util.find_spec("opentelemetry") is None:
+        raise ConfigError(
+            variable,
+            "tracing needs OpenTelemetry's API: install des-http[otel] "
+            "(pip install 'des-http[otel]'), or set DES_OTEL=0",
+        )
+    return wanted
 
 
 def describe_config_error(exc: ConfigError | SettingsError) -> str:
