@@ -44,6 +44,7 @@ def test_create_app_signature() -> None:
         "tokens",
         "editor",
         "async_retriever",
+        "tracer_provider",
     ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(sig.parameters.values())[1:])
 
