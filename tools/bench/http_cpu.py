@@ -6,6 +6,9 @@ random uids (no sockets, no HTTP parsing) and reports the process CPU time (all 
 request. Usage, from the workspace root:
 
     uv run python tools/bench/http_cpu.py --files 2000 --requests 20000 [--profile out.prof]
+
+``--otel``: with OpenTelemetry tracing on (``HttpSettings.otel``), spans made by an SDK tracer
+provider and exported to an in-memory list that is cleared every 1,000 requests.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def make_shards(base: Path, n: int, seed: int = 7) -> list[tuple[str, str]]:
     return out
 
 
-async def drive(app: Any, files: list[tuple[str, str]], count: int, seed: int) -> int:
+async def drive(
+    app: Any, files: list[tuple[str, str]], count: int, seed: int, clear: Any = None
+) -> int:
     rng = random.Random(seed)
     statuses = 0
 
@@ -64,7 +69,9 @@ async def drive(app: Any, files: list[tuple[str, str]], count: int, seed: int) -
         if message["type"] == "http.response.start" and message["status"] != 200:
             statuses += 1
 
-    for _ in range(count):
+    for i in range(count):
+        if clear is not None and i % 1000 == 0:
+            clear()
         uid, created = files[rng.randrange(len(files))]
         scope = {
             "type": "http",
@@ -90,6 +97,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--access-log", action="store_true")
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--otel", action="store_true")
     args = ap.parse_args()
     configure_logging("INFO" if args.access_log else "WARNING")
     # Access-log lines are formatted as in production, then written to /dev/null.
@@ -100,7 +108,21 @@ def main() -> None:
         base = Path(tmp)
         files = make_shards(base, args.files)
         des = DesSettings(backend="local", base_dir=base, n_bits=8)
-        app = create_app(HttpSettings(des=des))
+        if args.otel:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                InMemorySpanExporter,
+            )
+
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            app = create_app(HttpSettings(des=des, otel=True), tracer_provider=provider)
+            clear: Any = exporter.clear
+        else:
+            app = create_app(HttpSettings(des=des))
+            clear = None
         try:
             import uvloop
 
@@ -109,13 +131,13 @@ def main() -> None:
             runner = asyncio.run
 
         async def run() -> None:
-            bad = await drive(app, files, len(files), 1)  # warm: every index cached
+            bad = await drive(app, files, len(files), 1, clear)  # warm: every index cached
             assert bad == 0, f"{bad} non-200 answers while warming"
             prof = cProfile.Profile() if args.profile else None
             c0, w0, t0 = time.process_time(), time.perf_counter(), time.thread_time()
             if prof:
                 prof.enable()
-            bad = await drive(app, files, args.requests, 2)
+            bad = await drive(app, files, args.requests, 2, clear)
             if prof:
                 prof.disable()
                 prof.dump_stats(args.profile)
