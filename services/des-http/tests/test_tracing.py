@@ -17,7 +17,15 @@ import pytest
 from des_format import LocalObjectStore
 from des_http import HttpSettings, create_app
 from des_http._settings import ConfigError
-from des_http_testkit import N_BITS, RecordingStore, files_url, sample, write_dataset
+from des_http_testkit import (
+    N_BITS,
+    RecordingStore,
+    files_url,
+    flip_byte,
+    object_key,
+    sample,
+    write_dataset,
+)
 from des_routing import DesSettings
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -74,7 +82,11 @@ def _parent_id(span: ReadableSpan) -> int | None:
 
 
 def _check_tree(
-    spans: Sequence[ReadableSpan], *, payload: bool = True, server_name: str = SERVER
+    spans: Sequence[ReadableSpan],
+    *,
+    payload: bool = True,
+    server_name: str = SERVER,
+    reread: bool = False,
 ) -> ReadableSpan:
     """One request's spans: the server span and its steps, each store request under the
     step it belongs to; returns the server span."""
@@ -91,8 +103,13 @@ def _check_tree(
         assert store.kind is SpanKind.CLIENT
         assert store.attributes is not None
         kind = store.attributes["des.store.kind"]
-        step = "des.payload" if kind in ("payload", "bigfile") else "des.index"
-        assert _parent_id(store) == ids[step], kind
+        if kind in ("payload", "bigfile"):
+            steps_of = ["des.payload"]
+        elif reread:  # a failed payload read re-reads the index (it may be stale)
+            steps_of = ["des.index", "des.payload"]
+        else:
+            steps_of = ["des.index"]
+        assert _parent_id(store) in [ids[s] for s in steps_of], kind
     return server
 
 
@@ -304,3 +321,25 @@ def test_cold_and_warm_get_on_s3(
         assert len(stored) == counted - before, (uid, round_, stored)
         assert [k for k, _ in stored if k != "payload"] == ([] if round_ == "warm" else ["tail"])
         before = counted
+
+
+def test_a_damaged_file_marks_its_spans_as_errors(tmp_path: Path) -> None:
+    write_dataset(tmp_path, codec="none")
+    s = sample("1513")
+    shard = tmp_path / object_key(s)
+    flip_byte(shard, shard.read_bytes().index(s.data[:64]) + 10)
+    traced, _ = _local(tmp_path)
+    r = traced.client.get(files_url("1513"))
+    assert r.status_code == 500
+    spans = traced.take()
+    server = _check_tree(spans, reread=True)
+    # the index read again inside des.payload after the failure, then the payload again
+    assert [k for k, _ in _store_spans(spans)] == ["payload", "payload", "tail", "tail"]
+    assert traced.store_requests() == 4
+    assert server.attributes is not None
+    assert server.attributes["http.response.status_code"] == 500
+    assert server.status.status_code is StatusCode.ERROR
+    payload = _one(spans, "des.payload")
+    assert payload.status.status_code is StatusCode.ERROR
+    assert payload.status.description == "ChecksumMismatch"
+    assert [e.name for e in payload.events] == ["exception"]
