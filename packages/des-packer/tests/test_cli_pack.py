@@ -238,7 +238,7 @@ def test_late_file_for_a_legacy_shard_is_a_clear_error(tmp_path: Path) -> None:
 
 
 PACK_FLAGS = [
-    "--input-json", "--output-dir", "--max-shard-size", "--n-bits", "--codec", "--level",
+    "--input-json", "--input-tar", "--output-dir", "--max-shard-size", "--n-bits", "--codec", "--level",
     "--workers", "--shard-range", "--dry-run", "--json", "--on-error", "--skipped-report",
     "--big-file-threshold", "--zones-config", "--progress", "--no-progress", "--fsync",
     "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--block-size",
@@ -258,7 +258,7 @@ def test_help_lists_every_flag() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "the following arguments are required: --input-json"),
+        ([], {}, "give --input-json FILE or --input-tar FILE (one of them)"),
         (["--input-json", "m.json", "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
         (["--input-json", "m.json", "--n-bit", "4"], {}, "unrecognized arguments: --n-bit 4"),
         (

@@ -32,7 +32,8 @@ EXIT_CODES_HELP = (
 )
 
 _DESCRIPTION = (
-    "Usage: des-pack --input-json FILE --output-dir DIR|s3://BUCKET/PREFIX [OPTIONS]\n\n"
+    "Usage: des-pack --input-json FILE|--input-tar FILE --output-dir DIR|s3://BUCKET/PREFIX "
+    "[OPTIONS]\n\n"
     "Pack the files listed in a manifest into .des shards (a directory or S3).\n\n"
     "The manifest is a JSON list of objects or JSON Lines with uid, created_at, "
     "size_bytes and source_path (a local path, relative to the manifest's directory, or "
@@ -118,9 +119,16 @@ def pack_parser() -> argparse.ArgumentParser:
     add(
         "--input-json",
         type=Path,
-        required=True,
         metavar="FILE",
-        help="Manifest: JSON list or JSON Lines. Required.",
+        help="Manifest: JSON list or JSON Lines. Required unless --input-tar is given.",
+    )
+    add(
+        "--input-tar",
+        type=Path,
+        metavar="FILE",
+        help="Pack a tar (plain or compressed) or zip holding files named by uid and a "
+        "manifest.jsonl (what des export writes) instead of --input-json; its members are "
+        "copied to a temporary directory ($TMPDIR) first.",
     )
     add("--output-dir", metavar="DIR", help="Directory or s3://bucket/prefix for the shards.")
     add(
@@ -260,6 +268,28 @@ def pack_main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of ``des-pack`` (``argv`` defaults to ``sys.argv[1:]``); exits with the
     command's exit code."""
     ns = _parse(argv)
+    if (ns.input_json is None) == (ns.input_tar is None):
+        pack_parser().error("give --input-json FILE or --input-tar FILE (one of them)")
+    if ns.input_tar is not None:
+        import tempfile
+
+        from ._archive import unpack_archive
+        from ._errors import ManifestError
+
+        with tempfile.TemporaryDirectory(prefix="des-pack-tar-") as work:
+            try:
+                ns.input_json = unpack_archive(ns.input_tar, work)
+            except ManifestError as exc:
+                print(f"des-pack: error: {exc}", file=sys.stderr)
+                sys.exit(EXIT_USAGE)
+            except OSError as exc:
+                print(f"des-pack: error: cannot unpack {ns.input_tar}: {exc}", file=sys.stderr)
+                sys.exit(1)
+            _run(ns)
+    _run(ns)
+
+
+def _run(ns: argparse.Namespace) -> NoReturn:
     from ._commands import PackArgs, run_pack
 
     code = run_pack(
