@@ -241,3 +241,31 @@ def test_find(dataset: DataSet, tmp_path: Path) -> None:
     code, _, err = des(out, "find", "x", "--from", "20000101", "--to", "20300101")
     assert code == 2
     assert "at most 3660 at a time" in err
+
+
+def test_des_link_prints_a_path_the_key_verifies(tmp_path: Path) -> None:
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from des_routing import LinkCheck, verify_link
+
+    key = "k" * 40
+    runner = CliRunner()
+    args = ["link", "uid-1", "--created-at", "2024-01-01T05:00:00Z", "--expires", "600"]
+    result = runner.invoke(des_app, args, env={"DES_LINK_KEY": key})
+    assert result.exit_code == 0, result.stderr
+    url = urlsplit(result.stdout.strip())
+    assert url.path == "/files/uid-1"
+    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert q["created_at"] == "2024-01-01T05:00:00Z"
+    assert abs(int(q["expires"]) - (time.time() + 600)) < 60
+    assert (
+        verify_link(key.encode(), "uid-1", "20240101", q["expires"], q["sig"], now=time.time())
+        is LinkCheck.VALID
+    )
+    result = runner.invoke(des_app, args, env={"DES_LINK_KEY": ""})
+    assert result.exit_code == 2
+    assert "DES_LINK_KEY is not set" in result.stderr
+    result = runner.invoke(des_app, args, env={"DES_LINK_KEY": "short"})
+    assert result.exit_code == 2
+    assert "DES_LINK_KEY is 5 bytes; a link key needs at least 32" in result.stderr

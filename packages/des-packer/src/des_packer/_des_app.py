@@ -303,3 +303,39 @@ def deletions(
     from ._delete import run_deletions
 
     raise typer.Exit(run_deletions(prefix, ctx.obj, state=state, as_json=json_out))
+
+
+@des_app.command(
+    help=(
+        "Print a signed, expiring link to one file: the des-http URL path "
+        "/files/UID?created_at=...&expires=...&sig=... (prefix it with the service's address). "
+        "Whoever holds it may read that file, without a token, for --expires seconds. The key "
+        "is DES_LINK_KEY (at least 32 bytes), the same as the service's. "
+        "Exit codes: 0 ok; 2 usage error (no or short key, bad uid or created_at)."
+    )
+)
+def link(
+    uid: Annotated[str, typer.Argument(help="The file's uid.")],
+    created_at: Annotated[
+        str, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
+    ],
+    expires: Annotated[
+        int, typer.Option("--expires", help="Seconds from now the link stays valid.", min=1)
+    ],
+) -> None:
+    import os
+    import time
+
+    from des_routing import RoutingError, link_key_from_env, signed_link_path
+
+    try:
+        key = link_key_from_env(os.environ)
+        if key is None:
+            raise RoutingError(
+                "DES_LINK_KEY is not set: export the service's link key (at least 32 bytes)"
+            )
+        path = signed_link_path(key, uid, created_at, int(time.time()) + expires)
+    except RoutingError as exc:
+        typer.echo(f"des: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(path)

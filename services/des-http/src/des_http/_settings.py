@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from des_routing import DesSettings, SettingsError
+from des_routing import DesSettings, SettingsError, link_key_from_env
 
 DEFAULT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 DEFAULT_MAX_BATCH_ITEMS = 1000
@@ -47,6 +47,10 @@ class HttpSettings:
     io_threads: int = DEFAULT_IO_THREADS
     nowait_reads: bool = True
     nowait_max_bytes: int = DEFAULT_NOWAIT_MAX_BYTES
+    #: ``DES_CORS_ORIGINS`` as given ("" = CORS off); see ``_cors``.
+    cors_origins: str = ""
+    #: ``DES_LINK_KEY`` (None = signed links refused); see ``_links``.
+    link_key: bytes | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -84,7 +88,17 @@ class HttpSettings:
             nowait_max_bytes=_positive_int(
                 env, "DES_NOWAIT_MAX_BYTES", DEFAULT_NOWAIT_MAX_BYTES, upper=1 << 20
             ),
+            cors_origins=_cors_origins(env),
+            link_key=link_key_from_env(env),
         )
+
+
+def _cors_origins(env: Mapping[str, str]) -> str:
+    from ._cors import CorsPolicy
+
+    text = env.get("DES_CORS_ORIGINS", "").strip()
+    CorsPolicy.parse(text)  # ConfigError naming a bad origin, at start
+    return text
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int) -> int:
