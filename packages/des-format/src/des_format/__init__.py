@@ -75,6 +75,14 @@ from ._source import (
     ObjectStore,
     TailRead,
 )
+from ._store_layout import (
+    LAYOUT_KEY,
+    LayoutMismatch,
+    StoreLayout,
+    ensure_local_layout,
+    read_store_layout,
+    zones_digest,
+)
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
 from ._writer import (
     BigFileSink,
@@ -103,6 +111,7 @@ __all__ = [
     "FEATURE_BLOCKS",
     "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
+    "LAYOUT_KEY",
     "MAX_BLOCK_SIZE",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
@@ -127,6 +136,7 @@ __all__ = [
     "Header",
     "IndexCache",
     "IndexEntry",
+    "LayoutMismatch",
     "LocalBigFileSink",
     "LocalFileSource",
     "LocalObjectStore",
@@ -146,6 +156,7 @@ __all__ = [
     "ShardWriter",
     "StorageUnavailable",
     "StoreError",
+    "StoreLayout",
     "StoreSource",
     "TailRead",
     "UnknownCodec",
@@ -159,6 +170,7 @@ __all__ = [
     "crc32_backend",
     "decode_payload",
     "delete_entries",
+    "ensure_local_layout",
     "entry_payload_key",
     "entry_to_json",
     "fill_byte",
@@ -176,6 +188,8 @@ __all__ = [
     "prepare_payload",
     "read_index",
     "read_shard_index",
+    "read_store_layout",
     "train_dictionary",
     "verify_files",
+    "zones_digest",
 ]

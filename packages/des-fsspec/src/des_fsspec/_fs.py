@@ -91,6 +91,33 @@ def open_store(settings: DesSettings) -> Any:
     return des_storage_s3.open_store(settings)
 
 
+def _after_layout(settings: DesSettings, store: Any, options: Mapping[str, Any]) -> DesSettings:
+    """The settings after the store's layout record (read once, here): n_bits and the
+    big-file prefix come from it unless given (option or ``DES_*``); a given value that
+    differs raises ``des_format.LayoutMismatch`` (a ValueError) naming both."""
+    import dataclasses
+
+    from des_format import read_store_layout
+
+    layout = read_store_layout(store)
+    if layout is None:
+        return settings
+
+    def given(option: str) -> bool:
+        return options.get(option) is not None or bool(
+            os.environ.get(STORAGE_OPTIONS[option], "").strip()
+        )
+
+    layout.check(
+        store.describe(),
+        n_bits=settings.n_bits if given("n_bits") else None,
+        bigfiles_prefix=settings.bigfiles_prefix if given("bigfiles_prefix") else None,
+    )
+    return dataclasses.replace(
+        settings, n_bits=layout.n_bits, bigfiles_prefix=layout.bigfiles_prefix
+    )
+
+
 def _day_text(day: str) -> str:
     return f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z"
 
@@ -109,10 +136,12 @@ class DesFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
 
     def __init__(self, store: Any = None, **options: Any) -> None:
         super().__init__(store=store, **options)
-        self.settings = settings_from_options(
-            {k: v for k, v in options.items() if k not in _FSSPEC_OPTIONS}
-        )
-        self.store = store if store is not None else open_store(self.settings)
+        des_options = {k: v for k, v in options.items() if k not in _FSSPEC_OPTIONS}
+        self.settings = settings_from_options(des_options)
+        if store is None:
+            store = open_store(self.settings)
+            self.settings = _after_layout(self.settings, store, des_options)
+        self.store = store
         cache_bytes = self.settings.index_cache_bytes or (64 << 20)
         self.retriever = ShardRetriever(
             self.store,

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._days import DayError, day_range, day_shard_keys
-from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings, open_read_store
+from ._inspect import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    load_settings,
+    open_read_store,
+    with_store_layout,
+)
 
 __all__ = ["MANIFEST_NAME", "run_export", "run_find", "run_ls_days"]
 
@@ -69,6 +77,7 @@ class _Reader:
 
         settings = load_settings(overrides)
         store = open_read_store(settings)
+        settings = with_store_layout(settings, store, overrides)
         cache = IndexCache(max(settings.index_cache_bytes, 1 << 20))
         retriever = ShardRetriever(
             store,

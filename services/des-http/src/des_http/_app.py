@@ -383,7 +383,11 @@ def create_app(
         if store is None:
             from des_storage_s3 import open_store
 
+            from ._store_layout import settings_after_layout
+
             store = open_store(des)
+            settings = settings_after_layout(settings, store)  # once, at start
+            des = settings.des
         cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
         retriever = ShardRetriever(
             store,

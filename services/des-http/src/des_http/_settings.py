@@ -51,6 +51,9 @@ class HttpSettings:
     cors_origins: str = ""
     #: ``DES_LINK_KEY`` (None = signed links refused); see ``_links``.
     link_key: bytes | None = None
+    #: The ``DES_*`` variables set in the environment (None: settings built in code, all
+    #: given); n_bits and the big-file prefix not given come from the store's layout record.
+    des_given: frozenset[str] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -90,6 +93,7 @@ class HttpSettings:
             ),
             cors_origins=_cors_origins(env),
             link_key=link_key_from_env(env),
+            des_given=frozenset(k for k, v in env.items() if k.startswith("DES_") and v.strip()),
         )
 
 
