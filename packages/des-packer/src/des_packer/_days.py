@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
+from ._errors import PackerError
+
 __all__ = ["MAX_DAYS", "day_range", "day_shard_keys", "parse_day"]
 
 #: The most days one ``--from/--to`` range may span (ten years): a bound, so that a typo in a
@@ -21,7 +23,7 @@ MAX_DAYS = 3660
 _HEAD = re.compile(r"[0-9A-F]{1,4}\.des")
 
 
-class DayError(ValueError):
+class DayError(PackerError, ValueError):
     """A day or a range of days that cannot be used (the message names the fix)."""
 
 
