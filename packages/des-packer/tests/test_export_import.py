@@ -269,3 +269,19 @@ def test_des_link_prints_a_path_the_key_verifies(tmp_path: Path) -> None:
     result = runner.invoke(des_app, args, env={"DES_LINK_KEY": "short"})
     assert result.exit_code == 2
     assert "DES_LINK_KEY is 5 bytes; a link key needs at least 32" in result.stderr
+
+
+def test_chunk_reader_reads_across_chunks() -> None:
+    import zlib
+
+    from des_packer._export import _ChunkReader
+
+    chunks = [b"abc", b"", b"defgh", b"i"]
+    r = _ChunkReader(iter(chunks))
+    assert r.read(2) == b"ab"
+    assert r.read(4) == b"cdef"
+    assert r.read(0) == b""
+    assert r.read(-1) == b"ghi"
+    assert r.read(5) == b""
+    assert r.count == 9
+    assert r.crc == zlib.crc32(b"abcdefghi")

@@ -182,3 +182,10 @@ def test_sig_is_never_logged(
         text = json.dumps(fields)
         for secret in (good.split("sig=")[1], bad.split("sig=")[1]):
             assert secret not in text
+
+
+def test_a_parameter_ending_in_sig_is_not_a_link(make_harness: MakeHarness) -> None:
+    h = make_harness(link_key=KEY)
+    r = h.client.get(files_url("1001") + "&xsig=1")
+    assert r.status_code == 200
+    assert r.content == sample("1001").data

@@ -112,6 +112,7 @@ def __getattr__(name: str) -> object:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
     "DEFAULT_BIG_FILE_THRESHOLD",

@@ -232,26 +232,35 @@ def run_find(
 
 
 class _ChunkReader:
-    """A file-like ``read(n)`` over an iterator of chunks, with the CRC-32 of what it gave."""
+    """A file-like ``read(n)`` over an iterator of chunks, with the CRC-32 of what it gave
+    (no copying of a chunk but the part each read returns)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        self._chunk = b""
+        self._pos = 0
         self.crc = 0
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         from des_format import crc32
 
-        while n < 0 or len(self._buf) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buf += chunk
-        if n < 0:
-            data, self._buf = self._buf, b""
-        else:
-            data, self._buf = self._buf[:n], self._buf[n:]
+        parts: list[bytes] = []
+        want = n
+        while want != 0:
+            if self._pos >= len(self._chunk):
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    break
+                self._chunk, self._pos = nxt, 0
+                continue
+            end = len(self._chunk) if want < 0 else min(len(self._chunk), self._pos + want)
+            piece = self._chunk[self._pos : end]
+            self._pos = end
+            parts.append(piece)
+            if want > 0:
+                want -= len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.crc = crc32(data, self.crc)
         self.count += len(data)
         return data
