@@ -331,3 +331,17 @@ def test_conditional_creation_on_s3(
     got = des("get", "doc-2", "--created-at", CREATED, env=env)
     assert got.exit_code == 0, got.stderr
     assert got.stdout_bytes == FILES["doc-2"]
+
+
+def test_des_delete_and_repack_follow_the_record(packed: Path) -> None:
+    env = {"DES_BACKEND": "local", "DES_BASE_DIR": str(packed), "DES_N_BITS": ""}
+    got = des("delete", "doc-4", "--created-at", CREATED, env={**env, "DES_N_BITS": "8"})
+    assert got.exit_code == 2
+    assert "was written with n_bits 4 (not 8)" in got.stderr
+    got = des("repack", "--dry-run", env={**env, "DES_BIGFILES_PREFIX": "_other"})
+    assert got.exit_code == 2
+    assert "big-file prefix '_bigFiles' (not '_other')" in got.stderr
+    got = des("delete", "doc-4", "--created-at", CREATED, env=env)  # n_bits from the record
+    assert got.exit_code == 0, got.stderr
+    got = des("get", "doc-4", "--created-at", CREATED, env=env)
+    assert got.exit_code == 4
