@@ -31,6 +31,8 @@ from des_packer import PackOptions, pack, read_manifest
 from des_routing import sign_link, signed_link_path
 from des_testing import free_port
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 KEY = "browser-test-link-key-0123456789abcdef"
 TOKEN = "browser-read-token"
 CREATED = "2024-06-01T08:00:00Z"

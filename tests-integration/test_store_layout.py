@@ -32,6 +32,8 @@ from des_routing import locate_shard_key
 from des_testing import free_port
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 CREATED = "2024-02-02T10:00:00Z"
 FILES = {f"doc-{i}": (f"file {i} " * (i + 1)).encode() for i in range(12)}
 
