@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ._auth import TokenTable, read_token_file
+from ._cors import CorsPolicy
 from ._edge import Edge
 from ._files import FilesEndpoint, slice_chunks, uid_of
 from ._metrics import ServiceMetrics
@@ -281,7 +282,11 @@ def create_app(
             if store is None:
                 from des_storage_s3 import open_store
 
+                from ._store_layout import settings_after_layout
+
                 store = open_store(des)
+                settings = settings_after_layout(settings, store)  # once, at start
+                des = settings.des
             cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
         async_retriever = open_async_retriever(
             settings,
@@ -339,6 +344,8 @@ def create_app(
         max_url_bytes=settings.max_url_bytes,
         max_body_bytes=settings.max_batch_body_bytes,
         server_header=settings.server_header,
+        link_key=settings.link_key,
+        cors=CorsPolicy.parse(settings.cors_origins),
     )
     edge_ref.append(edge)
     app.edge = edge

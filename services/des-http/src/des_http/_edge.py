@@ -23,7 +23,9 @@ from typing import Any
 from des_format import DesFormatError
 
 from ._auth import TokenTable, needed_scope
+from ._cors import CorsMiddleware, CorsPolicy
 from ._files import FilesEndpoint, Receive, Scope, Send, is_file_request
+from ._links import LinkGate, is_link, is_signed_link
 from ._logging import log_access, plan_request_id
 from ._problems import BodyTooLarge, ServiceError, UriTooLong, problem_message, status_of
 
@@ -59,6 +61,8 @@ class Edge:
         max_url_bytes: int,
         max_body_bytes: int,
         server_header: str | None = None,
+        link_key: bytes | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.files = files
         self.general = general
@@ -68,6 +72,16 @@ class Edge:
         self.max_body_bytes = max_body_bytes
         self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
             () if server_header is None else ((b"server", server_header.encode("ascii")),)
+        )
+        # Signed links (see _links) are checked after the request has its id (a refusal is
+        # logged like any answer) and before the token check, which a valid link skips.
+        # (_cors and _links type the ASGI callables as Starlette does, MutableMapping where
+        # _files says dict: the same callables.)
+        self.links = LinkGate(self._checked, link_key)  # type: ignore[arg-type]
+        # CORS (see _cors) answers preflights before anything else and adds its headers to
+        # every answer for an allowed origin; off (no wrapper) when DES_CORS_ORIGINS is unset.
+        self._entry: ASGIApp = (
+            self._serve if cors is None else CorsMiddleware(self._serve, cors)  # type: ignore[arg-type,assignment]
         )
 
     async def send_problem(self, scope: Scope, send: Send, exc: BaseException) -> None:
@@ -87,6 +101,9 @@ class Edge:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.general(scope, receive, send)
             return
@@ -102,6 +119,7 @@ class Edge:
         if state is None:
             state = scope["state"] = {}
         state["request_id"] = request_id
+        state["edge_headers"] = found
         added = ((b"x-request-id", request_id.encode("latin-1")), *self.extra_headers)
         status = 0
         sent = 0
@@ -120,7 +138,10 @@ class Edge:
 
         error: BaseException | None = None
         try:
-            await self._dispatch(scope, receive, send_with_id, found, head_as_get)
+            if is_link(scope):
+                await self.links(scope, receive, send_with_id)  # type: ignore[arg-type]
+            else:
+                await self._dispatch(scope, receive, send_with_id, found, head_as_get)
         except ClientGone:
             pass
         except BaseException as exc:
@@ -128,6 +149,11 @@ class Edge:
             raise
         finally:
             log_access(scope, request_id, status=status, sent=sent, started=started, error=error)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``_dispatch`` for a request the link gate let through (a valid link)."""
+        found = scope["state"]["edge_headers"]
+        await self._dispatch(scope, receive, send, found, head_as_get=False)
 
     async def _dispatch(
         self,
@@ -155,7 +181,7 @@ class Edge:
         tokens = self.tokens
         if tokens is not None:
             needed = needed_scope(scope["path"], scope["method"])
-            if needed is not None:
+            if needed is not None and not is_signed_link(scope):
                 authorization = found[1]
                 try:
                     record = tokens.authorize(
