@@ -343,3 +343,21 @@ def test_a_damaged_file_marks_its_spans_as_errors(tmp_path: Path) -> None:
     assert payload.status.status_code is StatusCode.ERROR
     assert payload.status.description == "ChecksumMismatch"
     assert [e.name for e in payload.events] == ["exception"]
+
+
+def test_without_an_index_cache_the_lookup_is_inside_the_payload_step(dataset_dir: Path) -> None:
+    des = DesSettings(backend="local", base_dir=dataset_dir, n_bits=N_BITS, index_cache_bytes=0)
+    traced = Traced(HttpSettings(des=des, otel=True))
+    for _ in range(2):  # no cache: both reads are cold
+        r = traced.client.get(files_url("1257"))
+        assert (r.status_code, r.content) == (200, sample("1257").data)
+        spans = traced.take()
+        assert sorted(s.name for s in spans if s.name != "des.store") == sorted(
+            [SERVER, "des.locate", "des.payload"]
+        )
+        payload = _one(spans, "des.payload")
+        assert payload.context is not None
+        stores = [s for s in spans if s.name == "des.store"]
+        assert {_parent_id(s) for s in stores} == {payload.context.span_id}
+        assert [k for k, _ in _store_spans(spans)] == ["payload", "tail"]
+    assert traced.store_requests() == 4
