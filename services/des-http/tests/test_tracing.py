@@ -361,3 +361,23 @@ def test_without_an_index_cache_the_lookup_is_inside_the_payload_step(dataset_di
         assert {_parent_id(s) for s in stores} == {payload.context.span_id}
         assert [k for k, _ in _store_spans(spans)] == ["payload", "tail"]
     assert traced.store_requests() == 4
+
+
+def test_tracing_asked_for_without_opentelemetry_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FastAPI 0.165 itself needs opentelemetry-api, so it cannot be uninstalled here: the
+    # look-up that finds it is made to find nothing instead (a unit test of the message).
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "opentelemetry" else real(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"DES_OTEL: .*pip install 'des-http\[otel\]'"):
+        HttpSettings.from_env(_env(DES_OTEL="1"))
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: tracing needs"):
+        HttpSettings.from_env(_env(OTEL_TRACES_EXPORTER="otlp"))
+    assert not HttpSettings.from_env(_env()).otel  # not asked for: nothing looked up
