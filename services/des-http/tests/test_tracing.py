@@ -381,3 +381,102 @@ def test_tracing_asked_for_without_opentelemetry_is_refused(
     with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: tracing needs"):
         HttpSettings.from_env(_env(OTEL_TRACES_EXPORTER="otlp"))
     assert not HttpSettings.from_env(_env()).otel  # not asked for: nothing looked up
+
+
+# What an operator's start-up does (``opentelemetry-instrument`` works this way): a global SDK
+# tracer provider set before the app is built, in every process, here writing each finished
+# span as one JSON line to a file.
+SITECUSTOMIZE = """
+import os
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+_out = open(os.environ["TEST_SPANS_FILE"], "a", buffering=1)
+_provider = TracerProvider()
+_provider.add_span_processor(
+    SimpleSpanProcessor(
+        ConsoleSpanExporter(out=_out, formatter=lambda s: s.to_json(indent=None) + "\\n")
+    )
+)
+trace.set_tracer_provider(_provider)
+"""
+
+
+def test_the_real_server_exports_a_continued_trace(tmp_path: Path) -> None:
+    import json
+    import time
+    import urllib.request
+
+    from des_testing import free_port
+
+    data = tmp_path / "data"
+    write_dataset(data)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    spans_file = tmp_path / "spans.jsonl"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DES_", "OTEL_"))}
+    env.update(
+        DES_BACKEND="local",
+        DES_BASE_DIR=str(data),
+        DES_N_BITS=str(N_BITS),
+        DES_OTEL="1",
+        DES_LOG_LEVEL="WARNING",
+        TEST_SPANS_FILE=str(spans_file),
+        PYTHONPATH=os.pathsep.join([str(hook), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["des-http", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        request = urllib.request.Request(
+            base + files_url("2025"), headers={"traceparent": f"00-{trace_id}-{span_id}-01"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert (r.status, r.read()) == (200, sample("2025").data)
+        with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
+            metrics = r.read().decode()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("des_s3_range_calls_total{")
+    )
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    ours = [s for s in spans if s["context"]["trace_id"] == "0x" + trace_id]
+    by_name = {s["name"]: s for s in ours}
+    server = by_name["GET /files/{uid}"]
+    assert server["kind"] == "SpanKind.SERVER"
+    assert server["parent_id"] == "0x" + span_id
+    assert server["attributes"]["http.response.status_code"] == 200
+    for step in ("des.locate", "des.index", "des.payload"):
+        assert by_name[step]["parent_id"] == server["context"]["span_id"], step
+    stores = [s for s in ours if s["name"] == "des.store"]
+    assert len(stores) == counted > 0
+    assert sorted(s["attributes"]["des.store.kind"] for s in stores) == ["payload", "tail"]
