@@ -403,6 +403,7 @@ trace.set_tracer_provider(_provider)
 """
 
 
+@pytest.mark.heavy  # the service end to end: left out of tools/test --quick
 def test_the_real_server_exports_a_continued_trace(tmp_path: Path) -> None:
     import json
     import time
