@@ -424,59 +424,64 @@ def iter_decompress(
 ) -> Iterator[bytes]:
     """Decompress a stream of stored chunks, yielding original bytes; checks the total size
     (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
-    errors: tuple[type[BaseException], ...] = ()
-    if codec is Codec.ZSTD_BLOCK:
-        raise ValueError("a solid block member is decoded whole, with decompress_block")
-    if codec is Codec.NONE:
-        feed: Callable[[bytes], bytes] = bytes
-        tail: Callable[[], bytes] = bytes
-    elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
-        zstd = _module(Codec.ZSTD)
-        if codec is Codec.ZSTD_DICT:
-            zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
-            dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+    decoder = StreamDecoder(codec, size, uid=uid, dictionary=dictionary)
+    for chunk in chunks:
+        out = decoder.feed(chunk)
+        if out:
+            yield out
+    decoder.finish()
+
+
+class StreamDecoder:
+    """Decompression pushed one stored chunk at a time (no I/O): :meth:`feed` returns the
+    original bytes each chunk gives, never more than ``size`` in all (``CorruptShard`` the
+    moment a frame expands past it); :meth:`finish` checks the frame ended and the total is
+    ``size``. A solid block member is decoded whole, with :func:`decompress_block`."""
+
+    def __init__(
+        self, codec: Codec, size: int, *, uid: str = "", dictionary: bytes | None = None
+    ) -> None:
+        if codec is Codec.ZSTD_BLOCK:
+            raise ValueError("a solid block member is decoded whole, with decompress_block")
+        self.codec = codec
+        self.size = size
+        self.uid = uid
+        self.total = 0
+        self._errors: tuple[type[BaseException], ...] = ()
+        self._dobj: Any = None
+        if codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
+            zstd = _module(Codec.ZSTD)
+            if codec is Codec.ZSTD_DICT:
+                zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
+                self._dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+            else:
+                self._dobj = zstd.ZstdDecompressor().decompressobj()
+            self._errors = (zstd.ZstdError,)
+        elif codec is Codec.LZ4:
+            self._dobj = _module(Codec.LZ4).LZ4FrameDecompressor()
+            self._errors = (RuntimeError, ValueError, OverflowError)
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._dobj is None:
+            out = bytes(chunk)
         else:
-            dobj = zstd.ZstdDecompressor().decompressobj()
-        errors = (zstd.ZstdError,)
+            try:
+                out = bytes(self._dobj.decompress(chunk))
+            except self._errors as exc:
+                raise CorruptShard(
+                    f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
+                ) from None
+        self.total += len(out)
+        if self.total > self.size:
+            raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
+        return out
 
-        def feed(b: bytes) -> bytes:
-            return bytes(dobj.decompress(b))
-
-        def tail() -> bytes:
-            return b"" if dobj.eof else _truncated()
-
-    else:
-        lz4f = _module(Codec.LZ4)
-        ldobj = lz4f.LZ4FrameDecompressor()
-        errors = (RuntimeError, ValueError, OverflowError)
-
-        def feed(b: bytes) -> bytes:
-            return bytes(ldobj.decompress(b))
-
-        def tail() -> bytes:
-            return b"" if ldobj.eof else _truncated()
-
-    def _truncated() -> bytes:
-        raise CorruptShard(f"payload of {uid!r} ends in the middle of a {codec.label} frame")
-
-    total = 0
-    try:
-        for chunk in chunks:
-            out = feed(chunk)
-            total += len(out)
-            if total > size:
-                raise CorruptShard(f"payload of {uid!r} expands past its size {size}")
-            if out:
-                yield out
-        if codec is not Codec.NONE:
-            tail()
-    except CorruptShard:
-        raise
-    except Exception as exc:
-        if codec is not Codec.NONE and isinstance(exc, errors):
+    def finish(self) -> None:
+        if self._dobj is not None and not self._dobj.eof:
             raise CorruptShard(
-                f"payload of {uid!r} is not a valid {codec.label} frame: {exc}"
-            ) from None
-        raise
-    if total != size:
-        raise CorruptShard(f"payload of {uid!r} expands to {total} bytes, index says {size}")
+                f"payload of {self.uid!r} ends in the middle of a {self.codec.label} frame"
+            )
+        if self.total != self.size:
+            raise CorruptShard(
+                f"payload of {self.uid!r} expands to {self.total} bytes, index says {self.size}"
+            )
