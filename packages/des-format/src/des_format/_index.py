@@ -445,7 +445,9 @@ class ShardIndex:
         if self._buckets[b] is not None:
             return
         start, end, crc = self._span(b)
-        decoded = dict(decode_bucket(self._checked_bucket(b, raw, end - start, crc)))
+        decoded: dict[str, EntryFields | IndexEntry] = dict(
+            decode_bucket(self._checked_bucket(b, raw, end - start, crc))
+        )
         if self._buckets[b] is None:
             self._buckets[b] = decoded
             self._decoded_entries += len(decoded)
@@ -539,10 +541,7 @@ def read_index(
     try:
         while True:
             request = steps.send(answer)
-            if isinstance(request, int):
-                answer = source.read_tail(request)
-            else:
-                answer = reader(*request)
+            answer = source.read_tail(request) if isinstance(request, int) else reader(*request)
     except StopIteration as done:
         index: ShardIndex = done.value
         return index

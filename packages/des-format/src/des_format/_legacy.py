@@ -132,10 +132,10 @@ def parse_legacy_index(
 ) -> ShardIndex:
     """Build a :class:`ShardIndex` for a DES2 shard from its tail (+1 read if needed)."""
     steps = parse_legacy_index_steps(tail, size, etag, fetch)
-    answer: bytes | None = None
     try:
+        request = next(steps)
         while True:
-            answer = fetch(*steps.send(answer))
+            request = steps.send(fetch(*request))
     except StopIteration as done:
         index: ShardIndex = done.value
         return index

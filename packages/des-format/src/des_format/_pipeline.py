@@ -116,12 +116,14 @@ def run_steps(steps: Steps[T], store: Any, observer: Observer | None = None) -> 
         while True:
             try:
                 if type(step) is ReadRange:
-                    answer = store.read_range(step.key, step.start, step.end, if_match=step.if_match)
+                    answer = store.read_range(
+                        step.key, step.start, step.end, if_match=step.if_match
+                    )
                 elif type(step) is ReadTail:
                     answer = store.read_tail(step.key, step.n)
                 else:
                     answer = store.head(step.key)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the pipeline decides what each error means
                 step = steps.throw(exc)
                 continue
             if observer is not None:
@@ -281,7 +283,7 @@ class RetrievalPipeline:
                     step = ReadRange(key, request[0], request[1], etag, "index")
                 try:
                     answer = yield step
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - handed to the index steps
                     failure = exc
                     continue
                 if isinstance(answer, TailRead):
@@ -415,9 +417,7 @@ class RetrievalPipeline:
 
     # ---- several files of one shard ----
 
-    def read_many(
-        self, key: str, uids: Sequence[str]
-    ) -> Steps[dict[str, bytes | DesFormatError]]:
+    def read_many(self, key: str, uids: Sequence[str]) -> Steps[dict[str, bytes | DesFormatError]]:
         """Read several files of one shard, coalescing nearby payload ranges into single
         requests: ``uid -> bytes or error`` for each distinct uid."""
         etag, index, cached = yield from self.index(key)

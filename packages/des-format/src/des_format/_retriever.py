@@ -78,9 +78,7 @@ class OpenedFile:
         (``ChecksumMismatch`` then, never silently wrong data). A file of at most the
         retriever's ``chunk_size`` is verified before its first byte is yielded, so a stale
         cached index is re-read instead (``EntryDeleted`` for a file deleted meanwhile)."""
-        yield from self._r._stream(
-            self.key, self.entry, self._etag, self._dictionary, self._cached
-        )
+        yield from self._r._stream(self.key, self.entry, self._etag, self._dictionary, self._cached)
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -327,8 +325,6 @@ class ShardRetriever:
         """Read several files of one shard, coalescing nearby payload ranges into single
         requests. Yields ``(uid, bytes)`` or ``(uid, error)`` per uid, in the order given."""
         wanted = list(uids)
-        results: dict[str, bytes | DesFormatError] = self._run(
-            self.pipeline.read_many(key, wanted)
-        )
+        results: dict[str, bytes | DesFormatError] = self._run(self.pipeline.read_many(key, wanted))
         for uid in wanted:
             yield uid, results[uid]
