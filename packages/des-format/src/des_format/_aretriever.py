@@ -204,6 +204,23 @@ class AsyncShardRetriever:
         loc: Located = await self._run(self.pipeline.locate(key, uid))
         attempt = 0
         while True:
+            step = self.pipeline.payload_read(key, loc.entry, loc.etag)
+            if loc.entry.size <= self.chunk_size and (
+                step is None or step.end - step.start <= self.chunk_size
+            ):
+                # a file that fits one chunk: one whole read, decoded in one go (a stream of
+                # one chunk would cost more CPU for the same bytes and checks)
+                try:
+                    data: bytes = await self._run(
+                        self.pipeline.read_entry(key, loc.entry, loc.etag, loc.index.dictionary)
+                    )
+                except RETRYABLE as exc:
+                    if not self.pipeline.may_restart_stream(exc, attempt, loc.cached):
+                        raise
+                    attempt += 1
+                    loc = await self._run(self.pipeline.relocate(key, uid))
+                    continue
+                return AsyncOpenedFile(key, loc.entry, [data] if data else [], None)
             pieces = self._verified_pieces(key, loc)
             held: list[bytes] = []
             size = 0

@@ -199,9 +199,11 @@ class AsyncS3ObjectStore:
             options["if_match"] = if_match
         return options
 
-    def _check_range(self, s3_key: str, br: ByteRange, got: tuple[int, int], total: int) -> None:
+    def _check_range(self, s3_key: str, br: ByteRange, resp: Any) -> None:
+        got: tuple[int, int] = resp.range
         if got == (br.start, br.end):
             return
+        total = int(resp.meta["size"])  # built only when needed: a dict and a datetime
         if got[0] == br.start and got[1] < br.end:
             raise S3RangeNotSatisfiable(
                 f"range [{br.start}, {br.end}) is outside s3://{self.bucket}/{s3_key} "
@@ -239,7 +241,7 @@ class AsyncS3ObjectStore:
 
         async def go() -> bytes:
             resp = await self._obs.get_async(self.store, s3_key, options=options)
-            self._check_range(s3_key, br, resp.range, int(resp.meta["size"]))
+            self._check_range(s3_key, br, resp)
             data = bytes(await resp.bytes_async())
             _check_length(data, br.length, self.bucket, s3_key, br)
             return data
@@ -275,7 +277,7 @@ class AsyncS3ObjectStore:
             try:
                 options: Any = self._options(br, pinned)
                 resp = await self._obs.get_async(self.store, s3_key, options=options)
-                self._check_range(s3_key, br, resp.range, int(resp.meta["size"]))
+                self._check_range(s3_key, br, resp)
                 if pinned is None:
                     pinned = resp.meta["e_tag"]
                 async for raw in resp.stream(min_chunk_size=min(chunk_size, 1 << 16)):
