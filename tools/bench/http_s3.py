@@ -292,6 +292,11 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=20.0, help="0: skip the delayed part")
     ap.add_argument("--baseline", type=Path, default=None, help="source tree of the old code")
     ap.add_argument("--no-new-local", action="store_true")
+    ap.add_argument(
+        "--parts",
+        default="wrk,clients,delay",
+        help="comma-separated parts to run: wrk, clients, delay (default: all)",
+    )
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -334,6 +339,7 @@ def main() -> None:
         def old(e: dict[str, str]) -> dict[str, str]:
             return baseline_env(e, args.baseline.resolve()) if args.baseline else e
 
+        parts = set(args.parts.split(","))
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
         plan: list[tuple[str, Any]] = [
             ("old s3", lambda p: start_des(old(s3env), p, work / "old-s3.log", python_m=True)),
@@ -345,6 +351,8 @@ def main() -> None:
         ]
         if not args.no_new_local:
             plan.append(("new local", lambda p: start_app(localenv, p, work / "new-local.log")))
+        if "wrk" not in parts:
+            plan = []
         for name, starter in plan:
             port = free_port()
             proc = starter(port)
@@ -363,7 +371,7 @@ def main() -> None:
                     print(json.dumps(m), flush=True)
         result["runs"] = runs
         clients = []
-        for rnd in range(args.rounds):
+        for rnd in range(args.rounds if "clients" in parts else 0):
             for kind, inflight in (("obstore", 16), ("obstore", 64), ("boto3", 16)):
                 c = run_client(
                     kind, seaweed.endpoint_url, ranges_file, inflight, args.client_requests
@@ -375,7 +383,7 @@ def main() -> None:
         for _name, proc, _url in servers:
             stop(proc)
 
-        if args.delay_ms > 0:
+        if args.delay_ms > 0 and "delay" in parts:
             proxy, purl = start_proxy(seaweed.endpoint_url, args.delay_ms)
             procs.append(proxy)
             denv = {**s3env, "DES_S3_ENDPOINT_URL": purl}
@@ -428,7 +436,7 @@ def summary(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     by: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in result["runs"]:
+    for r in result.get("runs", []):
         by.setdefault((r["server"], r["connections"]), []).append(r)
     for (name, conns), rs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lines.append(
@@ -442,7 +450,7 @@ def summary(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     cb: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for c in result["clients"]:
+    for c in result.get("clients", []):
         cb.setdefault((c["kind"], c["inflight"]), []).append(c)
     for (kind, inflight), cs in sorted(cb.items()):
         lines.append(

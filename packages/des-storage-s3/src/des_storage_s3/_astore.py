@@ -368,7 +368,9 @@ class AsyncMultiZoneObjectStore:
 
 def make_obstore(bucket: str, settings: ClientSettings | None = None) -> Any:
     """An obstore ``S3Store`` for ``bucket`` with the package's defaults: the timeouts of
-    ``settings`` (connect, and read as a stall timeout), no retries of its own, path-style
+    ``settings`` (connect, and read as a stall timeout), no retries of its own, idle
+    connections kept without a count limit (a limit below the requests in flight would close
+    and reopen a connection per request; idle ones close after 90 s), path-style
     addressing unless ``addressing_style="virtual"``, plain HTTP allowed for an ``http://``
     endpoint. Missing credentials come from the environment (as boto3's); a profile name is
     resolved through boto3."""
@@ -395,7 +397,6 @@ def make_obstore(bucket: str, settings: ClientSettings | None = None) -> Any:
         # a whole streamed big file may take longer than one read; stalls are cut by
         # read_timeout, and a cut stream resumes from its next byte
         "timeout": timedelta(hours=1),
-        "pool_max_idle_per_host": str(s.max_pool_connections),
         "allow_http": bool(s.endpoint_url and s.endpoint_url.startswith("http://")),
     }
     provider = None
