@@ -143,27 +143,35 @@ class TestAsyncS3ObjectStoreOnSeaweedFS(ObjectStoreConformance):
     """The same suite against SeaweedFS, a second real S3 implementation."""
 
     @pytest.fixture(autouse=True)
-    def _s3(self, seaweed: Any, loop: Any) -> None:
+    def _s3(self, seaweed: Any, seaweed_bucket: str, loop: Any) -> None:
         self.direct = seaweed.client()
-        self.bucket = f"des-{uuid.uuid4().hex[:16]}"
-        self.direct.create_bucket(Bucket=self.bucket)
+        self.bucket = seaweed_bucket  # one bucket (a SeaweedFS collection) per module
+        self.prefix = f"conf-{uuid.uuid4().hex[:12]}"
         self.endpoint = seaweed.endpoint_url
         self.loop = loop
 
     def make_store(self) -> tuple[ObjectStore, Any]:
         def put(key: str, data: bytes) -> None:
-            self.direct.put_object(Bucket=self.bucket, Key=f"conf/{key}", Body=data)
+            self.direct.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
 
         store = AsyncS3ObjectStore(
-            make_obstore(self.bucket, settings_for(self.endpoint)), self.bucket, "conf"
+            make_obstore(self.bucket, settings_for(self.endpoint)), self.bucket, self.prefix
         )
         return SyncView(store, self.loop), put
 
 
-def test_errors_match_the_sync_store_on_seaweedfs(seaweed: Any, loop: Any) -> None:
+@pytest.fixture(scope="module")
+def seaweed_bucket(seaweed: Any) -> str:
+    name = f"des-{uuid.uuid4().hex[:16]}"
+    seaweed.client().create_bucket(Bucket=name)
+    return name
+
+
+def test_errors_match_the_sync_store_on_seaweedfs(
+    seaweed: Any, seaweed_bucket: str, loop: Any
+) -> None:
     direct = seaweed.client()
-    bucket = f"des-{uuid.uuid4().hex[:16]}"
-    direct.create_bucket(Bucket=bucket)
+    bucket = seaweed_bucket
     from des_storage_s3 import make_client
 
     client = make_client(settings_for(seaweed.endpoint_url))

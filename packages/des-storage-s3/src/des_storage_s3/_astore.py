@@ -152,12 +152,17 @@ class AsyncS3ObjectStore:
                     self.store, s3_key, options={"range": {"suffix": n}}
                 )
             except self._obs.exceptions.GenericError as exc:
-                if "NotPartial" not in str(exc) and "non-partial" not in str(exc):
+                text = str(exc)
+                unsatisfied = "status code: 416" in text
+                if not unsatisfied and "NotPartial" not in text and "non-partial" not in text:
                     raise
-                # The server answered a suffix range with the whole object (200): some
-                # servers do for an empty object. Accepted only when the whole object is
-                # what was asked for, as the sync store does.
+                # An empty object: some servers refuse a suffix range on it (416), others
+                # answer it whole (200). obstore shows neither the 416's Content-Range nor
+                # the 200's body, so one HEAD tells the size; a whole answer is accepted
+                # only when the whole object is what was asked for, as the sync store does.
                 info = await self._obs.head_async(self.store, s3_key)
+                if unsatisfied and int(info["size"]) != 0:
+                    raise
                 size = int(info["size"])
                 if size > n:
                     raise S3ProtocolError(
