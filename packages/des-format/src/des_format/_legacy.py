@@ -169,7 +169,7 @@ def parse_legacy_index_steps(
         for version in (2, 1):
             try:
                 parsed[version] = parse_legacy_entries(index, version, index_start)
-            except CorruptShard as exc:
+            except (CorruptShard, UnknownCodec) as exc:  # the other version's layout
                 errors.append(exc)
         if len(parsed) == 1:
             version, entries = next(iter(parsed.items()))
