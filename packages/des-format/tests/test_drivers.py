@@ -300,3 +300,53 @@ def test_solid_blocks_and_big_files_stream_the_same(tmp_path: Path) -> None:
         assert got[1] == [(u, d) for u, d in members.items()] + [("big", bytes(range(256)) * 64)]
     finally:
         pair.close()
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_stream_decoder_never_expands_past_the_entry_size(declare: bool) -> None:
+    """A forged zstd frame (64 MiB of zeros in ~2 KiB, the entry saying 100 bytes) is refused
+    whether or not it declares its size, with at most a few MiB ever held: the pipeline's
+    streamed reads (both drivers) decompress through this decoder."""
+    import tracemalloc
+
+    from des_format import CorruptShard, StreamDecoder
+
+    if not codec_available(Codec.ZSTD):
+        pytest.skip("zstd is not installed")
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor(write_content_size=declare).compress(bytes(64 << 20))
+    assert len(bomb) < 16 * 1024
+    tracemalloc.start()
+    try:
+        decoder = StreamDecoder(Codec.ZSTD, 100, uid="bomb")
+
+        def run() -> None:
+            for i in range(0, len(bomb), 4096):
+                decoder.feed(bomb[i : i + 4096])
+            decoder.finish()
+
+        with pytest.raises(CorruptShard, match="bomb"):
+            run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_stream_decoder_bounds_lz4_too() -> None:
+    from des_format import CorruptShard, StreamDecoder
+
+    if not codec_available(Codec.LZ4):
+        pytest.skip("lz4 is not installed")
+    import lz4.frame
+
+    bomb = lz4.frame.compress(bytes(32 << 20), store_size=False)
+    decoder = StreamDecoder(Codec.LZ4, 100, uid="bomb")
+    with pytest.raises(CorruptShard, match="expands past its size 100"):
+        decoder.feed(bomb)
+    good = b"0123456789" * 1000
+    decoder = StreamDecoder(Codec.LZ4, len(good))
+    frame = lz4.frame.compress(good)
+    assert b"".join(decoder.feed(frame[i : i + 7]) for i in range(0, len(frame), 7)) == good
+    decoder.finish()

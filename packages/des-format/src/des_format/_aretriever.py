@@ -211,9 +211,7 @@ class AsyncShardRetriever:
                 # a file that fits one chunk: one whole read, decoded in one go (a stream of
                 # one chunk would cost more CPU for the same bytes and checks)
                 try:
-                    data: bytes = await self._run(
-                        self.pipeline.read_entry(key, loc.entry, loc.etag, loc.index.dictionary)
-                    )
+                    data = await self._read_whole(key, loc, step)
                 except RETRYABLE as exc:
                     if not self.pipeline.may_restart_stream(exc, attempt, loc.cached):
                         raise
@@ -246,6 +244,27 @@ class AsyncShardRetriever:
             break
         held = [part for piece in held for part in _split(piece, self.chunk_size)]
         return AsyncOpenedFile(key, loc.entry, held, None if finished else pieces)
+
+    async def _read_whole(self, key: str, loc: Located, step: ReadRange | None) -> bytes:
+        """The verified bytes of a file that fits one chunk, in one read. Its request is
+        reported as a stream's is, failed or not (``(kind, 0)`` when the store refused it)."""
+        observer = self._observer
+        told = False
+
+        def tell(kind: str, nbytes: int) -> None:
+            nonlocal told
+            told = True
+            if observer is not None:
+                observer(kind, nbytes)
+
+        steps = self.pipeline.read_entry(key, loc.entry, loc.etag, loc.index.dictionary)
+        try:
+            data: bytes = await run_steps_async(steps, self.store, tell)
+        except BaseException:
+            if step is not None and not told and observer is not None:
+                observer(step.kind, 0)
+            raise
+        return data
 
     async def _verified_pieces(self, key: str, loc: Located) -> AsyncGenerator[bytes, None]:
         entry = loc.entry

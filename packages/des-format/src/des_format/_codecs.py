@@ -449,8 +449,12 @@ class StreamDecoder:
         self.total = 0
         self._errors: tuple[type[BaseException], ...] = ()
         self._dobj: Any = None
+        self._zstd: Any = None
+        self._head = b""  # zstd: bytes before the frame header is complete
+        self._checked = codec is not Codec.ZSTD and codec is not Codec.ZSTD_DICT
+        self._slice = 0  # zstd frame without a declared size: input fed this many bytes at a time
         if codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
-            zstd = _module(Codec.ZSTD)
+            zstd = self._zstd = _module(Codec.ZSTD)
             if codec is Codec.ZSTD_DICT:
                 zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
                 self._dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
@@ -462,11 +466,19 @@ class StreamDecoder:
             self._errors = (RuntimeError, ValueError, OverflowError)
 
     def feed(self, chunk: bytes) -> bytes:
+        """Original bytes from one stored chunk. Expansion is bounded by the entry's size: a
+        zstd frame must declare exactly ``size`` (libzstd stops a frame at its declared
+        size), or, declaring none, is fed 256 bytes at a time and checked after each; lz4 is
+        asked for at most one byte past ``size``."""
         if self._dobj is None:
             out = bytes(chunk)
+        elif self._zstd is not None:
+            if not self._checked:
+                chunk = self._check_header(chunk)
+            out = self._zstd_feed(chunk)
         else:
             try:
-                out = bytes(self._dobj.decompress(chunk))
+                out = bytes(self._dobj.decompress(chunk, max_length=self.size - self.total + 1))
             except self._errors as exc:
                 raise CorruptShard(
                     f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
@@ -476,7 +488,45 @@ class StreamDecoder:
             raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
         return out
 
+    def _check_header(self, chunk: bytes) -> bytes:
+        """Hold bytes until the zstd frame header is complete, then refuse a frame declaring
+        another size than the entry's (before anything is decompressed)."""
+        data = self._head + bytes(chunk)
+        try:
+            declared = int(self._zstd.frame_content_size(data))
+        except self._zstd.ZstdError:
+            if len(data) < 18:  # the longest frame header: wait for more bytes
+                self._head = data
+                return b""
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame") from None
+        self._head = b""
+        self._checked = True
+        _check_declared(declared, self.size, self.uid)
+        if declared < 0:
+            self._slice = 256
+        return data
+
+    def _zstd_feed(self, data: bytes) -> bytes:
+        try:
+            if not self._slice:
+                return bytes(self._dobj.decompress(data))
+            parts: list[bytes] = []
+            total = self.total
+            for i in range(0, len(data), self._slice):
+                part = bytes(self._dobj.decompress(data[i : i + self._slice]))
+                total += len(part)
+                if total > self.size:
+                    raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
+                parts.append(part)
+            return b"".join(parts)
+        except self._errors as exc:
+            raise CorruptShard(
+                f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
+            ) from None
+
     def finish(self) -> None:
+        if self._head:  # a stored payload shorter than a zstd frame header
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame")
         if self._dobj is not None and not self._dobj.eof:
             raise CorruptShard(
                 f"payload of {self.uid!r} ends in the middle of a {self.codec.label} frame"
