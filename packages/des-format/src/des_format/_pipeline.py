@@ -41,7 +41,7 @@ from ._errors import (
 from ._index import Fetch, ShardIndex, read_index_steps
 from ._layout import DEFAULT_BIGFILES_PREFIX, DEFAULT_TAIL_SIZE, IndexEntry, bigfile_key, part_key
 from ._reader import check_payload, decode_payload
-from ._source import ObjectInfo, TailRead
+from ._source import ByteRange, ObjectInfo, TailRead
 
 T = TypeVar("T")
 
@@ -198,21 +198,20 @@ class CoalescedRange:
 
 
 def plan_coalesced_ranges(
-    ranges: Sequence[Any],
+    ranges: Sequence[ByteRange | tuple[int, int]],
     max_gap: int,
     max_span: int | None = None,
 ) -> list[CoalescedRange]:
     """Merge ranges whose gap is at most ``max_gap`` bytes into single reads (pure).
 
-    ``ranges`` holds :class:`~des_format.ByteRange` values or ``(start, end)`` pairs, taken in
-    order of start; a merged read never exceeds ``max_span`` bytes unless one input range
-    alone does. Empty ranges ride along with their neighbours, and so does a range inside the
+    Ranges are taken in order of start; a merged read never exceeds ``max_span`` bytes unless
+    one input range alone does. Empty ranges ride along with their neighbours, and so does a range inside the
     read being built (the members of one solid block share one range, so they are read once
     even when the block alone exceeds ``max_span``).
     """
     spans: list[tuple[int, int, int]] = []
     for i, r in enumerate(ranges):
-        start, end = (r.start, r.end) if not isinstance(r, tuple) else r
+        start, end = (r.start, r.end) if isinstance(r, ByteRange) else r
         if start < 0 or end < start:
             raise ValueError(f"invalid byte range [{start}, {end})")
         spans.append((start, end, i))
