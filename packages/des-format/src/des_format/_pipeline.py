@@ -205,9 +205,9 @@ def plan_coalesced_ranges(
     """Merge ranges whose gap is at most ``max_gap`` bytes into single reads (pure).
 
     Ranges are taken in order of start; a merged read never exceeds ``max_span`` bytes unless
-    one input range alone does. Empty ranges ride along with their neighbours, and so does a range inside the
-    read being built (the members of one solid block share one range, so they are read once
-    even when the block alone exceeds ``max_span``).
+    one input range alone does. Empty ranges ride along with their neighbours, and so does a
+    range inside the read being built (the members of one solid block share one range, so
+    they are read once even when the block alone exceeds ``max_span``).
     """
     spans: list[tuple[int, int, int]] = []
     for i, r in enumerate(ranges):
