@@ -22,6 +22,7 @@ def test_public_names() -> None:
             "MigrationOrchestrator",
             "MigrationSettings",
             "MigrationStats",
+            "MissingDatabase",
             "PackerConfig",
             "S3SourceConfig",
             "SchemaMismatch",
@@ -41,6 +42,7 @@ def test_public_names() -> None:
             "redact_url",
             "plan_n_bits",
             "plan_day_aligned_cut",
+            "__version__",
         ]
     )
     for name in des_migrate.__all__:

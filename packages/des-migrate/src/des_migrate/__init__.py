@@ -12,7 +12,14 @@ from ._config import (
     read_config,
     redact_url,
 )
-from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
+from ._errors import (
+    ConfigError,
+    MigrateError,
+    MissingDatabase,
+    SchemaMismatch,
+    SourceDatabaseError,
+    StepFailed,
+)
 from ._metrics import MigrationMetrics
 from ._orchestrator import (
     STEPS,
@@ -31,6 +38,21 @@ from ._stats import (
     plan_n_bits,
 )
 
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-migrate")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "STEPS",
     "ConfigError",
@@ -46,6 +68,7 @@ __all__ = [
     "MigrationOrchestrator",
     "MigrationSettings",
     "MigrationStats",
+    "MissingDatabase",
     "PackerConfig",
     "S3SourceConfig",
     "SchemaMismatch",
@@ -54,6 +77,7 @@ __all__ = [
     "SourceDatabaseError",
     "StepFailed",
     "Totals",
+    "__version__",
     "advisory_key",
     "compute_stats",
     "expand_env",
