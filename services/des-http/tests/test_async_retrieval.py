@@ -114,6 +114,12 @@ def test_local_backend_reads_through_the_blocking_driver(tmp_path: Path) -> None
         DesSettings(backend="local", base_dir=tmp_path), observer=lambda k, n: kinds.append(k)
     )
     assert isinstance(r, ThreadedRetriever)
+    from des_http import HttpSettings
+
+    wrapped = open_async_retriever(
+        HttpSettings(des=DesSettings(backend="local", base_dir=tmp_path))
+    )
+    assert isinstance(wrapped, ThreadedRetriever)
 
     async def go() -> None:
         assert await collect(r, "u010") == FILES["u010"]

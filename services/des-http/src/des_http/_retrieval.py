@@ -106,13 +106,15 @@ def open_async_retriever(
     cache: IndexCache | None = None,
     executor: Executor | None = None,
 ) -> AsyncRetriever:
-    """The :class:`AsyncRetriever` for ``settings.backend``, with an index cache of
+    """The :class:`AsyncRetriever` for ``settings.backend`` (``DesSettings``, or des-http's
+    ``HttpSettings``), with an index cache of
     ``DES_INDEX_CACHE_BYTES`` (or ``cache``) and ``observer(kind, nbytes)`` told of every store
     request. ``s3`` / ``multi_s3``: ``des_format.AsyncShardRetriever`` over obstore, awaited
     on the loop. ``local``: ``des_format.ShardRetriever`` with its answers from the page cache
     taken on the loop and the rest run on ``executor`` (default: the loop's)."""
     from des_format import AsyncShardRetriever, IndexCache, ShardRetriever
 
+    settings = getattr(settings, "des", settings)  # HttpSettings carries the DesSettings
     if cache is None and settings.index_cache_bytes > 0:
         cache = IndexCache(settings.index_cache_bytes)
     options: dict[str, Any] = {
