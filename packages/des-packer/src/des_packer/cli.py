@@ -149,7 +149,14 @@ def pack_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_whole_number,
         metavar="N",
-        help="Threads reading and compressing (default: CPUs).",
+        help="Threads reading and compressing, shared by the processes (default: CPUs).",
+    )
+    add(
+        "--processes",
+        type=_whole_number,
+        metavar="N",
+        help="Processes packing at once, each writing whole shards (local output on Linux; "
+        "default: CPUs, at most one per shard; 1: this process only). Same output either way.",
     )
     add("--shard-range", metavar="A-B", help="Only pack shard indexes A-B (inclusive).")
     add(
@@ -271,6 +278,7 @@ def pack_main(argv: Sequence[str] | None = None) -> NoReturn:
             codec=ns.codec,
             level=ns.level,
             workers=ns.workers,
+            processes=ns.processes,
             shard_range=ns.shard_range,
             dry_run=ns.dry_run,
             json=ns.json_out,
