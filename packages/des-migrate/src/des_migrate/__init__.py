@@ -12,15 +12,11 @@ from ._config import (
     read_config,
     redact_url,
 )
+from ._cycle_report import STEPS, CycleReport, FileFailure
 from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
 from ._metrics import MigrationMetrics
-from ._orchestrator import (
-    STEPS,
-    CycleReport,
-    FileFailure,
-    MigrationOrchestrator,
-    plan_day_aligned_cut,
-)
+from ._orchestrator import MigrationOrchestrator
+from ._shard_plan import plan_day_aligned_cut
 from ._source_db import Cursor, FileRow, SourceDatabase, Totals, advisory_key, make_engine
 from ._stats import (
     DayStats,
@@ -30,6 +26,7 @@ from ._stats import (
     format_stats,
     plan_n_bits,
 )
+from ._tuning import MigrationTuning
 
 __all__ = [
     "STEPS",
@@ -46,6 +43,7 @@ __all__ = [
     "MigrationOrchestrator",
     "MigrationSettings",
     "MigrationStats",
+    "MigrationTuning",
     "PackerConfig",
     "S3SourceConfig",
     "SchemaMismatch",
