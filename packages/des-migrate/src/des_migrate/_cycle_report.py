@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["STEPS", "CycleReport", "FileFailure", "replace_report"]
+__all__ = ["STEPS", "CycleReport", "FileFailure", "replace_report", "write_failures"]
+
+log = logging.getLogger("des_migrate")
 
 STEPS = ("fetch", "validate", "pack", "verify", "mark", "cleanup")
 
@@ -66,3 +72,16 @@ class CycleReport:
 
 def replace_report(report: CycleReport, **changes: Any) -> CycleReport:
     return dataclasses.replace(report, **changes)
+
+
+def write_failures(path: str | None, failures: Sequence[FileFailure], stamp: str) -> None:
+    """Append ``failures`` to the report file (JSON Lines), if one is configured."""
+    if not path or not failures:
+        return
+    try:
+        with Path(path).open("a", encoding="utf-8") as fh:
+            for f in failures:
+                rec = {"time": stamp, "uid": f.uid, "step": f.step, "reason": f.reason}
+                fh.write(json.dumps(rec) + "\n")
+    except OSError as exc:
+        log.error("cannot write report file %s: %s", path, exc.strerror)

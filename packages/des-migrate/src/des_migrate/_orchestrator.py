@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -32,23 +31,26 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._batch import Batch, OpenBatch, ok_rows
 from ._cleanup import recover_cleanups
 from ._config import MigrationConfig
-from ._cycle_report import STEPS, CycleReport, FileFailure, replace_report
+from ._cycle_report import STEPS, CycleReport, FileFailure, replace_report, write_failures
 from ._errors import ConfigError, StepFailed
+from ._fetch import open_batch
 from ._journal import Journal, write_journal
 from ._marks import Marker
 from ._metrics import MigrationMetrics
-from ._shard_plan import plan_day_aligned_cut, plan_from_keys
+from ._readback import compare_shard, new_verifier, split_already_packed
+from ._shard_plan import plan_from_keys
 from ._source_access import SourceAccess
-from ._source_db import Cursor, FileRow, SourceDatabase, row_cursor
-from ._steps import is_store_outage, step_errors
+from ._source_db import Cursor, FileRow, SourceDatabase
+from ._steps import step_errors
 from ._tuning import MigrationTuning
-from ._verifier import WORKER_FILE, Item, Row, ShardAnswer, Verifier, brief
+from ._verifier import Item, Row, ShardAnswer, Verifier, brief
 from ._verify_worker import duplicate_uid, source_problem
 
 if TYPE_CHECKING:
@@ -104,7 +106,7 @@ class MigrationOrchestrator:
         self.tuning = tuning or MigrationTuning()
         self.sources = SourceAccess(config.packer.s3_source, read_chunk=self.tuning.read_chunk)
         self._journal_seq = 0
-        self._store_given = store is not None
+        self.store_given = store is not None
         self._verifier: Verifier | None = None  # the cycle's, see _cycle
 
     # ------------------------------------------------------------------ control
@@ -133,20 +135,21 @@ class MigrationOrchestrator:
         digest = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
         return Path(base) / "des-migrate" / digest
 
-    def _use_claims(self) -> bool:
+    def use_claims(self) -> bool:
         mode = self.config.migration.claim_mode
         if mode == "none":
             return False
         return self.db.supports_skip_locked
 
-    def _step(self, name: str) -> None:
+    def step(self, name: str) -> None:
+        """Run the fault hook for step ``name`` (tests inject failures there)."""
         if self._fault is not None:
             with step_errors(name):
                 self._fault(name)
 
     # ------------------------------------------------------------------ wiring
 
-    def _output(self) -> str:
+    def output(self) -> str:
         return self.config.packer.output_dir
 
     def _n_bits(self) -> int:
@@ -160,12 +163,12 @@ class MigrationOrchestrator:
         """
         from des_format import IndexCache, ShardRetriever
 
-        return ShardRetriever(self._object_store(), cache=IndexCache(64 << 20))
+        return ShardRetriever(self.object_store(), cache=IndexCache(64 << 20))
 
-    def _object_store(self) -> ObjectStore:
+    def object_store(self) -> ObjectStore:
         if self._store is not None:
             return self._store
-        out = self._output()
+        out = self.output()
         if out.startswith("s3://"):
             from des_storage_s3 import ClientSettings, S3ObjectStore, make_client
 
@@ -211,11 +214,11 @@ class MigrationOrchestrator:
     ) -> PackReport:
         options = dataclasses.replace(self._pack_options(), progress=progress)
         if self._pack_fn is not None:
-            return self._pack_fn(entries, self._output(), options)
+            return self._pack_fn(entries, self.output(), options)
         from des_packer import pack_plan
 
         # the shard keys validate computed: the packer's planner would compute them again
-        return pack_plan(plan_from_keys(entries, keys, self._n_bits()), self._output(), options)
+        return pack_plan(plan_from_keys(entries, keys, self._n_bits()), self.output(), options)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -294,7 +297,7 @@ class MigrationOrchestrator:
                         break
                     after = opened.last
                     if self._verifier is None:  # sized by the cycle's first batch
-                        self._verifier = self._new_verifier(len(opened.batch.rows))
+                        self._verifier = new_verifier(self, len(opened.batch.rows))
                     if ahead_pool is not None and (limit is None or batches + 1 < limit):
                         ahead = ahead_pool.submit(self._open_batch, cutoff, after, ahead=True)
                     batch, deleted_now = self._finish_batch(opened)
@@ -348,92 +351,7 @@ class MigrationOrchestrator:
     def _open_batch(
         self, cutoff: datetime, after: Cursor | None, *, ahead: bool = False
     ) -> OpenBatch | None:
-        """Fetch (and claim) the next batch after ``after``; its transaction stays open for
-        the rest of the batch. None when no eligible row is left. ``ahead`` (a thread, while
-        the previous batch is packed): the batch is also validated, in the verify worker
-        process when there is one (never here: this thread would compete with the packer)."""
-        db = self.db
-        try:
-            conn = db.engine.connect()
-        except Exception as exc:
-            raise StepFailed("fetch", f"cannot connect to {db.redacted_url}: {brief(exc)}") from exc
-        try:
-            fetch_started = time.perf_counter()
-            trans = conn.begin()
-            try:
-                self._step("fetch")
-                rows, last = self._fetch(conn, cutoff, after)
-            except StepFailed:
-                raise
-            except Exception as exc:
-                raise StepFailed("fetch", brief(exc)) from exc
-            if not rows or last is None:
-                trans.rollback()
-                conn.close()
-                return None
-            if self.metrics is not None:
-                self.metrics.batch_size.set(len(rows))
-            batch = Batch(rows)
-            batch.seconds["fetch"] += time.perf_counter() - fetch_started
-            opened = OpenBatch(conn, trans, batch, last)
-            if ahead:
-                try:
-                    opened.validated = self._validate_in_worker(batch)
-                except StepFailed as exc:
-                    opened.failed = exc  # reported and rolled back when the batch's turn comes
-            return opened
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
-            raise
-
-    def _fetch(
-        self, conn: Connection, cutoff: datetime, after: Cursor | None
-    ) -> tuple[list[FileRow], Cursor | None]:
-        """The rows of the next batch and the keyset position of its last row.
-
-        A full batch is cut at a UTC day boundary (``align_batches_to_days``). With claims
-        the cut is found first, from the created_at of the middle and the last of the next
-        ``batch_size`` rows (one scan, no locks), and only the rows before it are selected and
-        claimed: rows beyond the cut are never locked, so the next batch (fetched while this
-        one is packed) and other migrators can take them.
-        """
-        cfg = self.config.migration
-        db = self.db
-        claim = self._use_claims()
-
-        def select(before: datetime | None = None) -> tuple[list[FileRow], Sequence[Any]]:
-            # the database rows stand in for one Cursor per row: only the batch's last is used
-            return db.select_rows(
-                conn,
-                cutoff,
-                after=after,
-                before=before,
-                limit=cfg.batch_size,
-                include_failed=cfg.retry_failed,
-                claim=claim,
-            )
-
-        if not (claim and cfg.align_batches_to_days):
-            rows, raw = select()
-            if cfg.align_batches_to_days and len(rows) == cfg.batch_size:
-                rows = rows[: plan_day_aligned_cut(rows)]
-            return rows, (row_cursor(raw[len(rows) - 1]) if rows else None)
-        bounds = db.day_cut_bounds(
-            conn, cutoff, after=after, limit=cfg.batch_size, include_failed=cfg.retry_failed
-        )
-        before: datetime | None = None
-        if bounds is not None:
-            middle, last = bounds
-            day = last.replace(hour=0, minute=0, second=0, microsecond=0)
-            if middle < day:  # the last day holds less than half the batch: leave it
-                before = day
-        rows, raw = select(before)
-        if not rows and before is not None:  # the rows before the cut are all claimed
-            rows, raw = select()
-        return rows, (row_cursor(raw[-1]) if rows else None)
+        return open_batch(self, cutoff, after, ahead=ahead)
 
     def _finish_batch(self, opened: OpenBatch) -> tuple[Batch, int]:
         """Validate (unless done ahead), lock, pack, verify and mark a fetched batch, commit,
@@ -453,9 +371,9 @@ class MigrationOrchestrator:
                 with batch.timed("pack"), step_errors("pack"):
                     db.lock_shards(conn, {batch.keys[r.uid] for r in ok})
                 with batch.timed("pack"):
-                    present, to_pack = self._split_already_packed(batch, ok)
+                    present, to_pack = split_already_packed(self, batch, ok)
                 self._pack_and_verify(batch, to_pack, present, conn)
-                self._step("mark")
+                self.step("mark")
                 with batch.timed("mark"), step_errors("mark"):
                     if cfg.delete_source_files and batch.verified:
                         self._journal_seq += 1
@@ -506,7 +424,7 @@ class MigrationOrchestrator:
         """Each source exists and has the size the table says; the uid routes to a shard."""
         from des_routing import RoutingError, locate_shard
 
-        self._step("validate")
+        self.step("validate")
         n_bits = self._n_bits()
         keys = batch.keys
         with step_errors("validate"):
@@ -526,7 +444,7 @@ class MigrationOrchestrator:
                 if problem is not None:
                     batch.fail(row, "validate", problem)
 
-    def _validate_in_worker(self, batch: Batch) -> bool:
+    def validate_in_worker(self, batch: Batch) -> bool:
         """:meth:`validate` in the verify worker process (local sources only); False when it
         cannot be done there (no worker, or sources on S3)."""
         verifier = self._verifier
@@ -538,7 +456,7 @@ class MigrationOrchestrator:
             (r.uid, r.created_at.isoformat(), r.location, r.size_bytes) for r in batch.rows
         ]
         with batch.timed("validate"):
-            self._step("validate")
+            self.step("validate")
             job = verifier.validate(rows, self._n_bits())
             if job is None:
                 return False
@@ -550,43 +468,6 @@ class MigrationOrchestrator:
             for i, reason in refused:
                 batch.fail(batch.rows[i], "validate", reason)
         return True
-
-    def _split_already_packed(
-        self, batch: Batch, rows: list[FileRow]
-    ) -> tuple[list[FileRow], list[FileRow]]:
-        """Rows whose uid is already in its shard (an earlier run packed it) vs. rows to pack."""
-        from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound
-
-        present: list[FileRow] = []
-        to_pack: list[FileRow] = []
-        retriever = self.retriever()
-        with step_errors("pack"):
-            absent: set[str] = set()  # shard keys with no object yet: nothing to look up
-            for row in rows:
-                key = batch.keys[row.uid]
-                if key in absent:
-                    to_pack.append(row)
-                    continue
-                try:
-                    retriever.stat(key, row.uid)
-                except ObjectNotFound:
-                    absent.add(key)
-                    to_pack.append(row)
-                except EntryNotFound:
-                    to_pack.append(row)
-                except EntryDeleted:
-                    batch.fail(
-                        row,
-                        "pack",
-                        f"shard {key} holds a deletion marker for this uid; not packing it again",
-                    )
-                except DesFormatError as exc:
-                    if is_store_outage(exc):
-                        raise
-                    batch.fail(row, "pack", f"shard {key} cannot be read: {brief(exc)}")
-                else:
-                    present.append(row)
-        return present, to_pack
 
     def _pack_and_verify(
         self, batch: Batch, to_pack: list[FileRow], present: list[FileRow], conn: Connection
@@ -605,7 +486,7 @@ class MigrationOrchestrator:
         source. Nothing is committed here: a failure rolls every mark back.
         """
         if self._verifier is None:  # the first batch of the cycle: kept for the others
-            self._verifier = self._new_verifier(len(batch.rows))
+            self._verifier = new_verifier(self, len(batch.rows))
         verifier = self._verifier
         earlier = {r.uid for r in present}
         by_key: dict[str, list[FileRow]] = defaultdict(list)
@@ -614,7 +495,7 @@ class MigrationOrchestrator:
         algorithm = self.config.database.checksum_algorithm
         futures: dict[str, Future[ShardAnswer]] = {}
         marker = Marker(
-            self._compare_shard,
+            partial(compare_shard, self),
             self.db,
             conn,
             by_key,
@@ -638,7 +519,7 @@ class MigrationOrchestrator:
 
         done = False
         try:
-            self._step("pack")
+            self.step("pack")
             failed: dict[str, str] = {}
             if to_pack:
                 from des_packer import ManifestEntry
@@ -650,7 +531,7 @@ class MigrationOrchestrator:
                 with batch.timed("pack"), step_errors("pack"):
                     report = self._pack(entries, batch.keys, on_progress)
                 failed = dict(report.failures)
-            self._step("verify")
+            self.step("verify")
             with batch.timed("verify"), step_errors("verify"):
                 for key in sorted(by_key):
                     submit(key)
@@ -682,75 +563,20 @@ class MigrationOrchestrator:
                 elif row.uid not in failed:  # else recorded above as the packer's failure
                     batch.fail(row, "verify", problem)
 
-    def _new_verifier(self, rows: int) -> Verifier:
-        """A worker process reading from the configured output when the first batch has at
-        least ``tuning.process_verify_min_rows`` rows; else threads (a store given to the
-        constructor is always read in threads)."""
-        threads = self.config.packer.workers or os.cpu_count() or 1
-        small = rows < self.tuning.process_verify_min_rows
-        if self._store_given or small or not WORKER_FILE.is_file():
-            return Verifier(self._object_store(), threads)
-        out = self._output()
-        if out.startswith("s3://"):
-            bucket, _, prefix = out[len("s3://") :].partition("/")
-            pk = self.config.packer
-            region = pk.s3_region_name or pk.s3_source.region_name or ""
-            endpoint = pk.s3_endpoint_url or pk.s3_source.endpoint_url or ""
-            return Verifier(("s3", bucket, prefix, region, endpoint), threads)
-        return Verifier(("local", out), threads)
-
-    def _compare_shard(
-        self, key: str, rows: list[FileRow], got: ShardAnswer, earlier: set[str]
-    ) -> dict[str, str]:
-        """What is wrong with each row that does not check out, by uid (the rows left out
-        check out), from the verifier's answer for its shard; a file an earlier run packed is
-        compared with its source here."""
-        shard_error, answers = got
-        if shard_error is not None:
-            raise StepFailed("verify", shard_error)
-        problems: dict[str, str] = {}
-        if not answers:  # every file checked out, nothing more asked
-            return problems
-        by_uid = {a[0]: a for a in answers}
-        for row in rows:
-            answer = by_uid.get(row.uid)
-            if answer is None:  # checked out, nothing more asked
-                continue
-            _uid, problem, crc = answer
-            if problem is None and row.uid in earlier:
-                problem = (
-                    self.sources.compare_with_source(row, crc)
-                    if crc is not None
-                    else "no CRC-32 read back to compare with the source"
-                )
-            if problem is not None:
-                problems[row.uid] = problem
-        return problems
-
     def _cleanup(self, rows: Sequence[FileRow]) -> tuple[int, bool]:
         """Delete the sources of rows whose archived mark has committed (logged, one by one).
 
         Returns (deleted, complete); incomplete when the step failed or a deletion failed.
         """
         try:
-            self._step("cleanup")
+            self.step("cleanup")
         except Exception as exc:  # noqa: BLE001  (cleanup is optional; sources are kept)
             log.error("cleanup skipped, sources kept for a later cycle: %s", brief(exc))
             return 0, False
         return self.sources.delete([(r.uid, r.location) for r in rows])
 
     def _write_report(self, failures: Sequence[FileFailure]) -> None:
-        path = self.config.migration.report_file
-        if not path or not failures:
-            return
-        stamp = self._now().isoformat()
-        try:
-            with Path(path).open("a", encoding="utf-8") as fh:
-                for f in failures:
-                    rec = {"time": stamp, "uid": f.uid, "step": f.step, "reason": f.reason}
-                    fh.write(json.dumps(rec) + "\n")
-        except OSError as exc:
-            log.error("cannot write report file %s: %s", path, exc.strerror)
+        write_failures(self.config.migration.report_file, failures, self._now().isoformat())
 
     # ------------------------------------------------------------------ continuous
 
