@@ -60,7 +60,7 @@ def __getattr__(name: str) -> object:
     return value
 
 
-__version__ = "0.1.1"
+__version__ = "0.2.0"
 
 __all__ = [
     "CODECS",
