@@ -13,7 +13,14 @@ from ._config import (
     redact_url,
 )
 from ._cycle_report import STEPS, CycleReport, FileFailure
-from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
+from ._errors import (
+    ConfigError,
+    MigrateError,
+    MissingDatabase,
+    SchemaMismatch,
+    SourceDatabaseError,
+    StepFailed,
+)
 from ._metrics import MigrationMetrics
 from ._orchestrator import MigrationOrchestrator
 from ._shard_plan import plan_day_aligned_cut
@@ -27,6 +34,21 @@ from ._stats import (
     plan_n_bits,
 )
 from ._tuning import MigrationTuning
+
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-migrate")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STEPS",
@@ -44,6 +66,7 @@ __all__ = [
     "MigrationSettings",
     "MigrationStats",
     "MigrationTuning",
+    "MissingDatabase",
     "PackerConfig",
     "S3SourceConfig",
     "SchemaMismatch",
@@ -52,6 +75,7 @@ __all__ = [
     "SourceDatabaseError",
     "StepFailed",
     "Totals",
+    "__version__",
     "advisory_key",
     "compute_stats",
     "expand_env",

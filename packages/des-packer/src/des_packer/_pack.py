@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 
 from ._dest import Destination, LocalDestination
-from ._errors import PackConfigError
+from ._errors import OutputFailed, PackConfigError, describe_os_error
 from ._manifest import ManifestEntry
 from ._options import PackOptions
 from ._pipeline import PackTuning, run_pipeline
@@ -130,6 +130,9 @@ def _run(plan: PackPlan, dest: Destination, opts: PackOptions, tuning: PackTunin
             max_inflight_bytes=opts.max_inflight_bytes,
             tuning=tuning,
         )
+    except OSError as exc:  # writing the output failed: say where and how to fix it
+        report = sink.totals.report(started)
+        raise OutputFailed(describe_os_error(exc, dest.describe()), report) from exc
     finally:
         sink.shutdown()
     return sink.totals.report(started)

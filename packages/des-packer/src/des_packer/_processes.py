@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ._dest import Destination
-from ._errors import PackAborted, PackerError
+from ._errors import OutputFailed, PackAborted, PackerError, describe_os_error
 from ._options import PackOptions, ProgressEvent
 from ._pipeline import PackTuning, run_pipeline
 from ._plan import PackPlan, PlannedShard
@@ -236,6 +236,8 @@ def pack_in_processes(
             proc.join()
     totals = _merge(plan, results)
     report = totals.report(started)
+    if isinstance(error, OSError):  # writing the output failed: say where and how to fix it
+        raise OutputFailed(describe_os_error(error, dest.describe()), report) from error
     if error is not None:
         raise error
     if aborted is not None:
