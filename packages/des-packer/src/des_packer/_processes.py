@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ._dest import Destination
+from ._dest import Destination, LocalDestination
 from ._errors import OutputFailed, PackAborted, PackerError, describe_os_error
 from ._options import PackOptions, ProgressEvent
 from ._pipeline import PackTuning, run_pipeline
@@ -157,7 +157,8 @@ def _child(job: _Job, conn: Connection, others: list[Connection]) -> None:
         message = ("error", sink.totals, _sendable(exc))
     finally:
         sink.shutdown()
-    conn.send(message)
+    made = dest.made_dirs() if isinstance(dest, LocalDestination) else frozenset()
+    conn.send((*message, made))
     conn.close()
 
 
@@ -226,6 +227,8 @@ def pack_in_processes(
                     continue
                 del readers[conn]
                 results.append(msg[1])
+                if isinstance(dest, LocalDestination):  # emptied day directories go at close
+                    dest.adopt_dirs(msg[3])
                 if msg[0] == "aborted" and aborted is None:
                     aborted = msg[2]
                 elif msg[0] == "error" and error is None:

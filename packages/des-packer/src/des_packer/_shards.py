@@ -390,7 +390,11 @@ class ShardSink:
             )
             self._progress(0, 0, state.shard.key, "failed")
             return
-        summary = state.writer.close()
+        try:
+            summary = state.writer.close()  # the index: a full disk can fail it
+        except BaseException:
+            txn.abort()
+            raise
         state.writer = None
         job = self._committer.submit(_commit, txn)
         self._commits.append((job, state, len(summary.parts)))
