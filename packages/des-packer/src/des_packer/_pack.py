@@ -85,7 +85,10 @@ def pack_plan(
     batch sizes (speed only, never the output)."""
     opts = options or PackOptions()
     opts.validate()
-    dest = open_destination(output, opts)
+    try:
+        dest = open_destination(output, opts)
+    except OSError as exc:  # the layout record or the directory could not be written
+        raise OutputFailed(describe_os_error(exc, output), PackReport()) from exc
     try:
         return _run(plan, dest, opts, tuning or PackTuning())
     finally:
