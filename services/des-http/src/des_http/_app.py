@@ -276,6 +276,9 @@ def create_app(
         tracing = Tracing(tracer_provider)
         traced_observer = tracing.observer(metrics.observe_store_request)
     if async_retriever is None:
+        # A store given by the caller is what files are read from; one opened here (boto3)
+        # serves /ready and deletes, and reads on S3 go through the async driver instead.
+        given_store = store
         if retriever is None:
             from des_format import IndexCache
 
@@ -291,7 +294,7 @@ def create_app(
         async_retriever = open_async_retriever(
             settings,
             observer=metrics.observe_store_request if tracing is None else traced_observer,
-            store=store,
+            store=given_store if des.backend != "local" else store,
             cache=cache,
             executor=executor if tracing is None else tracing.executor(executor),
             retriever=retriever,
