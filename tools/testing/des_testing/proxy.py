@@ -9,6 +9,8 @@ matching requests, in order:
 - ``"error500"``: answer 500 InternalError without asking upstream;
 - ``"reset"``: read the request, then reset the connection (no answer at all);
 - ``"truncate"``: forward, then send the full headers but only part of the body and close;
+- ``"lost_answer"``: forward (the server does the work), then reset the connection without
+  answering (an answer lost on the way back: the client retries a request that succeeded);
 - ``"slow"``: wait ``delay`` seconds before forwarding (client timeouts);
 - ``"ignore_range"``: drop the Range header before forwarding (the answer is the whole
   object with status 200, as from a server or proxy that ignores ranges);
@@ -35,6 +37,7 @@ FAULT_KINDS = (
     "error500",
     "reset",
     "truncate",
+    "lost_answer",
     "slow",
     "ignore_range",
     "bad_content_range",
@@ -200,6 +203,14 @@ class FaultProxy:
                     status = resp.status
                 finally:
                     conn.close()
+                if kind == "lost_answer":
+                    record(None, 0)
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 out = data
                 if self.command == "HEAD":
                     out = b""
