@@ -6,11 +6,12 @@ PostgreSQL server on 127.0.0.1:5432.
 
 from .postgres import postgres_url, require_postgres
 from .proxy import FaultProxy
-from .s3server import S3Server, free_port, start_s3_server
+from .s3server import S3Server, delete_bucket, free_port, start_s3_server
 
 __all__ = [
     "FaultProxy",
     "S3Server",
+    "delete_bucket",
     "free_port",
     "postgres_url",
     "require_postgres",

