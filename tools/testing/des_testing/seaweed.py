@@ -85,13 +85,13 @@ class SeaweedServer(S3Server):
             client.delete_bucket(Bucket=b["Name"])
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 3 s (its graceful stop can wait long on its own gRPC
+        """SIGTERM, then SIGKILL after 1 s (its graceful stop can wait long on its own gRPC
         peers); then the data directory goes."""
         proc = self.process
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=3)
+                proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
