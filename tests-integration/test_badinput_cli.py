@@ -16,6 +16,8 @@ import pytest
 from des_format import ShardWriter
 from des_routing import locate_shard
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 BIN = Path(sys.executable).parent
 DAY = "2024-01-01T00:00:00Z"
 

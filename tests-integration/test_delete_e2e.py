@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from des_testing import S3Server
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -23,6 +24,8 @@ from test_http_e2e import (
     make_files,
     run_service,
 )
+
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
 
 BUCKET = "del-e2e"
 

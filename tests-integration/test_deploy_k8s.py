@@ -27,6 +27,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.30.0"

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from des_format import LocalObjectStore, ShardWriter
 from des_http import HttpSettings, create_app
@@ -23,6 +24,8 @@ from schemathesis.checks import (
     negative_data_rejection,
     unsupported_method,
 )
+
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
 
 ADMIN = "admin-token-for-fuzzing"
 READER = "read-token-for-fuzzing"

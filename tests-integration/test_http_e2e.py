@@ -22,6 +22,8 @@ import pytest
 from des_testing import S3Server, free_port, start_s3_server
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 BIG_THRESHOLD = 40_000
 
 

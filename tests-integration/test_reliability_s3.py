@@ -34,6 +34,8 @@ from des_testing import FaultProxy
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 N_BITS = 4
 # tools/reliability/run_long.py raises this: more files, rounds and attempts per test.
 SCALE = int(os.environ.get("DES_RELIABILITY_SCALE", "1"))

@@ -158,6 +158,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(e.DuplicateUid, ValueError)
 
 
+@pytest.mark.heavy  # runs the package's suite again: left out of tools/test --quick
 def test_suite_passes_without_optional_codecs() -> None:
     """The package's own tests, run with zstandard and lz4 made unimportable, pass: codec
     tests skip (naming the missing library), everything else runs."""

@@ -41,6 +41,7 @@ def test_public_names() -> None:
             "redact_url",
             "plan_n_bits",
             "plan_day_aligned_cut",
+            "__version__",
         ]
     )
     for name in des_migrate.__all__:

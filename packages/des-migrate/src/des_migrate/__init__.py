@@ -31,6 +31,21 @@ from ._stats import (
     plan_n_bits,
 )
 
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-migrate")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "STEPS",
     "ConfigError",
@@ -54,6 +69,7 @@ __all__ = [
     "SourceDatabaseError",
     "StepFailed",
     "Totals",
+    "__version__",
     "advisory_key",
     "compute_stats",
     "expand_env",

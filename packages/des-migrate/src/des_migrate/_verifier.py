@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._errors import MigrateError
 from ._verify_worker import (
     Answer,
     Item,
@@ -63,7 +64,7 @@ _WORKER_CODE = (
 )
 
 
-class VerifyWorkerError(RuntimeError):
+class VerifyWorkerError(MigrateError, RuntimeError):
     """The verify worker process exited with reads outstanding, or failed one."""
 
 

@@ -49,18 +49,26 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
 
-    value = getattr(import_module(f"{__name__}.{module}"), name)
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value: object = version("des-packer")
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 
-
-__version__ = "0.1.1"
 
 __all__ = [
     "CODECS",

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import quote
 
+from ._errors import PackerError
+
 __all__ = [
     "EXIT_DELETED",
     "EXIT_FAILED",
@@ -33,7 +35,7 @@ EXIT_USAGE = 2
 EXIT_DELETED = 4  # des get: the file existed and was deleted (HTTP 410)
 
 
-class UsageError(Exception):
+class UsageError(PackerError):
     """A bad flag or setting (exit 2)."""
 
 

@@ -54,7 +54,20 @@ from des_routing._zones import (
     parse_zones,
 )
 
-__version__ = "0.1.0"
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-routing")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BASE_DIR",

@@ -46,7 +46,20 @@ from ._zones import (
     zone_of_key,
 )
 
-__version__ = "0.1.0"
+#: The installed distribution's version (read from its metadata on first use, so that
+#: importing the package does not load ``importlib.metadata``).
+__version__: str
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value = version("des-storage-s3")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_PART_SIZE",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     app: FastAPI
 
-__version__ = "0.1.0"
+__version__: str = __import__("importlib.metadata").metadata.version("des-http")
 
 __all__ = [
     "ERROR_TABLE",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from des_routing import DesSettings, SettingsError
 
+from ._problems import ServiceError
+
 DEFAULT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 DEFAULT_MAX_BATCH_ITEMS = 1000
 DEFAULT_RETRY_AFTER_SECONDS = 5
@@ -21,7 +23,7 @@ _FALSE = ("0", "false", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(ValueError):
+class ConfigError(ServiceError, ValueError):
     """A setting of des-http is missing or invalid; the message names the variable."""
 
     def __init__(self, variable: str, message: str) -> None:
