@@ -77,6 +77,7 @@ def _pack(s3: Any, manifest: Path) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.heavy
 def test_late_files_appended_to_a_large_shard_read_back_byte_exact(
     s3: Any, tmp_path: Path
 ) -> None:
