@@ -78,9 +78,7 @@ def _pack(s3: Any, manifest: Path) -> dict[str, Any]:
 
 
 @pytest.mark.heavy
-def test_late_files_appended_to_a_large_shard_read_back_byte_exact(
-    s3: Any, tmp_path: Path
-) -> None:
+def test_late_files_appended_to_a_large_shard_read_back_byte_exact(s3: Any, tmp_path: Path) -> None:
     """A 6 MiB shard (incompressible files) gets late files twice (UploadPartCopy of its
     current bytes each time); a file of it is then deleted with ``des delete``. Every file
     reads back byte-exact, the deleted one answers "deleted"."""

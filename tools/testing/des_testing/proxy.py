@@ -15,7 +15,11 @@ matching requests, in order:
 - ``"ignore_range"``: drop the Range header before forwarding (the answer is the whole
   object with status 200, as from a server or proxy that ignores ranges);
 - ``"bad_content_range"``: forward, then answer the right body under a ``Content-Range``
-  shifted by one byte (a broken cache or proxy in between).
+  shifted by one byte (a broken cache or proxy in between);
+- ``"no_etag"``: forward, then answer without the ``ETag`` header (a server or proxy that
+  drops it);
+- ``"garble"``: forward, then answer the same status with a body that is not XML (a server
+  or proxy that answers something other than S3).
 
 :meth:`FaultProxy.chaos` turns faults on at random for a share of all requests.
 """
@@ -41,6 +45,8 @@ FAULT_KINDS = (
     "slow",
     "ignore_range",
     "bad_content_range",
+    "no_etag",
+    "garble",
 )
 
 _HOP = {
@@ -216,13 +222,15 @@ class FaultProxy:
                     out = b""
                 elif kind == "truncate" and fault is not None:
                     out = data[: int(len(data) * fault.keep_fraction)]
+                elif kind == "garble":
+                    data = out = b"<html>not what S3 answers</html"
                 # Record before answering, so a client that got its answer sees the count.
                 if kind != "slow":
                     record(status, len(out))
                 self.send_response(status)
                 length_sent = False
                 for k, v in resp_headers:
-                    if k.lower() in _HOP:
+                    if k.lower() in _HOP or (kind == "no_etag" and k.lower() == "etag"):
                         continue
                     if k.lower() == "content-range" and kind == "bad_content_range":
                         self.send_header(k, _shift_content_range(v))

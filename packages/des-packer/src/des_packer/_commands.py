@@ -58,6 +58,13 @@ class PackArgs:
     block_member_max: int = 64 * 1024
 
 
+def _unexpected(exc: BaseException) -> str:
+    return (
+        f"unexpected {type(exc).__name__}: {exc}; shards finished before it are complete, run "
+        "the same command again to finish (report this error to the DES maintainers)"
+    )
+
+
 def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
     print(f"des-pack: error: {msg}", file=err)
     if args.json:
@@ -235,6 +242,8 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
         return _err(str(exc), args, EXIT_USAGE, out, err)
     except (PackerError, DesFormatError, RoutingError, OSError) as exc:
         return _err(f"{exc}", args, EXIT_FAILED, out, err)
+    except Exception as exc:  # noqa: BLE001 - never a traceback: say what broke, exit 1
+        return _err(_unexpected(exc), args, EXIT_FAILED, out, err)
     code = EXIT_OK
     if report.failures:
         code = EXIT_SKIPPED

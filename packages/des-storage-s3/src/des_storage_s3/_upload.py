@@ -332,7 +332,7 @@ class S3ShardStore:
         carries this write's ``token``. None otherwise (the error stands)."""
         if not retried:
             return None
-        err = translate_error(exc, bucket=self.bucket, key=s3_key)
+        err = translate_error(exc, bucket=self.bucket, key=s3_key, operation="write")
         if not isinstance(err, S3ObjectNotFound | S3PreconditionFailed):
             return None
 
@@ -358,14 +358,15 @@ class S3ShardStore:
     ) -> str:
         if_none_match, if_match = cond
         token = uuid.uuid4().hex
-        created = self._call(
-            lambda: self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=s3_key, Metadata={WRITE_ID_META: token}
+        upload_id: str = self._call(
+            lambda: str(
+                self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=s3_key, Metadata={WRITE_ID_META: token}
+                )["UploadId"]
             ),
             s3_key,
             "CreateMultipartUpload",
         )
-        upload_id = str(created["UploadId"])
         try:
             etags = self._upload_parts(
                 path=path,
