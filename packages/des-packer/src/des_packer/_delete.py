@@ -190,6 +190,15 @@ def run_repack(
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
+#: What "erased" means on S3 (printed by des deletions for S3 backends).
+ERASED_ON_S3 = (
+    "note: erased means no object or object version holds the bytes, as the S3 API shows; a "
+    "server that reclaims space later (SeaweedFS until volume.vacuum, MinIO, Ceph RGW until "
+    "its garbage collection) keeps them on its disks until then: see docs/DELETION.md, "
+    "section 6, to finish the erasure there"
+)
+
+
 def run_deletions(
     prefix: str,
     overrides: Mapping[str, str | None],
@@ -235,6 +244,8 @@ def run_deletions(
             f"{counts['hidden']} hidden, {counts['erasing']} erasing, {counts['erased']} erased",
             file=err,
         )
+        if counts["erased"] and settings.backend != "local":
+            print(ERASED_ON_S3, file=err)
     for key, msg in errors:
         print(f"des: error: {key}: {msg}", file=err)
     return EXIT_FAILED if errors else EXIT_OK
