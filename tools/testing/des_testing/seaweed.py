@@ -190,17 +190,23 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
 
 
 def _answers(server: SeaweedServer) -> bool:
-    """Whether the S3 gateway serves a signed ListBuckets (the filer behind it is up)."""
+    """Whether the S3 gateway takes a signed write (filer and volume server are up)."""
     try:
         urllib.request.urlopen(server.endpoint_url, timeout=1).read()
     except urllib.error.HTTPError:
         pass  # 403 to an unsigned request: the gateway is up; ask it properly
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+    from botocore.exceptions import ClientError
+
     client = server.client()
     try:
         # A write needs a registered volume server, which comes a moment after the gateway.
-        client.create_bucket(Bucket=_WARMUP)
+        try:
+            client.create_bucket(Bucket=_WARMUP)
+        except ClientError as exc:  # made by an earlier poll whose write did not go through
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
         client.put_object(Bucket=_WARMUP, Key="ready", Body=b"ready")
         client.delete_bucket(Bucket=_WARMUP)
     except Exception:
