@@ -27,6 +27,9 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.io_threads == 32
     assert s.nowait_reads is True
     assert s.nowait_max_bytes == 64 * 1024
+    assert s.cors_origins == ""
+    assert s.link_key is None
+    assert s.des_given == frozenset({"DES_BASE_DIR"})
 
 
 def test_every_http_setting_is_read(tmp_path: Path) -> None:
@@ -45,8 +48,13 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
             "DES_IO_THREADS": "8",
             "DES_NOWAIT_READS": "0",
             "DES_NOWAIT_MAX_BYTES": "16384",
+            "DES_CORS_ORIGINS": "https://a.example, http://b.example:8080",
+            "DES_LINK_KEY": "k" * 40,
         }
     )
+    assert s.cors_origins == "https://a.example, http://b.example:8080"
+    assert s.link_key == b"k" * 40
+    assert "DES_N_BITS" in (s.des_given or ())
     assert (s.des.backend, s.des.s3_bucket, s.des.n_bits) == ("s3", "shards", 10)
     assert s.des.index_cache_bytes == 1 << 20
     assert s.cache_control == "no-cache"

@@ -75,6 +75,14 @@ from ._source import (
     ObjectStore,
     TailRead,
 )
+from ._store_layout import (
+    LAYOUT_KEY,
+    LayoutMismatch,
+    StoreLayout,
+    ensure_local_layout,
+    read_store_layout,
+    zones_digest,
+)
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
 from ._writer import (
     BigFileSink,
@@ -104,6 +112,7 @@ def __getattr__(name: str) -> object:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
     "DEFAULT_BIG_FILE_THRESHOLD",
@@ -115,6 +124,7 @@ __all__ = [
     "FEATURE_BLOCKS",
     "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
+    "LAYOUT_KEY",
     "MAX_BLOCK_SIZE",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
@@ -139,6 +149,7 @@ __all__ = [
     "Header",
     "IndexCache",
     "IndexEntry",
+    "LayoutMismatch",
     "LocalBigFileSink",
     "LocalFileSource",
     "LocalObjectStore",
@@ -158,6 +169,7 @@ __all__ = [
     "ShardWriter",
     "StorageUnavailable",
     "StoreError",
+    "StoreLayout",
     "StoreSource",
     "TailRead",
     "UnknownCodec",
@@ -171,6 +183,7 @@ __all__ = [
     "crc32_backend",
     "decode_payload",
     "delete_entries",
+    "ensure_local_layout",
     "entry_payload_key",
     "entry_to_json",
     "fill_byte",
@@ -188,6 +201,8 @@ __all__ = [
     "prepare_payload",
     "read_index",
     "read_shard_index",
+    "read_store_layout",
     "train_dictionary",
     "verify_files",
+    "zones_digest",
 ]

@@ -34,6 +34,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._auth import TokenTable, needed_scope, read_token_file
+from ._cors import CorsPolicy, install_cors
+from ._links import LinkGate, is_signed_link
 from ._logging import AccessLogMiddleware, log_access, plan_request_id
 from ._metrics import ServiceMetrics
 from ._openapi import BATCH_RESPONSES, FILE_RESPONSES, READY_RESPONSES, install_openapi
@@ -328,7 +330,7 @@ class _AuthMiddleware:
             await self.app(scope, receive, send)
             return
         needed = needed_scope(scope["path"], scope["method"])
-        if needed is not None:
+        if needed is not None and not is_signed_link(scope):
             authorization = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
@@ -381,7 +383,11 @@ def create_app(
         if store is None:
             from des_storage_s3 import open_store
 
+            from ._store_layout import settings_after_layout
+
             store = open_store(des)
+            settings = settings_after_layout(settings, store)  # once, at start
+            des = settings.des
         cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
         retriever = ShardRetriever(
             store,
@@ -433,6 +439,8 @@ def create_app(
             retry_after=settings.retry_after_seconds,
         )
         front = _AuthMiddleware(front, tokens=tokens, retry_after=settings.retry_after_seconds)
+    app.add_middleware(LinkGate, key=settings.link_key)  # signed links, before the token check
+    front = LinkGate(front, settings.link_key)
     app.add_middleware(AccessLogMiddleware)
     # GET/HEAD /files/{uid} take the same middleware (access log, auth) in front of their
     # handlers, past FastAPI's own stack; see _DesApp. Warm plain answers skip even those.
@@ -442,6 +450,7 @@ def create_app(
         warm = _WarmFront(service, general, tokens)
         app.files_front = warm
         app.quick_answer = warm.now
+    install_cors(app, CorsPolicy.parse(settings.cors_origins))
     return app
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from des_routing import DesSettings, SettingsError
+from des_routing import DesSettings, SettingsError, link_key_from_env
 
 from ._problems import ServiceError
 
@@ -49,6 +49,13 @@ class HttpSettings:
     io_threads: int = DEFAULT_IO_THREADS
     nowait_reads: bool = True
     nowait_max_bytes: int = DEFAULT_NOWAIT_MAX_BYTES
+    #: ``DES_CORS_ORIGINS`` as given ("" = CORS off); see ``_cors``.
+    cors_origins: str = ""
+    #: ``DES_LINK_KEY`` (None = signed links refused); see ``_links``.
+    link_key: bytes | None = None
+    #: The ``DES_*`` variables set in the environment (None: settings built in code, all
+    #: given); n_bits and the big-file prefix not given come from the store's layout record.
+    des_given: frozenset[str] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -86,7 +93,18 @@ class HttpSettings:
             nowait_max_bytes=_positive_int(
                 env, "DES_NOWAIT_MAX_BYTES", DEFAULT_NOWAIT_MAX_BYTES, upper=1 << 20
             ),
+            cors_origins=_cors_origins(env),
+            link_key=link_key_from_env(env),
+            des_given=frozenset(k for k, v in env.items() if k.startswith("DES_") and v.strip()),
         )
+
+
+def _cors_origins(env: Mapping[str, str]) -> str:
+    from ._cors import CorsPolicy
+
+    text = env.get("DES_CORS_ORIGINS", "").strip()
+    CorsPolicy.parse(text)  # ConfigError naming a bad origin, at start
+    return text
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int) -> int:
