@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from types import ModuleType
 from typing import Any
@@ -422,61 +422,160 @@ def iter_decompress(
     uid: str = "",
     dictionary: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Decompress a stream of stored chunks, yielding original bytes; checks the total size
-    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
-    errors: tuple[type[BaseException], ...] = ()
-    if codec is Codec.ZSTD_BLOCK:
-        raise ValueError("a solid block member is decoded whole, with decompress_block")
-    if codec is Codec.NONE:
-        feed: Callable[[bytes], bytes] = bytes
-        tail: Callable[[], bytes] = bytes
-    elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
-        zstd = _module(Codec.ZSTD)
-        if codec is Codec.ZSTD_DICT:
-            zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
-            dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+    """Decompress a stream of stored chunks, yielding original bytes in pieces of at most
+    :data:`STREAM_STEP`; checks the total size (``dictionary``: the shard's, for
+    ``Codec.ZSTD_DICT``)."""
+    decoder = StreamDecoder(codec, size, uid=uid, dictionary=dictionary)
+    for chunk in chunks:
+        yield from decoder.pieces(chunk)
+    decoder.finish()
+
+
+#: Largest piece of original bytes a streamed decompression yields at once (``pieces``).
+STREAM_STEP = 256 << 10
+#: Compressed bytes decompressed at once by ``pieces``: what one slice expands to is all a
+#: stream holds beyond the piece being sent (text at 100:1, 400 KiB; a declared size caps it).
+_ZSTD_SLICE = 4096
+
+
+def _split(data: bytes, step: int) -> Iterator[bytes]:
+    if len(data) <= step:
+        if data:
+            yield data
+        return
+    view = memoryview(data)
+    for i in range(0, len(data), step):
+        yield bytes(view[i : i + step])
+
+
+class StreamDecoder:
+    """Decompression pushed one stored chunk at a time (no I/O): :meth:`pieces` (and
+    :meth:`feed`, joined) give the original bytes each chunk gives, never more than ``size``
+    in all (``CorruptShard`` the
+    moment a frame expands past it); :meth:`finish` checks the frame ended and the total is
+    ``size``. A solid block member is decoded whole, with :func:`decompress_block`."""
+
+    def __init__(
+        self, codec: Codec, size: int, *, uid: str = "", dictionary: bytes | None = None
+    ) -> None:
+        if codec is Codec.ZSTD_BLOCK:
+            raise ValueError("a solid block member is decoded whole, with decompress_block")
+        self.codec = codec
+        self.size = size
+        self.uid = uid
+        self.total = 0
+        self._errors: tuple[type[BaseException], ...] = ()
+        self._dobj: Any = None
+        self._zstd: Any = None
+        self._head = b""  # zstd: bytes before the frame header is complete
+        self._checked = codec is not Codec.ZSTD and codec is not Codec.ZSTD_DICT
+        self._slice = 0  # zstd frame without a declared size: input fed this many bytes at a time
+        if codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
+            zstd = self._zstd = _module(Codec.ZSTD)
+            if codec is Codec.ZSTD_DICT:
+                zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
+                self._dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+            else:
+                self._dobj = zstd.ZstdDecompressor().decompressobj()
+            self._errors = (zstd.ZstdError,)
+        elif codec is Codec.LZ4:
+            self._dobj = _module(Codec.LZ4).LZ4FrameDecompressor()
+            self._errors = (RuntimeError, ValueError, OverflowError)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Original bytes from one stored chunk (:meth:`pieces`, joined)."""
+        return b"".join(self.pieces(chunk))
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        """Original bytes from one stored chunk, in pieces of at most :data:`STREAM_STEP`,
+        decompressed as they are asked for: a stream holds one piece and what one slice of
+        input expands to, whatever the compression ratio and the client's pace.
+
+        Expansion is bounded by the entry's size: a zstd frame must declare exactly ``size``
+        (libzstd stops a frame at its declared size) and is fed :data:`_ZSTD_SLICE` bytes at
+        a time, or, declaring none, 256 bytes at a time, checked after each; lz4 is asked for
+        at most one byte past ``size``."""
+        if self._dobj is None:
+            self._count(len(chunk))
+            yield from _split(bytes(chunk), STREAM_STEP)
+        elif self._zstd is not None:
+            if not self._checked:
+                chunk = self._check_header(chunk)
+            step = self._slice or _ZSTD_SLICE
+            view = memoryview(chunk)
+            for i in range(0, len(view), step):
+                out = self._zstd_feed(view[i : i + step])
+                self._count(len(out))
+                yield from _split(out, STREAM_STEP)
         else:
-            dobj = zstd.ZstdDecompressor().decompressobj()
-        errors = (zstd.ZstdError,)
+            data = chunk
+            while True:
+                try:
+                    out = bytes(
+                        self._dobj.decompress(
+                            data, max_length=min(STREAM_STEP, self.size - self.total + 1)
+                        )
+                    )
+                except self._errors as exc:
+                    raise CorruptShard(
+                        f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
+                    ) from None
+                self._count(len(out))
+                if out:
+                    yield out
+                if self._dobj.eof or self._dobj.needs_input:
+                    return
+                data = b""
 
-        def feed(b: bytes) -> bytes:
-            return bytes(dobj.decompress(b))
+    def _count(self, n: int) -> None:
+        self.total += n
+        if self.total > self.size:
+            raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
 
-        def tail() -> bytes:
-            return b"" if dobj.eof else _truncated()
+    def _check_header(self, chunk: bytes) -> bytes:
+        """Hold bytes until the zstd frame header is complete, then refuse a frame declaring
+        another size than the entry's (before anything is decompressed)."""
+        data = self._head + bytes(chunk)
+        try:
+            declared = int(self._zstd.frame_content_size(data))
+        except self._zstd.ZstdError:
+            if len(data) < 18:  # the longest frame header: wait for more bytes
+                self._head = data
+                return b""
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame") from None
+        self._head = b""
+        self._checked = True
+        _check_declared(declared, self.size, self.uid)
+        if declared < 0:
+            self._slice = 256
+        return data
 
-    else:
-        lz4f = _module(Codec.LZ4)
-        ldobj = lz4f.LZ4FrameDecompressor()
-        errors = (RuntimeError, ValueError, OverflowError)
-
-        def feed(b: bytes) -> bytes:
-            return bytes(ldobj.decompress(b))
-
-        def tail() -> bytes:
-            return b"" if ldobj.eof else _truncated()
-
-    def _truncated() -> bytes:
-        raise CorruptShard(f"payload of {uid!r} ends in the middle of a {codec.label} frame")
-
-    total = 0
-    try:
-        for chunk in chunks:
-            out = feed(chunk)
-            total += len(out)
-            if total > size:
-                raise CorruptShard(f"payload of {uid!r} expands past its size {size}")
-            if out:
-                yield out
-        if codec is not Codec.NONE:
-            tail()
-    except CorruptShard:
-        raise
-    except Exception as exc:
-        if codec is not Codec.NONE and isinstance(exc, errors):
+    def _zstd_feed(self, data: bytes | memoryview) -> bytes:
+        try:
+            if not self._slice:
+                return bytes(self._dobj.decompress(data))
+            parts: list[bytes] = []
+            total = self.total
+            for i in range(0, len(data), self._slice):
+                part = bytes(self._dobj.decompress(data[i : i + self._slice]))
+                total += len(part)
+                if total > self.size:
+                    raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
+                parts.append(part)
+            return b"".join(parts)
+        except self._errors as exc:
             raise CorruptShard(
-                f"payload of {uid!r} is not a valid {codec.label} frame: {exc}"
+                f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
             ) from None
-        raise
-    if total != size:
-        raise CorruptShard(f"payload of {uid!r} expands to {total} bytes, index says {size}")
+
+    def finish(self) -> None:
+        if self._head:  # a stored payload shorter than a zstd frame header
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame")
+        if self._dobj is not None and not self._dobj.eof:
+            raise CorruptShard(
+                f"payload of {self.uid!r} ends in the middle of a {self.codec.label} frame"
+            )
+        if self.total != self.size:
+            raise CorruptShard(
+                f"payload of {self.uid!r} expands to {self.total} bytes, index says {self.size}"
+            )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from ._checksum import crc32
@@ -37,7 +37,7 @@ from ._layout import (
     read_varint,
     write_varint,
 )
-from ._source import ByteSource
+from ._source import ByteSource, TailRead
 
 Fetch = Callable[[int, int], bytes]
 _ENTRY_OVERHEAD = 160  # estimated bytes of Python memory per decoded entry (for IndexCache)
@@ -416,11 +416,41 @@ class ShardIndex:
             raise DesFormatError("index bucket is not in memory and this index cannot fetch")
         else:
             raw = self._fetch(self.index_offset + start, self.index_offset + end)
-            if len(raw) != end - start:
-                raise CorruptShard("short read of an index bucket")
+        return self._checked_bucket(b, raw, end - start, crc)
+
+    @staticmethod
+    def _checked_bucket(b: int, raw: bytes, length: int, crc: int) -> bytes:
+        if len(raw) != length:
+            raise CorruptShard("short read of an index bucket")
         if crc32(raw) != crc:
             raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
         return raw
+
+    def bucket_to_load(self, uid: str) -> tuple[int, int, int] | None:
+        """``(bucket, start, end)``: the absolute byte range of the shard holding the bucket
+        of ``uid`` when a lookup of ``uid`` would have to fetch it, else None. With
+        :meth:`load_bucket`, a caller does the fetch itself (the retrieval pipeline, whose
+        drivers read synchronously or asynchronously)."""
+        if self._legacy is not None or self._area is not None:
+            return None
+        b = self.bucket_index(uid)
+        if self._buckets[b] is not None:
+            return None
+        start, end, _crc = self._span(b)
+        return b, self.index_offset + start, self.index_offset + end
+
+    def load_bucket(self, b: int, raw: bytes) -> None:
+        """Check (length, CRC-32) and decode bucket ``b`` from its bytes ``raw``, fetched by
+        the caller from the range :meth:`bucket_to_load` gave."""
+        if self._buckets[b] is not None:
+            return
+        start, end, crc = self._span(b)
+        decoded: dict[str, EntryFields | IndexEntry] = dict(
+            decode_bucket(self._checked_bucket(b, raw, end - start, crc))
+        )
+        if self._buckets[b] is None:
+            self._buckets[b] = decoded
+            self._decoded_entries += len(decoded)
 
     def _bucket(self, b: int) -> dict[str, EntryFields | IndexEntry]:
         decoded = self._buckets[b]
@@ -494,21 +524,44 @@ class ShardIndex:
                     raise CorruptShard(f"uid {uid!r} is stored in the wrong bucket")
 
 
+#: What :func:`read_index_steps` asks for: an ``int`` n is a tail read of n bytes (answered
+#: with a :class:`TailRead`), a ``(start, end)`` pair a range read (answered with bytes).
+IndexRequest = int | tuple[int, int]
+
+
 def read_index(
     source: ByteSource, *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
 ) -> ShardIndex:
     """Read a shard's index with at most 2 reads: the tail, plus the directory (v1) or the index
     (legacy) when the tail did not hold it. Buckets are fetched later, one per lookup, through
     ``fetch`` (default: ``source.read_range``)."""
-    from ._legacy import parse_legacy_index
+    reader = fetch if fetch is not None else source.read_range
+    steps = read_index_steps(tail_size=tail_size, fetch=reader)
+    answer: Any = None
+    try:
+        while True:
+            request = steps.send(answer)
+            answer = source.read_tail(request) if isinstance(request, int) else reader(*request)
+    except StopIteration as done:
+        index: ShardIndex = done.value
+        return index
 
-    tail = source.read_tail(max(tail_size, 64))
+
+def read_index_steps(
+    *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
+) -> Generator[IndexRequest, Any, ShardIndex]:
+    """:func:`read_index` without I/O: a generator that yields each read it needs (see
+    :data:`IndexRequest`), is sent each answer, and returns the :class:`ShardIndex`
+    (``fetch``: kept by the index for later bucket reads; None where the caller loads
+    buckets itself through :meth:`ShardIndex.bucket_to_load`)."""
+    from ._legacy import parse_legacy_index_steps
+
+    tail: TailRead = yield max(tail_size, 64)
     data = tail.data
     size = tail.object_size
     if len(data) != min(size, max(tail_size, 64)):
         raise CorruptShard("tail read returned the wrong number of bytes")
     tail_start = size - len(data)
-    reader = fetch if fetch is not None else source.read_range
     if is_footer(data):
         footer = parse_footer(data[-FOOTER_SIZE:])
         dir_len = footer.bucket_count * DIR_ENTRY_SIZE
@@ -521,7 +574,7 @@ def read_index(
         if dict_start >= tail_start:
             block = data[dict_start - tail_start : len(data) - FOOTER_SIZE]
         else:
-            block = reader(dict_start, size - FOOTER_SIZE)
+            block = yield (dict_start, size - FOOTER_SIZE)
             if len(block) != size - FOOTER_SIZE - dict_start:
                 raise CorruptShard("short read of the index directory")
         directory = block[footer.dictionary_block :]
@@ -542,11 +595,12 @@ def read_index(
             etag=tail.etag,
             directory=directory,
             area=area,
-            fetch=reader,
+            fetch=fetch,
             dictionary=dictionary,
         )
     if len(data) >= 12 and data[-12:-8] == LEGACY_FOOTER_MAGIC:
-        return parse_legacy_index(data, size, tail.etag, reader)
+        index: ShardIndex = yield from parse_legacy_index_steps(data, size, tail.etag, fetch)
+        return index
     if size < 12:
         raise CorruptShard(f"object of {size} bytes is too small to be a DES shard")
     raise CorruptShard("not a DES shard: no footer magic at the end of the object")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._codecs import Codec
@@ -131,6 +131,21 @@ def parse_legacy_index(
     tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes]
 ) -> ShardIndex:
     """Build a :class:`ShardIndex` for a DES2 shard from its tail (+1 read if needed)."""
+    steps = parse_legacy_index_steps(tail, size, etag, fetch)
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(fetch(*request))
+    except StopIteration as done:
+        index: ShardIndex = done.value
+        return index
+
+
+def parse_legacy_index_steps(
+    tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes] | None
+) -> Generator[tuple[int, int], bytes, ShardIndex]:
+    """:func:`parse_legacy_index` without I/O: yields each ``(start, end)`` range it needs
+    and is sent its bytes (``fetch``: kept by the index, may be None)."""
     from ._index import ShardIndex
 
     (index_size,) = _U64.unpack(tail[-8:])
@@ -141,7 +156,7 @@ def parse_legacy_index(
     if index_start >= tail_start:
         index = tail[index_start - tail_start : len(tail) - LEGACY_FOOTER_SIZE]
     else:
-        index = fetch(index_start, size - LEGACY_FOOTER_SIZE)
+        index = yield (index_start, size - LEGACY_FOOTER_SIZE)
         if len(index) != index_size:
             raise CorruptShard("short read of the legacy index")
     if tail_start == 0:
@@ -154,14 +169,14 @@ def parse_legacy_index(
         for version in (2, 1):
             try:
                 parsed[version] = parse_legacy_entries(index, version, index_start)
-            except CorruptShard as exc:
+            except (CorruptShard, UnknownCodec) as exc:  # the other version's layout
                 errors.append(exc)
         if len(parsed) == 1:
             version, entries = next(iter(parsed.items()))
         elif not parsed:
             raise errors[0]
         else:
-            version = _legacy_version(fetch(0, LEGACY_HEADER_SIZE))
+            version = _legacy_version((yield (0, LEGACY_HEADER_SIZE)))
             entries = parsed[version]
     return ShardIndex(
         footer=None,

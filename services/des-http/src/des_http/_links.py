@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX
 
-__all__ = ["SIGNED_LINK", "LinkGate", "is_signed_link"]
+__all__ = ["SIGNED_LINK", "LinkGate", "is_link", "is_signed_link"]
 
 #: Set (True) in the request's state for a request let through by a valid link.
 SIGNED_LINK = "des_signed_link"
@@ -34,7 +34,8 @@ def is_signed_link(scope: Scope) -> bool:
     return bool(state and state.get(SIGNED_LINK))
 
 
-def _is_link(scope: Scope) -> bool:
+def is_link(scope: Scope) -> bool:
+    """Whether a request carries a signed link (``sig`` in a ``GET``/``HEAD /files`` query)."""
     query: bytes = scope.get("query_string", b"")
     return (
         b"sig=" in query
@@ -82,7 +83,7 @@ class LinkGate:
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_link(scope):
+        if scope["type"] != "http" or not is_link(scope):
             await self.app(scope, receive, send)
             return
         params = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
