@@ -243,9 +243,7 @@ class S3ObjectStore:
                 finally:
                     body.close()
             except Exception as exc:
-                err = translate_error(
-                    exc, bucket=self.bucket, key=s3_key, byte_range=br, operation="GET"
-                )
+                err = translate_error(exc, bucket=self.bucket, key=s3_key, byte_range=br)
                 delay = plan_retry(self.retry, max(attempt, 1), err, slept, self._draw())
                 if delay is None:
                     if err is exc:
