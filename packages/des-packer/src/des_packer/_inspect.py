@@ -178,7 +178,9 @@ def run_get(
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)
         return EXIT_USAGE
-    retriever = ShardRetriever(store, bigfiles_prefix=settings.bigfiles_prefix)
+    retriever = ShardRetriever(
+        store, tail_size=settings.tail_read_bytes, bigfiles_prefix=settings.bigfiles_prefix
+    )
     try:
         opened = retriever.open(key, uid)
         if output is None:
@@ -247,7 +249,12 @@ def run_get_batch(
         print(f"des: error: cannot create --out {out_dir}: {exc.strerror}", file=err)
         return EXIT_USAGE
     cache = IndexCache(settings.index_cache_bytes) if settings.index_cache_bytes else None
-    retriever = ShardRetriever(store, cache=cache, bigfiles_prefix=settings.bigfiles_prefix)
+    retriever = ShardRetriever(
+        store,
+        cache=cache,
+        tail_size=settings.tail_read_bytes,
+        bigfiles_prefix=settings.bigfiles_prefix,
+    )
     ok = 0
     failed: list[dict[str, str]] = []
     meter = _BatchProgress(err, len(lines), progress)
