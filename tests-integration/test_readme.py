@@ -87,7 +87,8 @@ def test_readme_using_it_runs_as_written_after_the_demo(tmp_path: Path) -> None:
     assert "n_bits:              4\n" in proc.stdout
     assert "dry run: success\n  eligible rows:   5\n" in proc.stdout
     # des link printed a signed path; the day's export packed back elsewhere, every file
-    assert "/files/ex-000000?created_at=" in proc.stdout and "&sig=" in proc.stdout
+    assert "/files/ex-000000?created_at=" in proc.stdout
+    assert "&sig=" in proc.stdout
     assert len(list((clone / "demo-output" / "elsewhere").rglob("*.des"))) > 0
     # des delete, then des repack erased it: the file answers "deleted" now
     gone = subprocess.run(
