@@ -59,7 +59,6 @@ from http_wrk import (  # noqa: E402
     run_wrk,
     start_des,
     stop,
-    wait_http,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
