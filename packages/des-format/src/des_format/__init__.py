@@ -2,6 +2,7 @@
 library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`` extras).
 """
 
+from ._bigfiles import BigFileSink, LocalBigFileSink
 from ._cache import CacheStats, IndexCache
 from ._checksum import crc32, crc32_backend
 from ._codecs import (
@@ -17,19 +18,16 @@ from ._codecs import (
     parse_codec,
     train_dictionary,
 )
-from ._edit import (
-    DeleteResult,
-    LocalShardEditor,
+from ._delete import DeleteResult, delete_entries
+from ._editor import (
+    DEFAULT_BIGFILE_GRACE_SECONDS,
+    EditorCapabilities,
     ShardEditor,
-    StoreSource,
-    delete_entries,
     entry_payload_key,
-    fill_byte,
     is_head_key,
-    local_shard_lock,
-    payload_overwritten,
     read_shard_index,
 )
+from ._erase import fill_byte, payload_overwritten
 from ._errors import (
     ChecksumMismatch,
     CodecNotInstalled,
@@ -46,7 +44,7 @@ from ._errors import (
     UnknownCodec,
     UnsupportedFormatVersion,
 )
-from ._index import ShardIndex, read_index
+from ._index import ShardIndex
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
@@ -63,6 +61,17 @@ from ._layout import (
     parse_header,
     part_key,
 )
+from ._local_editor import LocalShardEditor, local_shard_lock
+from ._prepare import (
+    FileDigest,
+    PreparedBlock,
+    PreparedPayload,
+    build_meta,
+    hash_file,
+    prepare_block,
+    prepare_payload,
+)
+from ._read_index import read_index
 from ._reader import ShardReader, decode_payload
 from ._retriever import CoalescedRange, OpenedFile, ShardRetriever, plan_coalesced_ranges
 from ._source import (
@@ -73,22 +82,11 @@ from ._source import (
     LocalObjectStore,
     ObjectInfo,
     ObjectStore,
+    StoreSource,
     TailRead,
 )
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
-from ._writer import (
-    BigFileSink,
-    FileDigest,
-    LocalBigFileSink,
-    PreparedBlock,
-    PreparedPayload,
-    ShardWriter,
-    WriteSummary,
-    build_meta,
-    hash_file,
-    prepare_block,
-    prepare_payload,
-)
+from ._writer import ShardWriter, WriteSummary
 
 #: The installed distribution's version (read from its metadata on first use, so that
 #: importing the package does not load ``importlib.metadata``).
@@ -104,8 +102,10 @@ def __getattr__(name: str) -> object:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
+    "DEFAULT_BIGFILE_GRACE_SECONDS",
     "DEFAULT_BIG_FILE_THRESHOLD",
     "DEFAULT_BLOCK_MEMBER_MAX",
     "DEFAULT_BLOCK_SIZE",
@@ -131,6 +131,7 @@ __all__ = [
     "DeleteResult",
     "DesFormatError",
     "DuplicateUid",
+    "EditorCapabilities",
     "EntryDeleted",
     "EntryNotFound",
     "FileCheck",

@@ -29,7 +29,7 @@ from ._errors import (
     ObjectNotFound,
     PreconditionFailed,
 )
-from ._index import ShardIndex, read_index
+from ._index import ShardIndex
 from ._layout import (
     DEFAULT_BIGFILES_PREFIX,
     DEFAULT_TAIL_SIZE,
@@ -37,8 +37,9 @@ from ._layout import (
     bigfile_key,
     part_key,
 )
+from ._read_index import read_index
 from ._reader import check_payload, decode_payload
-from ._source import DEFAULT_CHUNK_SIZE, ByteRange, ObjectStore, TailRead
+from ._source import DEFAULT_CHUNK_SIZE, ByteRange, ObjectStore, StoreSource
 
 Observer = Callable[[str, int], None]
 # Failures of a read under a cached index that a fresh index may explain: the shard changed
@@ -108,26 +109,6 @@ def _small_block(stored: bytes, max_bytes: int) -> bool:
     return 0 <= declared <= 4 * max_bytes
 
 
-class _KeySource:
-    """A :class:`ByteSource` view of one key of a store, reporting each request."""
-
-    def __init__(self, retriever: ShardRetriever, key: str) -> None:
-        self._r = retriever
-        self._key = key
-        self.etag: str | None = None
-
-    def read_tail(self, n: int) -> TailRead:
-        tail = self._r.store.read_tail(self._key, n)
-        self._r._notify("tail", len(tail.data))
-        self.etag = tail.etag
-        return tail
-
-    def read_range(self, start: int, end: int) -> bytes:
-        data = self._r.store.read_range(self._key, start, end, if_match=self.etag)
-        self._r._notify("index", len(data))
-        return data
-
-
 class OpenedFile:
     """A file found in a shard, its bytes not read yet. ``iter_bytes`` streams and verifies."""
 
@@ -193,10 +174,14 @@ class ShardRetriever:
         if self._observer is not None:
             self._observer(kind, nbytes)
 
+    def _notify_read(self, kind: str, nbytes: int) -> None:
+        """A request an index read made: its tail, or a range of the index."""
+        self._notify("tail" if kind == "tail" else "index", nbytes)
+
     # ---- index ----
 
     def _cold_index(self, key: str) -> tuple[str | None, ShardIndex]:
-        src = _KeySource(self, key)
+        src = StoreSource(self.store, key, on_read=self._notify_read)
         index = read_index(src, tail_size=self.tail_size)
         if self.cache is not None:
             self.cache.put(key, index.etag, index)
