@@ -36,8 +36,6 @@ MANIFESTS = sorted(K8S.glob("*.yaml"))
 IMAGES = {"ghcr.io/your-org/des-http", "ghcr.io/your-org/des-packer"}
 
 
-
-
 def documents(path: Path) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert all(isinstance(d, dict) for d in docs)
