@@ -433,8 +433,11 @@ def fake_des_pack(bin_dir: Path) -> None:
     script = bin_dir / "des-pack"
     script.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    # The workspace's interpreter (a wrapper, not a symlink: a symlink outside the virtual
+    # environment would not find its packages), which has des-packer installed as the image has.
     python = bin_dir / "python"
-    python.symlink_to(sys.executable)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 7, 16])
