@@ -121,6 +121,7 @@ class TestS3ShardEditor(ShardEditorConformance):
         )
 
 
+@pytest.mark.heavy  # the plain-bucket editor runs in the quick run, this one in CI
 class TestS3ShardEditorVersioned(TestS3ShardEditor):
     """The S3 editor over a bucket that keeps versions: ``old_versions`` and
     ``purge_old_versions`` count and delete them."""
@@ -128,6 +129,7 @@ class TestS3ShardEditorVersioned(TestS3ShardEditor):
     versioned = True
 
 
+@pytest.mark.heavy  # the multi-zone store runs in the quick run, this editor in CI
 class TestMultiZoneShardEditor(ShardEditorConformance):
     """The S3 editor over two zones: every write goes to the zone owning its key."""
 
