@@ -1,7 +1,9 @@
 """Pack the sample files through the embedded defaults and read every one back.
 
 Run through ``bash tools/demo`` (which installs the workspace first). Everything it writes goes
-under ``demo-output/`` (removed and recreated on each run).
+under ``demo-output/`` (removed and recreated on each run). The database also lists a few newer
+files (two days old) that this run leaves for the next one (``--cutoff`` below), so that
+``des-stats`` and ``des-migrate --dry-run`` on it, as in the README, have rows to show.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-output"
+#: The sample files are from January 2024: the demo migrates rows created before this instant
+#: and leaves the newer rows (``PENDING``) unarchived.
+CUTOFF = "2024-02-01T00:00:00Z"
+PENDING = 5
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> None:
@@ -50,6 +56,23 @@ def main() -> int:
                 item["size_bytes"],
             ),
         )
+    # A few newer files, not yet migrated: copies of sample files under demo-output/incoming.
+    incoming = OUT / "incoming"
+    incoming.mkdir()
+    recent = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    for i, item in enumerate(manifest[:PENDING]):
+        source = (manifest_path.parent / item["source_path"]).resolve()
+        copy = incoming / f"new-{i:06d}{source.suffix}"
+        shutil.copyfile(source, copy)
+        con.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, 0)",
+            (
+                f"new-{i:06d}",
+                (recent + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S"),
+                str(copy),
+                copy.stat().st_size,
+            ),
+        )
     con.commit()
     con.close()
 
@@ -65,9 +88,10 @@ def main() -> int:
         )
     )
 
-    # 2. Migrate: pack, verify, mark archived (sources are kept: delete_source_files is off).
+    # 2. Migrate the January rows: pack, verify, mark archived (sources are kept:
+    #    delete_source_files is off). The newer rows stay for the next run.
     bin_dir = Path(sys.executable).parent
-    run(str(bin_dir / "des-migrate"), "--config", str(config))
+    run(str(bin_dir / "des-migrate"), "--config", str(config), "--cutoff", CUTOFF)
 
     # 3. Read every file back through the same retrieval pipeline the service uses.
     batch = OUT / "batch.jsonl"
@@ -94,12 +118,20 @@ def main() -> int:
             print(f"MISMATCH {item['uid']}", file=sys.stderr)
     shards = sorted(p.relative_to(OUT / "des") for p in (OUT / "des").rglob("*.des"))
     digest = hashlib.sha256(b"".join((OUT / "des" / s).read_bytes() for s in shards)).hexdigest()
+    con = sqlite3.connect(db)
+    (archived,) = con.execute("SELECT count(*) FROM files WHERE archived").fetchone()
+    (pending,) = con.execute("SELECT count(*) FROM files WHERE NOT archived").fetchone()
+    con.close()
+    rows_ok = (archived, pending) == (len(manifest), PENDING)
+    if not rows_ok:
+        print(f"UNEXPECTED {archived} archived and {pending} pending rows", file=sys.stderr)
     print(
         f"\n{len(manifest)} files packed into {len(shards)} shards, "
         f"{len(manifest) - bad} read back byte-exact, {bad} mismatched "
-        f"(shards sha256 {digest[:16]})"
+        f"(shards sha256 {digest[:16]}); {pending} newer rows left unarchived for the next run "
+        "(see them with des-stats or des-migrate --dry-run)"
     )
-    return 1 if bad else 0
+    return 1 if bad or not rows_ok else 0
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def test_unknown_key_is_an_error_naming_it() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"migration": {"bach_size": 10}})
     assert info.value.key == "migration.bach_size"
-    assert "one of the known keys" in str(info.value)
+    assert "known keys in the migration section" in str(info.value)
     assert "batch_size" in str(info.value)
 
 
@@ -274,5 +274,53 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     assert info.value.key == "--config"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ConfigError, match="valid JSON"):
+    with pytest.raises(ConfigError) as info:
         read_config(bad)
+    assert str(info.value) == (
+        f"config file {bad}: not valid JSON: Expecting property name enclosed in double quotes "
+        "at line 1, column 2"
+    )
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("database:\n  url: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        read_config(bad_yaml)
+    assert str(info.value) == (
+        f"config file {bad_yaml}: not valid YAML: expected ',' or ']', but got '<stream end>' "
+        "at line 3, column 1"
+    )
+    assert "config key" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        read_config(tmp_path / "missing.yaml")
+    assert str(info.value).startswith(
+        f"config file {tmp_path / 'missing.yaml'}: no such file; check the --config path"
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {"migration": {"bach_size": 10}},
+            "unknown config key 'migration.bach_size': did you mean 'migration.batch_size'? "
+            "(known keys in the migration section: align_batches_to_days, archive_age_days, "
+            "batch_size, claim_mode, cutoff, delete_source_files, max_batches_per_cycle, "
+            "report_file, retry_failed, state_dir)",
+        ),
+        (
+            {"databse": {}},
+            "unknown config key 'databse': did you mean 'database'? (known keys at the top "
+            "level: database, migration, packer)",
+        ),
+        (
+            {"packer": {"zzz": 1}},
+            "unknown config key 'packer.zzz': (known keys in the packer section: "
+            "big_file_threshold_bytes, block_member_max, block_size, codec, level, "
+            "max_shard_size, n_bits, output_dir, s3_endpoint_url, s3_region_name, s3_source, "
+            "workers)",
+        ),
+    ],
+)
+def test_a_misspelt_key_gets_did_you_mean(doc: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert str(info.value) == message

@@ -100,6 +100,7 @@ def test_des_stats_command_text(sqlite_url: str, tmp_path: Path, h: type) -> Non
 def test_des_stats_errors_exit_2_for_config_and_1_for_database(
     sqlite_url: str, tmp_path: Path, h: type
 ) -> None:
+    _populate(sqlite_url, tmp_path, h)
     runner = CliRunner()
     r = runner.invoke(stats_app, ["--cutoff", "2024-01-03"])
     assert r.exit_code == 2

@@ -148,7 +148,8 @@ def test_help_documents_exit_codes() -> None:
     code, out, _ = run("--help")
     assert code == 0
     text = " ".join(out.split())
-    assert "Exit codes: 0 everything packed; 1 packing failed" in text
+    assert "Exit codes: 0 everything packed (or nothing to pack: an empty manifest, with a " in text
+    assert "warning); 1 packing failed" in text
     assert "3 some entries were skipped" in text
 
 
@@ -246,54 +247,142 @@ PACK_FLAGS = [
 ]  # fmt: skip
 
 
+def _one_line(text: str) -> str:
+    """typer's help and errors on one line, without rich's box borders."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
 def test_help_lists_every_flag() -> None:
     exe = Path(sys.executable).parent / "des-pack"
-    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(exe), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"COLUMNS": "200", "TERM": "dumb", "PATH": str(exe.parent)},
+    )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("Usage: des-pack --input-json FILE")
-    listed = re.findall(r"(?<![\w-])--[a-z][a-z-]*", proc.stdout.split("\noptions:\n")[1])
+    assert proc.stdout.split()[:3] == ["Usage:", "des-pack", "[OPTIONS]"]
+    listed = re.findall(r"(?<![\w-])--[a-z][a-z-]*", proc.stdout.split("Options")[1])
     assert sorted(set(listed)) == sorted(PACK_FLAGS)
+    text = _one_line(proc.stdout)
+    for default in ("[default: (1GiB)]", "[default: ($DES_N_BITS, else 8)]", "[default: 3]"):
+        assert default in text
+
+
+def test_help_is_typers_layout_as_des_and_des_migrate() -> None:
+    """One CLI library and one help style for the commands (issue 19)."""
+    from des_migrate.cli import migrate_app
+    from des_packer.cli import des_app, pack_app
+    from typer.testing import CliRunner
+
+    heads = []
+    for app, args in (
+        (pack_app, ["--help"]),
+        (des_app, ["get", "--help"]),
+        (migrate_app, ["--help"]),
+    ):
+        r = CliRunner().invoke(app, args, env={"COLUMNS": "100", "TERM": "dumb"})
+        assert r.exit_code == 0, r.output
+        heads.append(
+            [line.split(" ", 1)[0] for line in r.stdout.split("\n") if line.startswith("╭")]
+        )
+    assert heads[0] == ["╭─"]
+    assert all("╭─" in h for h in heads)
 
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "the following arguments are required: --input-json"),
-        (["--input-json", "m.json", "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
-        (["--input-json", "m.json", "--n-bit", "4"], {}, "unrecognized arguments: --n-bit 4"),
-        (
-            ["--input-json", "m.json", "--level", "high"],
-            {},
-            "argument --level: expected a whole number, got 'high'",
-        ),
-        (["--input-json", "m.json", "--workers"], {}, "argument --workers: expected one argument"),
+        ([], {}, "Missing option '--input-json'"),
+        (["--input-json", "m.json", "--frobnicate"], {}, "No such option: --frobnicate"),
+        (["--input-json", "m.json", "--n-bit", "4"], {}, "No such option: --n-bit"),
+        (["--input-json", "m.json", "--level", "high"], {}, "Invalid value for '--level'"),
+        (["--input-json", "m.json", "--workers"], {}, "Option '--workers' requires an argument"),
         (
             ["--input-json", "m.json", "--block-size", "128KB/s"],
             {},
-            "argument --block-size: expected a number of bytes such as 131072, 128KiB or 1GiB,"
-            " got '128KB/s'",
+            "Invalid value for '--block-size': expected a number of bytes such as 131072, "
+            "128KiB or 1GiB, got '128KB/s'",
         ),
         (
             ["--input-json", "m.json", "--max-shard-size", "1.5GiB"],
             {},
-            "argument --max-shard-size: expected a number of bytes such as 131072, 128KiB or"
-            " 1GiB, got '1.5GiB'",
+            "Invalid value for '--max-shard-size': expected a number of bytes such as 131072, "
+            "128KiB or 1GiB, got '1.5GiB'",
         ),
         (
-            ["--input-json", "m.json"],
-            {"DES_N_BITS": "eight"},
-            "DES_N_BITS='eight' (the default of --n-bits) is not a whole number",
+            ["--input-json", "m.json", "--big-file-threshold", "64 parsecs"],
+            {},
+            "Invalid value for '--big-file-threshold': expected a number of bytes such as "
+            "131072, 128KiB or 1GiB, got '64 parsecs'",
         ),
     ],
 )
 def test_usage_errors_name_the_option_and_exit_2(
-    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    exe = Path(sys.executable).parent / "des-pack"
+    proc = subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"COLUMNS": "200", "TERM": "dumb", "PATH": str(exe.parent), **env},
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert message in _one_line(proc.stderr)
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DES_N_BITS": "eight"},
+            "DES_N_BITS='eight' (the default of --n-bits) is not a whole number; fix or unset it",
+        ),
+        (
+            {"DES_N_BITS": "99"},
+            "DES_N_BITS='99' (the default of --n-bits) must be within 4..16; fix or unset it, "
+            "or give --n-bits",
+        ),
+        (
+            {"DES_BIG_FILE_THRESHOLD_BYTES": "lots"},
+            "DES_BIG_FILE_THRESHOLD_BYTES='lots' (the default of --big-file-threshold) is not "
+            "a number of bytes such as 131072, 128KiB or 1GiB; fix or unset it",
+        ),
+    ],
+)
+def test_a_bad_environment_default_names_the_variable(
+    dataset: DataSet, env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code, out, err = run(*args)
+    code, out, err = run("--input-json", str(dataset.manifest), "--dry-run")
     assert (code, out) == (2, "")
-    assert err == f"des-pack: error: {message}; see des-pack --help\n"
+    assert err == f"des-pack: error: {message}\n"
+
+
+def test_big_file_threshold_takes_units_like_the_other_sizes(
+    dataset: DataSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stored_big(*args: str) -> int:
+        out_dir = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        code, _out, err = run(
+            "--input-json", str(dataset.manifest), "--output-dir", str(out_dir), *args
+        )
+        assert code == 0, err
+        return len(list(out_dir.rglob("_bigFiles/*")))
+
+    monkeypatch.delenv("DES_BIG_FILE_THRESHOLD_BYTES", raising=False)
+    over_1k = sum(1 for r in dataset.rows if int(r["size_bytes"]) > 1024)
+    assert over_1k > 0
+    assert stored_big("--big-file-threshold", "1KiB") == over_1k
+    assert stored_big("--big-file-threshold", "1024") == over_1k
+    monkeypatch.setenv("DES_BIG_FILE_THRESHOLD_BYTES", "1KiB")
+    assert stored_big() == over_1k
+    assert stored_big("--big-file-threshold", "64MiB") == 0
 
 
 def test_env_defaults_and_flags_over_them(
@@ -319,18 +408,22 @@ def test_env_defaults_and_flags_over_them(
     assert key_digits(plan()) == {len("A7.des")}
 
 
-def test_des_pack_does_not_load_typer_and_des_still_runs(dataset: DataSet) -> None:
+def test_help_and_usage_errors_load_no_packing_code(dataset: DataSet) -> None:
     code = (
         "import sys\n"
         "from des_packer.cli import pack_main\n"
         "try:\n"
-        f"    pack_main(['--input-json', {str(dataset.manifest)!r}, '--dry-run'])\n"
+        "    pack_main(sys.argv[1:])\n"
         "except SystemExit as exc:\n"
-        "    loaded = [m for m in ('typer', 'pydantic', 'click') if m in sys.modules]\n"
+        "    names = ('des_packer._commands', 'des_packer._pack', 'des_format')\n"
+        "    loaded = [m for m in names if m in sys.modules]\n"
         "    print(exc.code, loaded)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.splitlines()[-1] == "0 []"
+    for args, exit_code in ((["--help"], 0), (["--level", "high"], 2)):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        assert proc.stdout.splitlines()[-1] == f"{exit_code} []"
     des = [sys.executable, "-c", "from des_packer.cli import des_main; des_main()", "--help"]
     proc = subprocess.run(des, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -352,9 +445,6 @@ def test_des_pack_does_not_load_typer_and_des_still_runs(dataset: DataSet) -> No
     ],
 )
 def test_byte_sizes_take_binary_and_decimal_units(text: str, size: int) -> None:
-    from des_packer.cli import pack_parser
+    from des_packer._pack_app import byte_size
 
-    ns = pack_parser().parse_args(
-        ["--input-json", "m.json", "--block-size", text, "--max-shard-size", text]
-    )
-    assert (ns.block_size, ns.max_shard_size) == (size, size)
+    assert byte_size(text) == size

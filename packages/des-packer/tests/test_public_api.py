@@ -14,7 +14,8 @@ def test_public_names_are_pinned() -> None:
     assert sorted(des_packer.__all__) == sorted(
         [
             "CODECS", "DEFAULT_BIG_FILE_THRESHOLD", "EntryFailed", "ManifestEntry",
-            "ManifestError", "ManifestRecord", "PackAborted", "PackConfigError", "PackOptions",
+            "ManifestError", "ManifestRecord", "OutputFailed", "PackAborted", "PackConfigError",
+            "PackOptions",
             "PackPlan", "PackReport", "PackerError", "PlannedShard", "ProgressEvent",
             "ShardResult", "__version__", "iter_manifest_records", "open_destination", "pack",
             "pack_plan", "parse_manifest_entry", "parse_shard_range", "plan_shards",

@@ -12,7 +12,14 @@ from ._config import (
     read_config,
     redact_url,
 )
-from ._errors import ConfigError, MigrateError, SchemaMismatch, SourceDatabaseError, StepFailed
+from ._errors import (
+    ConfigError,
+    MigrateError,
+    MissingDatabase,
+    SchemaMismatch,
+    SourceDatabaseError,
+    StepFailed,
+)
 from ._metrics import MigrationMetrics
 from ._orchestrator import (
     STEPS,
@@ -61,6 +68,7 @@ __all__ = [
     "MigrationOrchestrator",
     "MigrationSettings",
     "MigrationStats",
+    "MissingDatabase",
     "PackerConfig",
     "S3SourceConfig",
     "SchemaMismatch",

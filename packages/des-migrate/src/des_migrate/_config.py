@@ -7,6 +7,7 @@ variable ``NAME`` so passwords stay out of the file.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -206,10 +207,22 @@ class _Section:
         return str(v)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.raw) - self.used)
+        unknown = sorted(set(self.raw) - self.used, key=str)
         if unknown:
-            known = ", ".join(sorted(self.used))
-            raise ConfigError(self.key(str(unknown[0])), f"one of the known keys ({known})", "?")
+            name = str(unknown[0])
+            known = sorted(self.used)
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {self.key(close[0])!r}? " if close else ""
+            where = f"in the {self.name} section" if self.name else "at the top level"
+            raise ConfigError(
+                self.key(name),
+                f"one of the known keys ({', '.join(known)})",
+                name,
+                message=(
+                    f"unknown config key {self.key(name)!r}: {hint}(known keys {where}: "
+                    f"{', '.join(known)})"
+                ),
+            )
 
 
 def expand_env(value: str, key: str, env: Mapping[str, str] | None = None) -> str:
@@ -369,26 +382,44 @@ def read_config(
 ) -> MigrationConfig:
     """Read a ``.json``, ``.yaml`` or ``.yml`` file and parse it (ConfigError on any problem)."""
     p = Path(path)
+
+    def bad_file(problem: str, expected: str) -> ConfigError:
+        return ConfigError("--config", expected, str(p), message=f"config file {p}: {problem}")
+
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("--config", "a readable JSON or YAML file", str(p)) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            "--config", f"UTF-8 text (byte {exc.start} is not UTF-8)", str(p)
+    except FileNotFoundError:
+        raise bad_file(
+            "no such file; check the --config path (a JSON or YAML file; "
+            "example_data/migration-config.yaml documents every key)",
+            "an existing file",
         ) from None
+    except OSError as exc:
+        raise bad_file(
+            f"cannot read it ({exc.strerror}); check the --config path and its permissions",
+            "a readable JSON or YAML file",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise bad_file(f"byte {exc.start} is not UTF-8; save it as UTF-8 text", "UTF-8") from None
     if p.suffix.lower() == ".json":
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError("--config", f"valid JSON ({exc})", str(p)) from None
+            raise bad_file(
+                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", "JSON"
+            ) from None
     else:
         import yaml
 
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError("--config", f"valid YAML ({exc})", str(p)) from None
+            what, at = str(exc).splitlines()[0], ""
+            if isinstance(exc, yaml.MarkedYAMLError):
+                mark = exc.problem_mark
+                at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                what = exc.problem or what
+            raise bad_file(f"not valid YAML: {what}{at}", "YAML") from None
     return parse_config(obj, env=env)
 
 

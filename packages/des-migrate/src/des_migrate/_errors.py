@@ -10,8 +10,18 @@ class MigrateError(Exception):
 class ConfigError(MigrateError, ValueError):
     """A configuration value is missing or wrong; the message names the key and what it expects."""
 
-    def __init__(self, key: str, expected: str, got: object = None, *, missing: bool = False):
-        if missing:
+    def __init__(
+        self,
+        key: str,
+        expected: str,
+        got: object = None,
+        *,
+        missing: bool = False,
+        message: str | None = None,
+    ):
+        if message is not None:  # a whole message of its own (an unknown key, a bad file)
+            pass
+        elif missing:
             message = f"config key {key!r} is required: expected {expected}"
         else:
             message = f"config key {key!r}: expected {expected}, got {got!r}"
@@ -36,3 +46,8 @@ class StepFailed(MigrateError):
         super().__init__(f"{step} failed: {reason}")
         self.step = step
         self.reason = reason
+
+
+class MissingDatabase(SourceDatabaseError):
+    """The database URL names a SQLite file that does not exist (a configuration error: no
+    empty database is created in its place)."""

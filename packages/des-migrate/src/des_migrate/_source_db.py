@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from ._config import DatabaseConfig, redact_url
-from ._errors import SchemaMismatch, SourceDatabaseError
+from ._errors import MissingDatabase, SchemaMismatch, SourceDatabaseError
 
 log = logging.getLogger("des_migrate")
 
@@ -87,6 +88,30 @@ def make_engine(url: str) -> Engine:
         raise SourceDatabaseError(
             f'cannot open {redact_url(url)}: {exc} (for PostgreSQL install "des-migrate[postgres]")'
         ) from None
+
+
+def require_existing_sqlite_file(url: str) -> None:
+    """For a SQLite URL, raise ``MissingDatabase`` unless it names an existing file (or is
+    in memory): SQLite would otherwise create an empty database there, and the next message
+    would blame the table name. The commands call it before they open the database; a
+    program that means to create its database opens the URL itself."""
+    try:
+        u = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return  # make_engine names a malformed URL
+    if u.get_backend_name() != "sqlite":
+        return
+    database, query = u.database, u.query
+    if not database or database == ":memory:" or str(query.get("uri", "")).lower() == "true":
+        return
+    path = os.path.abspath(database)
+    if os.path.isfile(path):
+        return
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
+    raise MissingDatabase(
+        f"the SQLite database file {path} {what}; check the path in the database URL "
+        f"(a relative path is relative to the current directory, {os.getcwd()})"
+    )
 
 
 class SourceDatabase:

@@ -20,10 +20,10 @@ import typer
 
 from ._config import DatabaseConfig, read_config, redact_url
 from ._config import parse_cutoff as _parse_cutoff
-from ._errors import ConfigError, SchemaMismatch, SourceDatabaseError
+from ._errors import ConfigError, MissingDatabase, SchemaMismatch, SourceDatabaseError
 from ._metrics import MigrationMetrics
 from ._orchestrator import CycleReport, MigrationOrchestrator
-from ._source_db import SourceDatabase
+from ._source_db import SourceDatabase, require_existing_sqlite_file
 from ._stats import DEFAULT_TARGET_SHARD_BYTES, compute_stats, format_stats
 
 EXIT_OK = 0
@@ -83,8 +83,9 @@ def migrate(  # noqa: PLR0917  (typer options)
     _setup_logging(log_level)
     try:
         cfg = read_config(config)
-    except ConfigError as exc:
-        raise _fail(f"{exc} (in {config})", EXIT_CONFIG) from None
+    except ConfigError as exc:  # a file error names the file already
+        message = str(exc) if exc.key == "--config" else f"{exc} (in {config})"
+        raise _fail(message, EXIT_CONFIG) from None
     if cutoff is not None:
         try:
             when = _parse_cutoff(cutoff, "--cutoff")
@@ -92,10 +93,11 @@ def migrate(  # noqa: PLR0917  (typer options)
             raise _fail(str(exc), EXIT_CONFIG) from None
         cfg = dataclasses.replace(cfg, migration=dataclasses.replace(cfg.migration, cutoff=when))
     try:
+        require_existing_sqlite_file(cfg.database.url)
         db = SourceDatabase(cfg.database)
         log.info("source database %s, table %s", db.redacted_url, cfg.database.table_name)
         _ = db.table
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, MissingDatabase) as exc:
         raise _fail(f"{exc} (in {config})", EXIT_CONFIG) from None
     except SourceDatabaseError as exc:
         raise _fail(str(exc), EXIT_FAILURE) from None
@@ -171,7 +173,16 @@ def stats(  # noqa: PLR0917  (typer options)
         ),
     ] = None,
     archive_age_days: Annotated[float, typer.Option("--archive-age-days", min=0.0)] = 7.0,
-    n_bits: Annotated[int, typer.Option("--n-bits", min=4, max=16)] = 8,
+    n_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--n-bits",
+            min=4,
+            max=16,
+            help="Routing bits of the shards to plan (default: packer.n_bits of --config, "
+            "else $DES_N_BITS, else 8).",
+        ),
+    ] = None,
     target_shard_bytes: Annotated[
         int, typer.Option("--target-shard-bytes", min=1, help="Shard size to aim for.")
     ] = DEFAULT_TARGET_SHARD_BYTES,
@@ -204,6 +215,8 @@ def stats(  # noqa: PLR0917  (typer options)
             raise ConfigError("--db-url", "a SQLAlchemy database URL", missing=True)
         db_section = _database_dict(base.database) | overrides
         dbcfg = parse_config({"database": db_section}).database
+        if n_bits is None:
+            n_bits = base.packer.n_bits if config is not None else _env_n_bits()
         when = (
             _parse_cutoff(cutoff, "--cutoff")
             if cutoff is not None
@@ -212,9 +225,10 @@ def stats(  # noqa: PLR0917  (typer options)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     try:
+        require_existing_sqlite_file(dbcfg.url)
         db = SourceDatabase(dbcfg)
         result = compute_stats(db, when, n_bits=n_bits, target_shard_bytes=target_shard_bytes)
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, MissingDatabase) as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     except SourceDatabaseError as exc:
         raise _fail(str(exc), EXIT_FAILURE) from None
@@ -228,6 +242,23 @@ def stats(  # noqa: PLR0917  (typer options)
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         typer.echo(format_stats(result))
+
+
+def _env_n_bits() -> int:
+    """``$DES_N_BITS`` (the readers' setting), else 8; a bad value names the variable."""
+    import os
+
+    text = os.environ.get("DES_N_BITS", "").strip()
+    if not text:
+        return 8
+    if not text.isdigit() or not 4 <= int(text) <= 16:
+        raise ConfigError(
+            "DES_N_BITS",
+            "expected",
+            message=f"DES_N_BITS={text!r} (the default of --n-bits) must be a whole number "
+            "from 4 to 16; fix or unset it, or give --n-bits",
+        )
+    return int(text)
 
 
 def _database_dict(d: DatabaseConfig) -> dict[str, Any]:

@@ -9,21 +9,27 @@ Library use (des-migrate builds on it)::
 
 from typing import TYPE_CHECKING
 
-from ._errors import EntryFailed, ManifestError, PackAborted, PackConfigError, PackerError
-from ._manifest import (
-    ManifestEntry,
-    ManifestRecord,
-    iter_manifest_records,
-    parse_manifest_entry,
-    read_manifest,
+from ._errors import (
+    EntryFailed,
+    ManifestError,
+    OutputFailed,
+    PackAborted,
+    PackConfigError,
+    PackerError,
 )
-from ._options import CODECS, DEFAULT_BIG_FILE_THRESHOLD, PackOptions, ProgressEvent
-from ._pack import open_destination, pack, pack_plan
-from ._plan import PackPlan, PlannedShard, parse_shard_range, plan_shards
-from ._report import PackReport, ShardResult
 
 if TYPE_CHECKING:
     from ._deletions import DeletionRecord, iter_deletions
+    from ._manifest import (
+        ManifestEntry,
+        ManifestRecord,
+        iter_manifest_records,
+        parse_manifest_entry,
+        read_manifest,
+    )
+    from ._options import CODECS, DEFAULT_BIG_FILE_THRESHOLD, PackOptions, ProgressEvent
+    from ._pack import open_destination, pack, pack_plan
+    from ._plan import PackPlan, PlannedShard, parse_shard_range, plan_shards
     from ._repack import (
         RepackOptions,
         RepackReport,
@@ -33,10 +39,30 @@ if TYPE_CHECKING:
         repack,
         repack_shard,
     )
+    from ._report import PackReport, ShardResult
 
-# Deletion and repack are imported on first use: des-pack never needs them, and each module
-# imported costs its start-up (compiling it too, where no bytecode cache is written).
+# Every module but the errors is imported on first use: `des-pack --help` and a usage error
+# need none of them, des-pack never needs deletion and repack, and each module imported costs
+# its start-up (compiling it too, where no bytecode cache is written).
 _LAZY = {
+    "ManifestEntry": "_manifest",
+    "ManifestRecord": "_manifest",
+    "iter_manifest_records": "_manifest",
+    "parse_manifest_entry": "_manifest",
+    "read_manifest": "_manifest",
+    "CODECS": "_options",
+    "DEFAULT_BIG_FILE_THRESHOLD": "_options",
+    "PackOptions": "_options",
+    "ProgressEvent": "_options",
+    "open_destination": "_pack",
+    "pack": "_pack",
+    "pack_plan": "_pack",
+    "PackPlan": "_plan",
+    "PlannedShard": "_plan",
+    "parse_shard_range": "_plan",
+    "plan_shards": "_plan",
+    "PackReport": "_report",
+    "ShardResult": "_report",
     "DeletionRecord": "_deletions",
     "iter_deletions": "_deletions",
     "RepackOptions": "_repack",
@@ -78,6 +104,7 @@ __all__ = [
     "ManifestEntry",
     "ManifestError",
     "ManifestRecord",
+    "OutputFailed",
     "PackAborted",
     "PackConfigError",
     "PackOptions",

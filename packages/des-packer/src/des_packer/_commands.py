@@ -3,6 +3,7 @@ only declares and parses the options)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,12 +13,20 @@ from typing import Any, TextIO
 
 from ._blocks import Block, plan_work
 from ._console import ProgressDisplay, format_bytes, format_summary
-from ._errors import ManifestError, PackAborted, PackConfigError, PackerError
+from ._errors import (
+    ManifestError,
+    OutputFailed,
+    PackAborted,
+    PackConfigError,
+    PackerError,
+    describe_os_error,
+)
 from ._manifest import iter_entries
 from ._options import CODECS, PackOptions
 from ._pack import pack_plan
 from ._plan import PackPlan, PlannedShard, parse_shard_range, plan_shards
 from ._report import PackReport
+from ._sources import check_local_source
 
 __all__ = [
     "EXIT_FAILED",
@@ -183,36 +192,91 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
         )
     except (ManifestError, PackConfigError) as exc:
         return _err(str(exc), args, EXIT_USAGE, out, err)
-    from des_routing import RoutingError
-
     if rejected:
         plan = PackPlan(plan.shards, plan.n_bits, plan.out_of_range, (*rejected, *plan.rejected))
+    if not plan.shards and not plan.out_of_range and not plan.rejected:
+        # A cron job with nothing to pack is not an error (exit 0), but say so.
+        print(
+            f"des-pack: warning: the manifest {args.input_json} lists no files; nothing to pack",
+            file=err,
+        )
     if args.dry_run:
-        doc = _plan_json(plan, opts)
-        if args.json:
-            print(json.dumps(doc, indent=2), file=out)
-        else:
-            with_blocks = opts.block_size > 0
+        return _dry_run(args, plan, opts, out, err)
+    return _pack(args, plan, opts, display, out, err)
 
-            def blocks_text(d: dict[str, Any]) -> str:
-                return f", at most {d['blocks']} solid blocks ({d['block_files']} files)"
 
-            for s in doc["shards"]:
-                print(
-                    f"{s['key']}  {s['files']:>8} files  {s['bytes']:>14} bytes"
-                    f"  ({format_bytes(s['bytes'])}, at most {s['parts_at_most']} object(s)"
-                    f"{blocks_text(s) if with_blocks else ''})",
-                    file=out,
-                )
+def _without_bad_sources(plan: PackPlan) -> tuple[PackPlan, int]:
+    """The plan without the entries whose local source a pack could not read (missing, a
+    directory, not its manifest size), which join ``rejected``; and how many they were."""
+    bad: list[tuple[str, str]] = []
+    shards: list[PlannedShard] = []
+    for shard in plan.shards:
+        kept = []
+        for entry in shard.entries:
+            reason = check_local_source(entry)
+            if reason is None:
+                kept.append(entry)
+            else:
+                bad.append((entry.uid, f"uid {entry.uid!r}: {reason}"))
+        if len(kept) == len(shard.entries):
+            shards.append(shard)
+        elif kept:
+            shards.append(dataclasses.replace(shard, entries=tuple(kept)))
+    if not bad:
+        return plan, 0
+    return PackPlan(tuple(shards), plan.n_bits, plan.out_of_range, (*plan.rejected, *bad)), len(bad)
+
+
+def _dry_run(args: PackArgs, plan: PackPlan, opts: PackOptions, out: TextIO, err: TextIO) -> int:
+    """Print the plan; exit 0 when a pack would pack every entry, 1 when one would stop it
+    (a source it could not read, with ``--on-error fail``), 3 when some would be skipped."""
+    plan, bad_sources = _without_bad_sources(plan)
+    for _uid, reason in plan.rejected:
+        print(f"des-pack: rejected: {reason}", file=err)
+    doc = _plan_json(plan, opts)
+    if args.json:
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        with_blocks = opts.block_size > 0
+
+        def blocks_text(d: dict[str, Any]) -> str:
+            return f", at most {d['blocks']} solid blocks ({d['block_files']} files)"
+
+        for s in doc["shards"]:
             print(
-                f"plan: {len(plan.shards)} shards, {plan.files} files, {plan.bytes} bytes "
-                f"({format_bytes(plan.bytes)}){blocks_text(doc) if with_blocks else ''}; "
-                f"{plan.out_of_range} entries outside --shard-range; {len(plan.rejected)} "
-                "rejected; nothing written",
+                f"{s['key']}  {s['files']:>8} files  {s['bytes']:>14} bytes"
+                f"  ({format_bytes(s['bytes'])}, at most {s['parts_at_most']} object(s)"
+                f"{blocks_text(s) if with_blocks else ''})",
                 file=out,
             )
-        return EXIT_SKIPPED if plan.rejected else EXIT_OK
+        print(
+            f"plan: {len(plan.shards)} shards, {plan.files} files, {plan.bytes} bytes "
+            f"({format_bytes(plan.bytes)}){blocks_text(doc) if with_blocks else ''}; "
+            f"{plan.out_of_range} entries outside --shard-range; {len(plan.rejected)} "
+            "rejected; nothing written",
+            file=out,
+        )
+    if bad_sources and args.on_error != "skip":
+        print(
+            f"des-pack: error: {bad_sources} source file(s) cannot be packed (listed above); "
+            "fix source_path or size_bytes in the manifest (or the files), or use "
+            "--on-error skip to leave them out",
+            file=err,
+        )
+        return EXIT_FAILED
+    return EXIT_SKIPPED if plan.rejected else EXIT_OK
+
+
+def _pack(  # noqa: PLR0917 - the run's parts, passed along
+    args: PackArgs,
+    plan: PackPlan,
+    opts: PackOptions,
+    display: ProgressDisplay,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     from des_format import DesFormatError
+    from des_routing import RoutingError
 
     report: PackReport
     try:
@@ -221,10 +285,17 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
     except PackAborted as exc:
         report = exc.report
         print(format_summary(report), file=err)
-        msg = (
-            f"{exc}; packing stopped (shards finished before it are complete). "
-            "Fix the entry or use --on-error skip, then run the same command again"
-        )
+        if isinstance(exc, OutputFailed):
+            msg = (
+                f"{exc}; packing stopped (shards finished before it are complete and kept, "
+                "no temporary file is left). Run the same command again once it is fixed: "
+                "it resumes after the finished shards"
+            )
+        else:
+            msg = (
+                f"{exc}; packing stopped (shards finished before it are complete). "
+                "Fix the entry or use --on-error skip, then run the same command again"
+            )
         print(f"des-pack: error: {msg}", file=err)
         if args.json:
             doc = report.to_json()
@@ -233,8 +304,10 @@ def run_pack(args: PackArgs, out: TextIO | None = None, err: TextIO | None = Non
         return EXIT_FAILED
     except PackConfigError as exc:
         return _err(str(exc), args, EXIT_USAGE, out, err)
-    except (PackerError, DesFormatError, RoutingError, OSError) as exc:
+    except (PackerError, DesFormatError, RoutingError) as exc:
         return _err(f"{exc}", args, EXIT_FAILED, out, err)
+    except OSError as exc:
+        return _err(describe_os_error(exc, args.output_dir or ""), args, EXIT_FAILED, out, err)
     code = EXIT_OK
     if report.failures:
         code = EXIT_SKIPPED

@@ -13,6 +13,14 @@ DES_EXIT_HELP = (
     "Exit codes: 0 ok; 1 not found, unreadable or failed verification; 2 usage error; "
     "4 (des get) the file was deleted."
 )
+#: ``des get``'s exit codes (4 is its own) and ``des verify``'s.
+GET_EXIT_HELP = (
+    "Exit codes: 0 ok; 1 not found or unreadable; 2 usage error; 4 the file was deleted."
+)
+VERIFY_EXIT_HELP = (
+    "Exit codes: 0 every shard checked is sound; 1 a shard is missing, unreadable or failed "
+    "a check (see the report); 2 usage error."
+)
 
 des_app = typer.Typer(
     add_completion=False,
@@ -35,7 +43,9 @@ def des_settings(  # noqa: PLR0917 - typer maps options to parameters
     base_dir: Annotated[
         str | None, typer.Option("--base-dir", help="Shard directory (DES_BASE_DIR).")
     ] = None,
-    n_bits: Annotated[int | None, typer.Option("--n-bits", help="DES_N_BITS.")] = None,
+    n_bits: Annotated[
+        int | None, typer.Option("--n-bits", min=4, max=16, help="DES_N_BITS (4..16).")
+    ] = None,
     s3_bucket: Annotated[str | None, typer.Option("--s3-bucket", help="DES_S3_BUCKET.")] = None,
     s3_prefix: Annotated[str | None, typer.Option("--s3-prefix", help="DES_S3_PREFIX.")] = None,
     s3_region: Annotated[str | None, typer.Option("--s3-region", help="DES_S3_REGION.")] = None,
@@ -62,7 +72,7 @@ def des_settings(  # noqa: PLR0917 - typer maps options to parameters
     help=(
         "Retrieve one file (des get UID --created-at T [-o FILE]; stdout without -o) or many "
         "(des get --batch FILE --out DIR; FILE is JSON Lines of uid and created_at, each file "
-        "is written to DIR/<uid>, a JSON report goes to stdout). " + DES_EXIT_HELP
+        "is written to DIR/<uid>, a JSON report goes to stdout). " + GET_EXIT_HELP
     )
 )
 def get(  # noqa: PLR0917 - typer maps options to parameters
@@ -111,7 +121,7 @@ def ls(
     help=(
         "Verify a shard, a base directory, or (DES_BACKEND=s3) every shard under a key "
         "prefix: header, footer and index checksums; --deep reads and checks every payload. "
-        "Prints a JSON report. " + DES_EXIT_HELP
+        "Prints a JSON report. " + VERIFY_EXIT_HELP
     )
 )
 def verify(

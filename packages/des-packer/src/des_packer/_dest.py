@@ -9,6 +9,7 @@ the old one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -103,6 +104,17 @@ class LocalDestination:
             )
         self.fsync = fsync
         self._leftovers: dict[Path, list[str]] = {}  # day directory -> temporary files in it
+        self._made: set[Path] = set()  # directories this run created (removed if left empty)
+
+    def make_dir(self, directory: Path) -> bool:
+        """Create ``directory`` (and its parents); True if this call created it. A directory
+        this run created and left empty (every shard in it failed) goes at ``close``."""
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:
+            return False
+        self._made.add(directory)
+        return True
 
     def describe(self, key: str = "") -> str:
         return str(self.base_dir / key) if key else str(self.base_dir)
@@ -143,14 +155,19 @@ class LocalDestination:
 
     def stage_path(self, shard_key: str) -> Path:
         directory = self.path(shard_key).parent
-        directory.mkdir(parents=True, exist_ok=True)
+        self.make_dir(directory)
         return directory / _temp_name(shard_key, "big")
 
     def begin(self, shard_key: str, existing: ExistingShard | None) -> LocalTransaction:
         return LocalTransaction(self, shard_key, existing)
 
     def close(self) -> None:
-        pass
+        """Remove the directories this run created and left empty (deepest first): a run
+        whose shards of a day all failed leaves no empty day directory behind."""
+        for directory in sorted(self._made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty (a shard was written), or gone
+                directory.rmdir()
+        self._made.clear()
 
 
 class LocalTransaction:
@@ -161,8 +178,7 @@ class LocalTransaction:
         self.key = shard_key
         self.final = dest.path(shard_key)
         self.directory = self.final.parent
-        created = not self.directory.exists()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        created = dest.make_dir(self.directory)
         if created and dest.fsync:
             fsync_dir(self.directory.parent)
         self.existing = existing
@@ -193,7 +209,7 @@ class LocalTransaction:
         if final.exists() or any(f == final for _s, f in self._bigfiles):
             staged.unlink(missing_ok=True)
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self.dest.make_dir(final.parent)
         self._bigfiles.append((staged, final))
 
     def _finish(self, fh: BinaryIO) -> int:
@@ -244,7 +260,8 @@ class LocalTransaction:
 
     def abort(self) -> None:
         for tmp, _final, fh in [*self._temps, self._head]:
-            fh.close()
+            with contextlib.suppress(OSError):  # flushes its buffer: fails again on a full disk
+                fh.close()
             tmp.unlink(missing_ok=True)
         for staged, _final in self._bigfiles:
             staged.unlink(missing_ok=True)

@@ -42,7 +42,14 @@ from des_format import (
 
 from ._blocks import Block, WorkItem, plan_work, source_name
 from ._dest import Destination, ExistingShard, LocalDestination, Transaction
-from ._errors import EntryFailed, PackAborted, PackConfigError, PackerError
+from ._errors import (
+    EntryFailed,
+    OutputFailed,
+    PackAborted,
+    PackConfigError,
+    PackerError,
+    describe_os_error,
+)
 from ._manifest import ManifestEntry
 from ._options import DICT_SAMPLE_BYTES, PackOptions, ProgressEvent
 from ._plan import PackPlan, PlannedShard, plan_shards
@@ -233,8 +240,13 @@ def pack_plan(plan: PackPlan, output: str, options: PackOptions | None = None) -
     opts = options or PackOptions()
     opts.validate()
     dest = open_destination(output, opts)
+    packer = _Packer(plan, dest, opts)
+    started = time.monotonic()
     try:
-        return _Packer(plan, dest, opts).run()
+        return packer.run()
+    except OSError as exc:  # writing the output failed: say where and how to fix it
+        report = packer.totals.report(started)
+        raise OutputFailed(describe_os_error(exc, dest.describe()), report) from exc
     finally:
         dest.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -16,7 +17,7 @@ from typing import Any, BinaryIO
 from ._errors import EntryFailed, PackConfigError
 from ._manifest import ManifestEntry
 
-__all__ = ["SourceReader"]
+__all__ = ["SourceReader", "check_local_source"]
 
 _CHUNK = 1 << 20
 
@@ -169,3 +170,27 @@ class SourceReader:
         if n != want:
             raise EntryFailed(entry.uid, _size_message(entry, str(n)))
         return digest.hexdigest(), crc
+
+
+def check_local_source(entry: ManifestEntry) -> str | None:
+    """Why a pack would fail to read ``entry``'s local source (missing, not a regular file,
+    not its manifest size), or None; ``s3://`` sources are not checked (``des-pack
+    --dry-run`` makes no request). One ``stat``, the messages a pack gives."""
+    src = entry.source
+    if "://" in src:
+        if src.startswith("s3://"):
+            return None
+        return f"source {src} has an unsupported scheme; use a local path or s3://bucket/key"
+    try:
+        st = os.stat(src)
+    except FileNotFoundError:
+        return f"source {src} does not exist; fix source_path in the manifest"
+    except NotADirectoryError:
+        return f"source {src} does not exist (a part of its path is a file); fix source_path"
+    except OSError as exc:
+        return f"cannot read source {src}: {exc.strerror}; check its permissions"
+    if stat.S_ISDIR(st.st_mode):
+        return f"source {src} is a directory, not a file"
+    if stat.S_ISREG(st.st_mode) and st.st_size != entry.size_bytes:
+        return _size_message(entry, str(st.st_size))
+    return None

@@ -16,9 +16,17 @@ def _serve(argv: Sequence[str]) -> int:
         description="Serve DES shards over HTTP. Configuration comes from DES_* variables "
         "(see the des-http README). Use 'des-http hash-token' to make a tokens-file line.",
     )
-    parser.add_argument("--host", default=os.environ.get("DES_HTTP_HOST", "127.0.0.1"))
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("DES_HTTP_PORT", "8000") or 8000)
+        "--host",
+        default=os.environ.get("DES_HTTP_HOST", "127.0.0.1"),
+        help="address to listen on (default: $DES_HTTP_HOST, else 127.0.0.1; "
+        "0.0.0.0 for every interface)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("DES_HTTP_PORT", "8000") or 8000),
+        help="port to listen on (default: $DES_HTTP_PORT, else 8000)",
     )
     parser.add_argument(
         "--workers",
