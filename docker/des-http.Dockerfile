@@ -47,6 +47,6 @@ EXPOSE 8000
 # Liveness only: /health answers while the process serves (readiness is /ready, for Kubernetes).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
-# des-http runs uvicorn with its own protocol: one write per answer, warm answers written
-# from the parser's callback (see the des-http README).
+# des-http runs granian (one worker per core; header, timeout and concurrency limits from
+# DES_HTTP_* variables, see the des-http README); --no-server-header sends "server: des-http".
 CMD ["des-http", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]

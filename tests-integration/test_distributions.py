@@ -1,10 +1,10 @@
 """Every distribution builds a wheel that installs and imports without the workspace.
 
-One module-scoped build of the six wheels and one fresh ``python -m venv`` environment:
+One module-scoped build of the seven wheels and one fresh ``python -m venv`` environment:
 
 1. des-format's wheel installed alone pulls in nothing (the venv then holds des-format, pip
    and, on Python 3.11, setuptools; nothing else).
-2. All six wheels installed together (dependencies from PyPI, siblings from the built wheels
+2. All seven wheels installed together (dependencies from PyPI, siblings from the built wheels
    via ``--find-links``) import, and come from the venv, not from the workspace sources.
 
 Needs the network to PyPI for step 2: without it the test fails and says so.
@@ -34,6 +34,7 @@ DISTRIBUTIONS = [
     ("des-packer", "des_packer"),
     ("des-migrate", "des_migrate"),
     ("des-http", "des_http"),
+    ("des-fsspec", "des_fsspec"),
 ]
 CONSOLE_SCRIPTS = ["des-pack", "des", "des-migrate", "des-stats", "des-http"]
 INDEX_URL = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/") + "/"
@@ -150,3 +151,6 @@ def test_wheels_install_without_the_workspace(wheels: dict[str, Path], venv: Ven
 
     for script in CONSOLE_SCRIPTS:
         _run([venv.root / "bin" / script, "--help"])
+    # des-fsspec registers des:// through fsspec's entry point, without an import
+    probe = "import fsspec; print(fsspec.get_filesystem_class('des').__module__)"
+    assert _run([venv.python, "-c", probe], cwd=venv.root).stdout.strip() == "des_fsspec._fs"

@@ -143,10 +143,11 @@ def test_write_version_changes_only_the_project_version(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- checks on a copy
 
 
-def test_read_workspace_sees_all_six_distributions(workspace: Path) -> None:
+def test_read_workspace_sees_all_seven_distributions(workspace: Path) -> None:
     members = release.read_workspace(workspace)
     assert sorted(m.name for m in members.values()) == [
         "des-format",
+        "des-fsspec",
         "des-http",
         "des-migrate",
         "des-packer",
@@ -179,8 +180,11 @@ def test_sibling_ranges_that_exclude_the_new_version_are_each_reported(workspace
     result = run_release(workspace, "des-format", "--bump", "minor", "--dry-run")
     assert result.returncode == 1
     problems = result.stderr.splitlines()
-    assert problems[-1] == "release: 3 problem(s), nothing written"
+    assert problems[-1] == "release: 4 problem(s), nothing written"
     assert sorted(problems[:-1]) == [
+        "release: des-fsspec requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
+        "0.2.0: widen the range in packages/des-fsspec/pyproject.toml (e.g. "
+        "'des-format[lz4,zstd]>=0.1,<0.3') and release des-fsspec too",
         "release: des-http requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
         "0.2.0: widen the range in services/des-http/pyproject.toml (e.g. "
         "'des-format[lz4,zstd]>=0.1,<0.3') and release des-http too",
@@ -196,7 +200,11 @@ def test_sibling_ranges_that_exclude_the_new_version_are_each_reported(workspace
 def test_widened_sibling_ranges_let_the_release_through(workspace: Path) -> None:
     add_changelog_entry(workspace, "des-format", "## 0.2.0 - 2026-11-25")
     set_requirement(workspace, "des-storage-s3", '"des-format>=0.1,<0.2"', '"des-format>=0.1,<0.3"')
-    for member, extras in (("des-packer", "zstd,lz4,fast"), ("des-http", "zstd,lz4")):
+    for member, extras in (
+        ("des-packer", "zstd,lz4,fast"),
+        ("des-http", "zstd,lz4"),
+        ("des-fsspec", "zstd,lz4"),
+    ):
         set_requirement(
             workspace,
             member,
@@ -239,7 +247,7 @@ def test_version_not_newer_is_refused(workspace: Path) -> None:
         (
             ["des-nothing", "--bump", "patch"],
             "release: no distribution named 'des-nothing' in the workspace (known: des-format, "
-            "des-http, des-migrate, des-packer, des-routing, des-storage-s3)\n",
+            "des-fsspec, des-http, des-migrate, des-packer, des-routing, des-storage-s3)\n",
         ),
         (["des-routing", "--version", "one"], "release: --version 'one' is not a valid version\n"),
     ],

@@ -34,6 +34,7 @@ DISTRIBUTIONS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
     "des-packer": ("des_packer", (("des-pack", "--help"), ("des", "--help"))),
     "des-migrate": ("des_migrate", (("des-migrate", "--help"), ("des-stats", "--help"))),
     "des-http": ("des_http", (("des-http", "--help"),)),
+    "des-fsspec": ("des_fsspec", ()),
 }
 
 

@@ -21,6 +21,7 @@ PACKAGES = [
     ("des_packer", "packages/des-packer"),
     ("des_migrate", "packages/des-migrate"),
     ("des_http", "services/des-http"),
+    ("des_fsspec", "packages/des-fsspec"),
 ]
 
 

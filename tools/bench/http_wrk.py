@@ -8,7 +8,7 @@ What it does:
 
 1. writes ``--files`` small files (1-8 KiB, text and binary) and a manifest, packs them with
    ``des-pack`` (local, n_bits 8, zstd) and also lays them out as plain files for nginx;
-2. starts des-http (one uvicorn worker, local backend) and nginx (one worker process), each on
+2. starts des-http (one worker, local backend) and nginx (one worker process), each on
    127.0.0.1, and warms both up (one pass over every file, so the index cache is warm);
 3. runs wrk (16 connections, random uids from the whole set, ``--duration`` seconds) against
    des-http and nginx alternately, ``--rounds`` times, then each with one connection (latency
@@ -160,7 +160,7 @@ def start_des(
     command = [sys.executable, "-m", "des_http.cli"] if python_m else ["des-http"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -4,7 +4,7 @@
     uv run python tools/reliability/load_wrk.py --duration 120       # a shorter one
 
 For each backend: packs ``--files`` files (two days, n_bits 8: up to 512 shards) with
-des-pack, starts des-http (one uvicorn worker, a real process on 127.0.0.1) with an index
+des-pack, starts des-http (one worker, a real process on 127.0.0.1) with an index
 cache bound (``--cache-bytes``, smaller than all the indexes together so it must evict), runs
 wrk with 64 connections on random uids for ``--duration`` seconds while sampling the server's
 RSS every 5 s, and reports: requests, errors (connect, read, timeout, non-2xx), p50/p99/max
@@ -40,10 +40,19 @@ from http_wrk import (  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident KiB of ``pid`` and every process below it (des-http's granian workers)."""
+    pids = [pid]
+    total = 0
+    for p in pids:
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids.extend(int(c) for c in (task / "children").read_text().split())
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def _mean_mib(values: list[int]) -> float:

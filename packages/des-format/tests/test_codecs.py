@@ -212,3 +212,41 @@ def test_thread_local_compressors_are_safe() -> None:
         )
     for data, prepared in zip(payloads, results, strict=True):
         assert decompress(prepared.codec, prepared.stored, len(data)) == data
+
+
+@needs_zstd
+def test_a_forged_frame_never_expands_past_its_entry() -> None:
+    # 32 KB of zstd that expands to 1 GiB of zeros, with no size in its header, stored
+    # for an entry of 2 MiB: stopped within one step past the entry's size, every piece
+    # bounded (the old stream expanded the whole gigabyte in one call).
+    import zstandard
+    from des_format._codecs import STREAM_STEP
+
+    cobj = zstandard.ZstdCompressor(level=3, write_content_size=False).compressobj()
+    zeros = bytes(16 << 20)
+    bomb = b"".join([*(cobj.compress(zeros) for _ in range(64)), cobj.flush()])
+    assert len(bomb) < 64 << 10
+    sizes: list[int] = []
+
+    def drain() -> None:
+        for piece in iter_decompress(Codec.ZSTD, iter([bomb]), 2 << 20, uid="x"):
+            sizes.append(len(piece))
+
+    with pytest.raises(CorruptShard, match="expands past its size 2097152"):
+        drain()
+    assert max(sizes) <= STREAM_STEP
+    assert sum(sizes) <= 2 << 20
+
+
+@needs_zstd
+@needs_lz4
+def test_streamed_pieces_are_bounded_whatever_the_ratio() -> None:
+    from des_format._codecs import STREAM_STEP
+
+    text = b"".join(b"line %d of a text that compresses well\n" % i for i in range(200_000))
+    for codec in (Codec.ZSTD, Codec.LZ4):
+        stored = compress(codec, text)
+        assert len(stored) < len(text) // 8
+        pieces = list(iter_decompress(codec, iter([stored]), len(text), uid="t"))
+        assert b"".join(pieces) == text
+        assert max(len(p) for p in pieces) <= STREAM_STEP

@@ -98,6 +98,13 @@ PUBLIC_API = [
     "DEFAULT_VERIFY_WINDOW",
     "FileCheck",
     "verify_files",
+    # the store's layout record (issue 21)
+    "LAYOUT_KEY",
+    "LayoutMismatch",
+    "StoreLayout",
+    "ensure_local_layout",
+    "read_store_layout",
+    "zones_digest",
 ]
 
 

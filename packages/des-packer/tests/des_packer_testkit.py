@@ -100,9 +100,12 @@ def run_des_pack(*args: str) -> tuple[int, str, str]:
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes)."""
+    """Every shard, part and big file under ``root`` (relative path -> bytes): every file but
+    the store's layout record, which test_store_layout.py checks on its own."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "_des_layout.json"
     }
 
 

@@ -239,10 +239,10 @@ def test_late_file_for_a_legacy_shard_is_a_clear_error(tmp_path: Path) -> None:
 
 
 PACK_FLAGS = [
-    "--input-json", "--output-dir", "--max-shard-size", "--n-bits", "--codec", "--level",
-    "--workers", "--shard-range", "--dry-run", "--json", "--on-error", "--skipped-report",
-    "--big-file-threshold", "--zones-config", "--progress", "--no-progress", "--fsync",
-    "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--block-size",
+    "--input-json", "--input-tar", "--output-dir", "--max-shard-size", "--n-bits", "--codec",
+    "--level", "--workers", "--shard-range", "--dry-run", "--json", "--on-error",
+    "--skipped-report", "--big-file-threshold", "--zones-config", "--progress", "--no-progress",
+    "--fsync", "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--block-size",
     "--block-member-max", "--help",
 ]  # fmt: skip
 
@@ -294,7 +294,7 @@ def test_help_is_typers_layout_as_des_and_des_migrate() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "Missing option '--input-json'"),
+        ([], {}, "give --input-json FILE or --input-tar FILE (one of them)"),
         (["--input-json", "m.json", "--frobnicate"], {}, "No such option: --frobnicate"),
         (["--input-json", "m.json", "--n-bit", "4"], {}, "No such option: --n-bit"),
         (["--input-json", "m.json", "--level", "high"], {}, "Invalid value for '--level'"),

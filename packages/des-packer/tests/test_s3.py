@@ -78,7 +78,9 @@ def test_pack_to_s3_and_get_batch_back(s3: Any, tmp_path: Path) -> None:
     keys = set(objects(s3, "packed", "des/"))
     assert any("/_bigFiles/" in k for k in keys)
     assert any(".p1.des" in k for k in keys)
-    assert report.bytes_out == sum(len(v) for v in objects(s3, "packed", "des/").values())
+    stored = objects(s3, "packed", "des/")
+    assert json.loads(stored.pop("des/_des_layout.json"))["n_bits"] == N_BITS  # the record
+    assert report.bytes_out == sum(len(v) for v in stored.values())
     batch = tmp_path / "b.jsonl"
     batch.write_text(
         "".join(

@@ -50,6 +50,14 @@ EXPECTED = {
     "shard_key",
     "validate_n_bits",
     "validate_uid",
+    # signed links (des_routing._links)
+    "LINK_KEY_VARIABLE",
+    "MIN_LINK_KEY_BYTES",
+    "LinkCheck",
+    "link_key_from_env",
+    "sign_link",
+    "signed_link_path",
+    "verify_link",
 }
 
 

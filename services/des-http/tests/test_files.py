@@ -315,12 +315,10 @@ def test_corrupt_streamed_file_is_cut_short_never_served_whole(
     shard = tmp_path / object_key(s)
     flip_byte(shard, shard.read_bytes().index(s.data[:64]) + 150_000)
     h = make_harness(base_dir=tmp_path, stream_threshold_bytes=1024)
-    # The payload is one 1 MiB read chunk: it is held back until the checksum is checked, so
-    # the client gets the headers and then an aborted, empty body (Content-Length not met).
+    # The payload is one 1 MiB read chunk: it is checked before the answer starts (headers
+    # leave only once the first chunk is read and, for a file that fits, verified).
     r = h.client.get(files_url("2025"))
-    assert r.status_code == 200
-    assert r.headers["content-length"] == str(len(s.data))
-    assert r.content == b""
+    assert_problem(r, 500, "checksum-mismatch")
+    assert s.data[:64] not in r.content
     part = h.client.get(files_url("2025"), headers={"Range": "bytes=0-99"})
-    assert part.status_code == 206
-    assert part.content == b""
+    assert_problem(part, 500, "checksum-mismatch")

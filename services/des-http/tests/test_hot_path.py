@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 from des_format import IndexEntry
-from des_http._app import _file_params
+from des_http._files import file_params
 from des_http._problems import BadRequest
 from des_http._retrieval import (
     DEFAULT_MEDIA_TYPE,
@@ -27,8 +27,8 @@ HEADER_NAMES = [b"range", b"if-none-match", b"if-range", b"host", b"x-other"]
 QUERY_ALPHABET = "created_at=&%+:-TZ0123456789ab;\u00e9 "
 
 
-def _request(query: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
-    scope = {
+def _scope(query: bytes, headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
+    return {
         "type": "http",
         "method": "GET",
         "path": "/files/u1",
@@ -37,7 +37,10 @@ def _request(query: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
         "headers": headers,
         "path_params": {"uid": "u1"},
     }
-    return Request(scope)
+
+
+def _request(query: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
+    return Request(_scope(query, headers))
 
 
 @settings(max_examples=300, deadline=None)
@@ -60,12 +63,12 @@ def test_file_params_equal_starlettes_query_and_headers(
 ) -> None:
     request = _request(query, headers)
     expected_created_at = request.query_params.get("created_at")
-    fresh = _request(query, headers)
+    fresh = _scope(query, headers)
     if expected_created_at is None:
         with pytest.raises(BadRequest, match="created_at is required"):
-            _file_params(fresh)
+            file_params(fresh)
         return
-    assert _file_params(fresh) == (
+    assert file_params(fresh) == (
         "u1",
         expected_created_at,
         request.headers.get("range"),

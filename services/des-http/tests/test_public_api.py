@@ -43,6 +43,7 @@ def test_create_app_signature() -> None:
         "store",
         "tokens",
         "editor",
+        "async_retriever",
     ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(sig.parameters.values())[1:])
 
@@ -58,6 +59,8 @@ def test_error_table_statuses() -> None:
         "InvalidCreatedAt": 400,
         "RoutingError": 400,
         "RequestValidationError": 400,
+        "BodyTooLarge": 413,
+        "UriTooLong": 414,
         "BadRequest": 400,
         "Unauthorized": 401,
         "Forbidden": 403,

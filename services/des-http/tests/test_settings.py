@@ -27,6 +27,14 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.io_threads == 32
     assert s.nowait_reads is True
     assert s.nowait_max_bytes == 64 * 1024
+    assert s.cors_origins == ""
+    assert s.link_key is None
+    assert s.des_given == frozenset({"DES_BASE_DIR"})
+    assert s.max_url_bytes == 8192
+    assert s.max_header_bytes == 65536
+    assert s.header_timeout_seconds == 10
+    assert s.max_in_flight == 256
+    assert s.max_batch_body_bytes == 2 << 20
 
 
 def test_every_http_setting_is_read(tmp_path: Path) -> None:
@@ -45,8 +53,13 @@ def test_every_http_setting_is_read(tmp_path: Path) -> None:
             "DES_IO_THREADS": "8",
             "DES_NOWAIT_READS": "0",
             "DES_NOWAIT_MAX_BYTES": "16384",
+            "DES_CORS_ORIGINS": "https://a.example, http://b.example:8080",
+            "DES_LINK_KEY": "k" * 40,
         }
     )
+    assert s.cors_origins == "https://a.example, http://b.example:8080"
+    assert s.link_key == b"k" * 40
+    assert "DES_N_BITS" in (s.des_given or ())
     assert (s.des.backend, s.des.s3_bucket, s.des.n_bits) == ("s3", "shards", 10)
     assert s.des.index_cache_bytes == 1 << 20
     assert s.cache_control == "no-cache"
@@ -119,9 +132,11 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
         ({"DES_AUTH_TOKENS_FILE": "/nonexistent/tokens"}, "DES_AUTH_TOKENS_FILE"),
     ],
 )
-def test_uvicorn_import_of_app_refuses_bad_settings(env: dict[str, str], variable: str) -> None:
+def test_uvicorn_import_of_app_refuses_bad_settings(
+    env: dict[str, str], variable: str, tmp_path: Path
+) -> None:
     code = "import uvicorn.importer as i; i.import_from_string('des_http:app')"
-    done = _run([sys.executable, "-c", code], env)
+    done = _run([sys.executable, "-c", code], {"DES_BASE_DIR": str(tmp_path), **env})
     assert done.returncode == 2
     assert done.stderr.startswith("des-http: invalid configuration: ")
     assert variable in done.stderr
@@ -166,3 +181,44 @@ def test_hash_token_needs_a_token() -> None:
     )
     assert done.returncode == 2
     assert done.stderr == "des-http hash-token: no token given on standard input\n"
+
+
+@pytest.mark.parametrize("how", ["uvicorn", "des-http"])
+def test_a_missing_base_dir_stops_start_up_naming_variable_and_path(
+    how: str, tmp_path: Path
+) -> None:
+    absent = tmp_path / "no-such-dir"
+    env = {"DES_BACKEND": "local", "DES_BASE_DIR": str(absent)}
+    if how == "uvicorn":
+        code = "import uvicorn.importer as i; i.import_from_string('des_http:app')"
+        done = _run([sys.executable, "-c", code], env)
+    else:
+        done = _run(["des-http", "--port", "0"], env)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"des-http: invalid configuration: DES_BASE_DIR={absent} does not exist: set "
+        "DES_BASE_DIR to the directory des-pack writes the shards to (DES_BACKEND=local)\n"
+    )
+    file_instead = tmp_path / "a-file"
+    file_instead.write_text("x")
+    done = _run(["des-http", "--port", "0"], {**env, "DES_BASE_DIR": str(file_instead)})
+    assert done.returncode == 2
+    assert f"DES_BASE_DIR={file_instead} is not a directory" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DES_HTTP_MAX_URL_BYTES", "100"),
+        ("DES_HTTP_MAX_HEADER_BYTES", "4096"),
+        ("DES_HTTP_HEADER_TIMEOUT_SECONDS", "61"),
+        ("DES_HTTP_MAX_IN_FLIGHT", "0"),
+        ("DES_MAX_BATCH_BODY_BYTES", "12"),
+    ],
+)
+def test_edge_limits_out_of_range_name_the_variable(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}: expected a number from") as info:
+        HttpSettings.from_env({"DES_BASE_DIR": str(tmp_path), variable: value})
+    assert info.value.variable == variable

@@ -85,6 +85,14 @@ from ._source import (
     StoreSource,
     TailRead,
 )
+from ._store_layout import (
+    LAYOUT_KEY,
+    LayoutMismatch,
+    StoreLayout,
+    ensure_local_layout,
+    read_store_layout,
+    zones_digest,
+)
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
 from ._writer import ShardWriter, WriteSummary
 
@@ -115,6 +123,7 @@ __all__ = [
     "FEATURE_BLOCKS",
     "FEATURE_DICTIONARY",
     "FORMAT_VERSION",
+    "LAYOUT_KEY",
     "MAX_BLOCK_SIZE",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
@@ -140,6 +149,7 @@ __all__ = [
     "Header",
     "IndexCache",
     "IndexEntry",
+    "LayoutMismatch",
     "LocalBigFileSink",
     "LocalFileSource",
     "LocalObjectStore",
@@ -159,6 +169,7 @@ __all__ = [
     "ShardWriter",
     "StorageUnavailable",
     "StoreError",
+    "StoreLayout",
     "StoreSource",
     "TailRead",
     "UnknownCodec",
@@ -172,6 +183,7 @@ __all__ = [
     "crc32_backend",
     "decode_payload",
     "delete_entries",
+    "ensure_local_layout",
     "entry_payload_key",
     "entry_to_json",
     "fill_byte",
@@ -189,6 +201,8 @@ __all__ = [
     "prepare_payload",
     "read_index",
     "read_shard_index",
+    "read_store_layout",
     "train_dictionary",
     "verify_files",
+    "zones_digest",
 ]

@@ -6,9 +6,10 @@ on first use; a missing one raises :class:`CodecNotInstalled` naming the extra t
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from types import ModuleType
 from typing import Any
@@ -414,6 +415,35 @@ def _check_declared(declared: int, size: int, uid: str) -> None:
         )
 
 
+#: Most original bytes one step of a streamed decompression produces: a chunk of stored bytes
+#: that expands a thousandfold (or a forged frame that expands without end) is never held
+#: whole, and a stream that passes the entry's size is stopped within one step.
+STREAM_STEP = 256 << 10
+
+
+class _ChunkReader:
+    """A ``read(n)`` view of an iterator of byte chunks (for zstandard's stream reader)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self.reads = 0  # calls that returned bytes
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        while not self._buf:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self.reads -= 1
+                return b""
+            self._buf = memoryview(chunk)
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, memoryview(b"")
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return bytes(out)
+
+
 def iter_decompress(
     codec: Codec,
     chunks: Iterator[bytes],
@@ -422,54 +452,35 @@ def iter_decompress(
     uid: str = "",
     dictionary: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Decompress a stream of stored chunks, yielding original bytes; checks the total size
-    (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``)."""
-    errors: tuple[type[BaseException], ...] = ()
+    """Decompress a stream of stored chunks, yielding original bytes in pieces of at most
+    :data:`STREAM_STEP` (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``).
+
+    Bounded by ``size``, the entry's declared size: a frame that expands past it is
+    ``CorruptShard`` once it has produced at most one step more, whatever it holds (a
+    forged 32 KB frame of a gigabyte of zeros never gets further than that); one that
+    declares another size in its header is refused before anything is decompressed.
+    """
     if codec is Codec.ZSTD_BLOCK:
         raise ValueError("a solid block member is decoded whole, with decompress_block")
     if codec is Codec.NONE:
-        feed: Callable[[bytes], bytes] = bytes
-        tail: Callable[[], bytes] = bytes
+        pieces: Iterator[bytes] = chunks
+        errors: tuple[type[BaseException], ...] = ()
     elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
         zstd = _module(Codec.ZSTD)
-        if codec is Codec.ZSTD_DICT:
-            zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
-            dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
-        else:
-            dobj = zstd.ZstdDecompressor().decompressobj()
         errors = (zstd.ZstdError,)
-
-        def feed(b: bytes) -> bytes:
-            return bytes(dobj.decompress(b))
-
-        def tail() -> bytes:
-            return b"" if dobj.eof else _truncated()
-
+        pieces = _zstd_pieces(zstd, codec, chunks, size, uid=uid, dictionary=dictionary)
     else:
         lz4f = _module(Codec.LZ4)
-        ldobj = lz4f.LZ4FrameDecompressor()
         errors = (RuntimeError, ValueError, OverflowError)
-
-        def feed(b: bytes) -> bytes:
-            return bytes(ldobj.decompress(b))
-
-        def tail() -> bytes:
-            return b"" if ldobj.eof else _truncated()
-
-    def _truncated() -> bytes:
-        raise CorruptShard(f"payload of {uid!r} ends in the middle of a {codec.label} frame")
-
+        pieces = _lz4_pieces(lz4f, chunks, uid)
     total = 0
     try:
-        for chunk in chunks:
-            out = feed(chunk)
+        for out in pieces:
             total += len(out)
             if total > size:
                 raise CorruptShard(f"payload of {uid!r} expands past its size {size}")
             if out:
                 yield out
-        if codec is not Codec.NONE:
-            tail()
     except CorruptShard:
         raise
     except Exception as exc:
@@ -478,5 +489,54 @@ def iter_decompress(
                 f"payload of {uid!r} is not a valid {codec.label} frame: {exc}"
             ) from None
         raise
+    if total < size and codec in (Codec.ZSTD, Codec.ZSTD_DICT):
+        # DES's frames declare their size (checked above), so a short one was cut short.
+        raise CorruptShard(
+            f"payload of {uid!r} ends in the middle of a zstd frame: it expands to {total} "
+            f"bytes, index says {size}"
+        )
     if total != size:
         raise CorruptShard(f"payload of {uid!r} expands to {total} bytes, index says {size}")
+
+
+def _zstd_pieces(
+    zstd: Any,
+    codec: Codec,
+    chunks: Iterator[bytes],
+    size: int,
+    *,
+    uid: str,
+    dictionary: bytes | None,
+) -> Iterator[bytes]:
+    first = next(chunks, b"")
+    if first:
+        try:
+            declared = zstd.frame_content_size(first)
+        except zstd.ZstdError:
+            declared = -1  # a header split over chunks (or not a frame: reported below)
+        _check_declared(declared, size, uid)
+    if codec is Codec.ZSTD_DICT:
+        zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
+        dctx = zstd.ZstdDecompressor(dict_data=zd)
+    else:
+        dctx = zstd.ZstdDecompressor()
+    source = _ChunkReader(itertools.chain((first,), chunks))
+    reader = dctx.stream_reader(source, read_size=STREAM_STEP, read_across_frames=False)
+    while True:
+        before = source.reads
+        out = reader.read1(STREAM_STEP)  # from at most one read of the stored chunks
+        if out:
+            yield bytes(out)
+        elif source.reads == before:  # nothing read, nothing out: the frame (or input) ended
+            return
+
+
+def _lz4_pieces(lz4f: Any, chunks: Iterator[bytes], uid: str) -> Iterator[bytes]:
+    dec = lz4f.LZ4FrameDecompressor()
+    for chunk in chunks:
+        out = dec.decompress(chunk, max_length=STREAM_STEP)
+        yield out
+        while not dec.needs_input and not dec.eof:  # output still pending for this chunk
+            yield dec.decompress(b"", max_length=STREAM_STEP)
+    if not dec.eof:
+        raise CorruptShard(f"payload of {uid!r} ends in the middle of a lz4 frame")

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, TextIO
 
 from des_format import DEFAULT_BIGFILE_GRACE_SECONDS
 
-from ._inspect import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, load_settings, s3_extra
+from ._inspect import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    load_settings,
+    open_read_store,
+    s3_extra,
+    with_store_layout,
+)
 from ._repack import RepackOptions, repack
 
 if TYPE_CHECKING:
@@ -85,6 +94,8 @@ def run_delete(
         return EXIT_USAGE
     try:
         settings = load_settings(overrides)
+        # a writer: the store's layout record gives n_bits when not set, refuses a mismatch
+        settings = with_store_layout(settings, open_read_store(settings), overrides)
         targets = _targets(uid, created_at, batch)
         by_key: dict[str, list[str]] = {}
         for u, c in targets:
@@ -150,6 +161,7 @@ def run_repack(
         return EXIT_USAGE
     try:
         settings = load_settings(overrides)
+        settings = with_store_layout(settings, open_read_store(settings), overrides)
         editor = open_editor(settings)
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)

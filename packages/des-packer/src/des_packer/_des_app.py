@@ -105,16 +105,87 @@ def get(  # noqa: PLR0917 - typer maps options to parameters
 
 
 @des_app.command(
-    help="List the entries of a shard (a local .des path or a key such as 20240101/A7.des)."
+    help=(
+        "List files: the entries of one shard (a local .des path or a key such as "
+        "20240101/A7.des), or every file of every shard of a day (--day YYYYMMDD) or of a "
+        "range of days (--from DAY --to DAY, at most 3660 days). With --json, one JSON "
+        "object per file (JSON Lines). " + DES_EXIT_HELP
+    )
 )
-def ls(
+def ls(  # noqa: PLR0917 - typer maps options to parameters
     ctx: typer.Context,
-    shard: Annotated[str, typer.Argument(help="Local shard path or object key.")],
+    shard: Annotated[str | None, typer.Argument(help="Local shard path or object key.")] = None,
+    day: Annotated[str | None, typer.Option("--day", help="Every shard of this day.")] = None,
+    day_from: Annotated[str | None, typer.Option("--from", help="First day of a range.")] = None,
+    day_to: Annotated[str | None, typer.Option("--to", help="Last day of a range.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per entry.")] = False,
 ) -> None:
-    from ._inspect import run_ls
+    from ._inspect import EXIT_USAGE, run_ls
 
-    raise typer.Exit(run_ls(shard, ctx.obj, as_json=json_out))
+    if shard is not None:
+        if day or day_from or day_to:
+            typer.echo("des: error: give a SHARD or --day/--from/--to, not both", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(run_ls(shard, ctx.obj, as_json=json_out))
+    from ._days import DayError, day_range
+    from ._export import run_ls_days
+
+    try:
+        if day is not None and (day_from or day_to):
+            raise DayError("give --day, or --from and --to, not both")
+        if day is not None:
+            days = day_range(day, None)
+        elif day_from is not None:
+            days = day_range(day_from, day_to)
+        else:
+            raise DayError("give a SHARD, --day YYYYMMDD, or --from DAY [--to DAY]")
+    except DayError as exc:
+        typer.echo(f"des: error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    raise typer.Exit(run_ls_days(days, ctx.obj, as_json=json_out))
+
+
+@des_app.command(
+    help=(
+        "Find a file whose created_at is lost: look for UID in its shard on each day from "
+        "--from to --to (at most 3660 days; one index read per day, progress on stderr). "
+        "Prints one JSON object per day that holds it. Exit codes: 0 found; 1 not found or "
+        "a shard unreadable; 2 usage error."
+    )
+)
+def find(
+    ctx: typer.Context,
+    uid: Annotated[str, typer.Argument(help="The file's uid.")],
+    day_from: Annotated[str, typer.Option("--from", help="First day (YYYYMMDD).")],
+    day_to: Annotated[str | None, typer.Option("--to", help="Last day (default: --from).")] = None,
+) -> None:
+    from ._export import run_find
+
+    raise typer.Exit(run_find(uid, day_from, day_to, ctx.obj))
+
+
+@des_app.command(
+    help=(
+        "Export files into a standard tar: every live file of a day (--day YYYYMMDD), of one "
+        "shard (--shard 20240101/A7.des), or the UIDs given of a day. Members are named by "
+        "uid; manifest.jsonl (uid, created_at, size_bytes, content_type, checksum, meta) "
+        "comes last. des-pack --input-tar FILE packs it back. created_at is the day at "
+        "midnight UTC unless the file's metadata holds its own. " + DES_EXIT_HELP
+    )
+)
+def export(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The tar file to write.")],
+    uids: Annotated[list[str] | None, typer.Argument(help="Only these uids (with --day).")] = None,
+    day: Annotated[str | None, typer.Option("--day", help="Every file of this day.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="Every file of this shard.")] = None,
+) -> None:
+    from ._export import run_export
+
+    if uids and shard is not None:
+        typer.echo("des: error: UIDs go with --day, not --shard", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_export(output, ctx.obj, day=day, shard=shard, uids=uids or ()))
 
 
 @des_app.command(
@@ -242,3 +313,39 @@ def deletions(
     from ._delete import run_deletions
 
     raise typer.Exit(run_deletions(prefix, ctx.obj, state=state, as_json=json_out))
+
+
+@des_app.command(
+    help=(
+        "Print a signed, expiring link to one file: the des-http URL path "
+        "/files/UID?created_at=...&expires=...&sig=... (prefix it with the service's address). "
+        "Whoever holds it may read that file, without a token, for --expires seconds. The key "
+        "is DES_LINK_KEY (at least 32 bytes), the same as the service's. "
+        "Exit codes: 0 ok; 2 usage error (no or short key, bad uid or created_at)."
+    )
+)
+def link(
+    uid: Annotated[str, typer.Argument(help="The file's uid.")],
+    created_at: Annotated[
+        str, typer.Option("--created-at", help="The file's created_at (ISO 8601).")
+    ],
+    expires: Annotated[
+        int, typer.Option("--expires", help="Seconds from now the link stays valid.", min=1)
+    ],
+) -> None:
+    import os
+    import time
+
+    from des_routing import RoutingError, link_key_from_env, signed_link_path
+
+    try:
+        key = link_key_from_env(os.environ)
+        if key is None:
+            raise RoutingError(
+                "DES_LINK_KEY is not set: export the service's link key (at least 32 bytes)"
+            )
+        path = signed_link_path(key, uid, created_at, int(time.time()) + expires)
+    except RoutingError as exc:
+        typer.echo(f"des: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(path)

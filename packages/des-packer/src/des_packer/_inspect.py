@@ -52,6 +52,28 @@ def load_settings(overrides: Mapping[str, str | None], env: Mapping[str, str] | 
         raise UsageError(str(exc)) from None
 
 
+def given_settings(
+    overrides: Mapping[str, str | None], env: Mapping[str, str] | None = None
+) -> set[str]:
+    """The ``DES_*`` names given a non-empty value, by flag or environment."""
+    merged = {k: v for k, v in (os.environ if env is None else env).items() if v.strip()}
+    merged.update({k: v for k, v in overrides.items() if v})
+    return {k for k in merged if k.startswith("DES_")}
+
+
+def with_store_layout(settings: Any, store: Any, overrides: Mapping[str, str | None]) -> Any:
+    """``settings`` after the store's layout record (``_store_check.settings_from_store``); a
+    mismatch or an unreadable record is a UsageError naming both values."""
+    from des_format import DesFormatError
+
+    from ._store_check import settings_from_store
+
+    try:
+        return settings_from_store(settings, store, given_settings(overrides))
+    except DesFormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def s3_extra(settings: Any) -> Any:
     """The ``des_storage_s3`` module, or a UsageError naming the extra that brings it."""
     try:
@@ -123,13 +145,16 @@ def run_get(
     stdout: BinaryIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    from des_format import DesFormatError, EntryDeleted, ShardRetriever
+    from des_format import DesFormatError, EntryDeleted, ObjectNotFound, ShardRetriever
 
     err = err or sys.stderr
     try:
         settings = load_settings(overrides)
-        key = _key_for(uid, created_at, settings.n_bits)
         store = open_read_store(settings)
+        if "DES_N_BITS" not in given_settings(overrides):
+            # one more request, only when the routing bits are not given
+            settings = with_store_layout(settings, store, overrides)
+        key = _key_for(uid, created_at, settings.n_bits)
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)
         return EXIT_USAGE
@@ -147,6 +172,12 @@ def run_get(
         print(f"des: error: {uid}: deleted (gone; it will not come back)", file=err)
         return EXIT_DELETED
     except DesFormatError as exc:
+        if isinstance(exc, ObjectNotFound):  # a wrong DES_N_BITS? the store may say
+            try:
+                with_store_layout(settings, store, overrides)
+            except UsageError as mismatch:
+                print(f"des: error: no shard {store.describe(key)}: {mismatch}", file=err)
+                return EXIT_USAGE
         print(f"des: error: {_explain(exc, store, key)}", file=err)
         return EXIT_FAILED
     except OSError as exc:
@@ -171,6 +202,7 @@ def run_get_batch(
     try:
         settings = load_settings(overrides)
         store = open_read_store(settings)
+        settings = with_store_layout(settings, store, overrides)
         lines = batch.read_text(encoding="utf-8").splitlines()
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)

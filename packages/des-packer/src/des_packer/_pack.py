@@ -200,6 +200,9 @@ def _commit(txn: Transaction) -> int:
 
 def open_destination(output: str, options: PackOptions) -> Destination:
     """A destination for ``output``: a directory, ``s3://bucket/prefix`` or zones."""
+    from ._store_check import check_destination_layout
+
+    check_destination_layout(output, options)  # the store's layout record, once per pack
     if options.zones_config or output.startswith("s3://"):
         from ._s3dest import open_s3_destination
 

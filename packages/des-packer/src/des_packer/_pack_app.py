@@ -105,11 +105,23 @@ _SIZE_HELP = "(131072, 128KiB, 1GiB, 100MB)"
 @pack_app.command(help=_HELP, no_args_is_help=False)
 def des_pack(  # noqa: PLR0917 - typer maps options to parameters
     input_json: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--input-json", metavar="FILE", help="Manifest: JSON list or JSON Lines. Required."
+            "--input-json",
+            metavar="FILE",
+            help="Manifest: JSON list or JSON Lines. Required unless --input-tar is given.",
         ),
-    ],
+    ] = None,
+    input_tar: Annotated[
+        Path | None,
+        typer.Option(
+            "--input-tar",
+            metavar="FILE",
+            help="Pack a tar (plain or compressed) or zip holding files named by uid and a "
+            "manifest.jsonl (what des export writes) instead of --input-json; its members are "
+            "copied to a temporary directory ($TMPDIR) first.",
+        ),
+    ] = None,
     output_dir: Annotated[
         str | None,
         typer.Option(
@@ -267,30 +279,48 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
         big_file_threshold = _env_default(
             "DES_BIG_FILE_THRESHOLD_BYTES", "--big-file-threshold", 10 << 20, sizes=True
         )
+    if (input_json is None) == (input_tar is None):
+        _usage_error("give --input-json FILE or --input-tar FILE (one of them); see --help")
+    import dataclasses
+
     from ._commands import PackArgs, run_pack
 
-    code = run_pack(
-        PackArgs(
-            input_json=input_json,
-            output_dir=output_dir,
-            max_shard_size=max_shard_size,
-            n_bits=n_bits,
-            codec=codec,
-            level=level,
-            workers=workers,
-            shard_range=shard_range,
-            dry_run=dry_run,
-            json=json_out,
-            on_error=on_error,
-            skipped_report=skipped_report,
-            big_file_threshold=big_file_threshold,
-            zones_config=zones_config,
-            progress=progress,
-            fsync=fsync,
-            dictionary=dictionary,
-            dict_max_file_size=dict_max_file_size,
-            block_size=block_size,
-            block_member_max=block_member_max,
-        )
+    args = PackArgs(
+        input_json=input_json or Path(),
+        output_dir=output_dir,
+        max_shard_size=max_shard_size,
+        n_bits=n_bits,
+        codec=codec,
+        level=level,
+        workers=workers,
+        shard_range=shard_range,
+        dry_run=dry_run,
+        json=json_out,
+        on_error=on_error,
+        skipped_report=skipped_report,
+        big_file_threshold=big_file_threshold,
+        zones_config=zones_config,
+        progress=progress,
+        fsync=fsync,
+        dictionary=dictionary,
+        dict_max_file_size=dict_max_file_size,
+        block_size=block_size,
+        block_member_max=block_member_max,
     )
+    if input_tar is None:
+        raise typer.Exit(run_pack(args))
+    import tempfile
+
+    from ._archive import unpack_archive
+    from ._errors import ManifestError
+
+    with tempfile.TemporaryDirectory(prefix="des-pack-tar-") as work:
+        try:
+            manifest = unpack_archive(input_tar, work)
+        except ManifestError as exc:
+            _usage_error(str(exc))
+        except OSError as exc:
+            typer.echo(f"des-pack: error: cannot unpack {input_tar}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        code = run_pack(dataclasses.replace(args, input_json=manifest))
     raise typer.Exit(code)

@@ -33,13 +33,8 @@ def parse_s3_output(output: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def open_s3_destination(output: str, options: PackOptions) -> Destination:
-    try:
-        from des_storage_s3 import open_shard_store, open_store
-    except ImportError:
-        raise PackConfigError(
-            "S3 output needs the S3 extra: pip install 'des-packer[s3]'"
-        ) from None
+def s3_settings_for(output: str, options: PackOptions) -> tuple[Any, str]:
+    """(DesSettings, a description) of an S3 or zones output."""
     from des_routing import DesSettings, RoutingError, load_zones
 
     try:
@@ -51,20 +46,29 @@ def open_s3_destination(output: str, options: PackOptions) -> Destination:
                 zones_config=Path(options.zones_config),
                 zones=zones,
             )
-            where = f"zones of {options.zones_config}"
-        else:
-            bucket, prefix = parse_s3_output(output)
-            settings = DesSettings(
-                backend="s3",
-                n_bits=options.n_bits,
-                s3_bucket=bucket,
-                s3_prefix=prefix,
-                s3_region=options.s3_region,
-                s3_endpoint_url=options.s3_endpoint_url,
-            )
-            where = output
+            return settings, f"zones of {options.zones_config}"
+        bucket, prefix = parse_s3_output(output)
+        settings = DesSettings(
+            backend="s3",
+            n_bits=options.n_bits,
+            s3_bucket=bucket,
+            s3_prefix=prefix,
+            s3_region=options.s3_region,
+            s3_endpoint_url=options.s3_endpoint_url,
+        )
     except RoutingError as exc:
         raise PackConfigError(f"--zones-config {options.zones_config}: {exc}") from None
+    return settings, output
+
+
+def open_s3_destination(output: str, options: PackOptions) -> Destination:
+    try:
+        from des_storage_s3 import open_shard_store, open_store
+    except ImportError:
+        raise PackConfigError(
+            "S3 output needs the S3 extra: pip install 'des-packer[s3]'"
+        ) from None
+    settings, where = s3_settings_for(output, options)
     return S3Destination(open_store(settings), open_shard_store(settings), where)
 
 

@@ -13,6 +13,15 @@ from des_routing._errors import (
     ZoneConfigError,
     ZoneNotFound,
 )
+from des_routing._links import (
+    LINK_KEY_VARIABLE,
+    MIN_LINK_KEY_BYTES,
+    LinkCheck,
+    link_key_from_env,
+    sign_link,
+    signed_link_path,
+    verify_link,
+)
 from des_routing._routing import (
     MAX_N_BITS,
     MAX_UID_BYTES,
@@ -76,8 +85,10 @@ __all__ = [
     "DEFAULT_INDEX_CACHE_BYTES",
     "DEFAULT_N_BITS",
     "DEFAULT_TAIL_READ_BYTES",
+    "LINK_KEY_VARIABLE",
     "MAX_N_BITS",
     "MAX_UID_BYTES",
+    "MIN_LINK_KEY_BYTES",
     "MIN_N_BITS",
     "Backend",
     "DesSettings",
@@ -85,6 +96,7 @@ __all__ = [
     "InvalidNBits",
     "InvalidShardKey",
     "InvalidUid",
+    "LinkCheck",
     "ObjectKey",
     "RoutingError",
     "S3Credentials",
@@ -100,6 +112,7 @@ __all__ = [
     "expand_env",
     "format_created_at",
     "format_shard_hex",
+    "link_key_from_env",
     "load_zones",
     "locate_shard",
     "locate_shard_key",
@@ -111,6 +124,9 @@ __all__ = [
     "shard_index_of_key",
     "shard_index_of_uid",
     "shard_key",
+    "sign_link",
+    "signed_link_path",
     "validate_n_bits",
     "validate_uid",
+    "verify_link",
 ]

@@ -1,8 +1,8 @@
 """Structured access logs: one JSON line per request, tagged with a request id that is echoed
-in ``X-Request-ID``.
+in ``X-Request-ID`` (written by the edge, ``_edge``).
 
-The middleware is plain ASGI (no per-request task or body buffering, so streamed files stay
-streamed). It never logs request headers, so bearer tokens never reach a log.
+Request headers are never logged (bearer tokens never reach a log), and query parameters
+that look like secrets (``access_token``, signatures, keys) are logged as ``REDACTED``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ import os
 import re
 import sys
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ACCESS_LOGGER = "des_http.access"
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Query parameters whose values are secrets (tokens, signatures, keys): logged as REDACTED.
+_SECRET_PARAMETER = re.compile(
+    rb"(token|sig|signature|secret|password|passwd|credential|key|auth|session)", re.IGNORECASE
+)
+REDACTED = "REDACTED"
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -57,6 +61,21 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def redact_query(query: bytes) -> str:
+    """The query string for the access log, each secret-looking parameter's value replaced
+    by ``REDACTED`` (``?access_token=...``, ``X-Amz-Signature``, ``sig``...)."""
+    if b"=" not in query or _SECRET_PARAMETER.search(query) is None:
+        return query.decode("latin-1")
+    parts = []
+    for part in query.split(b"&"):
+        name, eq, _value = part.partition(b"=")
+        if eq and _SECRET_PARAMETER.search(name) is not None:
+            parts.append(name.decode("latin-1") + "=" + REDACTED)
+        else:
+            parts.append(part.decode("latin-1"))
+    return "&".join(parts)
+
+
 def plan_request_id(incoming: str | None) -> str:
     """Keep a caller's well-formed ``X-Request-ID``; otherwise make a fresh one."""
     if incoming and _VALID_REQUEST_ID.match(incoming):
@@ -86,7 +105,7 @@ _fresh_request_id = _RequestIds()
 
 
 def log_access(
-    scope: Scope,
+    scope: MutableMapping[str, Any],
     request_id: str,
     *,
     status: int,
@@ -102,7 +121,7 @@ def log_access(
         "request_id": request_id,
         "method": scope["method"],
         "path": scope["path"],
-        "query": scope.get("query_string", b"").decode("latin-1"),
+        "query": redact_query(scope.get("query_string", b"")),
         "status": status or 500,
         "bytes": sent,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -114,49 +133,3 @@ def log_access(
     if error is not None:
         fields["error"] = type(error).__name__
     access_log.info("access", extra={"fields": fields})
-
-
-class AccessLogMiddleware:
-    """Outermost middleware: request id in, ``X-Request-ID`` out, one access-log line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        incoming: str | None = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        await self.serve(scope, receive, send, plan_request_id(incoming), started)
-
-    async def serve(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float
-    ) -> None:
-        """Run the app for an http request whose id is chosen, and log it."""
-        scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
-        status = 0
-        sent = 0
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        error: BaseException | None = None
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            log_access(scope, request_id, status=status, sent=sent, started=started, error=error)

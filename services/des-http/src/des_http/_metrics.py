@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from bisect import bisect_left
 from typing import Any
 
 from des_format import CacheStats
@@ -59,11 +58,11 @@ class _BeforeCollect(Collector):
 class ServiceMetrics:
     """The service's metric families, registered in ``registry`` (a fresh one by default).
 
-    The index cache's counters (:meth:`sync_cache`), the counters and latencies of answers
-    from the event loop (:meth:`observe_warm_answer`) and of store requests
-    (:meth:`observe_store_request`) are folded in when the registry is collected;
-    in multiprocess mode, where another worker may answer the scrape from the shared files,
-    at every request instead (``sync_each_request``).
+    The index cache's counters (:meth:`sync_cache`) and the counts of store requests
+    (:meth:`observe_store_request`) are folded in when the registry is collected (through
+    a collector registered first: prometheus-client's public ``Collector`` interface); in
+    multiprocess mode, where another worker may answer the scrape from the shared files, at
+    every request instead (``sync_each_request``).
     """
 
     def __init__(self, backend: str, registry: CollectorRegistry | None = None) -> None:
@@ -73,8 +72,9 @@ class ServiceMetrics:
         self.sync_each_request = multiprocess_dir() is not None
         self._watched: Any = None
         self._warm_lock = threading.Lock()
-        self._warm_answers = 0
-        self._warm_bytes = 0
+        # 200 answers, bytes served, lookups served / fallen back: counted in plain numbers
+        # and added to their counters (``inc(n)``) when the registry is collected.
+        self._pending = [0, 0, 0, 0]
         self._store_pending: dict[str, list[int]] = {}
         reg.register(_BeforeCollect(self._before_collect))
         self.retrievals = Counter(
@@ -156,16 +156,6 @@ class ServiceMetrics:
             self.nowait_lookups.labels(backend, "served"),
             self.nowait_lookups.labels(backend, "fallback"),
         )
-        # Latencies of warm answers, kept per bucket (with their sum) until collection when
-        # the histogram child has the parts its own observe() adds to.
-        latency: Any = self._latency
-        self._latency_bounds: list[float] | None = None
-        if not self.sync_each_request and all(
-            hasattr(latency, name) for name in ("_upper_bounds", "_buckets", "_sum")
-        ):
-            self._latency_bounds = list(latency._upper_bounds)
-        self._latency_pending = [0] * len(self._latency_bounds or ())
-        self._latency_sum = 0.0
 
     def observe_store_request(self, kind: str, nbytes: int) -> None:
         """The retriever's observer: called once per request sent to the object store (from
@@ -194,40 +184,26 @@ class ServiceMetrics:
             children[1].inc(nbytes)
 
     def observe_retrieval(self, status: int, seconds: float | None) -> None:
-        child = self._status_children.get(status)
-        if child is None:
-            child = self.retrievals.labels(self.backend, str(status))
-            self._status_children[status] = child
-        child.inc()
+        """One answer (a file, or a batch item): its status, and its latency if given. A 200
+        is counted in a plain number until collection (unless ``sync_each_request``)."""
+        if status == 200 and not self.sync_each_request:
+            with self._warm_lock:
+                self._pending[0] += 1
+        else:
+            child = self._status_children.get(status)
+            if child is None:
+                child = self.retrievals.labels(self.backend, str(status))
+                self._status_children[status] = child
+            child.inc()
         if seconds is not None:
             self._latency.observe(seconds)
 
     def observe_nowait(self, served: bool) -> None:
-        self._nowait_children[0 if served else 1].inc()
-
-    def observe_warm_answer(self, nbytes: int, seconds: float) -> None:
-        """A 200 answered on the event loop: ``observe_nowait(True)``, ``add_bytes_served``
-        and ``observe_retrieval(200, seconds)`` in one call, the counters kept in two plain
-        numbers and the latency in a count per histogram bucket (and a sum) until the
-        registry is collected (unless ``sync_each_request``)."""
         if self.sync_each_request:
-            self._nowait_children[0].inc()
-            if nbytes:
-                self._bytes_served.inc(nbytes)
-            self._status_children[200].inc()
-            self._latency.observe(seconds)
+            self._nowait_children[0 if served else 1].inc()
             return
-        bounds = self._latency_bounds
-        # The bucket observe() would pick: the first upper bound >= seconds (+Inf last).
-        bucket = -1 if bounds is None else bisect_left(bounds, seconds)
         with self._warm_lock:
-            self._warm_answers += 1
-            self._warm_bytes += nbytes
-            if bucket >= 0:
-                self._latency_pending[bucket] += 1
-                self._latency_sum += seconds
-        if bucket < 0:
-            self._latency.observe(seconds)
+            self._pending[2 if served else 3] += 1
 
     def watch_cache(self, cache: Any) -> None:
         """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""
@@ -235,35 +211,29 @@ class ServiceMetrics:
 
     def _before_collect(self) -> None:
         with self._warm_lock:
-            answers, nbytes = self._warm_answers, self._warm_bytes
-            self._warm_answers = self._warm_bytes = 0
             store, self._store_pending = self._store_pending, {}
-            latencies = self._latency_pending
-            latency_sum = self._latency_sum
-            if any(latencies):
-                self._latency_pending = [0] * len(latencies)
-                self._latency_sum = 0.0
-            else:
-                latencies = []
-        if latencies:
-            latency: Any = self._latency
-            latency._sum.inc(latency_sum)
-            for child, count in zip(latency._buckets, latencies, strict=True):
-                if count:
-                    child.inc(count)
-        for kind, (calls, kind_bytes) in store.items():
-            self._count_store_requests(kind, calls, kind_bytes)
+            (answers, nbytes, served, fallback), self._pending = self._pending, [0, 0, 0, 0]
         if answers:
-            self._nowait_children[0].inc(answers)
             self._status_children[200].inc(answers)
         if nbytes:
             self._bytes_served.inc(nbytes)
+        if served:
+            self._nowait_children[0].inc(served)
+        if fallback:
+            self._nowait_children[1].inc(fallback)
+        for kind, (calls, kind_bytes) in store.items():
+            self._count_store_requests(kind, calls, kind_bytes)
         if self._watched is not None:
             self.sync_cache(self._watched.stats())
 
     def add_bytes_served(self, nbytes: int) -> None:
-        if nbytes:
+        if not nbytes:
+            return
+        if self.sync_each_request:
             self._bytes_served.inc(nbytes)
+            return
+        with self._warm_lock:
+            self._pending[1] += nbytes
 
     def sync_cache(self, stats: Any) -> None:
         """Fold the index cache's cumulative ``stats()`` into the counters and gauges."""

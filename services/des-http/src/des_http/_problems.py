@@ -84,6 +84,14 @@ class NotReady(ServiceError):
     """The storage backend did not answer the readiness probe."""
 
 
+class UriTooLong(ServiceError):
+    """The request's path and query are longer than ``DES_HTTP_MAX_URL_BYTES``."""
+
+
+class BodyTooLarge(ServiceError):
+    """The request's body is larger than the endpoint accepts."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProblemKind:
     """One row of the table: how an exception type is answered."""
@@ -112,6 +120,8 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ProblemKind], ...] = (
         ProblemKind(410, "deleted", "File deleted", "the file with this uid was deleted"),
     ),
     (BatchTooLarge, ProblemKind(413, "batch-too-large", "Batch too large")),
+    (BodyTooLarge, ProblemKind(413, "request-too-large", "Request body too large")),
+    (UriTooLong, ProblemKind(414, "uri-too-long", "URI too long")),
     (
         RangeNotSatisfiableForFile,
         ProblemKind(416, "range-not-satisfiable", "Range not satisfiable"),
@@ -279,6 +289,27 @@ def problem_headers(exc: BaseException, *, retry_after: int) -> dict[str, str]:
     elif isinstance(exc, StarletteHTTPException) and exc.headers:
         headers.update(exc.headers)
     return headers
+
+
+def problem_message(
+    exc: BaseException,
+    *,
+    retry_after: int,
+    instance: str | None = None,
+    request_id: str | None = None,
+    head: bool = False,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of the answer for ``exc``, as raw ASGI parts (the body empty
+    for ``HEAD``; ``Content-Length`` that of the problem JSON either way)."""
+    kind = plan_problem(exc)
+    body = problem_body(kind, describe_exception(exc), instance=instance, request_id=request_id)
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode("ascii")),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    for name, value in problem_headers(exc, retry_after=retry_after).items():
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return kind.status, headers, b"" if head else body
 
 
 def problem_response(

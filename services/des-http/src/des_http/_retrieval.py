@@ -7,11 +7,19 @@ they differ only in the object store ``des_storage_s3.open_store`` returns for t
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from des_routing import locate_shard_key, parse_created_at
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from des_format import IndexCache, ObjectStore
+
+    from ._settings import HttpSettings
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
@@ -63,14 +71,72 @@ class NowaitRetriever(Protocol):
 Observer = Callable[[str, int], None]
 
 
+class AsyncOpenedFile(Protocol):
+    """A file whose first payload read succeeded; its bytes follow in verified chunks."""
+
+    @property
+    def entry(self) -> FileEntry: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...  # verified, decompressed, bounded chunks
+    async def aclose(self) -> None: ...
+
+
+class AsyncRetriever(Protocol):
+    """What the HTTP edge awaits: every backend answers through one of these."""
+
+    async def stat(self, key: str, uid: str) -> FileEntry: ...
+    async def open(self, key: str, uid: str) -> AsyncOpenedFile: ...  # after the first read
+    def read_many(
+        self, key: str, uids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, bytes | BaseException]]: ...
+
+
+def open_async_retriever(
+    settings: HttpSettings,
+    *,
+    observer: Observer | None = None,
+    store: ObjectStore | None = None,
+    cache: IndexCache | None = None,
+    executor: Executor | None = None,
+    retriever: Retriever | None = None,
+) -> AsyncRetriever:
+    """The retriever the service awaits for ``settings``: today des-format's
+    ``ShardRetriever`` (over ``store``, default ``des_storage_s3.open_store``) driven from a
+    thread pool, answering from memory without a thread hop where it can (``_threaded``).
+    ``retriever``: a ready sync retriever to wrap instead (tests)."""
+    from ._threaded import ThreadedRetriever, sync_retriever
+
+    if retriever is None:
+        retriever = sync_retriever(settings, observer=observer, store=store, cache=cache)
+    return ThreadedRetriever(retriever, settings, executor=executor)
+
+
+# The common spellings of created_at (up to microseconds and an offset) are parsed once; a
+# longer text (padding, say) is parsed every time, so no cache grows with what clients send.
+_CACHED_CREATED_AT_CHARS = 32
+
+
+@lru_cache(maxsize=4096)
+def _parse_short_created_at(created_at: str) -> datetime:
+    return parse_created_at(created_at)
+
+
 @lru_cache(maxsize=8192)
+def _shard_key_of(uid: str, created_at: datetime, n_bits: int) -> str:
+    return locate_shard_key(uid, created_at, n_bits)
+
+
 def plan_object_key(uid: str, created_at: str, n_bits: int) -> str:
     """The key of the shard that holds ``uid`` (raises the routing errors: 400s).
 
-    Pure, so the last few thousand answers are kept (errors are not: they are raised anew).
-    ``created_at`` is parsed first, so a request with two bad parameters names that one.
+    ``created_at`` is parsed first, so a request with two bad parameters names that one. The
+    keys of the last few thousand (uid, parsed time) pairs are kept: keyed on the parsed
+    value, so padded spellings of one time share one entry (errors are not kept).
     """
-    return locate_shard_key(uid, parse_created_at(created_at), n_bits)
+    if len(created_at) <= _CACHED_CREATED_AT_CHARS:
+        parsed = _parse_short_created_at(created_at)
+    else:
+        parsed = parse_created_at(created_at)
+    return _shard_key_of(uid, parsed, n_bits)
 
 
 def media_type_of(entry: FileEntry) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from des_routing import DesSettings, SettingsError
+from des_routing import DesSettings, SettingsError, link_key_from_env
 
 from ._problems import ServiceError
 
@@ -18,6 +18,11 @@ DEFAULT_RETRY_AFTER_SECONDS = 5
 DEFAULT_STREAM_THRESHOLD_BYTES = 1 << 20
 DEFAULT_IO_THREADS = 32
 DEFAULT_NOWAIT_MAX_BYTES = 64 << 10
+DEFAULT_MAX_URL_BYTES = 8 << 10
+DEFAULT_MAX_HEADER_BYTES = 64 << 10
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_MAX_BATCH_BODY_BYTES = 2 << 20
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -49,6 +54,24 @@ class HttpSettings:
     io_threads: int = DEFAULT_IO_THREADS
     nowait_reads: bool = True
     nowait_max_bytes: int = DEFAULT_NOWAIT_MAX_BYTES
+    #: ``DES_CORS_ORIGINS`` as given ("" = CORS off); see ``_cors``.
+    cors_origins: str = ""
+    #: ``DES_LINK_KEY`` (None = signed links refused); see ``_links``.
+    link_key: bytes | None = None
+    #: The ``DES_*`` variables set in the environment (None: settings built in code, all
+    #: given); n_bits and the big-file prefix not given come from the store's layout record.
+    des_given: frozenset[str] | None = None
+    # The edge's limits (see the README's "Limits"): path and query (414), request line and
+    # headers together (431, enforced by the server), seconds to send a request's headers
+    # and to keep an idle connection, requests served at once per worker (more wait), and
+    # the body of POST /files/batch (413, checked before it is read).
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout_seconds: int = DEFAULT_HEADER_TIMEOUT_SECONDS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_batch_body_bytes: int = DEFAULT_MAX_BATCH_BODY_BYTES
+    # The ``server`` header of every answer (None: the server's own, ``server: granian``).
+    server_header: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -67,8 +90,14 @@ class HttpSettings:
                 "DES_CACHE_CONTROL",
                 f"expected a Cache-Control header value such as {DEFAULT_CACHE_CONTROL!r}",
             )
+        server_header = env.get("DES_HTTP_SERVER_HEADER", "").strip() or None
+        if server_header is not None and not (
+            server_header.isascii() and server_header.isprintable()
+        ):
+            raise ConfigError("DES_HTTP_SERVER_HEADER", "expected printable ASCII text")
         return cls(
             des=des,
+            server_header=server_header,
             cache_control=cache_control,
             auth_tokens_file=Path(tokens) if tokens else None,
             max_batch_items=_positive_int(
@@ -86,10 +115,46 @@ class HttpSettings:
             nowait_max_bytes=_positive_int(
                 env, "DES_NOWAIT_MAX_BYTES", DEFAULT_NOWAIT_MAX_BYTES, upper=1 << 20
             ),
+            cors_origins=_cors_origins(env),
+            link_key=link_key_from_env(env),
+            des_given=frozenset(k for k, v in env.items() if k.startswith("DES_") and v.strip()),
+            max_url_bytes=_positive_int(
+                env, "DES_HTTP_MAX_URL_BYTES", DEFAULT_MAX_URL_BYTES, lower=256, upper=60_000
+            ),
+            max_header_bytes=_positive_int(
+                env,
+                "DES_HTTP_MAX_HEADER_BYTES",
+                DEFAULT_MAX_HEADER_BYTES,
+                lower=8192,
+                upper=16 << 20,
+            ),
+            header_timeout_seconds=_positive_int(
+                env, "DES_HTTP_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS, upper=60
+            ),
+            max_in_flight=_positive_int(
+                env, "DES_HTTP_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, upper=65_536
+            ),
+            max_batch_body_bytes=_positive_int(
+                env,
+                "DES_MAX_BATCH_BODY_BYTES",
+                DEFAULT_MAX_BATCH_BODY_BYTES,
+                lower=1024,
+                upper=1 << 30,
+            ),
         )
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int) -> int:
+def _cors_origins(env: Mapping[str, str]) -> str:
+    from ._cors import CorsPolicy
+
+    text = env.get("DES_CORS_ORIGINS", "").strip()
+    CorsPolicy.parse(text)  # ConfigError naming a bad origin, at start
+    return text
+
+
+def _positive_int(
+    env: Mapping[str, str], name: str, default: int, *, upper: int, lower: int = 1
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -97,8 +162,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, *, upper: int
         value = int(raw)
     except ValueError:
         raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
-    if not 1 <= value <= upper:
-        raise ConfigError(name, f"expected a number from 1 to {upper}, got {value}")
+    if not lower <= value <= upper:
+        raise ConfigError(name, f"expected a number from {lower} to {upper}, got {value}")
     return value
 
 

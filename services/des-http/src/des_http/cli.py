@@ -7,14 +7,22 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+
+def _default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _serve(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="des-http",
-        description="Serve DES shards over HTTP. Configuration comes from DES_* variables "
-        "(see the des-http README). Use 'des-http hash-token' to make a tokens-file line.",
+        description="Serve DES shards over HTTP (granian, one worker process per core by "
+        "default). Configuration comes from DES_* variables (see the des-http README: "
+        "storage, limits, timeouts). Use 'des-http hash-token' to make a tokens-file line.",
     )
     parser.add_argument(
         "--host",
@@ -31,29 +39,38 @@ def _serve(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes; with more than one set PROMETHEUS_MULTIPROC_DIR "
-        "(an empty directory) so /metrics adds up every worker's samples",
+        default=_default_workers(),
+        help="worker processes (default: one per core this process may use); with more "
+        "than one set "
+        "PROMETHEUS_MULTIPROC_DIR (an empty directory) so /metrics adds up every worker's "
+        "samples",
     )
-    parser.add_argument("--log-level", default=None, help="overrides DES_LOG_LEVEL")
+    parser.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="overrides DES_LOG_LEVEL (INFO when unset)"
+    )
     parser.add_argument(
         "--no-server-header",
         action="store_true",
-        help="send no 'server: uvicorn' header (the deployment files use it)",
+        help="send 'server: des-http' instead of granian's 'server: granian' (as "
+        "DES_HTTP_SERVER_HEADER=des-http does)",
     )
     args = parser.parse_args(list(argv))
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be within 0..65535")
-    if args.log_level:
+    if getattr(args, "log_level", None):
         os.environ["DES_LOG_LEVEL"] = args.log_level
+    if args.no_server_header:
+        os.environ["DES_HTTP_SERVER_HEADER"] = "des-http"
 
-    from ._main import app_from_env, load_settings_or_exit
+    from ._app import warn_if_auth_is_off
+    from ._main import WARNED_VARIABLE, app_from_env, load_settings_or_exit
 
     settings = load_settings_or_exit()  # fail before any worker starts
-    import uvicorn
-
+    warn_if_auth_is_off(settings)
+    os.environ[WARNED_VARIABLE] = "1"
+    app_from_env()  # the tokens file, zones and stores too: exit 2 here, not in a worker
     if args.workers > 1:
         from ._metrics import MULTIPROC_VARIABLE, multiprocess_dir
 
@@ -63,38 +80,10 @@ def _serve(argv: Sequence[str]) -> int:
                 "the samples of the worker that answers the scrape",
                 file=sys.stderr,
             )
-        uvicorn.run(
-            "des_http:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=False,
-            log_level=settings.log_level.lower(),
-            http=_http_protocol(),
-            server_header=not args.no_server_header,
-        )
-    else:
-        uvicorn.run(
-            app_from_env(),
-            host=args.host,
-            port=args.port,
-            access_log=False,
-            log_level=settings.log_level.lower(),
-            http=_http_protocol(),
-            server_header=not args.no_server_header,
-        )
+    from ._server import serve
+
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
-
-
-def _http_protocol() -> Any:
-    """uvicorn's httptools protocol with one write per answer and warm file answers written
-    from the parser's callback (see ``_transport``), or uvicorn's own choice when httptools
-    is not installed."""
-    try:
-        from ._transport import DesHttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
-        return "auto"
-    return DesHttpToolsProtocol
 
 
 def _hash_token(argv: Sequence[str]) -> int:
