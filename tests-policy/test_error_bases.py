@@ -9,7 +9,7 @@ import pkgutil
 
 import pytest
 
-# (package, module defining the base, base name)
+# (package, module defining the base, base name); des_fsspec defines no exception of its own.
 BASES = [
     ("des_format", "des_format", "DesFormatError"),
     ("des_routing", "des_routing", "RoutingError"),
@@ -33,7 +33,23 @@ def _exceptions_defined_in(package: str) -> list[type[BaseException]]:
     return list(found.values())
 
 
-@pytest.mark.parametrize(("package", "module", "base_name"), BASES)
+def _params() -> list[object]:
+    params: list[object] = []
+    for package, module, base_name in BASES:
+        marks = []
+        if package == "des_http":
+            marks.append(
+                pytest.mark.xfail(
+                    reason="des_http._edge.ClientGone (the edge of des-http's rewrite, issue 17)"
+                    " is not a ServiceError; strict, so this fails once it is",
+                    strict=True,
+                )
+            )
+        params.append(pytest.param(package, module, base_name, marks=marks, id=package))
+    return params
+
+
+@pytest.mark.parametrize(("package", "module", "base_name"), _params())
 def test_every_exception_is_under_the_package_base(
     package: str, module: str, base_name: str
 ) -> None:

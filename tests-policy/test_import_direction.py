@@ -330,8 +330,9 @@ def _cycle_params() -> list[object]:
         if name == "des_http":
             marks.append(
                 pytest.mark.xfail(
-                    reason="des_http._app <-> des_http._delete (lazy imports): left for h5b's"
-                    " rewrite of des-http (issue 17); strict, so this fails once it is gone",
+                    reason="des_http: _app <-> _delete, _cors <-> _settings, _retrieval <->"
+                    " _threaded (lazy imports): left for h5b's rewrite of des-http (issue 17);"
+                    " strict, so this fails once they are gone",
                     strict=True,
                 )
             )
