@@ -6,7 +6,18 @@ already-compressed binaries of 4-256 KiB (random bytes named .jpg/.png/.gz/.zip)
 under 1 KiB. Profile ``example``: about 50 small files of the same kinds (the README demo's
 ``example_data``). The same --seed always gives the same bytes.
 
+The small-file sets of issue 18 (docs/bench/packer.md, "Small files"), sizes drawn
+log-uniformly so that every size decade is as common as the next:
+
+- ``small`` (set a, default 100,000 files): 200 B-16 KiB, median ~1.8 KB; 80% text (JSON,
+  log lines, CSV, prose, a quarter each) and 20% incompressible (random bytes named
+  .jpg/.png/.gz/.zip).
+- ``mixed`` (set b, default 20,000 files): 1 KiB-100 KiB, median ~10 KB; 65% text of the same
+  four kinds, 35% incompressible.
+
     python tools/gen_dataset.py --out /tmp/ds --count 20000 --seed 1
+    python tools/gen_dataset.py --profile small --out /tmp/des-bench/small
+    python tools/gen_dataset.py --profile mixed --out /tmp/des-bench/mixed
     python tools/gen_dataset.py --profile example --out example_data --manifest-name to-pack.json
 
 Files go to OUT/input/, the manifest to OUT/manifests/<name> with source paths relative to the
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 import string
 from pathlib import Path
@@ -59,6 +71,36 @@ def _text(rnd: random.Random, vocab: tuple[list[str], list[float]], size: int, k
     return ("\n".join(out) + "\n").encode()[:size]
 
 
+_CTYPES = {
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".log": "text/plain",
+    ".txt": "text/plain",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".gz": "application/gzip",
+    ".zip": "application/zip",
+}
+# profile -> (default count, smallest size, largest size, share of incompressible files)
+LOG_UNIFORM = {"small": (100_000, 200, 16 * 1024, 0.20), "mixed": (20_000, 1024, 100 * 1024, 0.35)}
+
+
+def _log_uniform(rnd: random.Random, lo: int, hi: int) -> int:
+    return min(hi, int(math.exp(rnd.uniform(math.log(lo), math.log(hi + 1)))))
+
+
+def _file_of(
+    rnd: random.Random, vocab: tuple[list[str], list[float]], i: int, profile: str
+) -> tuple[bytes, str]:
+    """The bytes and extension of file ``i`` of a log-uniform profile."""
+    _count, lo, hi, binary = LOG_UNIFORM[profile]
+    size = _log_uniform(rnd, lo, hi)
+    if rnd.random() < binary:
+        return rnd.randbytes(size), BINARY_EXTS[i % len(BINARY_EXTS)]
+    kind = TEXT_KINDS[i % len(TEXT_KINDS)]
+    return _text(rnd, vocab, size, kind), kind
+
+
 def generate(
     out: Path, *, count: int, seed: int, profile: str, manifest_name: str, days: int, jsonl: bool
 ) -> Path:
@@ -75,7 +117,10 @@ def generate(
     rows = []
     for i in range(count):
         pick = rnd.random()
-        if pick < 0.6:
+        if profile in LOG_UNIFORM:
+            data, kind = _file_of(rnd, vocab, i, profile)
+            ctype = _CTYPES[kind]
+        elif pick < 0.6:
             kind = TEXT_KINDS[i % len(TEXT_KINDS)]
             data = _text(rnd, vocab, rnd.randint(*text_size), kind)
             ctype = {"json": "application/json", "csv": "text/csv"}.get(kind[1:], "text/plain")
@@ -100,7 +145,7 @@ def generate(
         hour, minute = rnd.randint(0, 23), rnd.randint(0, 59)
         rows.append(
             {
-                "uid": f"{'ex' if profile == 'example' else 'bench'}-{i:06d}",
+                "uid": f"{'ex' if profile == 'example' else profile}-{i:06d}",
                 "created_at": f"2024-01-{day:02d}T{hour:02d}:{minute:02d}:00Z",
                 "size_bytes": len(data),
                 "source_path": str(Path("..") / (sub / name).relative_to(out)),
@@ -146,9 +191,14 @@ def tiny_manifest(out: Path, n: int, seed: int) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--count", type=int, default=None, help="files (bench: 20000, example: 50)")
+    ap.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="files (bench: 20000, example: 50, small: 100000, mixed: 20000)",
+    )
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--profile", choices=("bench", "example"), default="bench")
+    ap.add_argument("--profile", choices=("bench", "example", *LOG_UNIFORM), default="bench")
     ap.add_argument("--days", type=int, default=2, help="spread created_at over this many days")
     ap.add_argument("--manifest-name", default=None)
     ap.add_argument("--jsonl", action="store_true", help="write JSON Lines instead of a list")
@@ -157,7 +207,8 @@ def main() -> None:
     if args.tiny is not None:
         print(tiny_manifest(args.out, args.tiny, args.seed))
         return
-    count = args.count if args.count is not None else (50 if args.profile == "example" else 20000)
+    defaults = {"example": 50, "bench": 20000} | {k: v[0] for k, v in LOG_UNIFORM.items()}
+    count = args.count if args.count is not None else defaults[args.profile]
     name = args.manifest_name or ("to-pack.json" if not args.jsonl else "to-pack.jsonl")
     print(
         generate(

@@ -17,6 +17,14 @@ and its exited children's (the verify worker), not PostgreSQL's.
 
     uv run python tools/bench/migrate_vs_pack.py --rows 100000 --batch-size 5000 25000 --rounds 3
 
+``--data DIR`` takes the files of a ``tools/gen_dataset.py`` data set instead (the small-file
+set of issue 18: ``--profile small``), and both sides then pack with the shipped defaults,
+one process per CPU (``--processes 1`` for one process each). ``--gc-freeze`` runs each
+migration cycle as ``des-migrate --gc-freeze`` does.
+
+    uv run python tools/bench/migrate_vs_pack.py --data /tmp/des-bench/small --n-bits 6 \
+        --batch-size 25000 100000 --rounds 2 --gc-freeze
+
 Runs alternate (des-pack, then each batch size) for --rounds rounds; the summary gives medians
 and the ratio of des-pack's median time to each migration's median time (files/s ratio).
 
@@ -61,6 +69,19 @@ def make_files(root: Path, n: int, days: int, seed: int) -> list[tuple[str, date
         created = base + timedelta(seconds=rng.randrange(days * 86400))
         rows.append((f"doc-{i:07d}", created, str(path), len(text)))
     return rows
+
+
+def rows_of(data: Path) -> list[tuple[str, datetime, str, int]]:
+    """The files of a gen_dataset.py data set, as make_files returns them."""
+    import json
+
+    manifest = data / "manifests" / "to-pack.json"
+    out = []
+    for r in json.loads(manifest.read_text()):
+        created = datetime.fromisoformat(r["created_at"].replace("Z", "+00:00"))
+        path = str((manifest.parent / r["source_path"]).resolve())
+        out.append((r["uid"], created, path, int(r["size_bytes"])))
+    return out
 
 
 def make_table(url: str, rows: list[tuple[str, datetime, str, int]]) -> None:
@@ -115,22 +136,35 @@ def run_pack(
 
 
 def run_migrate(
-    url: str, out: Path, batch_size: int, n_bits: int, workers: int | None
+    url: str,
+    out: Path,
+    batch_size: int,
+    n_bits: int,
+    workers: int | None,
+    processes: int | None = None,
+    gc_freeze: bool = False,
 ) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds, step times) of one migration cycle of every row."""
-    from des_migrate import MigrationOrchestrator, parse_config
+    import contextlib
 
+    from des_migrate import MigrationOrchestrator, parse_config
+    from des_migrate.cli import older_objects_frozen
+
+    packer: dict[str, Any] = {"output_dir": str(out), "n_bits": n_bits, "workers": workers}
+    if processes is not None:
+        packer["processes"] = processes
     cfg = parse_config(
         {
             "database": {"url": url},
             "migration": {"cutoff": "2030-01-01T00:00:00Z", "batch_size": batch_size},
-            "packer": {"output_dir": str(out), "n_bits": n_bits, "workers": workers},
+            "packer": packer,
         }
     )
     orch = MigrationOrchestrator(cfg)
     t0 = time.perf_counter()
     c0 = cpu_seconds()
-    report = orch.run_migration_cycle()
+    with older_objects_frozen() if gc_freeze else contextlib.nullcontext():
+        report = orch.run_migration_cycle()
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
     assert report.status == "success", report.to_json()
@@ -150,6 +184,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--data", type=Path, default=None, help="a gen_dataset.py data set")
+    p.add_argument("--processes", type=int, default=None, help="packing processes (default: CPUs)")
+    p.add_argument("--gc-freeze", action="store_true", help="as des-migrate --gc-freeze")
     args = p.parse_args()
 
     from des_packer import PackOptions
@@ -162,13 +199,22 @@ def main() -> int:
     url = args.admin_url.rsplit("/", 1)[0] + f"/{DB_NAME}"
     try:
         t0 = time.perf_counter()
-        rows = make_files(work / "src", args.rows, args.days, args.seed)
+        if args.data is not None:
+            rows = rows_of(args.data)
+        else:
+            rows = make_files(work / "src", args.rows, args.days, args.seed)
         make_table(url, rows)
         print(
-            f"setup: {args.rows} files, {sum(r[3] for r in rows)} bytes, "
+            f"setup: {len(rows)} files, {sum(r[3] for r in rows)} bytes, "
             f"{time.perf_counter() - t0:.1f} s; cpus={os.cpu_count()}"
         )
-        opts = PackOptions(n_bits=args.n_bits, codec="zstd", level=3, workers=args.workers)
+        opts = PackOptions(
+            n_bits=args.n_bits,
+            codec="zstd",
+            level=3,
+            workers=args.workers,
+            processes=args.processes,  # None: one per CPU, as des-pack runs
+        )
         engine = sa.create_engine(url)
         times: dict[str, list[float]] = {"des-pack": []}
         cpus: dict[str, list[float]] = {"des-pack": []}
@@ -187,7 +233,7 @@ def main() -> int:
             cpus["des-pack"].append(c_pack)
             print(
                 f"round {rnd}: des-pack                  {t_pack:7.2f} s "
-                f"{args.rows / t_pack:8.0f} files/s  CPU {c_pack:5.1f} s  "
+                f"{len(rows) / t_pack:8.0f} files/s  CPU {c_pack:5.1f} s  "
                 f"(load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
@@ -195,7 +241,9 @@ def main() -> int:
                 with engine.begin() as conn:
                     conn.execute(sa.text("UPDATE files SET archived = false"))
                 out = work / f"out-migrate-{bs}"
-                t, c, steps = run_migrate(url, out, bs, args.n_bits, args.workers)
+                t, c, steps = run_migrate(
+                    url, out, bs, args.n_bits, args.workers, args.processes, args.gc_freeze
+                )
                 shutil.rmtree(out, ignore_errors=True)
                 name = f"des-migrate batch {bs}"
                 times[name].append(t)
@@ -203,7 +251,7 @@ def main() -> int:
                 ratios[name].append(t_pack / t)
                 print(
                     f"round {rnd}: des-migrate batch {bs:>7} {t:7.2f} s "
-                    f"{args.rows / t:8.0f} files/s  CPU {c:5.1f} s  ratio to this round's "
+                    f"{len(rows) / t:8.0f} files/s  CPU {c:5.1f} s  ratio to this round's "
                     f"des-pack {t_pack / t:.2f}  [{steps}]",
                     flush=True,
                 )
@@ -219,7 +267,7 @@ def main() -> int:
             med = statistics.median(ts)
             rr = f"{statistics.median(ratios[name]):23.2f}" if name in ratios else " " * 23
             print(
-                f"{name:28} {med:9.2f} {args.rows / med:9.0f} "
+                f"{name:28} {med:9.2f} {len(rows) / med:9.0f} "
                 f"{statistics.median(cpus[name]):7.1f} {base / med:17.2f} {rr}"
             )
     finally:

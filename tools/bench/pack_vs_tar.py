@@ -17,6 +17,13 @@ Peak RSS comes from /usr/bin/time -v when present. des-pack runs with cached byt
 an installed package has it (``--no-bytecode``: compile every module on every run, as this
 machine's PYTHONDONTWRITEBYTECODE=1 would otherwise make it).
 
+``--strace`` adds, after the timed rounds, one untimed run of each variant under ``strace -c -f``
+and prints the system calls per input file (all processes and threads; the kinds that make up
+most of them listed). The small-file sets of issue 18 (``tools/gen_dataset.py --profile small``
+and ``--profile mixed``) are timed with ``--n-bits 6``:
+
+    python tools/bench/pack_vs_tar.py --data /tmp/des-bench/small --n-bits 6 --rounds 3 --strace
+
 ``--des-args "FLAGS"`` (repeatable) adds a contender: des-pack (fsync) with these extra flags,
 timed in the same rounds, alternating with the others; ``--blocks`` is
 ``--des-args "--block-size 131072"`` (solid blocks of 128 KiB).
@@ -74,6 +81,27 @@ def timed(
     return wall, int(m.group(1)) if m else 0, user, system
 
 
+def syscalls(cmd: list[str] | str, env: dict[str, str] | None) -> tuple[int, list[tuple[str, int]]]:
+    """Total system calls of one run of ``cmd`` (every process and thread) and the most
+    frequent kinds, from ``strace -c -f``."""
+    report = Path("/tmp/des-bench-strace.txt")
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    subprocess.run(
+        ["strace", "-c", "-f", "-o", str(report), *argv], capture_output=True, check=True, env=env
+    )
+    rows: list[tuple[str, int]] = []
+    total = 0
+    for line in report.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            calls = int(parts[3])
+            rows.append((parts[-1], calls))
+        elif parts and parts[-1] == "total" and len(parts) >= 4:
+            total = int(parts[3])
+    rows.sort(key=lambda r: -r[1])
+    return total, rows[:6]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True, help="gen_dataset.py output directory")
@@ -107,6 +135,11 @@ def main() -> None:
         "--blocks",
         action="store_true",
         help="shorthand for --des-args '--block-size 131072' (solid blocks of 128 KiB)",
+    )
+    ap.add_argument(
+        "--strace",
+        action="store_true",
+        help="after the rounds, run each variant once under strace -c -f: system calls per file",
     )
     args = ap.parse_args()
     extra_args: list[str] = list(args.des_args)
@@ -201,6 +234,16 @@ def main() -> None:
             flush=True,
         )
     med = {k: statistics.median(v) for k, v in times.items()}
+    if args.strace:
+        if not shutil.which("strace"):
+            sys.exit("strace is not installed (apt-get install strace)")
+        print()
+        for name, (cmd, _shell) in variants.items():
+            shutil.rmtree(args.work, ignore_errors=True)
+            args.work.mkdir(parents=True)
+            total, top = syscalls(cmd, env.get(name))
+            kinds = ", ".join(f"{k} {c / n_files:.2f}" for k, c in top)
+            print(f"syscalls {name:<32} {total / n_files:6.2f} per file ({total} in all; {kinds})")
     print()
     print(
         f"files: {n_files}, input bytes: {bytes_in} ({bytes_in / 2**20:.1f} MiB), cpus: "

@@ -234,7 +234,7 @@ def test_a_forged_frame_never_expands_past_its_entry() -> None:
 
     with pytest.raises(CorruptShard, match="expands past its size 2097152"):
         drain()
-    assert max(sizes) <= STREAM_STEP
+    assert all(n <= STREAM_STEP for n in sizes)  # may be none: refused within its first slice
     assert sum(sizes) <= 2 << 20
 
 

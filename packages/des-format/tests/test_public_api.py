@@ -11,6 +11,20 @@ import des_format
 import pytest
 
 PUBLIC_API = [
+    # the retrieval pipeline without I/O and its asynchronous driver
+    "AsyncObjectStore",
+    "AsyncOpenedFile",
+    "AsyncShardRetriever",
+    "Head",
+    "Located",
+    "PayloadVerifier",
+    "ReadRange",
+    "ReadTail",
+    "RetrievalPipeline",
+    "StreamDecoder",
+    "read_index_steps",
+    "run_steps",
+    "run_steps_async",
     "DeleteResult",
     "LocalShardEditor",
     "ShardEditor",

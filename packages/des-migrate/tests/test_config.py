@@ -315,8 +315,8 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
             {"packer": {"zzz": 1}},
             "unknown config key 'packer.zzz': (known keys in the packer section: "
             "big_file_threshold_bytes, block_member_max, block_size, codec, level, "
-            "max_shard_size, n_bits, output_dir, s3_endpoint_url, s3_region_name, s3_source, "
-            "workers)",
+            "max_shard_size, n_bits, output_dir, processes, s3_endpoint_url, s3_region_name, "
+            "s3_source, workers)",
         ),
     ],
 )

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from des_migrate import MigrationOrchestrator, parse_config
-from des_migrate import _orchestrator as orchestrator_module
-from des_migrate._orchestrator import _Batch
+from des_migrate import MigrationOrchestrator, MigrationTuning, parse_config
+from des_migrate._batch import Batch
 from des_migrate._source_db import FileRow
 from des_migrate._verifier import Verifier
 from des_migrate._verify_worker import validate_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+IN_WORKER = MigrationTuning(process_verify_min_rows=1)  # validation ahead in the worker
 
 
 class Boom(Exception):
@@ -145,7 +146,6 @@ def test_a_failed_batch_rolls_back_the_batch_fetched_ahead(
 def test_a_failure_ahead_ends_the_cycle_after_the_current_batch(
     pg_url: str, tmp_path: Path, h: type, step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestrator_module, "PROCESS_VERIFY_MIN_ROWS", 1)
     engine, table = _setup(pg_url, tmp_path, h)
     calls: list[str] = []
 
@@ -159,7 +159,7 @@ def test_a_failure_ahead_ends_the_cycle_after_the_current_batch(
     cfg = h.migration_config(
         pg_url, tmp_path / "out", report=report_file, migration={"batch_size": 5}
     )
-    orch = MigrationOrchestrator(cfg, fault=fault)
+    orch = MigrationOrchestrator(cfg, fault=fault, tuning=IN_WORKER)
     report = orch.run_migration_cycle()
     assert report.status == "failure"
     assert report.error == f"{step} failed: Boom: connection lost"
@@ -176,7 +176,6 @@ def test_a_failure_ahead_ends_the_cycle_after_the_current_batch(
 def test_files_refused_by_validation_ahead_are_reported_as_here(
     pg_url: str, tmp_path: Path, h: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestrator_module, "PROCESS_VERIFY_MIN_ROWS", 1)
     day2 = h.ts("2024-01-11T06:00:00Z")
     bad = [
         h.Src("missing", day2, b"x", location=str(tmp_path / "nope.bin")),
@@ -195,7 +194,7 @@ def test_files_refused_by_validation_ahead_are_reported_as_here(
         return job
 
     monkeypatch.setattr(Verifier, "validate", counting_validate)
-    orch = MigrationOrchestrator(_config(pg_url, tmp_path, h, batch_size=8))
+    orch = MigrationOrchestrator(_config(pg_url, tmp_path, h, batch_size=8), tuning=IN_WORKER)
     report = orch.run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 12
@@ -258,8 +257,8 @@ def test_validation_in_the_worker_equals_validation_here(
             "packer": {"output_dir": str(base / "out"), "n_bits": 4},
         }
     )
-    here = _Batch(file_rows)
-    MigrationOrchestrator(cfg)._validate(here)
+    here = Batch(file_rows)
+    MigrationOrchestrator(cfg).validate(here)
     keys, refused = validate_rows(
         [(r.uid, r.created_at.isoformat(), r.location, r.size_bytes) for r in file_rows], 4
     )

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from des_migrate import MigrationOrchestrator
-from des_migrate import _orchestrator as orchestrator_module
+from des_migrate import MigrationOrchestrator, MigrationTuning
 from des_packer import pack
+
+CHUNK_OF_3 = MigrationTuning(mark_chunk=3)  # rows marked per statement
 
 
 def _setup(url: str, tmp_path: Path, h: type, n: int = 24) -> tuple[sa.Engine, sa.Table]:
@@ -27,7 +28,6 @@ def _setup(url: str, tmp_path: Path, h: type, n: int = 24) -> tuple[sa.Engine, s
 def test_marks_start_before_the_pack_ends(
     db_url: str, tmp_path: Path, h: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestrator_module, "MARK_CHUNK", 3)
     engine, table = _setup(db_url, tmp_path, h)
     cfg = h.migration_config(db_url, tmp_path / "out")
     marked = threading.Event()
@@ -48,7 +48,7 @@ def test_marks_start_before_the_pack_ends(
         assert h.archived_uids(engine, table) == set()  # not committed yet
         return report
 
-    orch = MigrationOrchestrator(cfg, pack_fn=pack_then_wait)
+    orch = MigrationOrchestrator(cfg, pack_fn=pack_then_wait, tuning=CHUNK_OF_3)
     real_mark = orch.db.mark_archived
     orch.db.mark_archived = recording_mark  # type: ignore[method-assign]
     report = orch.run_migration_cycle()
@@ -66,10 +66,9 @@ class Boom(Exception):
 def test_a_mark_that_fails_rolls_the_whole_batch_back(
     db_url: str, tmp_path: Path, h: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestrator_module, "MARK_CHUNK", 3)
     engine, table = _setup(db_url, tmp_path, h)
     cfg = h.migration_config(db_url, tmp_path / "out")
-    orch = MigrationOrchestrator(cfg)
+    orch = MigrationOrchestrator(cfg, tuning=CHUNK_OF_3)
     real_mark = orch.db.mark_archived
     calls: list[int] = []
 

@@ -452,9 +452,8 @@ def test_default_state_dir_is_per_database_table_and_output(
     assert a != state("files", "/data/des2")
 
 
-def test_cycle_freezes_older_objects_only_while_it_runs(
-    db_url: str, tmp_path: Path, h: type
-) -> None:
+def test_a_cycle_leaves_the_garbage_collector_alone(db_url: str, tmp_path: Path, h: type) -> None:
+    """No process-wide effect in the library: ``gc.freeze`` is the command's opt-in."""
     import gc
 
     rows = _rows(h, 4)
@@ -466,22 +465,27 @@ def test_cycle_freezes_older_objects_only_while_it_runs(
             frozen_during.append(gc.get_freeze_count())
 
     cfg = h.migration_config(db_url, tmp_path / "out")
-    orch = MigrationOrchestrator(cfg, fault=fault)
     assert gc.get_freeze_count() == 0
-    assert orch.run_migration_cycle().status == "success"
+    assert MigrationOrchestrator(cfg, fault=fault).run_migration_cycle().status == "success"
     assert frozen_during
-    assert all(n > 0 for n in frozen_during)
-    assert gc.get_freeze_count() == 0  # given back to the collector
+    assert set(frozen_during) == {0}
 
-    # a process that froze objects of its own: nothing more frozen, nothing given back
-    gc.freeze()
+
+def test_gc_freeze_of_the_command_freezes_only_while_it_runs() -> None:
+    import gc
+
+    from des_migrate.cli import older_objects_frozen
+
+    assert gc.get_freeze_count() == 0
+    with older_objects_frozen():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # given back to the collector
+    gc.freeze()  # a process that froze objects of its own: nothing more, nothing given back
     try:
         own = gc.get_freeze_count()
-        frozen_during.clear()
-        assert orch.run_migration_cycle().status == "empty"
-        assert frozen_during
-        assert all(n <= own for n in frozen_during)
-        assert gc.get_freeze_count() > 0
+        with older_objects_frozen():
+            assert gc.get_freeze_count() == own
+        assert gc.get_freeze_count() == own
     finally:
         gc.unfreeze()
 

@@ -22,6 +22,7 @@ def test_public_names() -> None:
             "MigrationOrchestrator",
             "MigrationSettings",
             "MigrationStats",
+            "MigrationTuning",
             "MissingDatabase",
             "PackerConfig",
             "S3SourceConfig",

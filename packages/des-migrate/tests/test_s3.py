@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from des_migrate import MigrationOrchestrator, parse_config
+from des_migrate import MigrationOrchestrator, MigrationTuning, parse_config
 
 
 @pytest.mark.parametrize("verify_in", ["threads", "a worker process"])
@@ -21,10 +21,8 @@ def test_s3_sources_to_s3_output(
     monkeypatch: pytest.MonkeyPatch,
     verify_in: str,
 ) -> None:
-    if verify_in == "a worker process":  # it builds its own S3 client from the config
-        from des_migrate import _orchestrator
-
-        monkeypatch.setattr(_orchestrator, "PROCESS_VERIFY_MIN_ROWS", 1)
+    # a worker process builds its own S3 client from the config
+    tuning = MigrationTuning(process_verify_min_rows=1 if verify_in == "a worker process" else 1000)
     s3_server.reset()
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
@@ -67,7 +65,7 @@ def test_s3_sources_to_s3_output(
             },
         }
     )
-    report = MigrationOrchestrator(cfg).run_migration_cycle()
+    report = MigrationOrchestrator(cfg, tuning=tuning).run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 6
     assert [(f.uid, f.step, f.reason) for f in report.failures] == [

@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from des_format import LocalObjectStore, ShardWriter
-from des_migrate import MigrationOrchestrator
-from des_migrate import _orchestrator as orchestrator_module
+from des_migrate import MigrationOrchestrator, MigrationTuning
 from des_migrate._verify_worker import check_shard
 from des_packer import pack
 from des_routing import locate_shard
 
 
 @pytest.fixture
-def in_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(orchestrator_module, "PROCESS_VERIFY_MIN_ROWS", 1)
+def in_a_process() -> MigrationTuning:
+    """Read back in the verify worker process whatever the batch size."""
+    return MigrationTuning(process_verify_min_rows=1)
 
 
 def _setup(url: str, tmp_path: Path, h: type, n: int = 10) -> tuple[sa.Engine, sa.Table, list[Any]]:
@@ -43,7 +43,7 @@ def _setup(url: str, tmp_path: Path, h: type, n: int = 10) -> tuple[sa.Engine, s
 
 
 def test_a_whole_cycle_verified_by_a_worker_process(
-    db_url: str, tmp_path: Path, h: type, in_a_process: None
+    db_url: str, tmp_path: Path, h: type, in_a_process: MigrationTuning
 ) -> None:
     engine, table, rows = _setup(db_url, tmp_path, h)
     out = tmp_path / "out"
@@ -56,7 +56,7 @@ def test_a_whole_cycle_verified_by_a_worker_process(
             pids.append(orch._verifier.pid)
 
     cfg = h.migration_config(db_url, out, migration={"batch_size": 4})
-    orch = MigrationOrchestrator(cfg, fault=observe)
+    orch = MigrationOrchestrator(cfg, fault=observe, tuning=in_a_process)
     report = orch.run_migration_cycle()
     assert report.status == "success"
     assert report.migrated == 10
@@ -74,7 +74,7 @@ def test_a_whole_cycle_verified_by_a_worker_process(
 
 
 def test_a_damaged_file_is_refused_by_the_worker(
-    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: MigrationTuning
 ) -> None:
     engine, table, rows = _setup(sqlite_url, tmp_path, h, 6)
     out = tmp_path / "out"
@@ -83,7 +83,9 @@ def test_a_damaged_file_is_refused_by_the_worker(
 
     cfg = h.migration_config(sqlite_url, out)
     corrupting_pack = h.corrupting_pack(out, key, victim.uid)
-    report = MigrationOrchestrator(cfg, pack_fn=corrupting_pack).run_migration_cycle()
+    report = MigrationOrchestrator(
+        cfg, pack_fn=corrupting_pack, tuning=in_a_process
+    ).run_migration_cycle()
     assert report.status == "partial"
     assert report.migrated == 5
     assert [(f.uid, f.step) for f in report.failures] == [(victim.uid, "verify")]
@@ -94,7 +96,7 @@ def test_a_damaged_file_is_refused_by_the_worker(
 
 
 def test_a_shard_gone_after_publishing_fails_the_batch(
-    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: MigrationTuning
 ) -> None:
     engine, table, rows = _setup(sqlite_url, tmp_path, h, 3)
     out = tmp_path / "out"
@@ -106,7 +108,9 @@ def test_a_shard_gone_after_publishing_fails_the_batch(
         return report
 
     cfg = h.migration_config(sqlite_url, out)
-    report = MigrationOrchestrator(cfg, pack_fn=losing_pack).run_migration_cycle()
+    report = MigrationOrchestrator(
+        cfg, pack_fn=losing_pack, tuning=in_a_process
+    ).run_migration_cycle()
     assert report.status == "failure"
     assert report.error is not None
     assert report.error.startswith("verify failed: ObjectNotFound: ")
@@ -153,7 +157,7 @@ def test_the_worker_answers_only_for_files_that_need_attention(tmp_path: Path) -
 
 
 def test_a_worker_killed_mid_batch_fails_the_batch_and_the_next_cycle_finishes(
-    sqlite_url: str, tmp_path: Path, h: type, in_a_process: None
+    sqlite_url: str, tmp_path: Path, h: type, in_a_process: MigrationTuning
 ) -> None:
     engine, table, _rows = _setup(sqlite_url, tmp_path, h, 6)
     out = tmp_path / "out"
@@ -167,7 +171,7 @@ def test_a_worker_killed_mid_batch_fails_the_batch_and_the_next_cycle_finishes(
             os.kill(pid, signal.SIGKILL)
 
     cfg = h.migration_config(sqlite_url, out)
-    orch = MigrationOrchestrator(cfg, fault=kill_worker)
+    orch = MigrationOrchestrator(cfg, fault=kill_worker, tuning=in_a_process)
     report = orch.run_migration_cycle()
     assert report.status == "failure"
     assert report.error == (
@@ -181,10 +185,7 @@ def test_a_worker_killed_mid_batch_fails_the_batch_and_the_next_cycle_finishes(
 _KILLED_SCRIPT = """
 import sys, time
 from pathlib import Path
-from des_migrate import MigrationOrchestrator, parse_config
-from des_migrate import _orchestrator
-
-_orchestrator.PROCESS_VERIFY_MIN_ROWS = 1
+from des_migrate import MigrationOrchestrator, MigrationTuning, parse_config
 cfg = parse_config({cfg!r})
 orch = None
 
@@ -193,7 +194,9 @@ def hang_in_verify(step):
         Path({pid_file!r}).write_text(str(orch._verifier.pid))
         time.sleep(3600)
 
-orch = MigrationOrchestrator(cfg, fault=hang_in_verify)
+orch = MigrationOrchestrator(
+    cfg, fault=hang_in_verify, tuning=MigrationTuning(process_verify_min_rows=1)
+)
 orch.run_migration_cycle()
 """
 

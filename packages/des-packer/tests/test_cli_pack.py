@@ -240,7 +240,7 @@ def test_late_file_for_a_legacy_shard_is_a_clear_error(tmp_path: Path) -> None:
 
 PACK_FLAGS = [
     "--input-json", "--input-tar", "--output-dir", "--max-shard-size", "--n-bits", "--codec",
-    "--level", "--workers", "--shard-range", "--dry-run", "--json", "--on-error",
+    "--level", "--workers", "--processes", "--shard-range", "--dry-run", "--json", "--on-error",
     "--skipped-report", "--big-file-threshold", "--zones-config", "--progress", "--no-progress",
     "--fsync", "--no-fsync", "--dict", "--no-dict", "--dict-max-file-size", "--block-size",
     "--block-member-max", "--help",

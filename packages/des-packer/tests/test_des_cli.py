@@ -193,3 +193,33 @@ def test_s3_without_the_extra_names_it(packed: Path, monkeypatch: pytest.MonkeyP
 
     with pytest.raises(PackConfigError, match=r"pip install 'des-packer\[s3\]'"):
         pack([], "s3://bucket/prefix", PackOptions())
+
+
+def _batch_file(dataset: DataSet, tmp_path: Path) -> Path:
+    batch = tmp_path / "batch.jsonl"
+    rows = [{"uid": r["uid"], "created_at": r["created_at"]} for r in dataset.rows]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return batch
+
+
+def test_get_batch_progress_on_request(dataset: DataSet, packed: Path, tmp_path: Path) -> None:
+    """--progress: lines on stderr ending with the totals; stdout stays the JSON report."""
+    batch = _batch_file(dataset, tmp_path)
+    n = len(dataset.rows)
+    code, out, err = des(packed, "get", "--batch", str(batch), "--out", str(tmp_path / "a"),
+                         "--progress")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {"ok": n, "failed": 0, "failures": []}
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"des get: {n}/{n} files, 0 failed, ")
+    assert last.endswith(" s")
+
+
+def test_get_batch_is_silent_when_stderr_is_not_a_terminal(
+    dataset: DataSet, packed: Path, tmp_path: Path
+) -> None:
+    batch = _batch_file(dataset, tmp_path)
+    code, out, err = des(packed, "get", "--batch", str(batch), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert err == ""
+    assert json.loads(out)["ok"] == len(dataset.rows)

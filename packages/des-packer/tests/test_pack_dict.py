@@ -257,7 +257,8 @@ def test_dictionary_size_leaves_the_index_in_the_tail_read() -> None:
     from datetime import UTC, datetime
 
     from des_packer._manifest import ManifestEntry
-    from des_packer._pack import _dict_size, _estimate_index, _ShardState
+    from des_packer._shards import ShardState as _ShardState
+    from des_packer._shards import _dict_size, _estimate_index
 
     DAY = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -7,11 +7,20 @@ import os
 import threading
 from pathlib import Path, PurePosixPath
 
-import des_packer._pack as pack_mod
 import pytest
 from des_format import ShardReader
-from des_packer import ManifestEntry, PackAborted, PackOptions, pack, plan_shards, read_manifest
-from des_packer._pack import source_name
+from des_packer import (
+    ManifestEntry,
+    PackAborted,
+    PackOptions,
+    PackReport,
+    pack,
+    pack_plan,
+    plan_shards,
+    read_manifest,
+)
+from des_packer._blocks import source_name
+from des_packer._pack import PackTuning
 from des_packer._sources import SourceReader
 from des_packer_testkit import make_dataset, tree_bytes, write_manifest
 from hypothesis import given, settings
@@ -44,34 +53,32 @@ def test_source_name_examples(source: str, name: str | None) -> None:
 @pytest.mark.parametrize(
     ("files", "nbytes"), [(1, 1 << 40), (3, 1 << 40), (64, 1), (10**6, 10**12)]
 )
-def test_batch_bounds_do_not_change_the_shards(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int, nbytes: int
-) -> None:
+def test_batch_bounds_do_not_change_the_shards(tmp_path: Path, files: int, nbytes: int) -> None:
     ds = make_dataset(tmp_path / "d", n=70, big=4)
     opts = PackOptions(n_bits=4, workers=2, big_file_threshold=BIG)
     pack(read_manifest(ds.manifest), str(tmp_path / "ref"), opts)
-    monkeypatch.setattr(pack_mod, "_BATCH_FILES", files)
-    monkeypatch.setattr(pack_mod, "_BATCH_BYTES", nbytes)
-    report = pack(read_manifest(ds.manifest), str(tmp_path / "out"), opts)
+    plan = plan_shards(read_manifest(ds.manifest), n_bits=4)
+    tuning = PackTuning(batch_files=files, batch_bytes=nbytes)
+    report = pack_plan(plan, str(tmp_path / "out"), opts, tuning=tuning)
     assert report.files == 74
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "ref")
 
 
-def _one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pack_mod, "_BATCH_FILES", 10**6)
-    monkeypatch.setattr(pack_mod, "_BATCH_BYTES", 1 << 50)
+def _pack_in_one_batch(manifest: Path, out: Path, opts: PackOptions) -> PackReport:
+    """Pack with every work item in one batch (one worker task for the whole run)."""
+    plan = plan_shards(read_manifest(manifest), n_bits=opts.n_bits)
+    return pack_plan(
+        plan, str(out), opts, tuning=PackTuning(batch_files=10**6, batch_bytes=1 << 50)
+    )
 
 
 def _staging_files(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob(".des-tmp.*"))
 
 
-def test_failure_inside_a_batch_leaves_no_staged_big_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_inside_a_batch_leaves_no_staged_big_file(tmp_path: Path) -> None:
     """Everything in one batch: the worker stages the big files after the failing entry too;
     none may stay behind, and the shards finished before it are published whole."""
-    _one_batch(monkeypatch)
     ds = make_dataset(tmp_path / "d", n=40, big=12, days=1)
     plan = plan_shards(read_manifest(ds.manifest), n_bits=4)
     order = [e for s in plan.shards for e in s.entries]
@@ -88,7 +95,7 @@ def test_failure_inside_a_batch_leaves_no_staged_big_file(
     out = tmp_path / "out"
     opts = PackOptions(n_bits=4, workers=2, big_file_threshold=BIG)
     with pytest.raises(PackAborted, match="does not exist") as info:
-        pack(read_manifest(ds.manifest), str(out), opts)
+        _pack_in_one_batch(ds.manifest, out, opts)
     assert info.value.report.failures[-1][0] == victim.uid
     assert _staging_files(out) == []
     victim_shard = shard_of[victim_at]
@@ -109,7 +116,6 @@ def test_worker_error_inside_a_batch_removes_what_it_staged(
 ) -> None:
     """An unexpected error (not a bad entry) in a worker: the big files that batch had staged
     are removed before the error reaches the caller."""
-    _one_batch(monkeypatch)
     ds = make_dataset(tmp_path / "d", n=20, big=6, days=1)
     plan = plan_shards(read_manifest(ds.manifest), n_bits=4)
     order = [e for s in plan.shards for e in s.entries]
@@ -125,7 +131,7 @@ def test_worker_error_inside_a_batch_removes_what_it_staged(
     monkeypatch.setattr(SourceReader, "read", read)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        pack(read_manifest(ds.manifest), str(out), PackOptions(n_bits=4, big_file_threshold=BIG))
+        _pack_in_one_batch(ds.manifest, out, PackOptions(n_bits=4, big_file_threshold=BIG))
     assert _staging_files(out) == []
     assert list(out.rglob("*.des")) == []
     assert list(out.rglob("_bigFiles/*")) == []

@@ -24,6 +24,8 @@ PUBLIC = {
     "plan_retry_delay", "plan_upload", "range_call_observer", "serialize_range",
     "serialize_suffix_range", "translate_error", "zone_client_settings", "zone_index_of_key",
     "zone_of_key",
+    # reads awaited on an event loop (obstore)
+    "AsyncMultiZoneObjectStore", "AsyncS3ObjectStore", "make_obstore", "open_async_store",
 }  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`` extras).
 """
 
+from ._aretriever import AsyncObjectStore, AsyncOpenedFile, AsyncShardRetriever, run_steps_async
 from ._bigfiles import BigFileSink, LocalBigFileSink
 from ._cache import CacheStats, IndexCache
 from ._checksum import crc32, crc32_backend
@@ -13,6 +14,7 @@ from ._codecs import (
     MAX_DICTIONARY_SIZE,
     MIN_DICT_SAMPLES,
     Codec,
+    StreamDecoder,
     codec_available,
     is_precompressed,
     parse_codec,
@@ -62,6 +64,15 @@ from ._layout import (
     part_key,
 )
 from ._local_editor import LocalShardEditor, local_shard_lock
+from ._pipeline import (
+    Head,
+    Located,
+    PayloadVerifier,
+    ReadRange,
+    ReadTail,
+    RetrievalPipeline,
+    run_steps,
+)
 from ._prepare import (
     FileDigest,
     PreparedBlock,
@@ -71,7 +82,7 @@ from ._prepare import (
     prepare_block,
     prepare_payload,
 )
-from ._read_index import read_index
+from ._read_index import read_index, read_index_steps
 from ._reader import ShardReader, decode_payload
 from ._retriever import CoalescedRange, OpenedFile, ShardRetriever, plan_coalesced_ranges
 from ._source import (
@@ -127,6 +138,9 @@ __all__ = [
     "MAX_BLOCK_SIZE",
     "MAX_DICTIONARY_SIZE",
     "MIN_DICT_SAMPLES",
+    "AsyncObjectStore",
+    "AsyncOpenedFile",
+    "AsyncShardRetriever",
     "BigFileSink",
     "ByteRange",
     "ByteSource",
@@ -146,6 +160,7 @@ __all__ = [
     "FileCheck",
     "FileDigest",
     "Footer",
+    "Head",
     "Header",
     "IndexCache",
     "IndexEntry",
@@ -154,14 +169,19 @@ __all__ = [
     "LocalFileSource",
     "LocalObjectStore",
     "LocalShardEditor",
+    "Located",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
     "OpenedFile",
+    "PayloadVerifier",
     "PreconditionFailed",
     "PreparedBlock",
     "PreparedPayload",
     "RangeNotSatisfiable",
+    "ReadRange",
+    "ReadTail",
+    "RetrievalPipeline",
     "ShardEditor",
     "ShardIndex",
     "ShardReader",
@@ -171,6 +191,7 @@ __all__ = [
     "StoreError",
     "StoreLayout",
     "StoreSource",
+    "StreamDecoder",
     "TailRead",
     "UnknownCodec",
     "UnsupportedFormatVersion",
@@ -200,8 +221,11 @@ __all__ = [
     "prepare_block",
     "prepare_payload",
     "read_index",
+    "read_index_steps",
     "read_shard_index",
     "read_store_layout",
+    "run_steps",
+    "run_steps_async",
     "train_dictionary",
     "verify_files",
     "zones_digest",

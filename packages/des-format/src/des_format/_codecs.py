@@ -6,7 +6,6 @@ on first use; a missing one raises :class:`CodecNotInstalled` naming the extra t
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -415,35 +414,6 @@ def _check_declared(declared: int, size: int, uid: str) -> None:
         )
 
 
-#: Most original bytes one step of a streamed decompression produces: a chunk of stored bytes
-#: that expands a thousandfold (or a forged frame that expands without end) is never held
-#: whole, and a stream that passes the entry's size is stopped within one step.
-STREAM_STEP = 256 << 10
-
-
-class _ChunkReader:
-    """A ``read(n)`` view of an iterator of byte chunks (for zstandard's stream reader)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = memoryview(b"")
-        self.reads = 0  # calls that returned bytes
-
-    def read(self, n: int = -1) -> bytes:
-        self.reads += 1
-        while not self._buf:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self.reads -= 1
-                return b""
-            self._buf = memoryview(chunk)
-        if n < 0 or n >= len(self._buf):
-            out, self._buf = self._buf, memoryview(b"")
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return bytes(out)
-
-
 def iter_decompress(
     codec: Codec,
     chunks: Iterator[bytes],
@@ -453,90 +423,159 @@ def iter_decompress(
     dictionary: bytes | None = None,
 ) -> Iterator[bytes]:
     """Decompress a stream of stored chunks, yielding original bytes in pieces of at most
-    :data:`STREAM_STEP` (``dictionary``: the shard's, for ``Codec.ZSTD_DICT``).
-
-    Bounded by ``size``, the entry's declared size: a frame that expands past it is
-    ``CorruptShard`` once it has produced at most one step more, whatever it holds (a
-    forged 32 KB frame of a gigabyte of zeros never gets further than that); one that
-    declares another size in its header is refused before anything is decompressed.
-    """
-    if codec is Codec.ZSTD_BLOCK:
-        raise ValueError("a solid block member is decoded whole, with decompress_block")
-    if codec is Codec.NONE:
-        pieces: Iterator[bytes] = chunks
-        errors: tuple[type[BaseException], ...] = ()
-    elif codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
-        zstd = _module(Codec.ZSTD)
-        errors = (zstd.ZstdError,)
-        pieces = _zstd_pieces(zstd, codec, chunks, size, uid=uid, dictionary=dictionary)
-    else:
-        lz4f = _module(Codec.LZ4)
-        errors = (RuntimeError, ValueError, OverflowError)
-        pieces = _lz4_pieces(lz4f, chunks, uid)
-    total = 0
-    try:
-        for out in pieces:
-            total += len(out)
-            if total > size:
-                raise CorruptShard(f"payload of {uid!r} expands past its size {size}")
-            if out:
-                yield out
-    except CorruptShard:
-        raise
-    except Exception as exc:
-        if codec is not Codec.NONE and isinstance(exc, errors):
-            raise CorruptShard(
-                f"payload of {uid!r} is not a valid {codec.label} frame: {exc}"
-            ) from None
-        raise
-    if total < size and codec in (Codec.ZSTD, Codec.ZSTD_DICT):
-        # DES's frames declare their size (checked above), so a short one was cut short.
-        raise CorruptShard(
-            f"payload of {uid!r} ends in the middle of a zstd frame: it expands to {total} "
-            f"bytes, index says {size}"
-        )
-    if total != size:
-        raise CorruptShard(f"payload of {uid!r} expands to {total} bytes, index says {size}")
-
-
-def _zstd_pieces(
-    zstd: Any,
-    codec: Codec,
-    chunks: Iterator[bytes],
-    size: int,
-    *,
-    uid: str,
-    dictionary: bytes | None,
-) -> Iterator[bytes]:
-    first = next(chunks, b"")
-    if first:
-        try:
-            declared = zstd.frame_content_size(first)
-        except zstd.ZstdError:
-            declared = -1  # a header split over chunks (or not a frame: reported below)
-        _check_declared(declared, size, uid)
-    if codec is Codec.ZSTD_DICT:
-        zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
-        dctx = zstd.ZstdDecompressor(dict_data=zd)
-    else:
-        dctx = zstd.ZstdDecompressor()
-    source = _ChunkReader(itertools.chain((first,), chunks))
-    reader = dctx.stream_reader(source, read_size=STREAM_STEP, read_across_frames=False)
-    while True:
-        before = source.reads
-        out = reader.read1(STREAM_STEP)  # from at most one read of the stored chunks
-        if out:
-            yield bytes(out)
-        elif source.reads == before:  # nothing read, nothing out: the frame (or input) ended
-            return
-
-
-def _lz4_pieces(lz4f: Any, chunks: Iterator[bytes], uid: str) -> Iterator[bytes]:
-    dec = lz4f.LZ4FrameDecompressor()
+    :data:`STREAM_STEP`; checks the total size (``dictionary``: the shard's, for
+    ``Codec.ZSTD_DICT``)."""
+    decoder = StreamDecoder(codec, size, uid=uid, dictionary=dictionary)
     for chunk in chunks:
-        out = dec.decompress(chunk, max_length=STREAM_STEP)
-        yield out
-        while not dec.needs_input and not dec.eof:  # output still pending for this chunk
-            yield dec.decompress(b"", max_length=STREAM_STEP)
-    if not dec.eof:
-        raise CorruptShard(f"payload of {uid!r} ends in the middle of a lz4 frame")
+        yield from decoder.pieces(chunk)
+    decoder.finish()
+
+
+#: Largest piece of original bytes a streamed decompression yields at once (``pieces``).
+STREAM_STEP = 256 << 10
+#: Compressed bytes decompressed at once by ``pieces``: what one slice expands to is all a
+#: stream holds beyond the piece being sent (text at 100:1, 400 KiB; a declared size caps it).
+_ZSTD_SLICE = 4096
+
+
+def _split(data: bytes, step: int) -> Iterator[bytes]:
+    if len(data) <= step:
+        if data:
+            yield data
+        return
+    view = memoryview(data)
+    for i in range(0, len(data), step):
+        yield bytes(view[i : i + step])
+
+
+class StreamDecoder:
+    """Decompression pushed one stored chunk at a time (no I/O): :meth:`pieces` (and
+    :meth:`feed`, joined) give the original bytes each chunk gives, never more than ``size``
+    in all (``CorruptShard`` the
+    moment a frame expands past it); :meth:`finish` checks the frame ended and the total is
+    ``size``. A solid block member is decoded whole, with :func:`decompress_block`."""
+
+    def __init__(
+        self, codec: Codec, size: int, *, uid: str = "", dictionary: bytes | None = None
+    ) -> None:
+        if codec is Codec.ZSTD_BLOCK:
+            raise ValueError("a solid block member is decoded whole, with decompress_block")
+        self.codec = codec
+        self.size = size
+        self.uid = uid
+        self.total = 0
+        self._errors: tuple[type[BaseException], ...] = ()
+        self._dobj: Any = None
+        self._zstd: Any = None
+        self._head = b""  # zstd: bytes before the frame header is complete
+        self._checked = codec is not Codec.ZSTD and codec is not Codec.ZSTD_DICT
+        self._slice = 0  # zstd frame without a declared size: input fed this many bytes at a time
+        if codec is Codec.ZSTD or codec is Codec.ZSTD_DICT:
+            zstd = self._zstd = _module(Codec.ZSTD)
+            if codec is Codec.ZSTD_DICT:
+                zd = _zstd_dict(zstd, _need_dictionary(dictionary, uid))
+                self._dobj = zstd.ZstdDecompressor(dict_data=zd).decompressobj()
+            else:
+                self._dobj = zstd.ZstdDecompressor().decompressobj()
+            self._errors = (zstd.ZstdError,)
+        elif codec is Codec.LZ4:
+            self._dobj = _module(Codec.LZ4).LZ4FrameDecompressor()
+            self._errors = (RuntimeError, ValueError, OverflowError)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Original bytes from one stored chunk (:meth:`pieces`, joined)."""
+        return b"".join(self.pieces(chunk))
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        """Original bytes from one stored chunk, in pieces of at most :data:`STREAM_STEP`,
+        decompressed as they are asked for: a stream holds one piece and what one slice of
+        input expands to, whatever the compression ratio and the client's pace.
+
+        Expansion is bounded by the entry's size: a zstd frame must declare exactly ``size``
+        (libzstd stops a frame at its declared size) and is fed :data:`_ZSTD_SLICE` bytes at
+        a time, or, declaring none, 256 bytes at a time, checked after each; lz4 is asked for
+        at most one byte past ``size``."""
+        if self._dobj is None:
+            self._count(len(chunk))
+            yield from _split(bytes(chunk), STREAM_STEP)
+        elif self._zstd is not None:
+            if not self._checked:
+                chunk = self._check_header(chunk)
+            step = self._slice or _ZSTD_SLICE
+            view = memoryview(chunk)
+            for i in range(0, len(view), step):
+                out = self._zstd_feed(view[i : i + step])
+                self._count(len(out))
+                yield from _split(out, STREAM_STEP)
+        else:
+            data = chunk
+            while True:
+                try:
+                    out = bytes(
+                        self._dobj.decompress(
+                            data, max_length=min(STREAM_STEP, self.size - self.total + 1)
+                        )
+                    )
+                except self._errors as exc:
+                    raise CorruptShard(
+                        f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
+                    ) from None
+                self._count(len(out))
+                if out:
+                    yield out
+                if self._dobj.eof or self._dobj.needs_input:
+                    return
+                data = b""
+
+    def _count(self, n: int) -> None:
+        self.total += n
+        if self.total > self.size:
+            raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
+
+    def _check_header(self, chunk: bytes) -> bytes:
+        """Hold bytes until the zstd frame header is complete, then refuse a frame declaring
+        another size than the entry's (before anything is decompressed)."""
+        data = self._head + bytes(chunk)
+        try:
+            declared = int(self._zstd.frame_content_size(data))
+        except self._zstd.ZstdError:
+            if len(data) < 18:  # the longest frame header: wait for more bytes
+                self._head = data
+                return b""
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame") from None
+        self._head = b""
+        self._checked = True
+        _check_declared(declared, self.size, self.uid)
+        if declared < 0:
+            self._slice = 256
+        return data
+
+    def _zstd_feed(self, data: bytes | memoryview) -> bytes:
+        try:
+            if not self._slice:
+                return bytes(self._dobj.decompress(data))
+            parts: list[bytes] = []
+            total = self.total
+            for i in range(0, len(data), self._slice):
+                part = bytes(self._dobj.decompress(data[i : i + self._slice]))
+                total += len(part)
+                if total > self.size:
+                    raise CorruptShard(f"payload of {self.uid!r} expands past its size {self.size}")
+                parts.append(part)
+            return b"".join(parts)
+        except self._errors as exc:
+            raise CorruptShard(
+                f"payload of {self.uid!r} is not a valid {self.codec.label} frame: {exc}"
+            ) from None
+
+    def finish(self) -> None:
+        if self._head:  # a stored payload shorter than a zstd frame header
+            raise CorruptShard(f"payload of {self.uid!r} is not a valid zstd frame")
+        if self._dobj is not None and not self._dobj.eof:
+            raise CorruptShard(
+                f"payload of {self.uid!r} ends in the middle of a {self.codec.label} frame"
+            )
+        if self.total != self.size:
+            raise CorruptShard(
+                f"payload of {self.uid!r} expands to {self.total} bytes, index says {self.size}"
+            )

@@ -393,11 +393,41 @@ class ShardIndex:
             raise DesFormatError("index bucket is not in memory and this index cannot fetch")
         else:
             raw = self._fetch(self.index_offset + start, self.index_offset + end)
-            if len(raw) != end - start:
-                raise CorruptShard("short read of an index bucket")
+        return self._checked_bucket(b, raw, end - start, crc)
+
+    @staticmethod
+    def _checked_bucket(b: int, raw: bytes, length: int, crc: int) -> bytes:
+        if len(raw) != length:
+            raise CorruptShard("short read of an index bucket")
         if crc32(raw) != crc:
             raise ChecksumMismatch(f"index bucket {b} checksum mismatch")
         return raw
+
+    def bucket_to_load(self, uid: str) -> tuple[int, int, int] | None:
+        """``(bucket, start, end)``: the absolute byte range of the shard holding the bucket
+        of ``uid`` when a lookup of ``uid`` would have to fetch it, else None. With
+        :meth:`load_bucket`, a caller does the fetch itself (the retrieval pipeline, whose
+        drivers read synchronously or asynchronously)."""
+        if self._area is not None:
+            return None
+        b = self.bucket_index(uid)
+        if self._buckets[b] is not None:
+            return None
+        start, end, _crc = self._span(b)
+        return b, self.index_offset + start, self.index_offset + end
+
+    def load_bucket(self, b: int, raw: bytes) -> None:
+        """Check (length, CRC-32) and decode bucket ``b`` from its bytes ``raw``, fetched by
+        the caller from the range :meth:`bucket_to_load` gave."""
+        if self._buckets[b] is not None:
+            return
+        start, end, crc = self._span(b)
+        decoded: dict[str, EntryFields | IndexEntry] = dict(
+            decode_bucket(self._checked_bucket(b, raw, end - start, crc))
+        )
+        if self._buckets[b] is None:
+            self._buckets[b] = decoded
+            self._decoded_entries += len(decoded)
 
     def _bucket(self, b: int) -> dict[str, EntryFields | IndexEntry]:
         decoded = self._buckets[b]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ._codecs import Codec
@@ -172,6 +172,12 @@ class LegacyShardIndex(ShardIndex):
     def lookup(self, uid: str) -> IndexEntry | None:
         return self._entries.get(uid)
 
+    def bucket_to_load(self, uid: str) -> tuple[int, int, int] | None:
+        return None  # every entry is in memory
+
+    def load_bucket(self, b: int, raw: bytes) -> None:
+        raise ValueError("a legacy DES2 index has no buckets to load")
+
     def iter_entries(self) -> Iterator[IndexEntry]:
         """Every entry, in index order."""
         yield from self._entries.values()
@@ -184,6 +190,21 @@ def parse_legacy_index(
     tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes]
 ) -> LegacyShardIndex:
     """Build the index of a DES2 shard from its tail (+1 read if needed)."""
+    steps = parse_legacy_index_steps(tail, size, etag, fetch)
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(fetch(*request))
+    except StopIteration as done:
+        index: LegacyShardIndex = done.value
+        return index
+
+
+def parse_legacy_index_steps(
+    tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes] | None
+) -> Generator[tuple[int, int], bytes, LegacyShardIndex]:
+    """:func:`parse_legacy_index` without I/O: yields each ``(start, end)`` range it needs
+    and is sent its bytes (``fetch``: kept by the index, may be None)."""
     (index_size,) = _U64.unpack(tail[-8:])
     index_start = size - LEGACY_FOOTER_SIZE - index_size
     if index_start < LEGACY_HEADER_SIZE:
@@ -192,7 +213,7 @@ def parse_legacy_index(
     if index_start >= tail_start:
         index = tail[index_start - tail_start : len(tail) - LEGACY_FOOTER_SIZE]
     else:
-        index = fetch(index_start, size - LEGACY_FOOTER_SIZE)
+        index = yield (index_start, size - LEGACY_FOOTER_SIZE)
         if len(index) != index_size:
             raise CorruptShard("short read of the legacy index")
     if tail_start == 0:
@@ -205,14 +226,14 @@ def parse_legacy_index(
         for version in (2, 1):
             try:
                 parsed[version] = parse_legacy_entries(index, version, index_start)
-            except CorruptShard as exc:
+            except (CorruptShard, UnknownCodec) as exc:  # the other version's layout
                 errors.append(exc)
         if len(parsed) == 1:
             version, entries = next(iter(parsed.items()))
         elif not parsed:
             raise errors[0]
         else:
-            version = _legacy_version(fetch(0, LEGACY_HEADER_SIZE))
+            version = _legacy_version((yield (0, LEGACY_HEADER_SIZE)))
             entries = parsed[version]
     return LegacyShardIndex(
         entries=entries,

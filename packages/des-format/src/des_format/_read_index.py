@@ -1,9 +1,12 @@
 """Opening a shard's index from its tail: the current layout (a footer) or a legacy DES2
-shard, told apart by the magic at the end of the object."""
+shard, told apart by the magic at the end of the object. :func:`read_index_steps` does it
+without I/O (a generator of reads), :func:`read_index` drives it over a ``ByteSource``."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Generator
+from typing import Any
 
 from ._checksum import crc32
 from ._errors import ChecksumMismatch, CorruptShard
@@ -17,10 +20,15 @@ from ._layout import (
     is_footer,
     parse_footer,
 )
-from ._legacy import parse_legacy_index
-from ._source import ByteSource
+from ._legacy import parse_legacy_index_steps
+from ._source import ByteSource, TailRead
 
 _CRC = struct.Struct("<I")
+
+
+#: What :func:`read_index_steps` asks for: an ``int`` n is a tail read of n bytes (answered
+#: with a :class:`TailRead`), a ``(start, end)`` pair a range read (answered with bytes).
+IndexRequest = int | tuple[int, int]
 
 
 def read_index(
@@ -29,13 +37,31 @@ def read_index(
     """Read a shard's index with at most 2 reads: the tail, plus the directory (v1) or the index
     (legacy) when the tail did not hold it. Buckets are fetched later, one per lookup, through
     ``fetch`` (default: ``source.read_range``)."""
-    tail = source.read_tail(max(tail_size, 64))
+    reader = fetch if fetch is not None else source.read_range
+    steps = read_index_steps(tail_size=tail_size, fetch=reader)
+    answer: Any = None
+    try:
+        while True:
+            request = steps.send(answer)
+            answer = source.read_tail(request) if isinstance(request, int) else reader(*request)
+    except StopIteration as done:
+        index: ShardIndex = done.value
+        return index
+
+
+def read_index_steps(
+    *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
+) -> Generator[IndexRequest, Any, ShardIndex]:
+    """:func:`read_index` without I/O: a generator that yields each read it needs (see
+    :data:`IndexRequest`), is sent each answer, and returns the :class:`ShardIndex`
+    (``fetch``: kept by the index for later bucket reads; None where the caller loads
+    buckets itself through :meth:`ShardIndex.bucket_to_load`)."""
+    tail: TailRead = yield max(tail_size, 64)
     data = tail.data
     size = tail.object_size
     if len(data) != min(size, max(tail_size, 64)):
         raise CorruptShard("tail read returned the wrong number of bytes")
     tail_start = size - len(data)
-    reader = fetch if fetch is not None else source.read_range
     if is_footer(data):
         footer = parse_footer(data[-FOOTER_SIZE:])
         dir_len = footer.bucket_count * DIR_ENTRY_SIZE
@@ -48,7 +74,7 @@ def read_index(
         if dict_start >= tail_start:
             block = data[dict_start - tail_start : len(data) - FOOTER_SIZE]
         else:
-            block = reader(dict_start, size - FOOTER_SIZE)
+            block = yield (dict_start, size - FOOTER_SIZE)
             if len(block) != size - FOOTER_SIZE - dict_start:
                 raise CorruptShard("short read of the index directory")
         directory = block[footer.dictionary_block :]
@@ -69,11 +95,12 @@ def read_index(
             etag=tail.etag,
             directory=directory,
             area=area,
-            fetch=reader,
+            fetch=fetch,
             dictionary=dictionary,
         )
     if len(data) >= 12 and data[-12:-8] == LEGACY_FOOTER_MAGIC:
-        return parse_legacy_index(data, size, tail.etag, reader)
+        index: ShardIndex = yield from parse_legacy_index_steps(data, size, tail.etag, fetch)
+        return index
     if size < 12:
         raise CorruptShard(f"object of {size} bytes is too small to be a DES shard")
     raise CorruptShard("not a DES shard: no footer magic at the end of the object")

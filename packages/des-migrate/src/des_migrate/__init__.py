@@ -12,6 +12,7 @@ from ._config import (
     read_config,
     redact_url,
 )
+from ._cycle_report import STEPS, CycleReport, FileFailure
 from ._errors import (
     ConfigError,
     MigrateError,
@@ -21,13 +22,8 @@ from ._errors import (
     StepFailed,
 )
 from ._metrics import MigrationMetrics
-from ._orchestrator import (
-    STEPS,
-    CycleReport,
-    FileFailure,
-    MigrationOrchestrator,
-    plan_day_aligned_cut,
-)
+from ._orchestrator import MigrationOrchestrator
+from ._shard_plan import plan_day_aligned_cut
 from ._source_db import Cursor, FileRow, SourceDatabase, Totals, advisory_key, make_engine
 from ._stats import (
     DayStats,
@@ -37,6 +33,7 @@ from ._stats import (
     format_stats,
     plan_n_bits,
 )
+from ._tuning import MigrationTuning
 
 #: The installed distribution's version (read from its metadata on first use, so that
 #: importing the package does not load ``importlib.metadata``).
@@ -68,6 +65,7 @@ __all__ = [
     "MigrationOrchestrator",
     "MigrationSettings",
     "MigrationStats",
+    "MigrationTuning",
     "MissingDatabase",
     "PackerConfig",
     "S3SourceConfig",

@@ -92,6 +92,9 @@ class PackerConfig:
     codec: str = "zstd"
     level: int | None = 3
     workers: int | None = None
+    #: packing processes, each writing whole shards (des-packer ``processes``; None: one
+    #: per CPU for a local output_dir, 1 for S3)
+    processes: int | None = None
     big_file_threshold_bytes: int = 10 * 1024 * 1024
     s3_region_name: str | None = None
     s3_endpoint_url: str | None = None
@@ -327,6 +330,7 @@ def parse_config(obj: object, *, env: Mapping[str, str] | None = None) -> Migrat
         codec=pk.choice("codec", "zstd", CODECS),
         level=level,
         workers=pk.opt_integer("workers", minimum=1, maximum=256),
+        processes=pk.opt_integer("processes", minimum=1, maximum=256),
         big_file_threshold_bytes=pk.integer(
             "big_file_threshold_bytes", 10 * 1024 * 1024, minimum=1
         ),

@@ -6,11 +6,14 @@ unarchived, see the report), 1 failure, 2 configuration error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -20,9 +23,10 @@ import typer
 
 from ._config import DatabaseConfig, read_config, redact_url
 from ._config import parse_cutoff as _parse_cutoff
+from ._cycle_report import CycleReport
 from ._errors import ConfigError, MissingDatabase, SchemaMismatch, SourceDatabaseError
 from ._metrics import MigrationMetrics
-from ._orchestrator import CycleReport, MigrationOrchestrator
+from ._orchestrator import MigrationOrchestrator
 from ._source_db import SourceDatabase, require_existing_sqlite_file
 from ._stats import DEFAULT_TARGET_SHARD_BYTES, compute_stats, format_stats
 
@@ -78,6 +82,14 @@ def migrate(  # noqa: PLR0917  (typer options)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print each report as JSON.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
+    gc_freeze: Annotated[
+        bool,
+        typer.Option(
+            "--gc-freeze",
+            help="Leave the objects loaded before the run out of Python's garbage-collector "
+            "passes (gc.freeze): less CPU on batches of tens of thousands of rows.",
+        ),
+    ] = False,
 ) -> None:
     """Migrate eligible rows: fetch, validate, pack, verify, mark archived, clean up."""
     _setup_logging(log_level)
@@ -128,13 +140,38 @@ def migrate(  # noqa: PLR0917  (typer options)
         else:
             typer.echo(_summary(report))
 
+    frozen = older_objects_frozen() if gc_freeze else contextlib.nullcontext()
     if continuous and not dry_run:
-        report = orch.run_continuous(interval, on_cycle=show)
+        with frozen:
+            report = orch.run_continuous(interval, on_cycle=show)
         code = EXIT_FAILURE if report.status == "failure" else EXIT_OK
         raise typer.Exit(code)
-    report = orch.run_migration_cycle(dry_run=dry_run)
+    with frozen:
+        report = orch.run_migration_cycle(dry_run=dry_run)
     show(report)
     raise typer.Exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def older_objects_frozen() -> Iterator[None]:
+    """``--gc-freeze``: the objects that exist before the run are left out of the garbage
+    collector's passes during it (``gc.freeze``), and given back afterwards (``gc.unfreeze``).
+    A process-wide effect, so only the command opts in; the library never does it.
+
+    A batch keeps tens of thousands of row objects alive, so the collector runs full passes
+    during a cycle; each walked the whole heap (SQLAlchemy, the packer and everything else
+    loaded) while holding the GIL the packer's threads need. Nothing is collected less: what
+    was frozen is collected by the next pass after the cycle. Left alone when the process
+    already froze objects of its own (or has the collector off).
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _summary(r: CycleReport) -> str:

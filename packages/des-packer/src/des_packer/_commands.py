@@ -52,6 +52,7 @@ class PackArgs:
     codec: str = "zstd"
     level: int | None = 3
     workers: int | None = None
+    processes: int | None = None  # None: one per CPU (the library's default is 1)
     shard_range: str | None = None
     dry_run: bool = False
     json: bool = False
@@ -95,6 +96,7 @@ def _options(args: PackArgs, progress: Any) -> PackOptions:
         level=args.level,
         max_shard_size=args.max_shard_size,
         workers=args.workers,
+        processes=args.processes,
         big_file_threshold=args.big_file_threshold,
         bigfiles_prefix=env.get("DES_BIGFILES_PREFIX") or "_bigFiles",
         on_error=args.on_error,

@@ -90,6 +90,14 @@ def get(  # noqa: PLR0917 - typer maps options to parameters
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Directory for --batch files.")
     ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="With --batch: files done, failed and files/s on stderr (default: when "
+            "stderr is a terminal); the JSON report on stdout is the same either way.",
+        ),
+    ] = None,
 ) -> None:
     from ._inspect import EXIT_USAGE, run_get, run_get_batch
 
@@ -97,7 +105,7 @@ def get(  # noqa: PLR0917 - typer maps options to parameters
         if uid is not None or out_dir is None:
             typer.echo("des: error: --batch FILE needs --out DIR and no UID argument", err=True)
             raise typer.Exit(EXIT_USAGE)
-        raise typer.Exit(run_get_batch(batch, out_dir, ctx.obj))
+        raise typer.Exit(run_get_batch(batch, out_dir, ctx.obj, progress=progress))
     if uid is None or created_at is None:
         typer.echo("des: error: give UID --created-at T (or --batch FILE --out DIR)", err=True)
         raise typer.Exit(EXIT_USAGE)

@@ -116,6 +116,14 @@ class LocalDestination:
         self._made.add(directory)
         return True
 
+    def made_dirs(self) -> frozenset[Path]:
+        """The directories this run created (for a packing process to hand to its parent)."""
+        return frozenset(self._made)
+
+    def adopt_dirs(self, dirs: frozenset[Path]) -> None:
+        """Directories another process of this run created: removed at ``close`` if empty."""
+        self._made.update(dirs)
+
     def describe(self, key: str = "") -> str:
         return str(self.base_dir / key) if key else str(self.base_dir)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -193,8 +194,12 @@ def run_get_batch(
     *,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    progress: bool | None = None,
 ) -> int:
-    """Fetch every (uid, created_at) of a JSON Lines file into ``out_dir/<uid>``."""
+    """Fetch every (uid, created_at) of a JSON Lines file into ``out_dir/<uid>``.
+
+    ``progress`` (default: when ``err`` is a terminal): files done, failed and the rate on
+    ``err``, at most a few times a second; the JSON report on ``out`` is unchanged."""
     from des_format import DesFormatError, IndexCache, ShardRetriever
 
     out = out or sys.stdout
@@ -226,7 +231,9 @@ def run_get_batch(
     retriever = ShardRetriever(store, cache=cache, bigfiles_prefix=settings.bigfiles_prefix)
     ok = 0
     failed: list[dict[str, str]] = []
+    meter = _BatchProgress(err, len(lines), progress)
     for lineno, line in enumerate(lines, start=1):
+        meter.show(ok, len(failed))
         if not line.strip():
             continue
         try:
@@ -253,11 +260,53 @@ def run_get_batch(
             failed.append({"uid": uid, "error": _explain(exc, store, key)})
         except OSError as exc:
             failed.append({"uid": uid, "error": f"cannot write: {exc.strerror}"})
+    meter.done(ok, len(failed))
     print(json.dumps({"ok": ok, "failed": len(failed), "failures": failed}, indent=2), file=out)
     for f in failed:
         who = f"uid {f['uid']!r}" if "uid" in f else f"line {f['line']}"
         print(f"des: error: {who}: {f['error']}", file=err)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+class _BatchProgress:
+    """``des get --batch``'s progress on stderr: one line rewritten in place on a terminal
+    (5 times a second), else a line a second when asked for (``--progress``)."""
+
+    def __init__(self, stream: TextIO, total: int, wanted: bool | None) -> None:
+        tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.stream = stream
+        self.total = total
+        self.on = tty if wanted is None else wanted
+        self.tty = tty
+        self.every = 0.2 if tty else 1.0
+        self.started = time.monotonic()
+        self.last = self.started
+        self.count = 0
+
+    def _line(self, ok: int, failed: int) -> str:
+        secs = time.monotonic() - self.started
+        rate = (ok + failed) / secs if secs > 0 else 0.0
+        return (
+            f"des get: {ok + failed}/{self.total} files, {failed} failed, "
+            f"{rate:,.0f} files/s, {secs:.1f} s"
+        )
+
+    def show(self, ok: int, failed: int) -> None:
+        if not self.on:
+            return
+        self.count += 1
+        if self.count & 63:  # the clock is read once every 64 files
+            return
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        end = "\r" if self.tty else "\n"
+        print(self._line(ok, failed), end=end, file=self.stream, flush=True)
+
+    def done(self, ok: int, failed: int) -> None:
+        if self.on:
+            print(self._line(ok, failed), file=self.stream, flush=True)
 
 
 # ---- ls and verify ---------------------------------------------------------------------------

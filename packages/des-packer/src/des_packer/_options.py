@@ -58,7 +58,9 @@ class PackOptions:
     ``block_size``: when above 0, compress small files of one content type and extension
     together in solid blocks of up to this many bytes (files of at most ``block_member_max``
     bytes; codec zstd only, not with ``dictionary``; see ``_blocks.py`` for the rule). 0: one
-    frame per file.
+    frame per file. ``processes``: packing processes, each writing whole shards (Linux, local
+    destinations; ``None``: one per CPU; 1, the library's default, packs in this process
+    only). ``workers`` are then shared among them. The output is the same either way.
     """
 
     n_bits: int = 8
@@ -80,6 +82,7 @@ class PackOptions:
     dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE
     block_size: int = 0
     block_member_max: int = DEFAULT_BLOCK_MEMBER_MAX
+    processes: int | None = 1
 
     def validate(self) -> None:
         """Raise ``PackConfigError`` naming the option at fault."""
@@ -102,6 +105,8 @@ class PackOptions:
             )
         if self.workers is not None and self.workers < 1:
             raise PackConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.processes is not None and self.processes < 1:
+            raise PackConfigError(f"--processes must be at least 1, got {self.processes}")
         if self.on_error not in ("fail", "skip"):
             raise PackConfigError(f"--on-error must be fail or skip, got {self.on_error!r}")
         if self.dictionary and self.codec != "zstd":

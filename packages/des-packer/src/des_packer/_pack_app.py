@@ -161,7 +161,17 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
             "--workers",
             metavar="N",
             show_default="CPUs",
-            help="Threads reading and compressing.",
+            help="Threads reading and compressing, shared by the processes.",
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            metavar="N",
+            show_default="CPUs",
+            help="Processes packing at once, each writing whole shards (local output on "
+            "Linux; at most one per shard; 1: this process only). Same output either way.",
         ),
     ] = None,
     shard_range: Annotated[
@@ -293,6 +303,7 @@ def des_pack(  # noqa: PLR0917 - typer maps options to parameters
         codec=codec,
         level=level,
         workers=workers,
+        processes=processes,
         shard_range=shard_range,
         dry_run=dry_run,
         json=json_out,

@@ -52,10 +52,8 @@ def check_destination_layout(output: str, options: PackOptions) -> None:
             )
         except DesFormatError as exc:
             raise _mismatch(exc) from None
-        except OSError as exc:
-            raise PackConfigError(
-                f"--output-dir {output}: cannot record the store's layout: {exc.strerror}"
-            ) from None
+        # An OSError (read-only, full, a file in the way) reaches pack_plan, which reports it
+        # as every write error of the output is reported: the path, the fix, exit 1.
         return
     _check_s3(output, options)
 

@@ -2,6 +2,12 @@
 reader.
 """
 
+from ._astore import (
+    AsyncMultiZoneObjectStore,
+    AsyncS3ObjectStore,
+    make_obstore,
+    open_async_store,
+)
 from ._client import ClientSettings, make_client
 from ._edit import S3ShardEditor, open_editor
 from ._errors import (
@@ -66,6 +72,8 @@ __all__ = [
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",
     "NO_RETRY",
+    "AsyncMultiZoneObjectStore",
+    "AsyncS3ObjectStore",
     "ClientSettings",
     "ContentRange",
     "MultiZoneObjectStore",
@@ -96,8 +104,10 @@ __all__ = [
     "is_retryable",
     "join_key",
     "make_client",
+    "make_obstore",
     "metrics_for",
     "multipart_etag",
+    "open_async_store",
     "open_editor",
     "open_retriever",
     "open_shard_store",

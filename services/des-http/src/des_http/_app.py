@@ -267,6 +267,9 @@ def create_app(
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
     cache: Any = None
     if async_retriever is None:
+        # A store given by the caller is what files are read from; one opened here (boto3)
+        # serves /ready and deletes, and reads on S3 go through the async driver instead.
+        given_store = store
         if retriever is None:
             from des_format import IndexCache
 
@@ -282,7 +285,7 @@ def create_app(
         async_retriever = open_async_retriever(
             settings,
             observer=metrics.observe_store_request,
-            store=store,
+            store=given_store if des.backend != "local" else store,
             cache=cache,
             executor=executor,
             retriever=retriever,

@@ -1,7 +1,11 @@
 """What the HTTP edge needs from the retrieval pipeline, and how it builds one.
 
-Every backend (local, s3, multi_s3) goes through the same :class:`des_format.ShardRetriever`;
-they differ only in the object store ``des_storage_s3.open_store`` returns for the settings.
+Every backend (local, s3, multi_s3) runs des-format's one retrieval pipeline. The service
+awaits it through :class:`AsyncRetriever` (:func:`open_async_retriever`): on S3 the pipeline's
+asynchronous driver (``des_format.AsyncShardRetriever``) over obstore
+(``des_storage_s3.open_async_store``), every request awaited on the event loop, no thread per
+request; on a local directory the blocking driver (``des_format.ShardRetriever``), answered on
+the loop when the page cache holds the bytes, else on a worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from des_format import IndexCache, ObjectStore
+    from des_routing import DesSettings
 
     from ._settings import HttpSettings
 
@@ -81,7 +86,9 @@ class AsyncOpenedFile(Protocol):
 
 
 class AsyncRetriever(Protocol):
-    """What the HTTP edge awaits: every backend answers through one of these."""
+    """What the HTTP edge awaits: every backend answers through one of these. Errors are
+    those of ``des_format.ShardRetriever`` (``EntryNotFound``, ``EntryDeleted``, store
+    errors)."""
 
     async def stat(self, key: str, uid: str) -> FileEntry: ...
     async def open(self, key: str, uid: str) -> AsyncOpenedFile: ...  # after the first read
@@ -91,7 +98,7 @@ class AsyncRetriever(Protocol):
 
 
 def open_async_retriever(
-    settings: HttpSettings,
+    settings: HttpSettings | DesSettings,
     *,
     observer: Observer | None = None,
     store: ObjectStore | None = None,
@@ -99,12 +106,37 @@ def open_async_retriever(
     executor: Executor | None = None,
     retriever: Retriever | None = None,
 ) -> AsyncRetriever:
-    """The retriever the service awaits for ``settings``: today des-format's
-    ``ShardRetriever`` (over ``store``, default ``des_storage_s3.open_store``) driven from a
-    thread pool, answering from memory without a thread hop where it can (``_threaded``).
-    ``retriever``: a ready sync retriever to wrap instead (tests)."""
-    from ._threaded import ThreadedRetriever, sync_retriever
+    """The retriever the service awaits for ``settings``, with an index cache of
+    ``DES_INDEX_CACHE_BYTES`` (or ``cache``) and ``observer(kind, nbytes)`` told of every
+    store request.
 
+    ``s3`` / ``multi_s3``: des-format's asynchronous driver (``AsyncShardRetriever``) over
+    obstore (``des_storage_s3.open_async_store``), every request awaited on the event loop,
+    no thread per request. ``local``, or a ``store`` or sync ``retriever`` given (tests): the
+    blocking driver (``ShardRetriever``), answered on the loop when the page cache holds the
+    bytes, else on ``executor`` (``_threaded``)."""
+    from ._settings import HttpSettings
+    from ._threaded import STREAM_CHUNK_BYTES, ThreadedRetriever, sync_retriever
+
+    if not isinstance(settings, HttpSettings):
+        settings = HttpSettings(des=settings)
+    des = settings.des
+    if cache is None and des.index_cache_bytes > 0:
+        from des_format import IndexCache
+
+        cache = IndexCache(des.index_cache_bytes)
+    if retriever is None and store is None and des.backend in ("s3", "multi_s3"):
+        from des_format import AsyncShardRetriever
+        from des_storage_s3 import open_async_store
+
+        return AsyncShardRetriever(
+            open_async_store(des),
+            cache=cache,
+            tail_size=des.tail_read_bytes,
+            bigfiles_prefix=des.bigfiles_prefix,
+            observer=observer,
+            chunk_size=STREAM_CHUNK_BYTES,
+        )
     if retriever is None:
         retriever = sync_retriever(settings, observer=observer, store=store, cache=cache)
     return ThreadedRetriever(retriever, settings, executor=executor)
