@@ -27,6 +27,8 @@ from test_delete_local import (
     warm_replica,
 )
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 PREFIX = "arch"
 
 

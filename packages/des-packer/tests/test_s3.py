@@ -15,6 +15,8 @@ from des_routing import DesSettings, locate_shard
 from des_storage_s3 import open_store
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 N_BITS = 4
 
 

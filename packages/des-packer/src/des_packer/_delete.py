@@ -8,7 +8,9 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from des_format import DEFAULT_BIGFILE_GRACE_SECONDS
 
 from ._inspect import (
     EXIT_FAILED,
@@ -20,18 +22,23 @@ from ._inspect import (
     s3_extra,
     with_store_layout,
 )
-from ._repack import DEFAULT_BIGFILE_GRACE_SECONDS, RepackOptions, repack
+from ._repack import RepackOptions, repack
+
+if TYPE_CHECKING:
+    from des_format import DeleteResult, ShardEditor
+    from des_routing import DesSettings
 
 __all__ = ["open_editor", "run_delete", "run_deletions", "run_repack"]
 
 
-def open_editor(settings: Any) -> Any:
+def open_editor(settings: DesSettings) -> ShardEditor:
     """The shard editor of ``settings`` (local directory, or S3 with ``des-packer[s3]``)."""
     if settings.backend == "local":
         from des_format import LocalShardEditor
 
         return LocalShardEditor(settings.base_dir, bigfiles_prefix=settings.bigfiles_prefix)
-    return s3_extra(settings).open_editor(settings)
+    editor: ShardEditor = s3_extra(settings).open_editor(settings)
+    return editor
 
 
 def _targets(uid: str | None, created_at: str | None, batch: Path | None) -> list[tuple[str, str]]:
@@ -139,7 +146,7 @@ def _failed(msg: str, as_json: bool, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED
 
 
-def _erasure_note(res: Any, uid: str) -> str:
+def _erasure_note(res: DeleteResult, uid: str) -> str:
     why = res.why_kept(uid)
     return "its bytes are erased" if why is None else f"hidden: {why}"
 

@@ -20,7 +20,6 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "StoreSource",
     "load_settings",
     "open_read_store",
     "run_get",
@@ -94,24 +93,6 @@ def open_read_store(settings: Any) -> Any:
 
         return LocalObjectStore(settings.base_dir)
     return s3_extra(settings).open_store(settings)
-
-
-class StoreSource:
-    """One object of an ObjectStore as a ByteSource."""
-
-    def __init__(self, store: Any, key: str) -> None:
-        self.store = store
-        self.key = key
-        self.etag: str | None = None
-
-    def read_tail(self, n: int) -> Any:
-        tail = self.store.read_tail(self.key, n)
-        self.etag = tail.etag
-        return tail
-
-    def read_range(self, start: int, end: int) -> bytes:
-        data: bytes = self.store.read_range(self.key, start, end, if_match=self.etag)
-        return data
 
 
 def safe_file_name(uid: str) -> str:
@@ -340,7 +321,7 @@ class _BatchProgress:
 
 def _open_reader(target: str, overrides: Mapping[str, str | None]) -> tuple[Any, str]:
     """A ShardReader for a local shard path or a key in the configured store."""
-    from des_format import ShardReader, bigfile_key, part_key
+    from des_format import ShardReader, StoreSource, bigfile_key, part_key
 
     path = Path(target)
     if path.is_file():
