@@ -36,8 +36,6 @@ RUN groupadd --system --gid 10001 des \
     && useradd --system --uid 10001 --gid des --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin des
 COPY --from=build /opt/des /opt/des
-# The Indexed Job's shard-range formula (k8s/des-packer-indexed-job.yaml).
-COPY tools/shard_range.py /opt/des-tools/shard_range.py
 ENV PATH=/opt/des/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -18,12 +18,12 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from des_packer import shard_range
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,19 +34,6 @@ K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 IMAGES = {"ghcr.io/your-org/des-http", "ghcr.io/your-org/des-packer"}
-
-
-def load_shard_range() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shard_range", ROOT / "tools" / "shard_range.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("shard_range", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-shard_range = load_shard_range()
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -363,7 +350,7 @@ def test_indexed_job_settings_agree() -> None:
     assert int(env["DES_PACKERS"]) == job["spec"]["completions"]
     assert '--n-bits "${DES_N_BITS}"' in container["args"][0]
     assert '--shard-range "${range}"' in container["args"][0]
-    assert "python /opt/des-tools/shard_range.py" in container["args"][0]
+    assert "python -m des_packer.shard_range" in container["args"][0]
 
 
 def covered(count: int, n_bits: int) -> list[int]:
@@ -446,8 +433,11 @@ def fake_des_pack(bin_dir: Path) -> None:
     script = bin_dir / "des-pack"
     script.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    # The workspace's interpreter (a wrapper, not a symlink: a symlink outside the virtual
+    # environment would not find its packages), which has des-packer installed as the image has.
     python = bin_dir / "python"
-    python.symlink_to(sys.executable)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 7, 16])
@@ -458,7 +448,7 @@ def test_the_jobs_own_command_packs_disjoint_ranges_covering_every_shard(
     (container,) = pod_spec(indexed_job())["containers"]
     command = [*container["command"], *container["args"]]
     assert command[:2] == ["/bin/sh", "-c"]
-    script = command[2].replace("/opt/des-tools/", f"{ROOT / 'tools'}/")
+    script = command[2]
     env_defaults = {e["name"]: e["value"] for e in container["env"]}
     fake_des_pack(tmp_path / "bin")
     seen: list[int] = []
@@ -487,11 +477,16 @@ def test_the_jobs_own_command_packs_disjoint_ranges_covering_every_shard(
     assert seen == list(range(256))
 
 
-def test_the_packer_image_puts_the_tool_where_the_job_runs_it() -> None:
+def test_the_job_runs_the_tool_the_packer_image_installs() -> None:
+    """The Job runs ``python -m des_packer.shard_range``: a module of des-packer, which the
+    packer image installs (through des-migrate), not a file copied beside it."""
     dockerfile = (ROOT / "docker" / "des-packer.Dockerfile").read_text()
     (container,) = pod_spec(indexed_job())["containers"]
-    (path,) = re.findall(r"python (\S+/shard_range\.py)", container["args"][0])
-    assert f"COPY tools/shard_range.py {path}" in dockerfile
+    (module,) = re.findall(r"python -m (\S+)\)", container["args"][0])
+    assert module == "des_packer.shard_range"
+    assert importlib.util.find_spec(module) is not None
+    assert "--package des-migrate" in dockerfile
+    assert "shard_range" not in dockerfile
 
 
 def test_des_pack_accepts_every_range_the_tool_prints() -> None:

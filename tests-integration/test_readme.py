@@ -42,7 +42,7 @@ def using_it_blocks(readme: str) -> tuple[list[str], list[str]]:
 
 def test_the_sections_blocks_are_found() -> None:
     run, skipped = using_it_blocks((ROOT / "README.md").read_text())
-    assert len(run) == 4
+    assert len(run) == 5
     assert [b.split()[2] for b in skipped] == ["des-migrate"]  # the --continuous service
     assert all("--continuous" in b for b in skipped)
 
@@ -86,6 +86,10 @@ def test_readme_using_it_runs_as_written_after_the_demo(tmp_path: Path) -> None:
     assert "eligible files:      5\n" in proc.stdout
     assert "n_bits:              4\n" in proc.stdout
     assert "dry run: success\n  eligible rows:   5\n" in proc.stdout
+    # des link printed a signed path; the day's export packed back elsewhere, every file
+    assert "/files/ex-000000?created_at=" in proc.stdout
+    assert "&sig=" in proc.stdout
+    assert len(list((clone / "demo-output" / "elsewhere").rglob("*.des"))) > 0
     # des delete, then des repack erased it: the file answers "deleted" now
     gone = subprocess.run(
         [str(BIN / "des"), "get", "ex-000000", "--created-at", "2024-01-01T22:11:00Z"],

@@ -23,11 +23,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from des_format import ShardReader, ShardRetriever, bigfile_key, part_key
+from des_format import ShardReader, ShardRetriever, StoreSource, bigfile_key, part_key
 from des_http import HttpSettings, create_app
 from des_migrate import MigrationOrchestrator, parse_config
 from des_packer import ManifestEntry, PackOptions, pack
-from des_packer._inspect import StoreSource
 from des_routing import DesSettings, locate_shard
 from des_storage_s3 import S3ObjectStore
 from des_testing import FaultProxy

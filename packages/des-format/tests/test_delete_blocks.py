@@ -22,7 +22,7 @@ from des_format import (
     ShardReader,
     ShardRetriever,
     ShardWriter,
-    _edit,
+    _delete,
     codec_available,
     delete_entries,
     fill_byte,
@@ -32,7 +32,7 @@ from des_format import (
     read_shard_index,
 )
 from des_format._codecs import decompress_block
-from des_format._edit import BLOCK_KEPT_REASON, erase_block, member_erased
+from des_format._erase import BLOCK_KEPT_REASON, erase_block, member_erased
 from des_format._reader import decode_payload
 from des_format.testing import CountingStore
 
@@ -301,7 +301,7 @@ def test_a_block_that_cannot_be_re_encoded_in_place_is_kept(
     victim = shard.blocks[1][3]
     part = shard.part_path(victim)
     before = part.read_bytes()
-    monkeypatch.setattr(_edit, "erase_block", lambda stored, members: None)
+    monkeypatch.setattr(_delete, "erase_block", lambda stored, members: None)
     res = delete_entries(LocalShardEditor(tmp_path), KEY, [victim])
     assert res.deleted == (victim,)
     assert (res.gone, res.kept, res.overwritten) == ((), ((victim, BLOCK_KEPT_REASON),), ())

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from des_format import Codec, ShardReader, bigfile_key, part_key
+from des_format import Codec, ShardReader, StoreSource, bigfile_key, part_key
 from des_packer import PackOptions, pack, plan_shards, read_manifest
-from des_packer._inspect import StoreSource
 from des_packer_testkit import DataSet, make_dataset
 from des_routing import DesSettings
 from des_storage_s3 import open_store

@@ -284,6 +284,7 @@ def test_dictionary_size_leaves_the_index_in_the_tail_read() -> None:
     assert _dict_size(state(2000), 2 << 20) == 16384  # the index is outside the tail anyway
 
 
+@pytest.mark.heavy  # an S3 pack and append: left out of tools/test --quick
 def test_dict_on_s3_with_an_append(
     s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -15,6 +15,8 @@ from des_routing import DesSettings, locate_shard
 from des_storage_s3 import open_store
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 N_BITS = 4
 
 
@@ -184,3 +186,29 @@ def test_multi_zone_output_goes_to_each_zone_and_reads_back(s3: Any, tmp_path: P
     assert result.exit_code == 0, result.output
     for r in ds.rows:
         assert (tmp_path / "got" / r["uid"]).read_bytes() == ds.content(r["uid"])
+
+
+@pytest.mark.parametrize("tail", [None, "8192", "200000"])
+def test_get_reads_the_tail_des_tail_read_bytes_asks_for(
+    s3: Any, tmp_path: Path, tail: str | None
+) -> None:
+    """``des get`` reads the tail size DES_TAIL_READ_BYTES names (64 KiB without it), as
+    des-http does: counted on the wire by a proxy in front of the server."""
+    from des_testing import FaultProxy
+
+    ds = make_dataset(tmp_path / "d", n=12, days=1)
+    pack(read_manifest(ds.manifest), "s3://packed/t", opts(s3))
+    row = ds.rows[5]
+    with FaultProxy(s3.endpoint_url) as proxy:
+        env = {**s3_env(s3, "t"), "DES_S3_ENDPOINT_URL": proxy.url}
+        if tail is not None:
+            env["DES_TAIL_READ_BYTES"] = tail
+        result = CliRunner().invoke(
+            des_app, ["get", row["uid"], "--created-at", row["created_at"]], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout_bytes == ds.content(row["uid"])
+        gets = [r for r in proxy.snapshot() if r.method == "GET"]
+    assert gets[0].range == f"bytes=-{tail or 65536}"
+    # The small shard's index comes with its tail: one more GET, for the payload.
+    assert len(gets) == 2

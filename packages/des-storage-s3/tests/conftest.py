@@ -1,4 +1,4 @@
-"""Fixtures for des-storage-s3's tests: fresh buckets on the session's moto server, and a
+"""Fixtures for des-storage-s3's tests: fresh buckets on the session's S3 server, and a
 counting / fault-injecting proxy between the client under test and the server.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from des_storage_s3 import ClientSettings, RetryPolicy, make_client
 from des_testing import FaultProxy, S3Server
-from des_testing.s3server import ACCESS_KEY, REGION, SECRET_KEY
+from des_testing.s3server import ACCESS_KEY, REGION, SECRET_KEY, delete_bucket
 
 # Fast but real backoff: retries happen, tests stay quick.
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.005, budget_seconds=5)
@@ -34,10 +34,12 @@ def direct(s3_server: S3Server) -> Any:
 
 
 @pytest.fixture
-def bucket(direct: Any) -> str:
+def bucket(direct: Any) -> Iterator[str]:
+    """A fresh bucket, deleted with everything in it after the test."""
     name = f"des-{uuid.uuid4().hex[:16]}"
     direct.create_bucket(Bucket=name)
-    return name
+    yield name
+    delete_bucket(direct, name)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from des_storage_s3 import (
     make_obstore,
     open_async_store,
 )
-from des_testing import FaultProxy, S3Server, SeaweedUnavailable, start_seaweed_server
+from des_testing import FaultProxy, S3Server
 from des_testing.s3server import ACCESS_KEY, REGION, SECRET_KEY
 
 T = TypeVar("T")
@@ -121,67 +121,11 @@ class TestAsyncS3ObjectStore(ObjectStoreConformance):
         return SyncView(store, self.loop), put
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[Any]:
-    """A SeaweedFS server for this module (skipped when its binary is missing, unless
-    DES_REQUIRE_SEAWEEDFS=1 makes that a failure)."""
-    import os
-
-    try:
-        server = start_seaweed_server()
-    except SeaweedUnavailable as exc:
-        if os.environ.get("DES_REQUIRE_SEAWEEDFS") == "1":
-            raise
-        pytest.skip(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class TestAsyncS3ObjectStoreOnSeaweedFS(ObjectStoreConformance):
-    """The same suite against SeaweedFS, a second real S3 implementation."""
-
-    @pytest.fixture(autouse=True)
-    def _s3(self, seaweed: Any, seaweed_bucket: str, loop: Any) -> None:
-        self.direct = seaweed.client()
-        self.bucket = seaweed_bucket  # one bucket (a SeaweedFS collection) per module
-        self.prefix = f"conf-{uuid.uuid4().hex[:12]}"
-        self.endpoint = seaweed.endpoint_url
-        self.loop = loop
-
-    def make_store(self) -> tuple[ObjectStore, Any]:
-        def put(key: str, data: bytes) -> None:
-            self.direct.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
-
-        store = AsyncS3ObjectStore(
-            make_obstore(self.bucket, settings_for(self.endpoint)), self.bucket, self.prefix
-        )
-        return SyncView(store, self.loop), put
-
-
-@pytest.fixture(scope="module")
-def seaweed_bucket(seaweed: Any) -> str:
-    name = f"des-{uuid.uuid4().hex[:16]}"
-    seaweed.client().create_bucket(Bucket=name)
-    return name
-
-
-def test_errors_match_the_sync_store_on_seaweedfs(
-    seaweed: Any, seaweed_bucket: str, loop: Any
-) -> None:
-    direct = seaweed.client()
-    bucket = seaweed_bucket
-    from des_storage_s3 import make_client
-
-    client = make_client(settings_for(seaweed.endpoint_url))
-    _compare_errors(client, direct, bucket, settings_for(seaweed.endpoint_url), loop)
-
-
 def test_errors_match_the_sync_store(
     client: Any, direct: Any, bucket: str, proxy: FaultProxy, loop: Any
 ) -> None:
-    """Same exception classes and the same messages as S3ObjectStore, request for request."""
+    """Same exception classes and the same messages as S3ObjectStore, request for request
+    (on each S3 server of the session: moto and SeaweedFS)."""
     _compare_errors(client, direct, bucket, settings_for(proxy.url), loop)
 
 

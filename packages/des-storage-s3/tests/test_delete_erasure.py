@@ -47,6 +47,8 @@ from des_testing import FaultProxy, S3Server
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 MiB = 1024 * 1024
 KEY = "20240101/07.des"
 PREFIX = "des"

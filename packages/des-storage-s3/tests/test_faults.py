@@ -19,6 +19,8 @@ from des_storage_s3 import (
 )
 from des_testing import FaultProxy
 
+pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
+
 DATA = bytes((i * 7 + i // 256) % 256 for i in range(300_000))
 KEY = "20240101/A7.des"
 

@@ -140,6 +140,11 @@ def test_if_match_mismatch_is_precondition_failed(
         list(store.iter_range("20240101/A7.des", 0, 4, if_match=etag))
 
 
+@pytest.mark.s3_servers(
+    "moto",
+    reason="the proxy drops the Range header the client signed: only a server that does not "
+    "check signatures (moto) takes the altered request; SeaweedFS rightly answers 403",
+)
 def test_ignored_range_is_never_trusted(store: S3ObjectStore, proxy: FaultProxy) -> None:
     proxy.inject("ignore_range", times=2)
     with pytest.raises(S3ProtocolError, match="ignored the suffix range"):

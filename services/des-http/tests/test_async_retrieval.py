@@ -22,7 +22,7 @@ from des_format import (
     ShardWriter,
 )
 from des_http import HttpSettings
-from des_http._retrieval import open_async_retriever
+from des_http._readers import open_async_retriever
 from des_http._threaded import ThreadedRetriever
 from des_routing import DesSettings
 from des_storage_s3 import open_store

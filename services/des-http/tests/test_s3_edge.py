@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "testing"))
-from des_testing import SeaweedUnavailable, free_port, start_seaweed_server
+from des_testing import free_port
 
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB, stored as a big file
 FILES = (
@@ -32,28 +31,12 @@ FILES = (
 )
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[Any]:
-    try:
-        server = start_seaweed_server()
-    except SeaweedUnavailable as exc:
-        if os.environ.get("DES_REQUIRE_SEAWEEDFS") == "1":
-            raise
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["moto", "seaweedfs"])
-def s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    server: Any = (
-        request.getfixturevalue("s3_server")
-        if request.param == "moto"
-        else request.getfixturevalue("seaweed")
-    )
-    for name, value in server.env().items():
+@pytest.fixture
+def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's S3 server of this run: moto and SeaweedFS (the root conftest)."""
+    for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
-    return server
+    return s3_server
 
 
 _buckets = iter(range(1_000_000))
@@ -198,10 +181,11 @@ def test_ready_names_each_zone_that_does_not_answer(s3: Any, tmp_path: Path) -> 
     assert (ok.status_code, ok.json()) == (200, {"status": "ready", "backend": "multi_s3"})
 
 
+@pytest.mark.s3_servers("seaweedfs", reason="moto's server accepts any key")
 def test_ready_names_a_zone_whose_credentials_are_refused(
-    seaweed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SeaweedFS only: moto's server accepts any key
+    seaweed = s3_server
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     good = _bucket(seaweed, "creds")

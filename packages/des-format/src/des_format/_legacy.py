@@ -1,4 +1,5 @@
-"""Reading legacy DES2 shards (index v1 and v2) into :class:`ShardIndex`.
+"""Reading legacy DES2 shards (index v1 and v2): :class:`LegacyShardIndex`, a
+:class:`ShardIndex` whose entries are all in memory.
 
 Layout (little-endian): header ``DES2`` + version byte + 3 reserved bytes; payloads; index;
 footer ``DESI`` + uint64 index size. The index version lives only in the header, so when the
@@ -10,15 +11,13 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 from ._codecs import Codec
 from ._errors import CorruptShard, UnknownCodec, UnsupportedFormatVersion
+from ._index import ENTRY_OVERHEAD, Fetch, ShardIndex
 from ._layout import LEGACY_MAGIC, IndexEntry
-
-if TYPE_CHECKING:
-    from ._index import ShardIndex
 
 LEGACY_HEADER_SIZE = 8
 LEGACY_FOOTER_SIZE = 12
@@ -127,27 +126,85 @@ def parse_legacy_entries(index: bytes, version: int, data_end: int) -> dict[str,
     return entries
 
 
+class LegacyShardIndex(ShardIndex):
+    """The index of a legacy DES2 shard: every entry parsed up front (the layout has no
+    buckets), looked up in a dict, in index order when iterated. Entries carry no
+    checksum, and the shard cannot take tombstones (``is_legacy``)."""
+
+    is_legacy = True
+
+    def __init__(
+        self,
+        *,
+        entries: dict[str, IndexEntry],
+        version: int,
+        object_size: int,
+        etag: str | None,
+        index_offset: int,
+        fetch: Fetch | None = None,
+    ) -> None:
+        # Not ShardIndex.__init__: there is no footer, directory or bucket area to check.
+        self.object_size = object_size
+        self.etag = etag
+        self._fetch = fetch
+        self.dictionary = None
+        self.features = 0
+        self.format_version = version
+        self.index_offset = index_offset
+        self.entry_count = len(entries)
+        self.bucket_count = 1
+        self._entries = entries
+
+    @property
+    def nbytes(self) -> int:
+        return 256 + len(self._entries) * ENTRY_OVERHEAD
+
+    @property
+    def decoded_buckets(self) -> int:
+        return 0
+
+    def is_loaded(self, uid: str) -> bool:
+        return True
+
+    def lookup_loaded(self, uid: str) -> tuple[bool, IndexEntry | None]:
+        return True, self._entries.get(uid)
+
+    def lookup(self, uid: str) -> IndexEntry | None:
+        return self._entries.get(uid)
+
+    def bucket_to_load(self, uid: str) -> tuple[int, int, int] | None:
+        return None  # every entry is in memory
+
+    def load_bucket(self, b: int, raw: bytes) -> None:
+        raise ValueError("a legacy DES2 index has no buckets to load")
+
+    def iter_entries(self) -> Iterator[IndexEntry]:
+        """Every entry, in index order."""
+        yield from self._entries.values()
+
+    def check(self) -> None:
+        """Nothing to check beyond what parsing checked."""
+
+
 def parse_legacy_index(
     tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes]
-) -> ShardIndex:
-    """Build a :class:`ShardIndex` for a DES2 shard from its tail (+1 read if needed)."""
+) -> LegacyShardIndex:
+    """Build the index of a DES2 shard from its tail (+1 read if needed)."""
     steps = parse_legacy_index_steps(tail, size, etag, fetch)
     try:
         request = next(steps)
         while True:
             request = steps.send(fetch(*request))
     except StopIteration as done:
-        index: ShardIndex = done.value
+        index: LegacyShardIndex = done.value
         return index
 
 
 def parse_legacy_index_steps(
     tail: bytes, size: int, etag: str | None, fetch: Callable[[int, int], bytes] | None
-) -> Generator[tuple[int, int], bytes, ShardIndex]:
+) -> Generator[tuple[int, int], bytes, LegacyShardIndex]:
     """:func:`parse_legacy_index` without I/O: yields each ``(start, end)`` range it needs
     and is sent its bytes (``fetch``: kept by the index, may be None)."""
-    from ._index import ShardIndex
-
     (index_size,) = _U64.unpack(tail[-8:])
     index_start = size - LEGACY_FOOTER_SIZE - index_size
     if index_start < LEGACY_HEADER_SIZE:
@@ -178,14 +235,13 @@ def parse_legacy_index_steps(
         else:
             version = _legacy_version((yield (0, LEGACY_HEADER_SIZE)))
             entries = parsed[version]
-    return ShardIndex(
-        footer=None,
+    return LegacyShardIndex(
+        entries=entries,
+        version=version,
         object_size=size,
         etag=etag,
-        fetch=fetch,
-        legacy_entries=entries,
-        legacy_version=version,
         index_offset=index_start,
+        fetch=fetch,
     )
 
 

@@ -38,8 +38,9 @@ from ._errors import (
     ObjectNotFound,
     PreconditionFailed,
 )
-from ._index import Fetch, ShardIndex, read_index_steps
+from ._index import Fetch, ShardIndex
 from ._layout import DEFAULT_BIGFILES_PREFIX, DEFAULT_TAIL_SIZE, IndexEntry, bigfile_key, part_key
+from ._read_index import read_index_steps
 from ._reader import check_payload, decode_payload
 from ._source import ByteRange, ObjectInfo, TailRead
 

@@ -18,7 +18,7 @@ from ._errors import (
     ObjectNotFound,
     RangeNotSatisfiable,
 )
-from ._index import ShardIndex, read_index
+from ._index import ShardIndex
 from ._layout import (
     DEFAULT_BIGFILES_PREFIX,
     DEFAULT_TAIL_SIZE,
@@ -27,6 +27,7 @@ from ._layout import (
     parse_header,
     part_key,
 )
+from ._read_index import read_index
 from ._source import ByteSource, LocalFileSource
 
 PartSource = Callable[[int], ByteSource]
@@ -267,7 +268,7 @@ class ShardReader:
         big-file object removed, or its stored bytes in a continuation part overwritten
         with the filler byte (see ``des_format.delete_entries``); for a solid-block member,
         its block re-encoded with the member's range holding only its filler."""
-        from ._edit import fill_byte, member_erased
+        from ._erase import fill_byte, member_erased
 
         if entry.is_bigfile:
             return isinstance(exc, ObjectNotFound)

@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -105,6 +105,44 @@ class ObjectStore(Protocol):
     def describe(self, key: str = "") -> str:
         """A human-readable location for messages: ``/data/des/20240101/A7.des``, ``s3://b/p/k``."""
         ...
+
+
+class StoreSource:
+    """One object of an :class:`ObjectStore` as a :class:`ByteSource`: the one adapter from
+    "store + key" to what the reader core reads. Range reads are pinned to the ETag the
+    tail read saw (``if_match``), so the index and payload offsets come from one version.
+
+    ``size`` and ``etag`` are what the tail read learnt (0 and None before it).
+    ``on_read``, when given, is called after each request with ``"tail"`` or ``"range"``
+    and the number of bytes it returned (the retriever counts requests this way).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        *,
+        on_read: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.etag: str | None = None
+        self.size = 0
+        self._on_read = on_read
+
+    def read_tail(self, n: int) -> TailRead:
+        tail = self.store.read_tail(self.key, n)
+        self.etag = tail.etag
+        self.size = tail.object_size
+        if self._on_read is not None:
+            self._on_read("tail", len(tail.data))
+        return tail
+
+    def read_range(self, start: int, end: int) -> bytes:
+        data = self.store.read_range(self.key, start, end, if_match=self.etag)
+        if self._on_read is not None:
+            self._on_read("range", len(data))
+        return data
 
 
 class BytesSource:

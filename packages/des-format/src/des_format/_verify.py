@@ -31,8 +31,9 @@ from ._errors import (
     RangeNotSatisfiable,
     StorageUnavailable,
 )
-from ._index import ShardIndex, read_index
+from ._index import ShardIndex
 from ._layout import DEFAULT_BIGFILES_PREFIX, IndexEntry, part_key
+from ._read_index import read_index
 from ._reader import decode_payload
 from ._retriever import OpenedFile, ShardRetriever, plan_coalesced_ranges
 from ._source import ObjectStore, TailRead

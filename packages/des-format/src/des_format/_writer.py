@@ -1,15 +1,18 @@
-"""The streaming shard writer, the thread-safe payload preparation step, and big-file sinks."""
+"""The streaming shard writer: payloads into the head object (and continuation parts),
+appends after an existing shard, tombstones, copies of stored payloads for a repack; its
+``close`` hands the entries to :func:`~des_format._index_writer.write_index`. Files are
+prepared beforehand by :mod:`des_format._prepare`."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO
 
+from ._bigfiles import BigFileSink
 from ._checksum import crc32
 from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
@@ -17,22 +20,24 @@ from ._codecs import (
     MAX_DICTIONARY_SIZE,
     Codec,
     _module,
-    compress,
-    is_precompressed,
     parse_codec,
 )
 from ._errors import DuplicateUid, EntryNotFound
-from ._index import ShardIndex, canonical_meta, serialize_bucket_with_meta
+from ._index import ShardIndex, canonical_meta
+from ._index_writer import write_index
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
-    DEFAULT_BIGFILES_PREFIX,
-    DIR_ENTRY,
     HEADER_SIZE,
     IndexEntry,
-    bucket_of,
-    plan_bucket_count,
-    serialize_footer,
     serialize_header,
+)
+from ._prepare import (
+    PreparedBlock,
+    PreparedPayload,
+    build_meta,
+    check_uid,
+    hash_file,
+    prepare_payload,
 )
 
 _COPY_CHUNK = 1 << 20
@@ -41,51 +46,6 @@ _COPY_CHUNK = 1 << 20
 # are written as they are.
 _COALESCE = 1 << 20
 _DIRECT_WRITE = 256 << 10
-_MAX_UID_BYTES = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedPayload:
-    """A file made ready for a shard: checksummed, compressed or kept raw (or a big file)."""
-
-    uid: str
-    size: int
-    stored: bytes
-    codec: Codec
-    checksum: int
-    meta: dict[str, Any] = field(default_factory=dict, hash=False)
-    sha256: str | None = None  # set when the payload is a big file
-    dictionary_crc: int | None = None  # CRC-32 of the dictionary used (codec ZSTD_DICT)
-    block_offset: int = 0  # codec ZSTD_BLOCK: where the file starts in its block
-
-    @property
-    def is_bigfile(self) -> bool:
-        return self.sha256 is not None
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedBlock:
-    """Files compressed together as one solid block (FORMAT.md section 3.2), made by
-    :func:`prepare_block`: ``stored`` is one zstd frame of the members' original bytes one
-    after another; each member has codec ``ZSTD_BLOCK``, no stored bytes of its own, and
-    its ``block_offset``."""
-
-    stored: bytes
-    members: tuple[PreparedPayload, ...]
-
-    @property
-    def size(self) -> int:
-        """Original bytes of all members (the block's decompressed size)."""
-        return sum(m.size for m in self.members)
-
-
-@dataclass(frozen=True, slots=True)
-class FileDigest:
-    """What hashing a file in one streaming pass learns."""
-
-    sha256: str
-    checksum: int
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,168 +62,6 @@ class WriteSummary:
     bigfiles: tuple[str, ...] = ()
 
 
-@runtime_checkable
-class BigFileSink(Protocol):
-    """Where payloads above the big-file threshold go, named by their sha256 hex digest.
-
-    Implementations store each hash once (skip when present) and never expose a partial
-    object (write to a temporary name, then publish atomically).
-    """
-
-    def put_bytes(self, sha256: str, data: bytes) -> None: ...
-
-    def put_file(self, sha256: str, path: str | os.PathLike[str]) -> None: ...
-
-
-def build_meta(
-    meta: dict[str, Any] | None, name: str | None = None, content_type: str | None = None
-) -> dict[str, Any]:
-    """The metadata object stored for a file (``name``/``content_type`` override ``meta``)."""
-    out = dict(meta) if meta else {}
-    if name is not None:
-        out["name"] = name
-    if content_type is not None:
-        out["content_type"] = content_type
-    if out:
-        try:
-            canonical_meta(out)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata must be a JSON object of plain values: {exc}") from None
-    return out
-
-
-def check_uid(uid: str) -> bytes:
-    """The UTF-8 bytes of a valid uid; ``ValueError`` naming the problem otherwise."""
-    if not isinstance(uid, str) or not uid:
-        raise ValueError(f"uid must be a non-empty string, got {uid!r}")
-    try:
-        raw = uid.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"uid {uid!r} is not encodable as UTF-8") from None
-    if len(raw) > _MAX_UID_BYTES:
-        raise ValueError(f"uid is {len(raw)} bytes long; the limit is {_MAX_UID_BYTES}")
-    return raw
-
-
-def prepare_payload(
-    uid: str,
-    data: bytes,
-    *,
-    name: str | None = None,
-    content_type: str | None = None,
-    meta: dict[str, Any] | None = None,
-    codec: str | Codec = "zstd",
-    level: int | None = None,
-    big_file_threshold: int | None = None,
-    dictionary: bytes | None = None,
-    dict_max_file_size: int = DEFAULT_DICT_MAX_FILE_SIZE,
-    _checked: bool = False,
-) -> PreparedPayload:
-    """Checksum ``data`` and decide how to store it. Pure CPU and thread-safe.
-
-    Stored raw when the codec is ``none``, when the file's own name or content type marks it
-    as already compressed, or when compression does not make it smaller. Above
-    ``big_file_threshold`` the payload is marked as a big file (sha256 computed, kept raw).
-    With the codec zstd and a shard ``dictionary``, files of at most ``dict_max_file_size``
-    bytes are compressed with the dictionary (``Codec.ZSTD_DICT``); add them only to a
-    writer holding the same dictionary.
-    """
-    if not _checked:
-        check_uid(uid)
-    chosen = parse_codec(codec)
-    if chosen is Codec.ZSTD_BLOCK:  # refused whatever the data (even empty or big)
-        raise ValueError("solid blocks are made by prepare_block")
-    data = bytes(data)
-    full_meta = build_meta(meta, name, content_type)
-    crc = crc32(data)
-    if big_file_threshold is not None and len(data) > big_file_threshold:
-        sha = hashlib.sha256(data).hexdigest()
-        return PreparedPayload(uid, len(data), data, Codec.NONE, crc, full_meta, sha)
-    stored = data
-    if chosen is not Codec.NONE and data:
-        fname = name if name is not None else full_meta.get("name")
-        ctype = content_type if content_type is not None else full_meta.get("content_type")
-        if is_precompressed(
-            fname if isinstance(fname, str) else None, ctype if isinstance(ctype, str) else None
-        ):
-            chosen = Codec.NONE
-        else:
-            use_dict = (
-                dictionary is not None and chosen is Codec.ZSTD and len(data) <= dict_max_file_size
-            )
-            if use_dict:
-                chosen = Codec.ZSTD_DICT
-            elif chosen is Codec.ZSTD_DICT:
-                raise ValueError("codec zstd_dict is chosen by giving a dictionary")
-            packed = compress(chosen, data, level, dictionary=dictionary if use_dict else None)
-            if len(packed) < len(data):
-                stored = packed
-            else:
-                chosen = Codec.NONE
-    else:
-        chosen = Codec.NONE
-    dict_crc = crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
-    return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta, None, dict_crc)
-
-
-def prepare_block(
-    files: Sequence[tuple[str, bytes, dict[str, Any]]],
-    *,
-    level: int | None = None,
-) -> list[PreparedPayload | PreparedBlock]:
-    """Compress ``files`` (``(uid, data, metadata)``, the metadata as :func:`build_meta`
-    makes it) together as one solid block. Pure CPU and thread-safe.
-
-    Files that are empty or already compressed (by their metadata's ``name`` or
-    ``content_type``) are prepared alone, as :func:`prepare_payload` would; so is everything
-    when fewer than two files are left or when the block's frame would not be smaller than
-    its members' bytes. The result holds the block (if any) first, then the files prepared
-    alone, in the order given. The members' total size must not exceed ``MAX_BLOCK_SIZE``.
-    """
-    members: list[tuple[str, bytes, dict[str, Any]]] = []
-    alone: list[tuple[str, bytes, dict[str, Any]]] = []
-    for uid, data, meta in files:
-        check_uid(uid)
-        name, ctype = meta.get("name"), meta.get("content_type")
-        if data and not is_precompressed(
-            name if isinstance(name, str) else None, ctype if isinstance(ctype, str) else None
-        ):
-            members.append((uid, bytes(data), meta))
-        else:
-            alone.append((uid, bytes(data), meta))
-    out: list[PreparedPayload | PreparedBlock] = []
-    total = sum(len(d) for _, d, _ in members)
-    if total > MAX_BLOCK_SIZE:
-        raise ValueError(f"a solid block holds at most {MAX_BLOCK_SIZE} bytes, got {total}")
-    frame = b""
-    if len(members) > 1:
-        frame = compress(Codec.ZSTD, b"".join(d for _, d, _ in members), level)
-    if len(members) > 1 and len(frame) < total:
-        prepared: list[PreparedPayload] = []
-        pos = 0
-        for uid, data, meta in members:
-            prepared.append(
-                PreparedPayload(
-                    uid,
-                    len(data),
-                    b"",
-                    Codec.ZSTD_BLOCK,
-                    crc32(data),
-                    build_meta(meta),
-                    block_offset=pos,
-                )
-            )
-            pos += len(data)
-        out.append(PreparedBlock(frame, tuple(prepared)))
-    else:
-        alone = [(uid, bytes(data), meta) for uid, data, meta in files]
-    for uid, data, meta in alone:
-        out.append(
-            prepare_payload(uid, data, meta=meta, codec=Codec.ZSTD, level=level, _checked=True)
-        )
-    return out
-
-
 def _block_frame_size(stored: bytes) -> int:
     """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
     zstd = _module(Codec.ZSTD)
@@ -271,80 +69,6 @@ def _block_frame_size(stored: bytes) -> int:
         return int(zstd.frame_content_size(stored))
     except zstd.ZstdError:
         return -1
-
-
-def hash_file(path: str | os.PathLike[str]) -> FileDigest:
-    """sha256, CRC-32 and size of a file, read in 1 MiB chunks (never held whole)."""
-    sha = hashlib.sha256()
-    crc = 0
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            sha.update(chunk)
-            crc = crc32(chunk, crc)
-            size += len(chunk)
-    return FileDigest(sha.hexdigest(), crc, size)
-
-
-class LocalBigFileSink:
-    """Big files under ``<shard_dir>/<prefix>/<sha256>``, written atomically (temp file, fsync,
-    rename) and skipped when already present."""
-
-    def __init__(
-        self, shard_dir: str | os.PathLike[str], prefix: str = DEFAULT_BIGFILES_PREFIX
-    ) -> None:
-        self.directory = Path(shard_dir) / prefix.strip("/")
-        self.written: list[str] = []
-
-    def path_for(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
-        return self.directory / sha256
-
-    def _publish(self, sha256: str, write: Callable[[BinaryIO], None]) -> None:
-        target = self.path_for(sha256)
-        if target.exists():
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sha256[:16]}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.directory)
-        self.written.append(sha256)
-
-    def put_bytes(self, sha256: str, data: bytes) -> None:
-        def write(fh: BinaryIO) -> None:
-            fh.write(data)
-
-        self._publish(sha256, write)
-
-    def put_file(self, sha256: str, path: str | os.PathLike[str]) -> None:
-        def copy(fh: BinaryIO) -> None:
-            with open(path, "rb") as src:
-                while chunk := src.read(_COPY_CHUNK):
-                    fh.write(chunk)
-
-        self._publish(sha256, copy)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:
@@ -837,62 +561,17 @@ class ShardWriter:
             raise ValueError("this ShardWriter is already closed")
         self._closed = True
         self._flush()
-        keyed: list[tuple[bytes, IndexEntry, bytes | None]] = []
-        by_id: dict[int, bytes] = {}  # interned or read from an index: shared meta objects
-        distinct_meta: dict[bytes, bytes] = {}
-        estimate = 0
-        blocks = False
-        for uid, e in self._entries.items():
-            if e.codec is Codec.ZSTD_BLOCK:
-                blocks = True
-            ub = uid.encode("utf-8")
-            estimate += len(ub) + 20
-            blob: bytes | None = None
-            if e.meta:
-                estimate += 2
-                blob = by_id.get(id(e.meta))
-                if blob is None:
-                    blob = self._meta_json.get(id(e.meta)) or canonical_meta(e.meta)
-                    blob = distinct_meta.setdefault(blob, blob)
-                    by_id[id(e.meta)] = blob
-            keyed.append((ub, e, blob))
-        estimate += sum(len(m) + 2 for m in distinct_meta)
-        n_buckets = plan_bucket_count(estimate)
-        groups: list[list[tuple[bytes, IndexEntry, bytes | None]]] = [[] for _ in range(n_buckets)]
-        for item in keyed:
-            groups[bucket_of(item[0], n_buckets)].append(item)
-        index_offset = self._pos
-        directory = bytearray()
-        rel = 0
-        written = 0
-        for group in groups:
-            encoded = serialize_bucket_with_meta(group)
-            if encoded:
-                self._head.write(encoded)
-            rel += len(encoded)
-            if rel >= 1 << 32:
-                raise ValueError("index larger than 4 GiB: split the shard (lower max_size)")
-            directory += DIR_ENTRY.pack(rel, crc32(encoded))
-            written += len(encoded)
-        if self._dictionary is not None:
-            # the dictionary block, right before the directory (FORMAT.md section 3.1)
-            self._head.write(self._dictionary)
-            self._head.write(crc32(self._dictionary).to_bytes(4, "little"))
-            written += len(self._dictionary) + 4
-        self._head.write(directory)
-        footer = serialize_footer(
-            index_offset=index_offset,
-            entry_count=len(keyed),
-            bucket_count=n_buckets,
-            directory_crc=crc32(directory),
-            dictionary_size=len(self._dictionary) if self._dictionary is not None else 0,
-            blocks=blocks,
+        written = write_index(
+            self._head,
+            self._entries.values(),
+            index_offset=self._pos,
+            meta_json=self._meta_json,
+            dictionary=self._dictionary,
         )
-        self._head.write(footer)
-        index_bytes = written + len(directory) + len(footer)
-        head_size = index_offset + index_bytes
+        index_bytes = written.index_bytes
+        head_size = self._pos + index_bytes
         return WriteSummary(
-            entry_count=len(keyed),
+            entry_count=written.entry_count,
             added=self._added,
             deleted=self._deleted,
             data_bytes=self._data_bytes,

@@ -6,6 +6,8 @@
   with the new tail renamed over the shard, so tests can change a shard under a reader.
 - :func:`write_local_shard`: write files as one local shard, with continuation parts and big
   files beside it as a packer lays them out, and get each file's index entry back.
+- :class:`ShardEditorConformance`: the same for every :class:`ShardEditor` (implement
+  ``make_editor``, returning an editor over an empty store, and set ``self.scratch``).
 - :class:`ObjectStoreConformance`: test methods every :class:`ObjectStore` implementation must
   pass. Subclass it in a test module as ``TestXxx`` and implement :meth:`make_store`::
 
@@ -31,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ._bigfiles import LocalBigFileSink
 from ._codecs import Codec
+from ._editor_conformance import ShardEditorConformance
 from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
-from ._index import read_index
 from ._layout import DEFAULT_BIG_FILE_THRESHOLD, IndexEntry, part_key
+from ._read_index import read_index
 from ._source import (
     DEFAULT_CHUNK_SIZE,
     ByteSource,
@@ -43,7 +47,19 @@ from ._source import (
     ObjectStore,
     TailRead,
 )
-from ._writer import LocalBigFileSink, ShardWriter
+from ._writer import ShardWriter
+
+__all__ = [
+    "CountingSource",
+    "CountingStore",
+    "MemoryObjectStore",
+    "ObjectStoreConformance",
+    "Put",
+    "Request",
+    "ShardEditorConformance",
+    "append_local",
+    "write_local_shard",
+]
 
 Put = Callable[[str, bytes], None]
 
@@ -294,6 +310,8 @@ class ObjectStoreConformance:
     """Behaviour every :class:`ObjectStore` must show. Implement :meth:`make_store`.
 
     ``put(key, data)`` must create or replace an object (a replacement gets a new ETag).
+    Keys are DES object keys (``YYYYMMDD/HH.des``), with shard indexes on both sides of
+    0x80, so a multi-zone store routes them to more than one zone.
     """
 
     payload = bytes(range(256)) * 40 + b"tail-end"  # 10,248 bytes
@@ -314,74 +332,79 @@ class ObjectStoreConformance:
         assert store.read_range("20240101/A7.des", end - 8, end) == b"tail-end"
 
     def test_read_range_empty_range(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        assert store.read_range("a/b.des", 5, 5) == b""
+        store = self._store_with("20240101/B7.des", self.payload)
+        assert store.read_range("20240101/B7.des", 5, 5) == b""
 
     def test_read_range_outside_object(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
+        store = self._store_with("20240101/B7.des", self.payload)
         size = len(self.payload)
-        _raises(RangeNotSatisfiable, lambda: store.read_range("a/b.des", size, size + 10))
-        _raises(RangeNotSatisfiable, lambda: store.read_range("a/b.des", size - 1, size + 1))
+        _raises(RangeNotSatisfiable, lambda: store.read_range("20240101/B7.des", size, size + 10))
+        _raises(
+            RangeNotSatisfiable, lambda: store.read_range("20240101/B7.des", size - 1, size + 1)
+        )
 
     def test_read_tail_suffix_and_size(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        tail = store.read_tail("a/b.des", 100)
+        store = self._store_with("20240101/B7.des", self.payload)
+        tail = store.read_tail("20240101/B7.des", 100)
         assert tail.data == self.payload[-100:]
         assert tail.object_size == len(self.payload)
         assert isinstance(tail.etag, str)
         assert tail.etag
 
     def test_read_tail_longer_than_object(self) -> None:
-        store = self._store_with("a/small.des", b"0123456789")
-        tail = store.read_tail("a/small.des", 65536)
+        store = self._store_with("20240101/5A.des", b"0123456789")
+        tail = store.read_tail("20240101/5A.des", 65536)
         assert tail.data == b"0123456789"
         assert tail.object_size == 10
 
     def test_read_tail_of_empty_object(self) -> None:
-        store = self._store_with("a/empty.des", b"")
-        tail = store.read_tail("a/empty.des", 64)
+        store = self._store_with("20240101/E0.des", b"")
+        tail = store.read_tail("20240101/E0.des", 64)
         assert tail.data == b""
         assert tail.object_size == 0
 
     def test_head_matches_tail_etag(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        info = store.head("a/b.des")
+        store = self._store_with("20240101/B7.des", self.payload)
+        info = store.head("20240101/B7.des")
         assert info.size == len(self.payload)
-        assert info.etag == store.read_tail("a/b.des", 16).etag
+        assert info.etag == store.read_tail("20240101/B7.des", 16).etag
 
     def test_missing_object(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        _raises(ObjectNotFound, lambda: store.read_tail("a/missing.des", 10))
-        _raises(ObjectNotFound, lambda: store.read_range("a/missing.des", 0, 1))
-        _raises(ObjectNotFound, lambda: store.head("a/missing.des"))
-        _raises(ObjectNotFound, lambda: list(store.iter_range("a/missing.des", 0, 1)))
+        store = self._store_with("20240101/B7.des", self.payload)
+        _raises(ObjectNotFound, lambda: store.read_tail("20240101/FF.des", 10))
+        _raises(ObjectNotFound, lambda: store.read_range("20240101/FF.des", 0, 1))
+        _raises(ObjectNotFound, lambda: store.head("20240101/FF.des"))
+        _raises(ObjectNotFound, lambda: list(store.iter_range("20240101/FF.des", 0, 1)))
 
     def test_if_match(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        etag = store.head("a/b.des").etag
-        assert store.read_range("a/b.des", 0, 4, if_match=etag) == self.payload[:4]
-        _raises(PreconditionFailed, lambda: store.read_range("a/b.des", 0, 4, if_match='"other"'))
+        store = self._store_with("20240101/B7.des", self.payload)
+        etag = store.head("20240101/B7.des").etag
+        assert store.read_range("20240101/B7.des", 0, 4, if_match=etag) == self.payload[:4]
         _raises(
             PreconditionFailed,
-            lambda: list(store.iter_range("a/b.des", 0, 4, if_match='"other"')),
+            lambda: store.read_range("20240101/B7.des", 0, 4, if_match='"other"'),
+        )
+        _raises(
+            PreconditionFailed,
+            lambda: list(store.iter_range("20240101/B7.des", 0, 4, if_match='"other"')),
         )
 
     def test_replaced_object_gets_new_etag(self) -> None:
         store, put = self.make_store()
-        put("a/b.des", self.payload)
-        old = store.head("a/b.des").etag
-        put("a/b.des", self.payload + b"appended")
-        new = store.read_tail("a/b.des", 8)
+        put("20240101/B7.des", self.payload)
+        old = store.head("20240101/B7.des").etag
+        put("20240101/B7.des", self.payload + b"appended")
+        new = store.read_tail("20240101/B7.des", 8)
         assert new.data == b"appended"
         assert new.etag != old
-        _raises(PreconditionFailed, lambda: store.read_range("a/b.des", 0, 4, if_match=old))
+        _raises(PreconditionFailed, lambda: store.read_range("20240101/B7.des", 0, 4, if_match=old))
 
     def test_iter_range_chunks(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        chunks = list(store.iter_range("a/b.des", 100, 5100, chunk_size=1000))
+        store = self._store_with("20240101/B7.des", self.payload)
+        chunks = list(store.iter_range("20240101/B7.des", 100, 5100, chunk_size=1000))
         assert b"".join(chunks) == self.payload[100:5100]
         assert all(0 < len(c) <= 1000 for c in chunks)
 
     def test_describe_names_the_key(self) -> None:
-        store = self._store_with("a/b.des", self.payload)
-        assert "a/b.des" in store.describe("a/b.des")
+        store = self._store_with("20240101/B7.des", self.payload)
+        assert "20240101/B7.des" in store.describe("20240101/B7.des")

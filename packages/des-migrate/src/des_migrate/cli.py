@@ -141,13 +141,20 @@ def migrate(  # noqa: PLR0917  (typer options)
             typer.echo(_summary(report))
 
     frozen = older_objects_frozen() if gc_freeze else contextlib.nullcontext()
-    if continuous and not dry_run:
+    continuing = continuous and not dry_run
+    try:
         with frozen:
-            report = orch.run_continuous(interval, on_cycle=show)
-        code = EXIT_FAILURE if report.status == "failure" else EXIT_OK
-        raise typer.Exit(code)
-    with frozen:
-        report = orch.run_migration_cycle(dry_run=dry_run)
+            if continuing:
+                report = orch.run_continuous(interval, on_cycle=show)
+            else:
+                report = orch.run_migration_cycle(dry_run=dry_run)
+    except Exception as exc:  # noqa: BLE001 - a store or driver error: a message, no traceback
+        msg = f"{exc} ({type(exc).__name__}); rows not marked archived stay for the next run"
+        if as_json:
+            typer.echo(json.dumps({"status": "failure", "error": msg, "exit_code": EXIT_FAILURE}))
+        raise _fail(msg, EXIT_FAILURE) from None
+    if continuing:
+        raise typer.Exit(EXIT_FAILURE if report.status == "failure" else EXIT_OK)
     show(report)
     raise typer.Exit(report.exit_code)
 

@@ -68,6 +68,13 @@ class PackArgs:
     block_member_max: int = 64 * 1024
 
 
+def _unexpected(exc: BaseException) -> str:
+    return (
+        f"unexpected {type(exc).__name__}: {exc}; shards finished before it are complete, run "
+        "the same command again to finish (report this error to the DES maintainers)"
+    )
+
+
 def _err(msg: str, args: PackArgs, code: int, out: TextIO, err: TextIO) -> int:
     print(f"des-pack: error: {msg}", file=err)
     if args.json:
@@ -310,6 +317,8 @@ def _pack(  # noqa: PLR0917 - the run's parts, passed along
         return _err(f"{exc}", args, EXIT_FAILED, out, err)
     except OSError as exc:
         return _err(describe_os_error(exc, args.output_dir or ""), args, EXIT_FAILED, out, err)
+    except Exception as exc:  # noqa: BLE001 - never a traceback: say what broke, exit 1
+        return _err(_unexpected(exc), args, EXIT_FAILED, out, err)
     code = EXIT_OK
     if report.failures:
         code = EXIT_SKIPPED

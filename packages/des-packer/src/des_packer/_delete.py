@@ -8,7 +8,9 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from des_format import DEFAULT_BIGFILE_GRACE_SECONDS
 
 from ._inspect import (
     EXIT_FAILED,
@@ -20,18 +22,23 @@ from ._inspect import (
     s3_extra,
     with_store_layout,
 )
-from ._repack import DEFAULT_BIGFILE_GRACE_SECONDS, RepackOptions, repack
+from ._repack import RepackOptions, repack
+
+if TYPE_CHECKING:
+    from des_format import DeleteResult, ShardEditor
+    from des_routing import DesSettings
 
 __all__ = ["open_editor", "run_delete", "run_deletions", "run_repack"]
 
 
-def open_editor(settings: Any) -> Any:
+def open_editor(settings: DesSettings) -> ShardEditor:
     """The shard editor of ``settings`` (local directory, or S3 with ``des-packer[s3]``)."""
     if settings.backend == "local":
         from des_format import LocalShardEditor
 
         return LocalShardEditor(settings.base_dir, bigfiles_prefix=settings.bigfiles_prefix)
-    return s3_extra(settings).open_editor(settings)
+    editor: ShardEditor = s3_extra(settings).open_editor(settings)
+    return editor
 
 
 def _targets(uid: str | None, created_at: str | None, batch: Path | None) -> list[tuple[str, str]]:
@@ -130,7 +137,16 @@ def run_delete(
     return code
 
 
-def _erasure_note(res: Any, uid: str) -> str:
+def _failed(msg: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """A command stopped by a store error: one line on stderr, and with --json a JSON
+    document ``{"error", "exit_code"}`` on stdout; exit 1."""
+    print(f"des: error: {msg}", file=err)
+    if as_json:
+        print(json.dumps({"error": msg, "exit_code": EXIT_FAILED}, sort_keys=True), file=out)
+    return EXIT_FAILED
+
+
+def _erasure_note(res: DeleteResult, uid: str) -> str:
     why = res.why_kept(uid)
     return "its bytes are erased" if why is None else f"hidden: {why}"
 
@@ -161,8 +177,13 @@ def run_repack(
         return EXIT_USAGE
     from dataclasses import replace
 
+    from des_format import DesFormatError
+
     options = replace(options, bigfiles_prefix=settings.bigfiles_prefix)
-    report = repack(editor, options)
+    try:
+        report = repack(editor, options)
+    except DesFormatError as exc:  # the store failed outside any one shard (a listing)
+        return _failed(f"{exc}; nothing was lost, run des repack again", as_json, out, err)
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True), file=out)
     else:
@@ -188,6 +209,15 @@ def run_repack(
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
+#: What "erased" means on S3 (printed by des deletions for S3 backends).
+ERASED_ON_S3 = (
+    "note: erased means no object or object version holds the bytes, as the S3 API shows; a "
+    "server that reclaims space later (SeaweedFS until volume.vacuum, MinIO, Ceph RGW until "
+    "its garbage collection) keeps them on its disks until then: see docs/DELETION.md, "
+    "section 6, to finish the erasure there"
+)
+
+
 def run_deletions(
     prefix: str,
     overrides: Mapping[str, str | None],
@@ -211,23 +241,30 @@ def run_deletions(
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)
         return EXIT_USAGE
+    from des_format import DesFormatError
+
     errors: list[tuple[str, str]] = []
     counts = {"hidden": 0, "erasing": 0, "erased": 0}
-    for rec in iter_deletions(
-        editor, prefix, bigfiles_prefix=settings.bigfiles_prefix, errors=errors
-    ):
-        counts[rec.state] += 1
-        if state is not None and rec.state != state:
-            continue
-        if as_json:
-            print(json.dumps(rec.to_json(), sort_keys=True), file=out)
-        else:
-            print(f"{rec.state}\t{rec.shard}\t{rec.uid}", file=out)
+    try:
+        for rec in iter_deletions(
+            editor, prefix, bigfiles_prefix=settings.bigfiles_prefix, errors=errors
+        ):
+            counts[rec.state] += 1
+            if state is not None and rec.state != state:
+                continue
+            if as_json:
+                print(json.dumps(rec.to_json(), sort_keys=True), file=out)
+            else:
+                print(f"{rec.state}\t{rec.shard}\t{rec.uid}", file=out)
+    except DesFormatError as exc:  # the store failed outside any one shard (a listing)
+        return _failed(str(exc), as_json, out, err)
     if not as_json:
         print(
             f"{counts['hidden']} hidden, {counts['erasing']} erasing, {counts['erased']} erased",
             file=err,
         )
+        if counts["erased"] and settings.backend != "local":
+            print(ERASED_ON_S3, file=err)
     for key, msg in errors:
         print(f"des: error: {key}: {msg}", file=err)
     return EXIT_FAILED if errors else EXIT_OK

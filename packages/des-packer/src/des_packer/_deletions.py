@@ -34,13 +34,16 @@ from des_format import (
     DEFAULT_BIGFILES_PREFIX,
     DesFormatError,
     IndexEntry,
+    ShardEditor,
+    ShardIndex,
     bigfile_key,
     part_key,
     payload_overwritten,
     read_shard_index,
 )
 
-from ._repack import _part_number, iter_heads, stored_shares
+from ._repack import iter_heads
+from ._repack_plan import part_number, stored_shares
 
 __all__ = ["DeletionRecord", "iter_deletions"]
 
@@ -62,21 +65,21 @@ class DeletionRecord:
         return out
 
 
-def _leftovers(editor: Any, key: str, referenced: set[int]) -> int:
+def _leftovers(editor: ShardEditor, key: str, referenced: set[int]) -> int:
     """Objects that may still hold bytes an erased index no longer references."""
     stem = key[:-4] if key.endswith(".des") else key
     count = 0
-    old_versions = getattr(editor, "old_versions", None)
+    versions = editor.capabilities.versions
     for other in editor.list_keys(f"{stem}.p"):
-        n = _part_number(key, other)
+        n = part_number(key, other)
         if n is None:
             continue
         if n not in referenced:
             count += 1
-        elif callable(old_versions):
-            count += int(old_versions(other))
-    if callable(old_versions):
-        count += int(old_versions(key))
+        elif versions:
+            count += editor.old_versions(other)
+    if versions:
+        count += editor.old_versions(key)
     return count
 
 
@@ -88,13 +91,12 @@ def _unreferenced_bigfiles(present: list[str], prefix: str, refs: set[str]) -> i
     return sum(1 for k in present if "/" not in k[len(prefix) :] and k[len(prefix) :] not in refs)
 
 
-def _old_versions(editor: Any, key: str) -> int:
-    old_versions = getattr(editor, "old_versions", None)
-    return int(old_versions(key)) if callable(old_versions) else 0
+def _old_versions(editor: ShardEditor, key: str) -> int:
+    return editor.old_versions(key) if editor.capabilities.versions else 0
 
 
 def _not_repacked(
-    editor: Any,
+    editor: ShardEditor,
     key: str,
     e: IndexEntry,
     present: set[str],
@@ -119,7 +121,7 @@ def _not_repacked(
 
 
 def iter_deletions(
-    editor: Any,
+    editor: ShardEditor,
     prefix: str = "",
     *,
     bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX,
@@ -128,7 +130,7 @@ def iter_deletions(
     """Every tombstone of the shards under ``prefix``, with its state, sorted by shard key
     then uid. Shards that cannot be read are reported into ``errors`` (key, message)."""
     store = editor.store
-    by_day: dict[str, list[tuple[str, Any]]] = {}
+    by_day: dict[str, list[tuple[str, ShardIndex]]] = {}
     for key in iter_heads(editor, prefix, bigfiles_prefix):
         try:
             index, _etag = read_shard_index(store, key)

@@ -305,6 +305,9 @@ def repack(  # noqa: PLR0917 - typer maps options to parameters
     help=(
         "List deleted files and whether their bytes are only hidden, being erased (objects "
         "that may hold them remain; run des repack) or erased. Holds no file content. "
+        "Erased holds at the S3 API: servers that reclaim space later (SeaweedFS until "
+        "volume.vacuum, MinIO, Ceph RGW until its garbage collection) keep the bytes on "
+        "their disks until then (docs/DELETION.md, section 6). "
         "Exit codes: 0 ok; 1 some shard unreadable; 2 usage error."
     )
 )

@@ -20,7 +20,6 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "StoreSource",
     "load_settings",
     "open_read_store",
     "run_get",
@@ -96,24 +95,6 @@ def open_read_store(settings: Any) -> Any:
     return s3_extra(settings).open_store(settings)
 
 
-class StoreSource:
-    """One object of an ObjectStore as a ByteSource."""
-
-    def __init__(self, store: Any, key: str) -> None:
-        self.store = store
-        self.key = key
-        self.etag: str | None = None
-
-    def read_tail(self, n: int) -> Any:
-        tail = self.store.read_tail(self.key, n)
-        self.etag = tail.etag
-        return tail
-
-    def read_range(self, start: int, end: int) -> bytes:
-        data: bytes = self.store.read_range(self.key, start, end, if_match=self.etag)
-        return data
-
-
 def safe_file_name(uid: str) -> str:
     """A file name for ``uid`` that cannot leave the output directory (percent-encoded)."""
     name = quote(uid, safe="-_.@+=,~")
@@ -178,7 +159,9 @@ def run_get(
     except UsageError as exc:
         print(f"des: error: {exc}", file=err)
         return EXIT_USAGE
-    retriever = ShardRetriever(store, bigfiles_prefix=settings.bigfiles_prefix)
+    retriever = ShardRetriever(
+        store, tail_size=settings.tail_read_bytes, bigfiles_prefix=settings.bigfiles_prefix
+    )
     try:
         opened = retriever.open(key, uid)
         if output is None:
@@ -247,7 +230,12 @@ def run_get_batch(
         print(f"des: error: cannot create --out {out_dir}: {exc.strerror}", file=err)
         return EXIT_USAGE
     cache = IndexCache(settings.index_cache_bytes) if settings.index_cache_bytes else None
-    retriever = ShardRetriever(store, cache=cache, bigfiles_prefix=settings.bigfiles_prefix)
+    retriever = ShardRetriever(
+        store,
+        cache=cache,
+        tail_size=settings.tail_read_bytes,
+        bigfiles_prefix=settings.bigfiles_prefix,
+    )
     ok = 0
     failed: list[dict[str, str]] = []
     meter = _BatchProgress(err, len(lines), progress)
@@ -333,7 +321,7 @@ class _BatchProgress:
 
 def _open_reader(target: str, overrides: Mapping[str, str | None]) -> tuple[Any, str]:
     """A ShardReader for a local shard path or a key in the configured store."""
-    from des_format import ShardReader, bigfile_key, part_key
+    from des_format import ShardReader, StoreSource, bigfile_key, part_key
 
     path = Path(target)
     if path.is_file():

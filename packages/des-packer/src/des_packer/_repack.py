@@ -31,31 +31,37 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from des_format import (
+    DEFAULT_BIGFILE_GRACE_SECONDS,
     DEFAULT_BIGFILES_PREFIX,
     Codec,
     DesFormatError,
-    IndexEntry,
     LocalFileSource,
     ObjectNotFound,
+    ObjectStore,
     PreconditionFailed,
-    PreparedBlock,
+    ShardEditor,
     ShardIndex,
-    ShardReader,
-    ShardWriter,
-    bigfile_key,
-    decode_payload,
     is_head_key,
     part_key,
-    prepare_block,
     read_index,
     read_shard_index,
 )
+
+from ._repack_build import build_shard
+from ._repack_plan import (
+    RepackOptions,
+    RepackReport,
+    ShardDeletionStats,
+    ShardRepack,
+    part_number,
+    plan_repack,
+    scan_shard,
+)
+from ._repack_verify import verify_rebuilt
 
 __all__ = [
     "DEFAULT_BIGFILE_GRACE_SECONDS",
@@ -70,9 +76,6 @@ __all__ = [
     "scan_shard",
 ]
 
-DEFAULT_BIGFILE_GRACE_SECONDS = 3600
-_WINDOW = 8 << 20  # payload bytes fetched per range request while copying
-
 # Test hook: called with a step name at each point a crash could matter (see tests).
 StepHook = Callable[[str], None]
 
@@ -81,343 +84,21 @@ def _no_hook(step: str) -> None:
     pass
 
 
-def _part_number(shard_key: str, key: str) -> int | None:
-    stem = shard_key[:-4] if shard_key.endswith(".des") else shard_key
-    if not (key.startswith(f"{stem}.p") and key.endswith(".des")):
-        return None
-    digits = key[len(stem) + 2 : -4]
-    return int(digits) if digits.isdigit() and int(digits) >= 1 else None
-
-
-@dataclass(frozen=True, slots=True)
-class ShardDeletionStats:
-    """Deletion bookkeeping of one shard, from its index alone."""
-
-    key: str
-    live: int
-    live_bytes: int  # stored bytes of live entries (big files: their size)
-    hidden: int  # tombstones whose bytes are still stored
-    hidden_bytes: int
-    erased: int  # tombstones already erased by a repack
-    parts: frozenset[int] = field(default_factory=frozenset)  # parts the index references
-
-    @property
-    def deleted_share(self) -> float:
-        """Share of the shard's stored bytes that belong to deleted files (0..1)."""
-        total = self.live_bytes + self.hidden_bytes
-        return self.hidden_bytes / total if total else (1.0 if self.hidden else 0.0)
-
-
-def stored_shares(entries: list[IndexEntry]) -> dict[str, int]:
-    """Stored bytes of each entry, a solid-block member counting its share of the block's
-    stored bytes (in proportion to its original size), not the whole block that its
-    ``stored_size`` names."""
-    block_sizes: dict[tuple[int, int], int] = {}
-    for e in entries:
-        if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
-            block_sizes[(e.part, e.offset)] = block_sizes.get((e.part, e.offset), 0) + e.size
-    out: dict[str, int] = {}
-    for e in entries:
-        stored = e.stored_size
-        if e.codec is Codec.ZSTD_BLOCK and not e.erased and not e.is_bigfile:
-            total = block_sizes[(e.part, e.offset)]
-            stored = e.stored_size * e.size // total if total else 0
-        out[e.uid] = stored
-    return out
-
-
-def scan_shard(key: str, index: ShardIndex) -> ShardDeletionStats:
-    """Counts of one shard from its index (stored bytes as :func:`stored_shares` counts
-    them)."""
-    live = live_bytes = hidden = hidden_bytes = erased = 0
-    parts: set[int] = set()
-    entries = list(index.iter_entries())
-    shares = stored_shares(entries)
-    for e in entries:
-        if not e.is_bigfile and e.part:
-            parts.add(e.part)
-        stored = shares[e.uid]
-        if e.erased:
-            erased += 1
-        elif e.deleted:
-            hidden += 1
-            hidden_bytes += stored
-        else:
-            live += 1
-            live_bytes += stored
-    return ShardDeletionStats(key, live, live_bytes, hidden, hidden_bytes, erased, frozenset(parts))
-
-
-def plan_repack(
-    stats: Iterable[ShardDeletionStats], *, threshold: float, max_shards: int | None
-) -> list[ShardDeletionStats]:
-    """The shards a round repacks: those with deleted bytes still stored and a deleted share
-    of at least ``threshold``, largest deleted share first (then by key), at most
-    ``max_shards``. Pure."""
-    chosen = [s for s in stats if s.hidden and s.deleted_share >= threshold]
-    chosen.sort(key=lambda s: (-s.deleted_share, s.key))
-    return chosen if max_shards is None else chosen[:max_shards]
-
-
-@dataclass(frozen=True, slots=True)
-class RepackOptions:
-    threshold: float = 0.0  # repack shards whose deleted share is at least this
-    max_shards: int | None = None  # shards per round (None: all chosen)
-    prefix: str = ""  # only shards under this key prefix (e.g. "20240101/")
-    dry_run: bool = False
-    max_part_size: int | None = None  # rollover size of rebuilt shards (None: one object)
-    bigfiles_prefix: str = DEFAULT_BIGFILES_PREFIX
-    bigfile_grace_seconds: float = DEFAULT_BIGFILE_GRACE_SECONDS
-    attempts: int = 5
-
-
-@dataclass(frozen=True, slots=True)
-class ShardRepack:
-    """What repacking one shard did."""
-
-    key: str
-    erased: tuple[str, ...]  # uids whose bytes this repack removed
-    bytes_before: int
-    bytes_after: int
-    attempts: int
-    removed_objects: int  # old parts and old versions deleted
-
-
-@dataclass(frozen=True, slots=True)
-class RepackReport:
-    scanned: int
-    chosen: tuple[ShardDeletionStats, ...]
-    repacked: tuple[ShardRepack, ...]
-    remaining: int  # shards over the threshold left for later rounds
-    cleaned_objects: int  # leftovers (parts, versions) removed outside repacked shards
-    bigfiles_removed: tuple[str, ...]
-    failures: tuple[tuple[str, str], ...]
-    dry_run: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "scanned": self.scanned,
-            "chosen": [
-                {
-                    "shard": s.key,
-                    "deleted_share": round(s.deleted_share, 6),
-                    "hidden": s.hidden,
-                    "hidden_bytes": s.hidden_bytes,
-                    "live": s.live,
-                }
-                for s in self.chosen
-            ],
-            "repacked": [
-                {
-                    "shard": r.key,
-                    "erased": len(r.erased),
-                    "bytes_before": r.bytes_before,
-                    "bytes_after": r.bytes_after,
-                    "attempts": r.attempts,
-                }
-                for r in self.repacked
-            ],
-            "remaining": self.remaining,
-            "cleaned_objects": self.cleaned_objects,
-            "bigfiles_removed": list(self.bigfiles_removed),
-            "failures": [{"shard": k, "error": e} for k, e in self.failures],
-        }
-
-
-# ---- one shard -------------------------------------------------------------------------------
-
-
-def _copy_windows(
-    store: Any, key: str, etag: str, entries: list[IndexEntry]
-) -> Iterator[tuple[IndexEntry, bytes]]:
-    """Stored bytes of live inline entries, fetched in ranges of up to 8 MiB per object."""
-    by_part: dict[int, list[IndexEntry]] = {}
-    for e in entries:
-        by_part.setdefault(e.part, []).append(e)
-    for part in sorted(by_part):
-        okey = key if part == 0 else part_key(key, part)
-        pinned = etag if part == 0 else None
-        group = sorted(by_part[part], key=lambda e: e.offset)
-        i = 0
-        while i < len(group):
-            start = group[i].offset
-            j = i
-            end = start
-            while j < len(group) and (
-                j == i or group[j].offset + group[j].stored_size - start <= _WINDOW
-            ):
-                end = max(end, group[j].offset + group[j].stored_size)
-                j += 1
-            data = store.read_range(okey, start, end, if_match=pinned) if end > start else b""
-            for e in group[i:j]:
-                yield e, data[e.offset - start : e.offset - start + e.stored_size]
-            i = j
-
-
-def _build(  # noqa: PLR0917 - internal step with its full context
-    store: Any,
-    key: str,
-    etag: str,
-    old_entries: list[IndexEntry],
-    workdir: Path,
-    first_part: int,
-    max_part_size: int | None,
-    dictionary: bytes | None = None,
-    recoded: dict[str, Codec] | None = None,
-) -> tuple[Path, dict[int, Path], tuple[str, ...]]:
-    """Write the rebuilt shard into ``workdir``; returns (head, {part: path}, erased uids).
-    The shard's zstd dictionary (if any) is kept: payloads are copied as they are stored,
-    but for the live members of solid blocks that hold deleted members, which are written
-    as a new block (``recoded``, when given, gets the codec each of them was written with).
-    """
-    entries = sorted(old_entries, key=lambda e: e.uid.encode("utf-8"))
-    inline = [e for e in entries if not e.deleted and not e.is_bigfile]
-    # Solid blocks by (part, offset): their live members, and whether any member is deleted.
-    block_live: dict[tuple[int, int], list[IndexEntry]] = {}
-    block_dead: set[tuple[int, int]] = set()
-    for e in entries:
-        if e.codec is Codec.ZSTD_BLOCK and not e.is_bigfile and not e.erased:
-            bkey = (e.part, e.offset)
-            if e.deleted:
-                block_dead.add(bkey)
-            else:
-                block_live.setdefault(bkey, []).append(e)
-    blocks_done: set[tuple[int, int]] = set()
-    part_paths: dict[int, Path] = {}
-    part_files: list[BinaryIO] = []
-
-    def open_part(n: int) -> BinaryIO:
-        path = workdir / f"part{n}"
-        part_paths[n] = path
-        fh: BinaryIO = path.open("w+b")
-        part_files.append(fh)
-        return fh
-
-    head = workdir / "head"
-    erased: list[str] = []
-    with head.open("w+b") as out:
-        writer = ShardWriter(
-            out,
-            max_size=max_part_size,
-            open_part=open_part if max_part_size is not None else None,
-            first_part=first_part,
-            dictionary=dictionary,
-        )
-        # Payloads in the order they were stored (one pass over each object), index by uid.
-        for entry, stored in _copy_windows(store, key, etag, inline):
-            if entry.codec is not Codec.ZSTD_BLOCK:
-                writer.copy_stored(entry, stored)
-                continue
-            bkey = (entry.part, entry.offset)
-            if bkey in blocks_done:
-                continue  # every member of a block is written with its first one
-            blocks_done.add(bkey)
-            members = sorted(block_live[bkey], key=lambda e: e.block_offset)
-            if bkey not in block_dead:
-                writer.copy_block(members, stored)  # the block as it is stored
-                continue
-            written = _rewrite_block(writer, members, stored)
-            if recoded is not None:
-                recoded.update(written)
-        for e in entries:
-            if e.deleted:
-                writer.add_erased(e.uid)
-                if not e.erased:
-                    erased.append(e.uid)
-            elif e.is_bigfile:
-                assert e.bigfile_hash is not None
-                writer.add_bigfile(
-                    e.uid, sha256=e.bigfile_hash, size=e.size, meta=e.meta, checksum=e.checksum
-                )
-        writer.close()
-        out.flush()
-        os.fsync(out.fileno())
-    for fh in part_files:
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-    return head, part_paths, tuple(erased)
-
-
-def _rewrite_block(
-    writer: ShardWriter, members: list[IndexEntry], stored: bytes
-) -> dict[str, Codec]:
-    """Write the live ``members`` of a solid block that also holds deleted members as a
-    new block of their own (decoded, each checked against its CRC-32, compressed again):
-    the deleted members' bytes, or the filler a delete left in their place, are not
-    carried over. Members :func:`prepare_block` leaves alone are written alone. Returns
-    the codec each member was written with."""
-    decoded: dict[tuple[int, int], bytes] = {}
-    files = [(m.uid, decode_payload(m, stored, None, decoded), dict(m.meta)) for m in members]
-    out: dict[str, Codec] = {}
-    for item in prepare_block(files):
-        if isinstance(item, PreparedBlock):
-            for e in writer.add_block(item):
-                out[e.uid] = e.codec
-        else:
-            out[item.uid] = writer.add_prepared(item).codec
-    return out
-
-
-def _verify(  # noqa: PLR0917 - internal step with its full context
-    store: Any,
-    key: str,
-    head: Path,
-    parts: dict[int, Path],
-    old: list[IndexEntry],
-    bigfiles_prefix: str,
-    recoded: dict[str, Codec] | None = None,
-) -> None:
-    """The rebuilt shard holds every live entry of ``old`` with the same content (checksums
-    verified), every deleted uid as a tombstone, and every big file it references exists.
-    ``recoded``: the codec written for members of rewritten solid blocks (the others keep
-    theirs)."""
-    recoded = recoded or {}
-    src = LocalFileSource(head)
-    reader = ShardReader(src, part_source=lambda n: LocalFileSource(parts[n]))
-    try:
-        reader.verify(deep=False)
-        new = reader.index
-        if new.entry_count != len(old):
-            raise DesFormatError(
-                f"rebuilt {key} has {new.entry_count} entries, the old one {len(old)}"
-            )
-        for e in old:
-            n = new.lookup(e.uid)
-            if n is None or n.deleted != e.deleted:
-                raise DesFormatError(f"rebuilt {key} lost or changed {e.uid!r}")
-            if e.deleted:
-                continue
-            if e.is_bigfile:
-                assert e.bigfile_hash is not None
-                info = store.head(bigfile_key(key, e.bigfile_hash, bigfiles_prefix))
-                if info.size != e.size:
-                    raise DesFormatError(f"big file of {e.uid!r} is {info.size} bytes")
-                continue
-            codec = recoded.get(e.uid, e.codec)
-            if (n.checksum, n.size, n.codec, n.meta) != (e.checksum, e.size, codec, e.meta):
-                raise DesFormatError(f"rebuilt {key} changed the entry of {e.uid!r}")
-            reader.read_entry(n)  # decompresses and checks the CRC-32
-    finally:
-        reader.close()
-
-
-def _changed(store: Any, key: str, etag: str) -> bool:
+def _changed(store: ObjectStore, key: str, etag: str) -> bool:
     try:
         return bool(store.head(key).etag != etag)
     except ObjectNotFound:
         return True
 
 
-def clean_shard(editor: Any, key: str, index: ShardIndex, hook: StepHook = _no_hook) -> int:
+def clean_shard(editor: ShardEditor, key: str, index: ShardIndex, hook: StepHook = _no_hook) -> int:
     """Remove the part objects of ``key`` its index does not reference and every old
     version of its objects; returns how many objects/versions went away."""
     referenced = {e.part for e in index.iter_entries() if not e.is_bigfile and e.part}
     stem = key[:-4] if key.endswith(".des") else key
     removed = 0
     for other in list(editor.list_keys(f"{stem}.p")):
-        n = _part_number(key, other)
+        n = part_number(key, other)
         if n is None:
             continue
         if n not in referenced:
@@ -426,14 +107,13 @@ def clean_shard(editor: Any, key: str, index: ShardIndex, hook: StepHook = _no_h
         else:
             removed += int(editor.purge_old_versions(other))
     removed += int(editor.purge_old_versions(key))
-    stale = getattr(editor, "remove_stale_temps", None)
-    if callable(stale):
-        removed += int(stale(key))
+    if editor.capabilities.temp_files:
+        removed += editor.remove_stale_temps(key)
     return removed
 
 
 def repack_shard(
-    editor: Any,
+    editor: ShardEditor,
     key: str,
     *,
     max_part_size: int | None = None,
@@ -450,7 +130,7 @@ def repack_shard(
             raise DesFormatError(f"{editor.describe(key)} is a legacy DES2 shard; not repacked")
         entries = list(index.iter_entries())
         existing_parts = {
-            n for k in editor.list_keys(f"{key[:-4]}.p") if (n := _part_number(key, k))
+            n for k in editor.list_keys(f"{key[:-4]}.p") if (n := part_number(key, k))
         }
         referenced = {e.part for e in entries if not e.is_bigfile and e.part}
         first_part = max(existing_parts | referenced | {0}) + 1
@@ -467,7 +147,7 @@ def repack_shard(
         try:
             recoded: dict[str, Codec] = {}
             try:
-                head, parts, erased = _build(
+                head, parts, erased = build_shard(
                     store,
                     key,
                     etag,
@@ -478,7 +158,7 @@ def repack_shard(
                     index.dictionary,
                     recoded,
                 )
-                _verify(store, key, head, parts, entries, bigfiles_prefix, recoded)
+                verify_rebuilt(store, key, head, parts, entries, bigfiles_prefix, recoded)
             except DesFormatError:
                 # A writer changed the shard while it was copied: a delete may have
                 # overwritten the bytes of an entry this (older) index still lists as live.
@@ -512,7 +192,7 @@ def repack_shard(
 
 
 def sweep_bigfiles(
-    editor: Any,
+    editor: ShardEditor,
     day_dir: str,
     referenced: set[str],
     *,
@@ -531,7 +211,7 @@ def sweep_bigfiles(
         sha = k[len(prefix) :]
         if "/" in sha or sha in referenced:
             continue
-        if grace_seconds > 0 and now - _modified(editor, k) < grace_seconds:
+        if grace_seconds > 0 and now - editor.modified(k) < grace_seconds:
             continue
         editor.remove(k)
         hook("removed-bigfile")
@@ -539,26 +219,16 @@ def sweep_bigfiles(
     return removed
 
 
-def _modified(editor: Any, key: str) -> float:
-    modified = getattr(editor, "modified", None)
-    if callable(modified):
-        return float(modified(key))
-    path = getattr(editor, "path", None)
-    if callable(path):
-        return float(Path(path(key)).stat().st_mtime)
-    return 0.0
-
-
 # ---- a round --------------------------------------------------------------------------------
 
 
-def iter_heads(editor: Any, prefix: str, bigfiles_prefix: str) -> Iterator[str]:
+def iter_heads(editor: ShardEditor, prefix: str, bigfiles_prefix: str) -> Iterator[str]:
     for key in editor.list_keys(prefix):
         if is_head_key(key, bigfiles_prefix):
             yield key
 
 
-def repack(editor: Any, options: RepackOptions, hook: StepHook = _no_hook) -> RepackReport:
+def repack(editor: ShardEditor, options: RepackOptions, hook: StepHook = _no_hook) -> RepackReport:
     """One bounded round: scan the shards under ``options.prefix``, repack the chosen ones,
     clean leftovers of earlier runs, sweep unreferenced big files of the days touched."""
     store = editor.store

@@ -90,26 +90,6 @@ def _remove_stale_staging() -> None:
             continue
 
 
-class _KeySource:
-    """One object of a store as a ByteSource (remembers what the tail read learnt)."""
-
-    def __init__(self, store: Any, key: str) -> None:
-        self.store = store
-        self.key = key
-        self.size = 0
-        self.etag: str | None = None
-
-    def read_tail(self, n: int) -> Any:
-        tail = self.store.read_tail(self.key, n)
-        self.size = tail.object_size
-        self.etag = tail.etag
-        return tail
-
-    def read_range(self, start: int, end: int) -> bytes:
-        data: bytes = self.store.read_range(self.key, start, end, if_match=self.etag)
-        return data
-
-
 class S3Destination:
     def __init__(self, store: Any, shard_store: Any, where: str) -> None:
         self.store = store
@@ -127,9 +107,9 @@ class S3Destination:
         return 0
 
     def existing(self, shard_key: str) -> ExistingShard | None:
-        from des_format import ObjectNotFound, read_index
+        from des_format import ObjectNotFound, StoreSource, read_index
 
-        src = _KeySource(self.store, shard_key)
+        src = StoreSource(self.store, shard_key)
         try:
             index = read_index(src)
         except ObjectNotFound:

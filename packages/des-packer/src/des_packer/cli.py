@@ -28,10 +28,24 @@ def pack_main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def des_main() -> None:
-    """Entry point of ``des``."""
+    """Entry point of ``des``: an error no command expected is one line on stderr and exit
+    code 1, never a traceback."""
+    from des_format import DesFormatError
+
     from ._des_app import des_app
 
-    des_app()
+    try:
+        des_app()
+    except DesFormatError as exc:  # a store error no command caught: its message says where
+        print(f"des: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - click's own exits are SystemExit, not caught
+        print(
+            f"des: error: unexpected {type(exc).__name__}: {exc} (report this error to the "
+            "DES maintainers)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def __getattr__(name: str) -> object:

@@ -14,6 +14,7 @@ from ._errors import (
     S3AccessDenied,
     S3ObjectNotFound,
     S3PreconditionFailed,
+    S3ProtocolError,
     S3RangeNotSatisfiable,
     S3RequestError,
     S3StoreError,
@@ -42,7 +43,7 @@ from ._retry import (
     plan_retry_delay,
 )
 from ._source_reader import S3SourceReader, S3Uri, parse_s3_uri
-from ._store import S3ObjectStore, S3ProtocolError, join_key
+from ._store import S3ObjectStore, join_key
 from ._upload import DEFAULT_PART_SIZE, S3ShardStore, ShardChanged, UploadResult, multipart_etag
 from ._zones import (
     MultiZoneObjectStore,

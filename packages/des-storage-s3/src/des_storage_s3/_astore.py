@@ -23,10 +23,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from des_format import ByteRange, ObjectInfo, TailRead
 
-from ._errors import S3RangeNotSatisfiable, S3StoreError, S3Unavailable, translate_error
+from ._errors import (
+    S3ProtocolError,
+    S3RangeNotSatisfiable,
+    S3StoreError,
+    S3Unavailable,
+    translate_error,
+)
 from ._http import DEFAULT_CHUNK_SIZE
 from ._retry import RetryPolicy, _spent, plan_retry
-from ._store import S3ProtocolError, join_key
+from ._store import join_key
 from ._zones import zone_of_key
 
 if TYPE_CHECKING:

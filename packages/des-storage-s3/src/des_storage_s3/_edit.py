@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from des_format import DEFAULT_BIGFILES_PREFIX, ByteRange, ObjectNotFound
+from des_format import (
+    DEFAULT_BIGFILE_GRACE_SECONDS,
+    DEFAULT_BIGFILES_PREFIX,
+    ByteRange,
+    EditorCapabilities,
+    LocalShardEditor,
+    ObjectNotFound,
+    ObjectStore,
+    ShardEditor,
+)
 from des_routing import DesSettings
 
 from ._errors import S3PreconditionFailed, S3StoreError, ShardExists, translate_error
@@ -28,7 +37,6 @@ from ._zones import MultiZoneShardStore
 
 __all__ = ["S3ShardEditor", "open_editor"]
 
-DEFAULT_BIGFILE_GRACE_SECONDS = 3600.0
 _CHUNK = 1 << 20
 
 
@@ -76,9 +84,14 @@ class S3ShardEditor:
     bucket prefix is added by the stores).
     """
 
+    #: A bucket may keep older versions (with versioning on); no temporary objects are left
+    #: behind (an interrupted multipart upload is invisible); an overwrite publishes a new
+    #: version of the object.
+    capabilities = EditorCapabilities(versions=True, temp_files=False, in_place_writes=False)
+
     def __init__(
         self,
-        store: Any,
+        store: ObjectStore,
         shard_store: S3ShardStore | MultiZoneShardStore,
         *,
         scratch: str | os.PathLike[str] | None = None,
@@ -250,6 +263,11 @@ class S3ShardEditor:
         ss = self._for(key)
         return sum(1 for _v, latest in self._versions(ss, ss.s3_key(key)) if not latest)
 
+    def remove_stale_temps(self, key: str, older_than: float = 3600.0) -> int:
+        """Nothing to remove: S3 writes leave no temporary objects (an interrupted multipart
+        upload is invisible; a lifecycle rule reclaims its storage)."""
+        return 0
+
     def modified(self, key: str) -> float:
         """When ``key`` was last written (POSIX seconds)."""
         ss = self._for(key)
@@ -281,12 +299,10 @@ class S3ShardEditor:
         yield from sorted(keys)
 
 
-def open_editor(settings: DesSettings) -> Any:
+def open_editor(settings: DesSettings) -> ShardEditor:
     """The ``des_format.ShardEditor`` for ``settings``: a ``LocalShardEditor`` for the local
     backend, an :class:`S3ShardEditor` for ``s3`` and ``multi_s3``."""
     if settings.backend == "local":
-        from des_format import LocalShardEditor
-
         return LocalShardEditor(settings.base_dir, bigfiles_prefix=settings.bigfiles_prefix)
     from ._open import open_shard_store, open_store
 

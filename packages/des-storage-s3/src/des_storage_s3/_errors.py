@@ -80,6 +80,14 @@ class S3RequestError(S3StoreError):
     """Any other error answered by S3 (bad request, invalid bucket name...). Not retried."""
 
 
+class S3ProtocolError(S3StoreError):
+    """The server's answer is not one DES understands: it does not fit the request (wrong
+    ``Content-Range``, a whole object sent for a range), lacks a field S3 always sends (an
+    ETag), or cannot be parsed. Not retried: the server, or a proxy in between, does not speak
+    S3 as DES needs it (docs/S3-COMPATIBILITY.md).
+    """
+
+
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload"}
 _RANGE = {"InvalidRange", "416", "RequestedRangeNotSatisfiable"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -190,6 +198,10 @@ def translate_error(
             status=status,
             **common,
         )
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError):
+        return _not_understood(f"an answer that cannot be parsed ({exc})", op, where, common)
     if isinstance(exc, BotoCoreError | ConnectionError | TimeoutError | OSError):
         return _translate_transport(exc, op, where, common)
     try:
@@ -198,7 +210,25 @@ def translate_error(
         Urllib3Error = ()  # type: ignore[assignment,misc]  # noqa: N806
     if isinstance(exc, Urllib3Error):
         return _translate_transport(exc, op, where, common)
-    return S3RequestError(f"{op}unexpected error for {where}: {exc!r}", **common)
+    if isinstance(exc, KeyError):
+        return _not_understood(
+            f"an answer without {exc.args[0] if exc.args else 'a field'!s}, which S3 always sends",
+            op,
+            where,
+            common,
+        )
+    return _not_understood(
+        f"an answer DES does not understand ({type(exc).__name__}: {exc})", op, where, common
+    )
+
+
+def _not_understood(what: str, op: str, where: str, common: dict[str, Any]) -> S3ProtocolError:
+    return S3ProtocolError(
+        f"{op}{where}: the server sent {what}; check that the endpoint is an S3-compatible "
+        "server DES supports (docs/S3-COMPATIBILITY.md) and that no proxy in between alters "
+        "answers",
+        **common,
+    )
 
 
 def _translate_transport(

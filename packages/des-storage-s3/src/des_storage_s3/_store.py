@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from des_format import ByteRange, ObjectInfo, TailRead
 
 from ._errors import (
+    S3ProtocolError,
     S3RangeNotSatisfiable,
     S3StoreError,
     S3Unavailable,
@@ -32,12 +33,6 @@ from ._retry import RetryPolicy, call_with_retry, plan_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-class S3ProtocolError(S3StoreError):
-    """The server's answer does not fit the request (wrong ``Content-Range``, a whole object
-    sent for a range). Not retried: the server or a proxy in between ignores ranges.
-    """
 
 
 def join_key(prefix: str, key: str) -> str:

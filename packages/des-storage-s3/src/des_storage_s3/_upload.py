@@ -10,6 +10,13 @@ Every write is conditional, so two writers never silently lose each other's file
   right before completing, for servers that ignore the conditional headers on multipart
   requests (moto 5.2 does).
 
+A write whose answer was lost on the way back is retried; when the retry finds the object
+already there (412, or 404 NoSuchUpload for a completed multipart upload), the write is
+recognised as this one's by a random token it stored in the object's metadata
+(``x-amz-meta-des-write``), never by the form of an ETag: servers differ there (a multipart
+ETag is not always an MD5 of anything, nor is one under SSE-KMS). Integrity rests on DES's own
+checksums; an ETag is only an opaque version tag to compare for equality.
+
 Multipart uploads stream from disk (one part in memory per worker), upload parts in parallel,
 retry failed parts under the retry policy, and are aborted on any failure (including
 KeyboardInterrupt), so no partial object and no orphaned parts remain.
@@ -23,6 +30,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("des_storage_s3")
 
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
+WRITE_ID_META = "des-write"  # user metadata key (x-amz-meta-des-write) naming the write
 
 
 class ShardChanged(S3PreconditionFailed):
@@ -288,17 +297,54 @@ class S3ShardStore:
     def _put(
         self, s3_key: str, data: bytes, if_none_match: str | None, if_match: str | None
     ) -> str:
+        token = uuid.uuid4().hex
+        tries: list[int] = []
+
         def go() -> str:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": s3_key, "Body": data}
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": s3_key,
+                "Body": data,
+                "Metadata": {WRITE_ID_META: token},
+            }
             if if_none_match is not None:
                 kwargs["IfNoneMatch"] = if_none_match
             if if_match is not None:
                 kwargs["IfMatch"] = if_match
-            resp = self.client.put_object(**kwargs)
+            tries.append(1)
+            try:
+                resp = self.client.put_object(**kwargs)
+            except Exception as exc:
+                mine = self._written_by(exc, s3_key, token, retried=len(tries) > 1)
+                if mine is not None:
+                    return mine
+                raise
             return str(resp["ETag"])
 
         result: str = self._call(go, s3_key, "PUT")
         return result
+
+    def _written_by(
+        self, exc: BaseException, s3_key: str, token: str, *, retried: bool
+    ) -> str | None:
+        """The ETag of the object at ``s3_key`` when a retried write failed with 412 or 404
+        because its first try had already succeeded (its answer was lost): the object then
+        carries this write's ``token``. None otherwise (the error stands)."""
+        if not retried:
+            return None
+        err = translate_error(exc, bucket=self.bucket, key=s3_key, operation="write")
+        if not isinstance(err, S3ObjectNotFound | S3PreconditionFailed):
+            return None
+
+        def go() -> tuple[str, str]:
+            resp = self.client.head_object(Bucket=self.bucket, Key=s3_key)
+            return str(resp["ETag"]), str(resp.get("Metadata", {}).get(WRITE_ID_META, ""))
+
+        try:
+            etag, found = self._call(go, s3_key, "HEAD")
+        except S3ObjectNotFound:
+            return None
+        return etag if found == token else None
 
     def _multipart(
         self,
@@ -311,12 +357,16 @@ class S3ShardStore:
         source_etag: str | None,
     ) -> str:
         if_none_match, if_match = cond
-        created = self._call(
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key),
+        token = uuid.uuid4().hex
+        upload_id: str = self._call(
+            lambda: str(
+                self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=s3_key, Metadata={WRITE_ID_META: token}
+                )["UploadId"]
+            ),
             s3_key,
             "CreateMultipartUpload",
         )
-        upload_id = str(created["UploadId"])
         try:
             etags = self._upload_parts(
                 path=path,
@@ -350,17 +400,14 @@ class S3ShardStore:
                 except Exception as exc:
                     # A retry after an answer lost on the way back: the upload may already
                     # be complete (404 NoSuchUpload, or 412 because "our" object now exists).
-                    # It is ours if the object's ETag is the one S3 derives from our parts.
-                    err = translate_error(exc, bucket=self.bucket, key=s3_key)
-                    if len(tries) > 1 and isinstance(err, S3ObjectNotFound | S3PreconditionFailed):
-                        info = self._head(s3_key)
-                        if info is not None and _norm(info.etag) == _norm(expected):
-                            return str(info.etag)
+                    # It is ours if the object carries this upload's token.
+                    mine = self._written_by(exc, s3_key, token, retried=len(tries) > 1)
+                    if mine is not None:
+                        return mine
                     raise
                 return str(resp["ETag"])
 
             tries: list[int] = []
-            expected = multipart_etag(etags[n] for n in sorted(etags))
             result: str = self._call(complete, s3_key, "CompleteMultipartUpload")
             return result
         except BaseException:
@@ -476,10 +523,19 @@ class S3ShardStore:
 
 
 def multipart_etag(part_etags: Iterable[str]) -> str:
-    """The ETag S3 gives an object completed from parts with these ETags:
-    ``"md5(md5(part1) + md5(part2) + ...)-N"``.
+    """The ETag AWS S3 gives an object completed from parts with these ETags:
+    ``"md5(md5(part1) + md5(part2) + ...)-N"``, for parts whose ETags are MD5 digests.
+
+    Informational only: DES itself never derives or checks an ETag (other servers answer
+    other forms, e.g. SeaweedFS's UploadPartCopy ``<hex>-N``). Raises ValueError, naming the
+    ETag, when a part ETag is not an MD5 digest.
     """
-    digests = [bytes.fromhex(_norm(e)) for e in part_etags]
+    digests = []
+    for e in part_etags:
+        text = _norm(e)
+        if len(text) != 32 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise ValueError(f"part ETag {e!r} is not an MD5 digest (32 hex digits)")
+        digests.append(bytes.fromhex(text))
     return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'  # noqa: S324
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from ._app import BatchItem, BatchRequest, create_app
 from ._auth import Scope, TokenRecord, TokenTable, parse_token_file, read_token_file
 from ._metrics import ServiceMetrics
-from ._problems import ERROR_TABLE, ProblemKind, plan_problem
+from ._problems import ERROR_TABLE, ConfigError, ProblemKind, plan_problem
 from ._ranges import RangeKind, RangePlan, plan_range, serialize_content_range
-from ._settings import ConfigError, HttpSettings
+from ._settings import HttpSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

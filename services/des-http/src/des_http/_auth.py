@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ._problems import Forbidden, Unauthorized
-from ._settings import ConfigError
+from ._problems import ConfigError, Forbidden, Unauthorized
 
 TOKENS_VARIABLE = "DES_AUTH_TOKENS_FILE"
 

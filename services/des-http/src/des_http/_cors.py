@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._settings import ConfigError
+from ._problems import ConfigError
 
 __all__ = ["CORS_VARIABLE", "CorsMiddleware", "CorsPolicy", "install_cors"]
 

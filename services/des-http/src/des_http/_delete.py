@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from ._params import FILE_PARAMETERS, checked_uid
 from ._problems import BadRequest
 from ._retrieval import plan_object_key
 
@@ -72,7 +73,6 @@ class _LazyEditor:
 def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], Any]) -> None:
     """Add ``DELETE /files/{uid}`` to ``app``. ``make_editor()`` builds the shard editor on
     the first delete (``des_storage_s3.open_editor(settings)`` by default)."""
-    from ._app import FILE_PARAMETERS, checked_uid
 
     editor = _LazyEditor(make_editor)
 

@@ -44,7 +44,7 @@ _EDGE_HEADERS = {
 _HEAD_AS_GET = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 
 
-class ClientGone(Exception):
+class ClientGone(ServiceError):
     """The client disconnected while its request body was read."""
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from des_routing import SettingsError
 from fastapi import FastAPI
 
-from ._settings import ConfigError, HttpSettings, describe_config_error
+from ._problems import ConfigError
+from ._settings import HttpSettings, describe_config_error
 
 # Set by the des-http command once it has printed the start-up warnings (its workers build
 # the app from the environment and need not print them again).

@@ -40,6 +40,14 @@ class ServiceError(Exception):
     """Base class of the errors raised by des-http itself (not by the packages below it)."""
 
 
+class ConfigError(ServiceError, ValueError):
+    """A setting of des-http is missing or invalid; the message names the variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
 class BadRequest(ServiceError, ValueError):
     """The request is malformed (the message says what was expected)."""
 

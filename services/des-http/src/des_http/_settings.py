@@ -11,7 +11,8 @@ from pathlib import Path
 
 from des_routing import DesSettings, SettingsError, link_key_from_env
 
-from ._problems import ServiceError
+from ._cors import CorsPolicy
+from ._problems import ConfigError
 
 DEFAULT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 DEFAULT_MAX_BATCH_ITEMS = 1000
@@ -27,14 +28,6 @@ DEFAULT_MAX_BATCH_BODY_BYTES = 2 << 20
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class ConfigError(ServiceError, ValueError):
-    """A setting of des-http is missing or invalid; the message names the variable."""
-
-    def __init__(self, variable: str, message: str) -> None:
-        super().__init__(f"{variable}: {message}")
-        self.variable = variable
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +142,6 @@ class HttpSettings:
 
 
 def _cors_origins(env: Mapping[str, str]) -> str:
-    from ._cors import CorsPolicy
-
     text = env.get("DES_CORS_ORIGINS", "").strip()
     CorsPolicy.parse(text)  # ConfigError naming a bad origin, at start
     return text

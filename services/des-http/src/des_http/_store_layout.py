@@ -13,7 +13,8 @@ import logging
 
 from des_format import DesFormatError, LayoutMismatch, ObjectStore, read_store_layout
 
-from ._settings import ConfigError, HttpSettings
+from ._problems import ConfigError
+from ._settings import HttpSettings
 
 __all__ = ["settings_after_layout"]
 

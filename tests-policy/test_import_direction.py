@@ -231,3 +231,122 @@ def test_closure_follows_extras_and_nothing_else() -> None:
     assert "zstandard" not in s3  # des-format without extras
     packer = _closure(_project_requirements(ROOT / "packages/des-packer"))
     assert {"zstandard", "lz4", "pyyaml", "des-storage-s3"} <= packer
+
+
+# ---- no import cycles inside a package ----------------------------------------------------
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _module_graph(src: Path, name: str) -> dict[str, set[str]]:
+    """Edges ``a -> b`` between the modules of the package ``name`` under ``src``: ``a``
+    imports ``b`` at run time, at module level or inside a function (``if TYPE_CHECKING:``
+    imports are left out: they never run). ``from . import x`` points at the submodule ``x``
+    when there is one, else at the package itself."""
+    files = sorted((src / name).rglob("*.py"))
+    modules = {_module_name(src, f): f for f in files}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+
+    def target(mod: str, base: str, names: list[str]) -> set[str]:
+        found = {f"{base}.{n}" for n in names if f"{base}.{n}" in modules}
+        if len(found) < len(names) and base in modules:
+            found.add(base)
+        return found
+
+    for mod, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        package = mod if is_pkg else mod.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+        def visit(node: ast.AST, mod: str = mod, package: str = package) -> None:
+            if isinstance(node, ast.If) and _is_type_checking(node.test):
+                for stmt in node.orelse:
+                    visit(stmt)
+                return
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in modules:
+                        graph[mod].add(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{base}.{node.module}" if node.module else base
+                else:
+                    base = node.module or ""
+                if base.split(".")[0] == name:
+                    graph[mod] |= target(mod, base, [a.name for a in node.names])
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+
+        visit(tree)
+        graph[mod].discard(mod)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strongconnect(v)
+    return sorted(found)
+
+
+@pytest.mark.parametrize(
+    ("name", "project"), [(n, p) for n, _, p in PACKAGES], ids=[n for n, _, _ in PACKAGES]
+)
+def test_no_import_cycles(name: str, project: Path) -> None:
+    cycles = _cycles(_module_graph(project / "src", name))
+    assert cycles == [], f"{name} has import cycles (function-level imports count): {cycles}"
+
+
+def test_cycle_checker_sees_function_level_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from ._a import f\n")
+    (pkg / "_a.py").write_text("def f() -> None:\n    from ._b import g\n")
+    (pkg / "_b.py").write_text("from . import _a\nfrom typing import TYPE_CHECKING\n")
+    (pkg / "_c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._d import x\n"
+    )
+    (pkg / "_d.py").write_text("from pkg._c import y\n")
+    graph = _module_graph(tmp_path, "pkg")
+    assert graph == {
+        "pkg": {"pkg._a"},
+        "pkg._a": {"pkg._b"},
+        "pkg._b": {"pkg._a"},
+        "pkg._c": set(),
+        "pkg._d": {"pkg._c"},
+    }
+    assert _cycles(graph) == [["pkg._a", "pkg._b"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import des_storage_s3
@@ -31,7 +32,7 @@ PUBLIC = {
 def test_public_names() -> None:
     assert set(des_storage_s3.__all__) == PUBLIC
     assert all(hasattr(des_storage_s3, name) for name in PUBLIC)
-    assert des_storage_s3.__version__ == "0.1.0"
+    assert des_storage_s3.__version__ == importlib.metadata.version("des-storage-s3")
 
 
 def test_metrics_are_created_once_per_registry() -> None:

@@ -9,7 +9,7 @@ import pkgutil
 
 import pytest
 
-# (package, module defining the base, base name)
+# (package, module defining the base, base name); des_fsspec defines no exception of its own.
 BASES = [
     ("des_format", "des_format", "DesFormatError"),
     ("des_routing", "des_routing", "RoutingError"),
@@ -33,7 +33,7 @@ def _exceptions_defined_in(package: str) -> list[type[BaseException]]:
     return list(found.values())
 
 
-@pytest.mark.parametrize(("package", "module", "base_name"), BASES)
+@pytest.mark.parametrize(("package", "module", "base_name"), BASES, ids=[b[0] for b in BASES])
 def test_every_exception_is_under_the_package_base(
     package: str, module: str, base_name: str
 ) -> None:

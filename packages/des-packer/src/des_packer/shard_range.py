@@ -9,9 +9,10 @@ The N ranges are contiguous, disjoint and cover 0..S-1 exactly once, and their s
 most one, so N packers share one manifest (one day) without talking to each other and never
 write the same shard object. N must not exceed S (a pod with nothing to pack is a mistake).
 
-As a command (the packer image copies this file to /opt/des-tools/shard_range.py) it reads
-JOB_COMPLETION_INDEX, DES_PACKERS (N, equal to the Job's completions) and DES_N_BITS (default 8)
-and prints "start-end", the value of des-pack's --shard-range. Standard library only.
+As a command, ``python -m des_packer.shard_range`` (what k8s/des-packer-indexed-job.yaml runs
+in the packer image), it reads JOB_COMPLETION_INDEX, DES_PACKERS (N, equal to the Job's
+completions) and DES_N_BITS (default 8) and prints "start-end", the value of des-pack's
+--shard-range. Standard library only.
 """
 
 from __future__ import annotations
