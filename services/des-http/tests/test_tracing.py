@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from des_format import LocalObjectStore
-from des_http import HttpSettings, create_app
-from des_http._settings import ConfigError
+from des_http import ConfigError, HttpSettings, create_app
 from des_http_testkit import (
     N_BITS,
     RecordingStore,
