@@ -71,6 +71,12 @@ def check_visible(s3: Any, prefix: str, ds: DataSet, planned: dict[str, set[str]
 
 
 @pytest.mark.slow
+@pytest.mark.s3_servers(
+    "moto",
+    reason="20 SIGKILLs per variant test the packer's commit protocol (R7), which no server's "
+    "answers change; SeaweedFS runs the large-append, delete and every other S3 suite, and "
+    "this test alone would add about 5 minutes to CI there",
+)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sigkill_while_packing_to_s3(
     s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variant: str

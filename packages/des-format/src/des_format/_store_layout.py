@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,9 +176,15 @@ def ensure_local_layout(base_dir: str | os.PathLike[str], layout: StoreLayout) -
     base.mkdir(parents=True, exist_ok=True)
     final = base / LAYOUT_KEY
     if not final.exists():
-        tmp = base / f".{LAYOUT_KEY}.{os.getpid()}.tmp"
+        # A name of its own per writer (threads of one process too), so that no writer
+        # links or removes another's half-written file.
+        fd, name = tempfile.mkstemp(prefix=f".{LAYOUT_KEY}.", suffix=".tmp", dir=base)
+        tmp = Path(name)
         try:
-            tmp.write_bytes(layout.to_bytes())
+            with os.fdopen(fd, "wb") as f:
+                f.write(layout.to_bytes())
+                f.flush()
+                os.fsync(f.fileno())
             os.link(tmp, final)  # fails if another writer created it first
         except FileExistsError:
             pass
