@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,11 +32,11 @@ from ._errors import (
 )
 from ._http import DEFAULT_CHUNK_SIZE
 from ._retry import RetryPolicy, _spent, plan_retry
-from ._store import join_key
-from ._zones import zone_of_key
+from ._store import check_range_args, join_key
+from ._zones import ZoneRouter, zone_of_key
 
 if TYPE_CHECKING:
-    from des_routing import DesSettings, ZoneMap
+    from des_routing import DesSettings
 
     from ._client import ClientSettings
 
@@ -239,12 +239,7 @@ class AsyncS3ObjectStore:
         """One ranged GET for ``[start, end)``; with ``if_match`` a changed object raises
         :class:`S3PreconditionFailed` (412)."""
         s3_key = self.s3_key(key)
-        if start < 0 or end < start:
-            raise S3RangeNotSatisfiable(
-                f"invalid range [{start}, {end}) for s3://{self.bucket}/{s3_key}",
-                bucket=self.bucket,
-                key=s3_key,
-            )
+        check_range_args(self.bucket, s3_key, start, end)
         if end == start:
             return b""
         br = ByteRange(start, end)
@@ -272,12 +267,7 @@ class AsyncS3ObjectStore:
         mid-body resumes from the next unread byte (under the retry policy), pinned with
         If-Match to the ETag of the first answer so two versions are never spliced."""
         s3_key = self.s3_key(key)
-        if start < 0 or end < start:
-            raise S3RangeNotSatisfiable(
-                f"invalid range [{start}, {end}) for s3://{self.bucket}/{s3_key}",
-                bucket=self.bucket,
-                key=s3_key,
-            )
+        check_range_args(self.bucket, s3_key, start, end)
         pos = start
         pinned = if_match
         attempt = 0
@@ -330,18 +320,8 @@ def _check_length(data: bytes, want: int, bucket: str, key: str, br: ByteRange |
         )
 
 
-class AsyncMultiZoneObjectStore:
+class AsyncMultiZoneObjectStore(ZoneRouter[AsyncS3ObjectStore]):
     """An :class:`~des_format.AsyncObjectStore` that sends each key to its zone's store."""
-
-    def __init__(self, zones: ZoneMap, stores: Mapping[str, AsyncS3ObjectStore]) -> None:
-        missing = [z.name for z in zones.zones if z.name not in stores]
-        if missing:
-            raise ValueError(f"no store for zones {missing}")
-        self.zones = zones
-        self.stores = dict(stores)
-
-    def store_for(self, key: str) -> AsyncS3ObjectStore:
-        return self.stores[zone_of_key(self.zones, key).name]
 
     async def read_tail(self, key: str, n: int) -> TailRead:
         return await self.store_for(key).read_tail(key, n)

@@ -35,6 +35,16 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+def check_range_args(bucket: str, s3_key: str, start: int, end: int) -> None:
+    """Refuse a range no read can ask for (``S3RangeNotSatisfiable``, before any request)."""
+    if start < 0 or end < start:
+        raise S3RangeNotSatisfiable(
+            f"invalid range [{start}, {end}) for s3://{bucket}/{s3_key}",
+            bucket=bucket,
+            key=s3_key,
+        )
+
+
 def join_key(prefix: str, key: str) -> str:
     """``prefix`` + ``key`` with exactly one '/' between them (an empty prefix adds none)."""
     p = prefix.strip("/")
@@ -173,12 +183,7 @@ class S3ObjectStore:
         :class:`S3PreconditionFailed` (412).
         """
         s3_key = self.s3_key(key)
-        if start < 0 or end < start:
-            raise S3RangeNotSatisfiable(
-                f"invalid range [{start}, {end}) for s3://{self.bucket}/{s3_key}",
-                bucket=self.bucket,
-                key=s3_key,
-            )
+        check_range_args(self.bucket, s3_key, start, end)
         if end == start:
             return b""
         br = ByteRange(start, end)
@@ -206,12 +211,7 @@ class S3ObjectStore:
         answer so two versions of an object are never spliced together.
         """
         s3_key = self.s3_key(key)
-        if start < 0 or end < start:
-            raise S3RangeNotSatisfiable(
-                f"invalid range [{start}, {end}) for s3://{self.bucket}/{s3_key}",
-                bucket=self.bucket,
-                key=s3_key,
-            )
+        check_range_args(self.bucket, s3_key, start, end)
         pos = start
         pinned = if_match
         attempt = 0

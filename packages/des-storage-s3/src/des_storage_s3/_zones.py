@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
-from des_format import ObjectInfo, TailRead
+from des_format import ObjectInfo, ObjectStore, TailRead
 from des_routing import Zone, ZoneMap, parse_object_key
 
 from ._http import DEFAULT_CHUNK_SIZE
 from ._upload import S3ShardStore, UploadResult
 
-if TYPE_CHECKING:
-    from des_format import ObjectStore
+S = TypeVar("S")
 
 
 def zone_index_of_key(key: str, n_bits: int) -> int:
@@ -38,18 +37,23 @@ def zone_of_key(zones: ZoneMap, key: str) -> Zone:
     return zones.zone_for(zone_index_of_key(key, zones.n_bits))
 
 
-class MultiZoneObjectStore:
-    """An ObjectStore that sends each key to its zone's store (``stores[zone.name]``)."""
+class ZoneRouter(Generic[S]):
+    """One store per zone (``stores[zone.name]``, every zone of ``zones`` given one) and the
+    store that owns a key: what the blocking and the async multi-zone stores share."""
 
-    def __init__(self, zones: ZoneMap, stores: Mapping[str, ObjectStore]) -> None:
+    def __init__(self, zones: ZoneMap, stores: Mapping[str, S]) -> None:
         missing = [z.name for z in zones.zones if z.name not in stores]
         if missing:
             raise ValueError(f"no store for zones {missing}")
         self.zones = zones
         self.stores = dict(stores)
 
-    def store_for(self, key: str) -> ObjectStore:
+    def store_for(self, key: str) -> S:
         return self.stores[zone_of_key(self.zones, key).name]
+
+
+class MultiZoneObjectStore(ZoneRouter[ObjectStore]):
+    """An ObjectStore that sends each key to its zone's store (``stores[zone.name]``)."""
 
     def read_tail(self, key: str, n: int) -> TailRead:
         return self.store_for(key).read_tail(key, n)
