@@ -209,14 +209,14 @@ class ShardRetriever:
 
         Answers only from a cached index, for an inline entry of at most ``max_bytes``
         stored and original bytes (the decode and checksum run on the caller's thread), and
-        only through a store with ``read_range_nowait`` (``LocalObjectStore``: data in the
-        page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
+        only through a store declaring ``supports_nowait_reads`` (``LocalObjectStore``: data
+        in the page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
         Anything unusual (a miss, a tombstone, data not in memory, a checksum failure) gives
         None, and nothing is counted or reported for it; an answer counts one cache hit and,
         when the payload was read, one ``payload`` request, as :meth:`read` would.
         """
-        reader = getattr(self.store, "read_range_nowait", None)
-        if reader is None and only_if is None:
+        nowait = self.store.supports_nowait_reads
+        if not nowait and only_if is None:
             return None
         found = self._cached_entry(key, uid)
         if found is None:
@@ -226,14 +226,14 @@ class ShardRetriever:
         if only_if is not None and not only_if(entry):
             self.cache.get(key)
             return entry, None
-        if reader is None:
+        if not nowait:
             return None
         if entry.is_bigfile or entry.size > max_bytes or entry.stored_size > max_bytes:
             return None
         stored: bytes | None = b""
         if entry.stored_size:
             okey = key if entry.part == 0 else part_key(key, entry.part)
-            stored = reader(
+            stored = self.store.read_range_nowait(
                 okey,
                 entry.offset,
                 entry.offset + entry.stored_size,
