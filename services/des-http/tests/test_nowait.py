@@ -66,6 +66,10 @@ class NowaitRecordingStore(RecordingStore):
         super().__init__(inner)
         self.calls_by_thread: list[tuple[str, str]] = []
 
+    @property
+    def supports_nowait_reads(self) -> bool:
+        return bool(self.inner.supports_nowait_reads)
+
     def _note(self, op: str, key: str) -> None:
         self.calls_by_thread.append((op, threading.current_thread().name))
         super()._note(op, key)

@@ -96,6 +96,9 @@ class AsyncOpenedFile:
     bytes in verified chunks of at most ``chunk_size`` bytes; a failure past the first chunk
     ends the stream with the error (``ChecksumMismatch``...), never with wrong bytes."""
 
+    #: Its bytes are never held whole: they come through :meth:`aiter_bytes`.
+    whole: bytes | None = None
+
     def __init__(
         self,
         key: str,

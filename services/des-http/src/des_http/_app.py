@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectStore
+from des_format import (
+    DesFormatError,
+    EntryDeleted,
+    EntryNotFound,
+    IndexCache,
+    ObjectStore,
+    ShardEditor,
+)
 from des_routing import DesSettings, RoutingError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +53,7 @@ from ._problems import (
 from ._readers import open_async_retriever
 from ._retrieval import AsyncRetriever, FileEntry, Retriever, plan_object_key
 from ._settings import HttpSettings
+from ._threaded import ThreadedRetriever
 
 log = logging.getLogger("des_http.errors")
 
@@ -90,7 +98,7 @@ class _Service:
     retriever: AsyncRetriever
     store: ObjectStore | None
     metrics: ServiceMetrics
-    cache: Any
+    cache: IndexCache | None
     executor: ThreadPoolExecutor
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -162,7 +170,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     store: ObjectStore | None = None,
     tokens: TokenTable | None = None,
-    editor: Any = None,
+    editor: ShardEditor | None = None,
     async_retriever: AsyncRetriever | None = None,
     tracer_provider: Any = None,
 ) -> FastAPI:
@@ -187,7 +195,7 @@ def create_app(
     # Idle threads cost nothing; the pool lives as long as the app (lifespan events may come
     # and go several times, e.g. one per TestClient).
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
-    cache: Any = None
+    cache: IndexCache | None = None
     tracing = None
     if settings.otel:  # tracing: nothing of it is imported or run otherwise
         from ._tracing import Tracing
@@ -219,10 +227,9 @@ def create_app(
             retriever=retriever,
         )
     if cache is None:
-        cache = getattr(async_retriever, "cache", None)
-    on_nowait = getattr(async_retriever, "on_nowait", False)
-    if on_nowait is None:
-        async_retriever.on_nowait = metrics.observe_nowait  # type: ignore[attr-defined]
+        cache = async_retriever.cache
+    if isinstance(async_retriever, ThreadedRetriever) and async_retriever.on_nowait is None:
+        async_retriever.on_nowait = metrics.observe_nowait
     if tokens is None and settings.auth_tokens_file is not None:
         tokens = read_token_file(settings.auth_tokens_file)
 
@@ -249,12 +256,13 @@ def create_app(
     _install_routes(app, service, files)
     from ._delete import install_delete_route
 
-    def make_editor() -> Any:
+    def make_editor() -> ShardEditor:
         if editor is not None:
             return editor
         from des_storage_s3 import open_editor
 
-        return open_editor(des)
+        opened: ShardEditor = open_editor(des)
+        return opened
 
     install_delete_route(app, service, make_editor)
     install_openapi(app, auth=tokens is not None, max_batch_items=settings.max_batch_items)

@@ -223,8 +223,8 @@ class FilesEndpoint:
                 await send({"type": "http.response.body", "body": b""})
                 return status
             if size <= self.stream_threshold:
-                whole = getattr(opened, "whole", None)  # a file already in memory
-                if isinstance(whole, bytes):
+                whole = opened.whole  # a file already in memory
+                if whole is not None:
                     data = whole
                 else:
                     data = b"".join([chunk async for chunk in opened.aiter_bytes()])

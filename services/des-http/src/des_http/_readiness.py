@@ -52,28 +52,29 @@ def probe_store(des: DesSettings, store: ObjectStore | None) -> None:
         return
     failures = []
     for what, zone_store, key in plan_zone_stores(des, store):
-        problem = _probe_one(zone_store, key)
+        problem = _probe_one(zone_store, key, remote=str(des.backend) != "local")
         if problem is not None:
             failures.append(f"{what}: {problem}")
     if failures:
         raise NotReady("storage does not answer for " + "; ".join(failures))
 
 
-def _probe_one(store: ObjectStore, key: str) -> str | None:
+def _probe_one(store: ObjectStore, key: str, *, remote: bool) -> str | None:
     try:
         if store.supports_listing:
             list(store.list_dir("", limit=1))
         else:
             store.head(key)
     except ObjectNotFound as exc:
-        return _describe_failure(exc) if exc.code == "NoSuchBucket" else None
+        return _describe_failure(exc, remote) if exc.code == "NoSuchBucket" else None
     except Exception as exc:  # noqa: BLE001 - every failure is a reason not to be ready
-        return _describe_failure(exc)
+        return _describe_failure(exc, remote)
     return None
 
 
-def _describe_failure(exc: BaseException) -> str:
-    """What went wrong, from the store's error code alone (no bucket, key or message text)."""
+def _describe_failure(exc: BaseException, remote: bool) -> str:
+    """What went wrong, from the store's error code alone (no bucket, key or message text);
+    ``remote``: the store is reached over the network (S3)."""
     code = exc.code if isinstance(exc, StoreError) else ""
     if code == "NoSuchBucket":
         return "the bucket does not exist (NoSuchBucket)"
@@ -81,6 +82,6 @@ def _describe_failure(exc: BaseException) -> str:
         return f"the credentials were refused ({code})"
     if code:
         return f"S3 answered {code}"
-    if isinstance(exc, StorageUnavailable):
+    if remote and isinstance(exc, StorageUnavailable):
         return f"the endpoint cannot be reached ({type(exc).__name__})"
     return f"the store did not answer ({type(exc).__name__})"
