@@ -65,7 +65,9 @@ def given_settings(
     return {k for k in merged if k.startswith("DES_")}
 
 
-def with_store_layout(settings: Any, store: Any, overrides: Mapping[str, str | None]) -> Any:
+def with_store_layout(
+    settings: Any, store: ObjectStore, overrides: Mapping[str, str | None]
+) -> Any:
     """``settings`` after the store's layout record (``_store_check.settings_from_store``); a
     mismatch or an unreadable record is a UsageError naming both values."""
     from des_format import DesFormatError
@@ -116,7 +118,7 @@ def _key_for(uid: str, created_at: str, n_bits: int) -> str:
         raise UsageError(str(exc)) from None
 
 
-def _explain(exc: BaseException, store: Any, key: str) -> str:
+def _explain(exc: BaseException, store: ObjectStore, key: str) -> str:
     from des_format import EntryDeleted, EntryNotFound, ObjectNotFound
 
     if isinstance(exc, ObjectNotFound):
