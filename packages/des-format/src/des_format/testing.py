@@ -356,6 +356,11 @@ class ObjectStoreConformance:
     ``put(key, data)`` must create or replace an object (a replacement gets a new ETag).
     Keys are DES object keys (``YYYYMMDD/HH.des``), with shard indexes on both sides of
     0x80, so a multi-zone store routes them to more than one zone.
+
+    The declared capabilities are checked as declared: a store with ``supports_listing``
+    must list exactly what was put (one without must refuse with ``StoreError``), every key
+    lives in exactly one of ``parts()``, ``read_range_nowait`` gives None or exactly the
+    bytes (always None without ``supports_nowait_reads``), and a closed store still reads.
     """
 
     payload = bytes(range(256)) * 40 + b"tail-end"  # 10,248 bytes
