@@ -27,10 +27,11 @@ def plan_zone_stores(des: DesSettings, store: ObjectStore) -> list[tuple[str, Ob
     """(what to call the place, its store, a probe key) for each place reads go to."""
     keys = plan_probe_keys(des)
     parts = store.parts()
-    if des.backend == "multi_s3" and des.zones is not None:
+    zones = des.zones.zones if des.backend == "multi_s3" and des.zones is not None else ()
+    if zones and all(zone.name in parts for zone in zones):  # else: a store given as one
         return [
             (f"zone {zone.name!r}", parts[zone.name], key)
-            for zone, key in zip(des.zones.zones, keys, strict=True)
+            for zone, key in zip(zones, keys, strict=True)
         ]
     what = "the S3 bucket (DES_S3_BUCKET)" if des.backend == "s3" else "the shard directory"
     return [(what, store, keys[0])]
