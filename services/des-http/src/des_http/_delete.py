@@ -128,6 +128,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
     )
     async def delete_file(request: Request) -> Response:
         try:
+            service.check_layout()
             uid = checked_uid(request)
             created_at = request.query_params.get("created_at")
             if created_at is None:

@@ -138,6 +138,14 @@ class ServiceMetrics:
             ["backend", "result"],
             registry=reg,
         )
+        self.layout_faults = Counter(
+            "des_store_layout_faults",
+            "Times the store's layout record stopped agreeing with the service's settings "
+            "while it ran (reason=mismatch, missing, unreadable): files are not served "
+            "until it agrees again.",
+            ["backend", "reason"],
+            registry=reg,
+        )
         self._lock = threading.Lock()
         self._seen = (0, 0, 0)
         self._gauges_seen: tuple[int, int] | None = None
@@ -204,6 +212,9 @@ class ServiceMetrics:
             return
         with self._warm_lock:
             self._pending[2 if served else 3] += 1
+
+    def observe_layout_fault(self, reason: str) -> None:
+        self.layout_faults.labels(self.backend, reason).inc()
 
     def watch_cache(self, cache: Any) -> None:
         """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""
