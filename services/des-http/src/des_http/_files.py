@@ -163,6 +163,7 @@ class FilesEndpoint:
         started = time.perf_counter()
         status = 500
         streaming: list[int] = []  # the status of a streamed answer once its headers left
+        tries = self.metrics.file_request()  # its nowait lookups: one request
         try:
             status = await self._answer(scope, send, streaming)
         except Exception as exc:
@@ -172,6 +173,7 @@ class FilesEndpoint:
             status = status_of(exc)
             await self.send_problem(scope, send, exc)
         finally:
+            self.metrics.file_request_done(tries)
             self.metrics.observe_retrieval(status, time.perf_counter() - started)
             self.after_request()
 
