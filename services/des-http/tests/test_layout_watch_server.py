@@ -8,6 +8,7 @@ without the checks: a cold read 2, a warm read 1, none of them for the record.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,11 +132,13 @@ def exercise(srv: Server, rewrite: Callable[[int], None], count_reads: Callable[
     )
     assert batch.status_code == 503
     assert batch.json()["detail"] == detail
+    gone = httpx.delete(srv.url + files_url(SMALL), timeout=10)  # nothing deleted either
+    assert (gone.status_code, gone.json()["detail"]) == (503, detail)
     assert srv.metric("des_store_layout_faults_total", reason="mismatch") == 1.0
 
     rewrite(8)  # restored
     srv.wait_for(lambda: srv.get("/ready").status_code == 200)
-    got = srv.get(files_url(SMALL))
+    got = srv.get(files_url(SMALL))  # served, and not deleted by the refused DELETE
     assert (got.status_code, got.content) == (200, sample(SMALL).data)
     assert srv.metric("des_store_layout_faults_total", reason="mismatch") == 1.0
     errors = [line for line in srv.log.read_text().splitlines() if '"level":"error"' in line]
@@ -162,10 +165,12 @@ def test_local_store(tmp_path: Path, stopped: list[Server]) -> None:
     exercise(srv, rewrite, store_requests)
 
 
-def test_s3_store(s3_server: Any, tmp_path: Path, stopped: list[Server]) -> None:
+def bucket_with_records(s3_server: Any, tmp_path: Path) -> str:
+    """A new bucket holding the data set and its layout record (n_bits 8) under des/."""
     base = tmp_path / "des"
-    write_dataset(base)
-    ensure_local_layout(base, StoreLayout(8))
+    if not base.exists():
+        write_dataset(base)
+        ensure_local_layout(base, StoreLayout(8))
     client = s3_server.client()
     bucket = f"layout-watch-{os.getpid()}-{time.monotonic_ns()}"
     client.create_bucket(Bucket=bucket)
@@ -173,6 +178,12 @@ def test_s3_store(s3_server: Any, tmp_path: Path, stopped: list[Server]) -> None
         if path.is_file():
             key = "des/" + path.relative_to(base).as_posix()
             client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    return bucket
+
+
+def test_s3_store(s3_server: Any, tmp_path: Path, stopped: list[Server]) -> None:
+    client = s3_server.client()
+    bucket = bucket_with_records(s3_server, tmp_path)
 
     def rewrite(n_bits: int) -> None:
         body = StoreLayout(n_bits).to_bytes()
@@ -203,3 +214,49 @@ def test_s3_store(s3_server: Any, tmp_path: Path, stopped: list[Server]) -> None
         assert checks.count("GET") == 2 + 2
         assert set(checks) == {"GET", "HEAD"}
         assert checks.count("HEAD") >= 3
+
+
+def test_each_zone_of_a_multi_zone_store(
+    s3_server: Any, tmp_path: Path, stopped: list[Server]
+) -> None:
+    """Each zone's record is checked: the one that changed is named, alone."""
+    client = s3_server.client()
+    buckets = {name: bucket_with_records(s3_server, tmp_path) for name in ("east", "west")}
+    zones = [
+        {
+            "name": name,
+            "range": {"start": 0 if name == "east" else 128, "end": 127 if name == "east" else 255},
+            "s3": {
+                "bucket": bucket,
+                "endpoint_url": s3_server.endpoint_url,
+                "region_name": "us-east-1",
+                "prefix": "des/",
+            },
+        }
+        for name, bucket in buckets.items()
+    ]
+    zones_file = tmp_path / "zones.json"
+    zones_file.write_text(json.dumps({"n_bits": 8, "zones": zones}))
+    env = {**s3_server.env(), "DES_BACKEND": "multi_s3", "DES_ZONES_CONFIG": str(zones_file)}
+    srv = start(env, tmp_path / "log")
+    stopped.append(srv)
+    got = srv.get(files_url(SMALL))
+    assert (got.status_code, got.content) == (200, sample(SMALL).data)
+    record = f"des/{LAYOUT_KEY}"
+    client.put_object(Bucket=buckets["west"], Key=record, Body=StoreLayout(7).to_bytes())
+    srv.wait_for(lambda: srv.get("/ready").status_code == 503)
+    detail = srv.get("/ready").json()["detail"]
+    assert detail.startswith(f"the layout record {LAYOUT_KEY} of zone 'west' changed")
+    assert "now records n_bits 7 (this service reads with n_bits 8)" in detail
+    assert "east" not in detail
+    assert buckets["west"] not in detail  # places named as /ready names them, no bucket
+    assert srv.get(files_url(SMALL)).status_code == 503  # whichever zone holds the file
+    client.delete_object(Bucket=buckets["east"], Key=record)
+    srv.wait_for(lambda: "zone 'east' is gone" in srv.get("/ready").text)
+    client.put_object(Bucket=buckets["west"], Key=record, Body=StoreLayout(8).to_bytes())
+    client.put_object(Bucket=buckets["east"], Key=record, Body=StoreLayout(8).to_bytes())
+    srv.wait_for(lambda: srv.get("/ready").status_code == 200)
+    got = srv.get(files_url(SMALL))
+    assert (got.status_code, got.content) == (200, sample(SMALL).data)
+    assert srv.metric("des_store_layout_faults_total", reason="mismatch") == 1.0
+    assert srv.metric("des_store_layout_faults_total", reason="missing") == 1.0

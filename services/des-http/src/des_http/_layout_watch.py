@@ -42,14 +42,14 @@ __all__ = ["LayoutWatch", "ZoneRecord", "combined_layout", "read_zone_records"]
 
 log = logging.getLogger("des_http.errors")
 
-# A layout record is a few hundred bytes; des-format refuses more than this too.
+# A layout record is a few hundred bytes; des-format reads at most this much of one too.
 RECORD_MAX_BYTES = 64 << 10
 
 
 @dataclass(slots=True)
 class ZoneRecord:
     """What the service knows of one zone's record. ``present``: None while unknown (the
-    read at start failed); ``layout``: the last record that agreed with the settings."""
+    read at start failed); ``layout``: the record read at start."""
 
     what: str  # as /ready names the place: "zone 'eu'", "the shard directory"
     store: Any
@@ -183,7 +183,6 @@ class LayoutWatch:
         if diffs:
             self._set_fault(zone, "mismatch", self._mismatch(zone, layout, diffs))
             return
-        zone.layout = layout
         self._set_fault(zone, None, None)
 
     def _absent(self, zone: ZoneRecord) -> None:
