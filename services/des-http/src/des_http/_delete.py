@@ -53,7 +53,12 @@ DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or unknown bearer token (when auth is on)."},
     403: {"description": "The token lacks the admin scope."},
     404: {"description": "No such file."},
-    503: {"description": "Storage unreachable or the shard kept changing; retry."},
+    503: {
+        "description": (
+            "Storage unreachable, the shard kept changing, or the store's layout record "
+            "changed under the service; retry."
+        )
+    },
 }
 
 
