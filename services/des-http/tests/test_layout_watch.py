@@ -11,9 +11,15 @@ import logging
 from pathlib import Path
 
 import pytest
-from des_format import LAYOUT_KEY, LocalObjectStore, StorageUnavailable, StoreLayout
+from des_format import (
+    LAYOUT_KEY,
+    LayoutMismatch,
+    LocalObjectStore,
+    StorageUnavailable,
+    StoreLayout,
+)
 from des_http import HttpSettings
-from des_http._layout_watch import LayoutWatch, ZoneRecord, read_zone_records
+from des_http._layout_watch import LayoutWatch, ZoneRecord, combined_layout, read_zone_records
 from des_http._problems import ConfigError
 from des_http_testkit import RecordingStore
 
@@ -219,3 +225,28 @@ def test_des_layout_check_seconds() -> None:
         with pytest.raises(ConfigError, match=why) as info:
             HttpSettings.from_env({**base, "DES_LAYOUT_CHECK_SECONDS": bad})
         assert info.value.variable == "DES_LAYOUT_CHECK_SECONDS"
+
+
+def test_the_start_reads_each_zone_once_and_refuses_zones_that_disagree(tmp_path: Path) -> None:
+    bases = {f"zone {n!r}": tmp_path / n for n in ("eu", "us", "ap")}
+    for base in bases.values():
+        base.mkdir()
+    _record(bases["zone 'eu'"], 8)
+    _record(bases["zone 'us'"], 8)  # ap: none yet
+    stores = {what: RecordingStore(LocalObjectStore(b)) for what, b in bases.items()}
+    records = read_zone_records(list(stores.items()))
+    assert [s.calls for s in stores.values()] == [[("read_tail", LAYOUT_KEY)]] * 3
+    assert [(r.what, r.present, r.etag is not None) for r, _ in records] == [
+        ("zone 'eu'", True, True),
+        ("zone 'us'", True, True),
+        ("zone 'ap'", False, False),
+    ]
+    assert combined_layout(records) == StoreLayout(8)
+    _record(bases["zone 'us'"], 9)
+    with pytest.raises(LayoutMismatch) as info:
+        combined_layout(read_zone_records(list(stores.items())))
+    us, eu = tmp_path / "us" / LAYOUT_KEY, tmp_path / "eu" / LAYOUT_KEY
+    assert str(info.value) == (
+        f"{us} (n_bits 9, big-file prefix '_bigFiles') disagrees with {eu} (n_bits 8, "
+        "big-file prefix '_bigFiles'): the zones were written with different settings"
+    )
