@@ -135,7 +135,10 @@ class LayoutWatch:
         """Check every ``seconds`` until cancelled, through ``in_thread`` (the I/O threads)."""
         while True:
             await asyncio.sleep(seconds)
-            await in_thread(self.check)
+            try:
+                await in_thread(self.check)
+            except Exception:  # the threads shut down, say: the next round tries again
+                log.exception("the layout record could not be checked")
 
     def lifespan(
         self, seconds: float, in_thread: Callable[..., Awaitable[Any]]
