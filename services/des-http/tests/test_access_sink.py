@@ -7,10 +7,14 @@ import asyncio
 import io
 import json
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from des_http._logging import ACCESS_LOGGER, AccessSink, JsonFormatter, format_ts
-from hypothesis import given, settings
+import pytest
+from des_http import _logging
+from des_http._logging import ACCESS_LOGGER, AccessSink, JsonFormatter, format_ts, log_access
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
@@ -24,53 +28,94 @@ class CountingStream(io.StringIO):
         return super().write(text)
 
 
-_text = st.text(max_size=40)
-_fields = st.fixed_dictionaries(
-    {
-        "event": st.just("access"),
-        "request_id": st.text("0123456789abcdef", min_size=32, max_size=32),
-        "method": st.sampled_from(["GET", "HEAD", "POST"]),
-        "path": _text,
-        "query": _text,
-        "status": st.integers(100, 599),
-        "bytes": st.integers(0, 2**63),
-        "duration_ms": st.floats(0, 1e6, allow_nan=False),
-        "client": _text,
-    },
-    optional={"principal": _text, "error": _text},
-)
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
-@settings(max_examples=200)
-@given(fields=_fields, created=st.floats(0, 4e9, allow_nan=False))
-def test_a_sink_line_is_the_formatters_line(fields: dict[str, Any], created: float) -> None:
-    stream = CountingStream()
-    sink = AccessSink(stream)
+@pytest.fixture
+def both_routes() -> Any:
+    """log_access through the sink and through logging, for the same request."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = Records()
+    saved = (logger.level, list(logger.handlers), logger.propagate, _logging._route.sink)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
-        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, "access", None, None)
-        record.created = created
-        record.fields = fields
-        expected = JsonFormatter().format(record)
-        sink.write(fields)  # no loop runs: written at once
-        line = stream.getvalue()
-        assert line.endswith("\n")
-        assert line.count("\n") == 1
-        got = json.loads(line)
-        want = json.loads(expected)
-        assert list(got) == list(want)  # the same keys in the same order
-        got.pop("ts")
-        want.pop("ts")
-        assert got == want
+        yield handler
     finally:
-        sink.flush()
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]
+        logger.propagate = saved[2]
+        _logging._route.sink = saved[3]
+
+
+_text = st.text(max_size=40)
+
+
+# the fixture's handler is shared by the examples: each pops the one record it adds
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "DELETE"]),
+    path=_text,
+    query=st.binary(max_size=60),
+    client=_text,
+    principal=st.none() | _text,
+    status=st.integers(0, 599),
+    sent=st.integers(0, 2**63),
+    error=st.none() | st.sampled_from([ValueError("x"), KeyError("y")]),
+)
+def test_a_sink_line_is_the_formatters_line(
+    both_routes: Records,
+    method: str,
+    path: str,
+    query: bytes,
+    client: str,
+    principal: str | None,
+    status: int,
+    sent: int,
+    error: BaseException | None,
+) -> None:
+    state: dict[str, Any] = {} if principal is None else {"principal": principal}
+    scope = {
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "client": (client, 5000),
+        "state": state,
+    }
+    started = time.perf_counter()
+    stream = CountingStream()
+    _logging._route.sink = AccessSink(stream)
+    log_access(scope, "r-1", status=status, sent=sent, started=started, error=error)
+    _logging._route.sink = None
+    log_access(scope, "r-1", status=status, sent=sent, started=started, error=error)
+    line = stream.getvalue()  # no loop runs: written at once
+    assert line.endswith("\n")
+    assert line.count("\n") == 1
+    got = json.loads(line)
+    assert len(both_routes.records) == 1  # the sink route logged nothing through logging
+    want = json.loads(JsonFormatter().format(both_routes.records.pop()))
+    assert list(got) == list(want)  # the same keys in the same order
+    for parsed in (got, want):
+        parsed.pop("ts")
+        parsed.pop("duration_ms")
+    assert got == want
 
 
 def test_timestamps_match_isoformat_in_milliseconds() -> None:
-    from datetime import UTC, datetime
-
-    for created in (0.0, 1.0005, 1733616000.999, 1733616001.0, 1733616001.1234):
-        want = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
-        assert format_ts(created) == want
+    for ns in (0, 1_000_500_000, 1_733_616_000_999_999_999, 1_733_616_001_000_000_000):
+        second, rest = divmod(ns, 10**9)
+        moment = datetime.fromtimestamp(second, UTC).replace(microsecond=rest // 1000)
+        assert format_ts.of_ns(ns) == moment.isoformat(timespec="milliseconds")
+    assert format_ts(1733616001.25) == "2024-12-08T00:00:01.250+00:00"
 
 
 def test_lines_of_one_loop_turn_leave_in_one_write_at_its_end() -> None:
@@ -79,18 +124,18 @@ def test_lines_of_one_loop_turn_leave_in_one_write_at_its_end() -> None:
 
     async def main() -> None:
         for i in range(5):
-            sink.write({"event": "access", "n": i})
+            sink.append(f'{{"n":{i}}}')
         assert stream.writes == 0  # held until the turn ends
         await asyncio.sleep(0)
         assert stream.writes == 1
-        sink.write({"event": "access", "n": 5})
+        sink.append('{"n":5}')
         await asyncio.sleep(0)
         assert stream.writes == 2
 
     asyncio.run(main())
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["n"] for line in lines] == [0, 1, 2, 3, 4, 5]
-    assert {(line["logger"], line["level"]) for line in lines} == {(ACCESS_LOGGER, "info")}
+    assert all(line["ts"].endswith("+00:00") for line in lines)
 
 
 def test_pending_lines_are_written_by_flush() -> None:
@@ -98,7 +143,7 @@ def test_pending_lines_are_written_by_flush() -> None:
     sink = AccessSink(stream)
 
     async def main() -> None:
-        sink.write({"event": "access", "n": 1})
+        sink.append('{"n":1}')
         sink.flush()  # as at exit, before the loop ran again
 
     asyncio.run(main())

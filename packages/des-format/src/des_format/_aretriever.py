@@ -94,7 +94,10 @@ class AsyncOpenedFile:
     """A file found in a shard whose first bytes are already read and verified (a file of at
     most ``chunk_size`` bytes is verified whole). :meth:`aiter_bytes` gives the original
     bytes in verified chunks of at most ``chunk_size`` bytes; a failure past the first chunk
-    ends the stream with the error (``ChecksumMismatch``...), never with wrong bytes."""
+    ends the stream with the error (``ChecksumMismatch``...), never with wrong bytes.
+
+    ``whole``: the file's verified bytes when it was read whole at open (it fits one chunk),
+    else None; a caller may answer from it without iterating."""
 
     def __init__(
         self,
@@ -107,6 +110,9 @@ class AsyncOpenedFile:
         self.entry = entry
         self._held = held
         self._rest = rest
+        self.whole: bytes | None = None
+        if rest is None and len(held) <= 1:
+            self.whole = held[0] if held else b""
 
     @property
     def size(self) -> int:
