@@ -161,28 +161,10 @@ class ShardRetriever:
     # ---- answers without I/O (for an event loop; every None means: use the methods above) ----
 
     def _cached_entry(self, key: str, uid: str) -> tuple[str | None, ShardIndex, IndexEntry] | None:
-        """(etag, index, entry) of a live ``uid`` from a cached index whose bucket of ``uid``
-        is in memory, else None. Counts no cache hit or miss (the caller counts a hit with
-        ``cache.get`` once it answers, so the counters read as if ``stat``/``read`` ran)."""
-        cache = self.cache
-        if cache is None:
-            return None
-        hit = cache.peek(key)
-        if hit is None:
-            return None
-        etag, index = hit
-        before = index.nbytes
-        try:
-            loaded, entry = index.lookup_loaded(uid)
-        except DesFormatError:  # a corrupt bucket
-            return None
-        if not loaded:
-            return None
-        if index.nbytes != before:  # as _entry: a bucket decoded from the area
-            cache.resize(key, index)
-        if entry is None or entry.deleted:  # missing or deleted: needs a HEAD
-            return None
-        return etag, index, entry
+        """(etag, index, entry) of a live ``uid`` when the pipeline locates it without a
+        request, else None (see ``RetrievalPipeline.located_in_cache``: no hit counted)."""
+        loc = self.pipeline.located_in_cache(key, uid)
+        return None if loc is None else (loc.etag, loc.index, loc.entry)
 
     def stat_nowait(self, key: str, uid: str) -> IndexEntry | None:
         """:meth:`stat` when it needs no request to the store (the shard's index and the

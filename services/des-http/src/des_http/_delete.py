@@ -56,7 +56,12 @@ DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or unknown bearer token (when auth is on)."},
     403: {"description": "The token lacks the admin scope."},
     404: {"description": "No such file."},
-    503: {"description": "Storage unreachable or the shard kept changing; retry."},
+    503: {
+        "description": (
+            "Storage unreachable, the shard kept changing, or the store's layout record "
+            "changed under the service; retry."
+        )
+    },
 }
 
 
@@ -132,6 +137,7 @@ def install_delete_route(
     )
     async def delete_file(request: Request) -> Response:
         try:
+            service.check_layout()
             uid = checked_uid(request)
             created_at = request.query_params.get("created_at")
             if created_at is None:
