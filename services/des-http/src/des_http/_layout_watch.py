@@ -35,6 +35,7 @@ from des_format import (
     DesFormatError,
     LayoutMismatch,
     ObjectNotFound,
+    ObjectStore,
     StoreLayout,
 )
 
@@ -52,7 +53,7 @@ class ZoneRecord:
     read at start failed); ``layout``: the record read at start."""
 
     what: str  # as /ready names the place: "zone 'eu'", "the shard directory"
-    store: Any
+    store: ObjectStore
     present: bool | None = None
     etag: str | None = None
     layout: StoreLayout | None = None
@@ -60,7 +61,7 @@ class ZoneRecord:
     failing: bool = False  # the last check could not reach the store (logged once)
 
 
-def read_zone_records(zones: list[tuple[str, Any]]) -> list[tuple[ZoneRecord, str]]:
+def read_zone_records(zones: list[tuple[str, ObjectStore]]) -> list[tuple[ZoneRecord, str]]:
     """One read per zone at start: each zone's record and where it lives (for start-up
     messages). ``DesFormatError`` when a record cannot be read or is not one."""
     out = []

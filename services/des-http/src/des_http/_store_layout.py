@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 from des_format import DesFormatError, LayoutMismatch, ObjectStore
 
@@ -33,7 +32,7 @@ def settings_after_layout(
     given = settings.des_given
     n_bits_given = given is None or "DES_N_BITS" in given
     prefix_given = given is None or "DES_BIGFILES_PREFIX" in given
-    zones: list[tuple[str, Any]] = [(what, s) for what, s, _ in plan_zone_stores(des, store)]
+    zones = [(what, s) for what, s, _ in plan_zone_stores(des, store)]
     try:
         records = read_zone_records(zones)
         layout = combined_layout(records)
