@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 _REQUIRED = ("uid", "created_at", "size_bytes", "source_path")
+# created_at text -> its parsed value: manifests repeat timestamps (files of one second or
+# minute), and a datetime is immutable, so entries share one (bounded; emptied when full)
+_CREATED_AT: dict[str, datetime] = {}
+_CREATED_AT_MAX = 65536
 _FIELDS_HINT = "every entry needs uid, created_at, size_bytes and source_path"
 
 
@@ -182,16 +186,21 @@ def _parse_entry(value: object, where: str, number: object, base_dir: str | None
             number,
             uid,
         )
-    try:
-        created_at = parse_created_at(created_raw)
-    except (RoutingError, ValueError) as exc:
-        raise _error(
-            f"cannot parse created_at {created_raw!r} ({exc}); use ISO 8601 such as "
-            "2024-01-01T00:00:00Z",
-            where,
-            number,
-            uid,
-        ) from None
+    created_at = _CREATED_AT.get(created_raw)
+    if created_at is None:
+        try:
+            created_at = parse_created_at(created_raw)
+        except (RoutingError, ValueError) as exc:
+            raise _error(
+                f"cannot parse created_at {created_raw!r} ({exc}); use ISO 8601 such as "
+                "2024-01-01T00:00:00Z",
+                where,
+                number,
+                uid,
+            ) from None
+        if len(_CREATED_AT) >= _CREATED_AT_MAX:
+            _CREATED_AT.clear()
+        _CREATED_AT[created_raw] = created_at
     if isinstance(size, bool) or not isinstance(size, int):
         raise _error(
             f"size_bytes must be a whole number of bytes, got {size!r}", where, number, uid
