@@ -169,11 +169,16 @@ def serialize_records(items: list[Record]) -> bytes:
             wv(out, size)
         else:
             # varints written in line for the common values (one or two bytes)
-            if offset < 0x80:
-                out.append(offset)
-            elif offset < 0x4000:
+            if offset < 0x4000:
+                if offset < 0x80:
+                    out.append(offset)
+                else:
+                    out.append((offset & 0x7F) | 0x80)
+                    out.append(offset >> 7)
+            elif offset < 0x200000:  # offsets in a shard of up to 2 MiB: three bytes
                 out.append((offset & 0x7F) | 0x80)
-                out.append(offset >> 7)
+                out.append(((offset >> 7) & 0x7F) | 0x80)
+                out.append(offset >> 14)
             else:
                 wv(out, offset)
             if size < 0x80:

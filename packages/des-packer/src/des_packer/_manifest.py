@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -229,7 +230,11 @@ def _parse_entry(value: object, where: str, number: object, base_dir: str | None
     if meta is not None and not isinstance(meta, dict):
         raise _error(f"meta must be a JSON object, got {meta!r}", where, number, uid)
     source = source_value
-    if base_dir is not None and "://" not in source and not os.path.isabs(source):
+    if (
+        base_dir is not None
+        and "://" not in source
+        and not (source.startswith("/") if _POSIX else os.path.isabs(source))
+    ):
         source = join_relative(base_dir, source)
     # ManifestEntry(...) without its checks, all made above (half the cost of an entry)
     entry: ManifestEntry = _new_object(ManifestEntry)
@@ -252,6 +257,9 @@ _set_size = _slots["size_bytes"].__set__
 _set_source = _slots["source"].__set__
 _set_content_type = _slots["content_type"].__set__
 _set_meta = _slots["meta"].__set__
+
+
+_POSIX = os.path is posixpath  # os.path.isabs(source) is then source.startswith("/")
 
 
 @functools.lru_cache(maxsize=1024)
