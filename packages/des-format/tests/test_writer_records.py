@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from des_format import (
     BytesSource,
+    Codec,
     DuplicateUid,
     PreparedBlock,
     PreparedPayload,
@@ -26,6 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 TEXT = b"lorem ipsum dolor sit amet " * 40
+# codec none: these tests are about the index, and pass without the optional codecs (the
+# test with a solid block needs zstd and says so)
+NONE = "none"
 
 
 def _old_build_meta(
@@ -65,7 +69,7 @@ def test_meta_with_json_is_build_meta_and_canonical_meta(
 
 
 def test_prepared_payload_carries_its_metadata_json() -> None:
-    p = prepare_payload("a", TEXT, name="a.txt", content_type='text/"plain"')
+    p = prepare_payload("a", TEXT, name="a.txt", content_type='text/"plain"', codec=NONE)
     assert p.meta == {"name": "a.txt", "content_type": 'text/"plain"'}
     assert p.meta_json == b'{"content_type":"text/\\"plain\\"","name":"a.txt"}'
     assert p.meta_json == canonical_meta(p.meta)
@@ -78,32 +82,40 @@ def test_prepared_payload_carries_its_metadata_json() -> None:
 def _payloads() -> list[PreparedPayload | PreparedBlock]:
     items: list[PreparedPayload | PreparedBlock] = [
         prepare_payload(
-            f"f{i:03d}", TEXT[: 100 + 37 * i], name=f"f{i}.txt", content_type="text/plain"
+            f"f{i:03d}",
+            TEXT[: 100 + 37 * i],
+            name=f"f{i}.txt",
+            content_type="text/plain",
+            codec=NONE,
         )
         for i in range(20)
     ]
-    items.append(prepare_payload("img", bytes(range(256)) * 4, name="x.jpg"))
-    items.append(prepare_payload("empty", b"", meta={"k": 1}))
-    items.append(prepare_payload("bare", TEXT))
+    items.append(prepare_payload("img", bytes(range(256)) * 4, name="x.jpg", codec=NONE))
+    items.append(prepare_payload("empty", b"", meta={"k": 1}, codec=NONE))
+    items.append(prepare_payload("bare", TEXT, codec=NONE))
+    return items
+
+
+def _with_block() -> list[PreparedPayload | PreparedBlock]:
+    pytest.importorskip("zstandard", reason="a solid block is a zstd frame")
     block_files = [
         (f"b{i}", TEXT[: 300 + i], {"name": f"b{i}.log", "content_type": "text/plain"})
         for i in range(5)
     ]
-    items.extend(prepare_block(block_files))
-    return items
+    return [*_payloads(), *prepare_block(block_files)]
 
 
 def _shard(add: Any) -> bytes:
     out = io.BytesIO()
-    w = ShardWriter(out)
+    w = ShardWriter(out, codec=NONE)
     add(w)
     w.close()
     return out.getvalue()
 
 
-def test_add_prepared_many_writes_the_bytes_of_one_call_per_file() -> None:
-    items = _payloads()
-    assert any(isinstance(i, PreparedBlock) for i in items)
+@pytest.mark.parametrize("make", [_payloads, _with_block])
+def test_add_prepared_many_writes_the_bytes_of_one_call_per_file(make: Any) -> None:
+    items: list[PreparedPayload | PreparedBlock] = make()
 
     def one_by_one(w: ShardWriter) -> None:
         for item in items:
@@ -120,21 +132,26 @@ def test_add_prepared_many_writes_the_bytes_of_one_call_per_file() -> None:
 
     expected = _shard(one_by_one)
     assert _shard(many) == expected
-    assert counts == [7, len(items) - 7 - 1 + 5]  # the block holds 5 files
+    files = sum(len(i.members) if isinstance(i, PreparedBlock) else 1 for i in items)
+    assert counts == [7, files - 7]
     reader = ShardReader(BytesSource(expected))
     assert reader.read("f003") == TEXT[: 100 + 37 * 3]
-    assert reader.read("b2") == TEXT[:302]
     entry = reader.lookup("f003")
     assert entry is not None
     assert entry.meta == {"name": "f3.txt", "content_type": "text/plain"}
+    if make is _with_block:
+        assert reader.read("b2") == TEXT[:302]
+        member = reader.lookup("b2")
+        assert member is not None
+        assert member.codec is Codec.ZSTD_BLOCK
 
 
 def test_entries_returned_and_kept_are_those_read_back() -> None:
     out = io.BytesIO()
-    w = ShardWriter(out)
-    p = prepare_payload("doc", TEXT, name="doc.json", content_type="application/json")
+    w = ShardWriter(out, codec=NONE)
+    p = prepare_payload("doc", TEXT, name="doc.json", content_type="application/json", codec=NONE)
     returned = w.add_prepared(p)
-    w.add_prepared_many([prepare_payload("other", TEXT[:50], name="o.txt")])
+    w.add_prepared_many([prepare_payload("other", TEXT[:50], name="o.txt", codec=NONE)])
     assert "doc" in w
     assert "other" in w
     assert "nope" not in w
@@ -151,9 +168,9 @@ def test_entries_returned_and_kept_are_those_read_back() -> None:
 
 
 def test_a_copy_with_other_metadata_is_indexed_with_it() -> None:
-    p = prepare_payload("doc", TEXT, name="doc.txt", content_type="text/plain")
+    p = prepare_payload("doc", TEXT, name="doc.txt", content_type="text/plain", codec=NONE)
     out = io.BytesIO()
-    w = ShardWriter(out)
+    w = ShardWriter(out, codec=NONE)
     w.add_prepared(replace(p, meta={"name": "renamed.txt"}))
     w.close()
     entry = ShardReader(BytesSource(out.getvalue())).lookup("doc")
@@ -162,16 +179,16 @@ def test_a_copy_with_other_metadata_is_indexed_with_it() -> None:
 
 
 def test_add_prepared_many_refuses_a_duplicate_like_add_prepared() -> None:
-    w = ShardWriter(io.BytesIO())
-    p = prepare_payload("same", TEXT)
+    w = ShardWriter(io.BytesIO(), codec=NONE)
+    p = prepare_payload("same", TEXT, codec=NONE)
     with pytest.raises(DuplicateUid):
         w.add_prepared_many([p, p])
     assert w.entry_count == 1
 
 
 def test_metadata_json_cannot_hold_is_refused_at_close() -> None:
-    p = prepare_payload("doc", TEXT)
-    w = ShardWriter(io.BytesIO())
+    p = prepare_payload("doc", TEXT, codec=NONE)
+    w = ShardWriter(io.BytesIO(), codec=NONE)
     w.add_prepared_many([replace(p, meta={"x": {1, 2}})])
     with pytest.raises(TypeError):
         w.close()

@@ -110,6 +110,20 @@ def entry_record(e: IndexEntry, ub: bytes | None = None, blob: bytes | None = No
     )
 
 
+def as_entry(value: IndexEntry | Record) -> IndexEntry:
+    """The ``IndexEntry`` of an entry kept as an ``IndexEntry`` or as a :data:`Record`."""
+    if isinstance(value, IndexEntry):
+        return value
+    return IndexEntry(*value[:12])
+
+
+def is_live(value: IndexEntry | Record | None) -> bool:
+    """Whether an entry kept by a writer is there and not deleted (records always are)."""
+    if value is None:
+        return False
+    return type(value) is not IndexEntry or not value.deleted
+
+
 def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
     """Encode one bucket: its metadata table, then its entries sorted by UTF-8 uid bytes."""
     return serialize_records([entry_record(e, ub) for ub, e in entries])

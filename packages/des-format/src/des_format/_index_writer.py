@@ -15,6 +15,20 @@ from ._layout import _UID_HASHER, DIR_ENTRY, IndexEntry, plan_bucket_count, seri
 
 
 @dataclass(frozen=True, slots=True)
+class WriteSummary:
+    """What :meth:`~des_format.ShardWriter.close` wrote."""
+
+    entry_count: int
+    added: int
+    deleted: int
+    data_bytes: int
+    index_bytes: int
+    head_size: int
+    parts: tuple[int, ...] = ()
+    bigfiles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WrittenIndex:
     entry_count: int
     index_bytes: int  # index, dictionary block, directory and footer

@@ -17,6 +17,7 @@ from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
     MAX_BLOCK_SIZE,
     Codec,
+    _module,
     compress,
     is_precompressed,
     parse_codec,
@@ -257,6 +258,15 @@ def prepare_block(
             prepare_payload(uid, data, meta=meta, codec=Codec.ZSTD, level=level, _checked=True)
         )
     return out
+
+
+def block_frame_size(stored: bytes) -> int:
+    """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
+    zstd = _module(Codec.ZSTD)
+    try:
+        return int(zstd.frame_content_size(stored))
+    except zstd.ZstdError:
+        return -1
 
 
 def hash_file(path: str | os.PathLike[str]) -> FileDigest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,12 +19,11 @@ from ._codecs import (
     MAX_BLOCK_SIZE,
     MAX_DICTIONARY_SIZE,
     Codec,
-    _module,
     parse_codec,
 )
 from ._errors import DuplicateUid, EntryNotFound
-from ._index import Record, ShardIndex, canonical_meta
-from ._index_writer import write_index
+from ._index import Record, ShardIndex, as_entry, canonical_meta, is_live
+from ._index_writer import WriteSummary, write_index
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     HEADER_SIZE,
@@ -39,50 +38,13 @@ from ._prepare import (
     hash_file,
     prepare_payload,
 )
+from ._prepare import block_frame_size as _block_frame_size
 
-_COPY_CHUNK = 1 << 20
 # Payloads are written to the output in pieces of about _COALESCE bytes (one write call, and
 # one kernel write, per ~1 MiB instead of one per file); those of _DIRECT_WRITE bytes or more
 # are written as they are.
 _COALESCE = 1 << 20
 _DIRECT_WRITE = 256 << 10
-
-
-@dataclass(frozen=True, slots=True)
-class WriteSummary:
-    """What :meth:`ShardWriter.close` wrote."""
-
-    entry_count: int
-    added: int
-    deleted: int
-    data_bytes: int
-    index_bytes: int
-    head_size: int
-    parts: tuple[int, ...] = ()
-    bigfiles: tuple[str, ...] = ()
-
-
-def _as_entry(value: IndexEntry | Record) -> IndexEntry:
-    """The ``IndexEntry`` of an entry the writer holds (new ones are kept as records)."""
-    if isinstance(value, IndexEntry):
-        return value
-    return IndexEntry(*value[:12])
-
-
-def _is_live(value: IndexEntry | Record | None) -> bool:
-    """Whether an entry the writer holds is there and not deleted (records always are)."""
-    if value is None:
-        return False
-    return type(value) is not IndexEntry or not value.deleted
-
-
-def _block_frame_size(stored: bytes) -> int:
-    """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
-    zstd = _module(Codec.ZSTD)
-    try:
-        return int(zstd.frame_content_size(stored))
-    except zstd.ZstdError:
-        return -1
 
 
 class ShardWriter:
@@ -194,7 +156,7 @@ class ShardWriter:
     # ---- state ----
 
     def __contains__(self, uid: object) -> bool:
-        return isinstance(uid, str) and _is_live(self._entries.get(uid))
+        return isinstance(uid, str) and is_live(self._entries.get(uid))
 
     @property
     def entry_count(self) -> int:
@@ -238,7 +200,7 @@ class ShardWriter:
         if self._closed:
             raise ValueError("this ShardWriter is closed")
         raw = check_uid(uid)
-        if _is_live(self._entries.get(uid)):
+        if is_live(self._entries.get(uid)):
             raise DuplicateUid(uid)
         return raw
 
@@ -309,12 +271,12 @@ class ShardWriter:
             dict_max_file_size=self._dict_max,
             _checked=True,
         )
-        return _as_entry(self._add_prepared(prepared, ub))
+        return as_entry(self._add_prepared(prepared, ub))
 
     def add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
         """Add a payload made by :func:`prepare_payload` (possibly in another thread)."""
         ub = self._check_new(prepared.uid)
-        return _as_entry(self._add_prepared(prepared, ub))
+        return as_entry(self._add_prepared(prepared, ub))
 
     def add_prepared_many(self, items: Iterable[PreparedPayload | PreparedBlock]) -> int:
         """Add payloads made by :func:`prepare_payload` and blocks made by
@@ -397,7 +359,7 @@ class ShardWriter:
         """Add a solid block made by :func:`prepare_block` (possibly in another thread): its
         frame is written once and every member gets an entry pointing at it. Nothing is
         added when a member's uid is already present (``DuplicateUid``)."""
-        return [_as_entry(r) for r in self._add_block(block)]
+        return [as_entry(r) for r in self._add_block(block)]
 
     def _add_block(self, block: PreparedBlock) -> list[Record]:
         members = block.members
@@ -532,7 +494,7 @@ class ShardWriter:
         entry = self._entries.get(uid)
         if entry is None:
             raise EntryNotFound(uid, "this shard")
-        entry = _as_entry(entry)
+        entry = as_entry(entry)
         if not entry.deleted:
             entry = replace(entry, deleted=True)
             self._entries[uid] = entry
@@ -546,7 +508,7 @@ class ShardWriter:
             raise ValueError("this ShardWriter is closed")
         check_uid(uid)
         old = self._entries.get(uid)
-        if _is_live(old):
+        if is_live(old):
             raise DuplicateUid(uid)
         entry = IndexEntry(uid=uid, size=0, stored_size=0, deleted=True)
         self._entries[uid] = entry
