@@ -47,6 +47,7 @@ from ._errors import (
     UnsupportedFormatVersion,
 )
 from ._index import ShardIndex
+from ._index_writer import WriteSummary
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
@@ -107,7 +108,7 @@ from ._store_layout import (
     zones_digest,
 )
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
-from ._writer import ShardWriter, WriteSummary
+from ._writer import ShardWriter
 
 #: The installed distribution's version (read from its metadata on first use, so that
 #: importing the package does not load ``importlib.metadata``).
