@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from des_http import _logging
-from des_http._logging import ACCESS_LOGGER, AccessSink, JsonFormatter, format_ts, log_access
+from des_http._logging import (
+    ACCESS_LOGGER,
+    PIPE_BUF,
+    AccessSink,
+    JsonFormatter,
+    format_ts,
+    log_access,
+    whole_line_chunks,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +30,11 @@ class CountingStream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.sizes: list[int] = []
 
     def write(self, text: str) -> int:
         self.writes += 1
+        self.sizes.append(len(text.encode()))
         return super().write(text)
 
 
@@ -150,3 +160,32 @@ def test_pending_lines_are_written_by_flush() -> None:
     assert json.loads(stream.getvalue())["n"] == 1
     sink.flush()
     assert stream.writes == 1
+
+
+@given(st.lists(st.text(min_size=0, max_size=3000).filter(lambda t: "\n" not in t), max_size=40))
+def test_gathered_lines_leave_in_whole_lines_of_at_most_a_pipe_buffer(lines: list[str]) -> None:
+    """Each write of the gathered lines fits one atomic pipe write (the workers share
+    stdout), holds whole lines only, and together they are the lines in order."""
+    chunks = whole_line_chunks(lines) if lines else []
+    assert "".join(chunks) == "".join(line + "\n" for line in lines)
+    for chunk in chunks:
+        assert chunk.endswith("\n")
+        size = len(chunk.encode("utf-8", "surrogatepass"))
+        assert size <= PIPE_BUF or chunk.count("\n") == 1  # a longer line goes alone
+
+
+def test_many_lines_of_one_turn_leave_in_pipe_sized_writes() -> None:
+    stream = CountingStream()
+    sink = AccessSink(stream)
+
+    async def main() -> None:
+        for i in range(100):
+            sink.append(f'{{"n":{i},"pad":"{"x" * 200}"}}')
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(100))
+    # 100 lines of ~260 bytes: 15 to a write of at most 4 KiB
+    assert stream.writes == 7
+    assert max(stream.sizes) <= PIPE_BUF

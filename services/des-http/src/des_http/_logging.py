@@ -113,10 +113,39 @@ class AccessSink:
         if not lines:
             return
         try:
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
+            for chunk in whole_line_chunks(lines):
+                self.stream.write(chunk)
+                self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stdout: as logging's handlers do
             pass
+
+
+# What one write to a pipe may carry and still arrive whole (POSIX PIPE_BUF, 4096 on Linux):
+# the workers of one service share the container's stdout pipe, and a longer write could
+# interleave with another worker's in the middle of a line.
+PIPE_BUF = 4096
+
+
+def whole_line_chunks(lines: list[str]) -> list[str]:
+    """``lines`` (without their newlines) as texts of whole lines, each at most
+    :data:`PIPE_BUF` bytes in UTF-8 (a longer line alone in its text, as it was written
+    before lines were gathered)."""
+    text = "\n".join(lines) + "\n"
+    if len(text) <= PIPE_BUF and text.isascii():
+        return [text]
+    chunks: list[str] = []
+    part: list[str] = []
+    size = 0
+    for line in lines:
+        n = (len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))) + 1
+        if part and size + n > PIPE_BUF:
+            chunks.append("\n".join(part) + "\n")
+            part, size = [], 0
+        part.append(line)
+        size += n
+    if part:
+        chunks.append("\n".join(part) + "\n")
+    return chunks
 
 
 class _Route:
