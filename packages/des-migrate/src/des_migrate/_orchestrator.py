@@ -54,7 +54,7 @@ from ._validate import validate_batch, validate_in_worker
 from ._verifier import Item, ShardAnswer, Verifier, brief
 
 if TYPE_CHECKING:
-    from des_format import ObjectStore, ShardRetriever
+    from des_format import ObjectStore
     from des_packer import ManifestEntry, PackOptions, PackReport, ProgressEvent
     from sqlalchemy.engine import Connection
 
@@ -159,16 +159,6 @@ class MigrationOrchestrator:
 
     def _n_bits(self) -> int:
         return self.config.packer.n_bits
-
-    def retriever(self) -> ShardRetriever:
-        """A retriever with a fresh index cache.
-
-        Each step that reads shards takes a new one: an index cached before a pack would not
-        know the files the pack just appended.
-        """
-        from des_format import IndexCache, ShardRetriever
-
-        return ShardRetriever(self.object_store(), cache=IndexCache(64 << 20))
 
     def object_store(self) -> ObjectStore:
         if self._store is not None:
