@@ -31,7 +31,7 @@ def test_defaults_match_the_documented_shape() -> None:
     assert db.checksum_column is None
     assert db.error_column is None
     m = cfg.migration
-    assert (m.archive_age_days, m.batch_size, m.delete_source_files) == (7, 100, False)
+    assert (m.archive_age_days, m.batch_size, m.delete_source_files) == (7, 20_000, False)
     p = cfg.packer
     assert (p.output_dir, p.max_shard_size, p.n_bits) == ("./des_output", 1_000_000_000, 8)
     s3 = p.s3_source
@@ -48,7 +48,7 @@ def test_defaults_match_the_documented_shape() -> None:
 def test_example_config_file_parses() -> None:
     cfg = read_config(EXAMPLE, env={"DB_PASSWORD": "pw"})
     assert cfg.database.table_name == "files"
-    assert cfg.migration.batch_size == 100
+    assert cfg.migration.batch_size == 20_000
     assert cfg.packer.s3_source.enabled is False
 
 

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from des_migrate import MigrationOrchestrator, MigrationTuning, parse_config
 from des_migrate._batch import Batch
 from des_migrate._source_db import FileRow
+from des_migrate._validate import apply_validated, worker_rows
 from des_migrate._verifier import Verifier
-from des_migrate._verify_worker import validate_rows
+from des_migrate._verify_worker import duplicate_uid, validate_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -268,3 +269,95 @@ def test_validation_in_the_worker_equals_validation_here(
     ]
     assert all(f.step == "validate" for f in here.failures)
     assert os.path.exists(base / "f")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            _UIDS,
+            st.integers(0, 3),  # day
+            st.sampled_from(["file", "missing", "dir", "empty"]),
+            st.integers(-1, 6),  # size in the table (files hold 3 bytes)
+        ),
+        max_size=12,
+    ),
+    data=st.data(),
+)
+def test_a_batch_validated_in_two_parts_equals_one_pass(
+    rows: list[tuple[str, int, str, int]],
+    data: st.DataObject,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """What the first batch of a cycle gets (half here, half in the worker), at any split:
+    the same keys and the same failures, in the same order, as one pass over the batch
+    (a uid of the second part already routed in the first is a duplicate)."""
+    base = tmp_path_factory.mktemp("v")
+    (base / "f").write_bytes(b"abc")
+    where = {"file": str(base / "f"), "missing": str(base / "nope"), "dir": str(base), "empty": ""}
+    file_rows = [
+        FileRow(uid, datetime(2024, 1, 1 + day, 5, tzinfo=UTC), where[kind], size)
+        for uid, day, kind, size in rows
+    ]
+    split = data.draw(st.integers(0, len(file_rows)))
+    one = Batch(file_rows)
+    apply_validated(one, file_rows, validate_rows(worker_rows(file_rows), 4))
+    two = Batch(file_rows)
+    for part in (file_rows[:split], file_rows[split:]):
+        apply_validated(two, part, validate_rows(worker_rows(part), 4))
+    assert two.keys == one.keys
+    assert two.failures == one.failures
+    # and one pass is what the rows say: the first routed row of a uid keeps it
+    first: dict[str, str] = {}
+    for r, k in zip(file_rows, validate_rows(worker_rows(file_rows), 4)[0], strict=True):
+        if k is not None:
+            first.setdefault(r.uid, k)
+    assert one.keys == first
+
+
+def test_the_first_batch_is_validated_half_in_the_worker(
+    sqlite_url: str, tmp_path: Path, h: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large first batch: its second half goes to the worker process while the migrator
+    validates the first half; a uid on both halves, a missing file and an unroutable uid
+    are refused exactly as one pass refuses them."""
+    engine = sa.create_engine(sqlite_url)
+    table = h.make_table(engine, uid_key=False)
+    day = h.ts("2024-01-10T00:00:00Z")
+    good = [
+        h.Src(f"f{i:02d}", day + timedelta(minutes=i), h.content_for(f"f{i:02d}")) for i in range(8)
+    ]
+    rows = [
+        *good,
+        h.Src("missing", day + timedelta(minutes=20), b"x", location=str(tmp_path / "nope.bin")),
+        h.Src("bad\x01uid", day + timedelta(minutes=30), b"ctl"),
+        h.Src("f01", day + timedelta(minutes=40), b"again", location=str(tmp_path / "again")),
+    ]
+    (tmp_path / "again").write_bytes(b"again")
+    h.insert_rows(engine, table, tmp_path / "src", rows)
+    in_worker: list[list[str]] = []
+    real = Verifier.validate
+
+    def counting_validate(self: Verifier, part: Any, n_bits: int) -> Any:
+        job = real(self, part, n_bits)
+        if job is not None:
+            in_worker.append([r[0] for r in part])
+        return job
+
+    monkeypatch.setattr(Verifier, "validate", counting_validate)
+    tuning = MigrationTuning(process_verify_min_rows=1, validate_split_min_rows=2)
+    cfg = h.migration_config(sqlite_url, tmp_path / "out")
+    report = MigrationOrchestrator(cfg, tuning=tuning).run_migration_cycle()
+    # 11 rows in (created_at, uid) order: the last 6 were validated in the worker
+    assert in_worker == [["f05", "f06", "f07", "missing", "bad\x01uid", "f01"]]
+    assert report.status == "partial"
+    assert [(f.uid, f.step, f.reason) for f in report.failures] == [
+        ("missing", "validate", f"source {tmp_path / 'nope.bin'} does not exist"),
+        ("bad\x01uid", "validate", _route_error("bad\x01uid")),
+        ("f01", "validate", duplicate_uid("f01")),
+    ]
+    # rows are marked by uid: neither row of f01 is packed (as before the split)
+    assert report.migrated == 7
+    assert h.archived_uids(engine, table) == {r.uid for r in good} - {"f01"}
+    for r in good[:1] + good[2:]:
+        assert h.read_back(tmp_path / "out", r.uid, r.created_at) == r.data

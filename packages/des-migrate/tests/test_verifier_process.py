@@ -244,3 +244,45 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return fields[0] != "Z"  # a zombie has exited
+
+
+def test_rows_already_in_their_shard_are_marked_and_deleted_ones_refused(
+    sqlite_url: str, tmp_path: Path, h: type
+) -> None:
+    """The "already packed?" check: a uid in its shard is verified and marked, not packed
+    again; a uid whose shard holds a deletion marker for it is refused; the others are
+    packed (into shards that exist or not)."""
+    day = h.ts("2024-01-10T08:00:00Z")
+    rows = [h.Src(u, day, h.content_for(u)) for u in ("gone", "kept", "new", "fresh")]
+    engine, table = h.source_table(sqlite_url, tmp_path / "src", rows)
+    out = tmp_path / "out"
+    keys = {r.uid: locate_shard(r.uid, r.created_at, 4).object_key for r in rows}
+    written: dict[str, ShardWriter] = {}
+    files = []
+    for r in rows[:2]:  # an earlier run packed "gone" (deleted since) and "kept"
+        if keys[r.uid] not in written:
+            (out / keys[r.uid]).parent.mkdir(parents=True, exist_ok=True)
+            fh = (out / keys[r.uid]).open("wb")
+            files.append(fh)
+            written[keys[r.uid]] = ShardWriter(fh, codec="zstd")
+        written[keys[r.uid]].add(r.uid, r.data)
+    written[keys["gone"]].delete("gone")
+    for w in written.values():
+        w.close()
+    for fh in files:
+        fh.close()
+
+    report = MigrationOrchestrator(h.migration_config(sqlite_url, out)).run_migration_cycle()
+    assert [(f.uid, f.step, f.reason) for f in report.failures] == [
+        (
+            "gone",
+            "pack",
+            f"shard {keys['gone']} holds a deletion marker for this uid; not packing it again",
+        )
+    ]
+    assert (report.migrated, report.already_packed) == (3, 1)
+    assert h.archived_uids(engine, table) == {"kept", "new", "fresh"}
+    for r in rows[1:]:
+        assert h.read_back(out, r.uid, r.created_at) == r.data
+    # every live uid once ("kept" not packed twice); "gone" stays deleted
+    assert sorted(h.shard_uids(out)) == ["fresh", "kept", "new"]

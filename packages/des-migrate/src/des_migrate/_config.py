@@ -54,7 +54,7 @@ class MigrationSettings:
 
     archive_age_days: float = 7
     cutoff: datetime | None = None
-    batch_size: int = 100
+    batch_size: int = 20_000
     delete_source_files: bool = False
     report_file: str | None = None
     retry_failed: bool = False
@@ -294,7 +294,7 @@ def parse_config(obj: object, *, env: Mapping[str, str] | None = None) -> Migrat
     migration = MigrationSettings(
         archive_age_days=mg.number("archive_age_days", 7, minimum=0),
         cutoff=cutoff,
-        batch_size=mg.integer("batch_size", 100, minimum=1, maximum=1_000_000),
+        batch_size=mg.integer("batch_size", 20_000, minimum=1, maximum=1_000_000),
         delete_source_files=mg.boolean("delete_source_files", False),
         report_file=mg.opt_string("report_file"),
         retry_failed=mg.boolean("retry_failed", False),

@@ -50,11 +50,11 @@ from ._source_access import SourceAccess
 from ._source_db import Cursor, FileRow, SourceDatabase
 from ._steps import step_errors
 from ._tuning import MigrationTuning
-from ._verifier import Item, Row, ShardAnswer, Verifier, brief
-from ._verify_worker import duplicate_uid, source_problem
+from ._validate import validate_batch, validate_in_worker
+from ._verifier import Item, ShardAnswer, Verifier, brief
 
 if TYPE_CHECKING:
-    from des_format import ObjectStore, ShardRetriever
+    from des_format import ObjectStore
     from des_packer import ManifestEntry, PackOptions, PackReport, ProgressEvent
     from sqlalchemy.engine import Connection
 
@@ -141,6 +141,11 @@ class MigrationOrchestrator:
             return False
         return self.db.supports_skip_locked
 
+    @property
+    def verifier(self) -> Verifier | None:
+        """The cycle's verifier (worker process or threads), once its first batch is fetched."""
+        return self._verifier
+
     def step(self, name: str) -> None:
         """Run the fault hook for step ``name`` (tests inject failures there)."""
         if self._fault is not None:
@@ -154,16 +159,6 @@ class MigrationOrchestrator:
 
     def _n_bits(self) -> int:
         return self.config.packer.n_bits
-
-    def retriever(self) -> ShardRetriever:
-        """A retriever with a fresh index cache.
-
-        Each step that reads shards takes a new one: an index cached before a pack would not
-        know the files the pack just appended.
-        """
-        from des_format import IndexCache, ShardRetriever
-
-        return ShardRetriever(self.object_store(), cache=IndexCache(64 << 20))
 
     def object_store(self) -> ObjectStore:
         if self._store is not None:
@@ -421,53 +416,14 @@ class MigrationOrchestrator:
     # ------------------------------------------------------------------ steps
 
     def validate(self, batch: Batch) -> None:
-        """Each source exists and has the size the table says; the uid routes to a shard."""
-        from des_routing import RoutingError, locate_shard
-
-        self.step("validate")
-        n_bits = self._n_bits()
-        keys = batch.keys
-        with step_errors("validate"):
-            for row in batch.rows:
-                if row.uid in keys:
-                    batch.fail(row, "validate", duplicate_uid(row.uid))
-                    continue
-                try:
-                    keys[row.uid] = locate_shard(row.uid, row.created_at, n_bits).object_key
-                except RoutingError as exc:
-                    batch.fail(row, "validate", f"cannot route uid: {exc}")
-                    continue
-                if row.location.startswith("s3://") and row.size_bytes >= 0:
-                    problem = self.sources.check_s3_source(row)
-                else:
-                    problem = source_problem(row.location, row.size_bytes)
-                if problem is not None:
-                    batch.fail(row, "validate", problem)
+        """Each source exists and has the size the table says; the uid routes to a shard
+        (see ``_validate``)."""
+        validate_batch(self, batch)
 
     def validate_in_worker(self, batch: Batch) -> bool:
         """:meth:`validate` in the verify worker process (local sources only); False when it
         cannot be done there (no worker, or sources on S3)."""
-        verifier = self._verifier
-        if verifier is None or verifier.pid is None:
-            return False
-        if any(r.location.startswith("s3://") for r in batch.rows):
-            return False
-        rows: list[Row] = [
-            (r.uid, r.created_at.isoformat(), r.location, r.size_bytes) for r in batch.rows
-        ]
-        with batch.timed("validate"):
-            self.step("validate")
-            job = verifier.validate(rows, self._n_bits())
-            if job is None:
-                return False
-            with step_errors("validate"):
-                keys, refused = job.result()
-            for row, key in zip(batch.rows, keys, strict=True):
-                if key is not None:
-                    batch.keys[row.uid] = key
-            for i, reason in refused:
-                batch.fail(batch.rows[i], "validate", reason)
-        return True
+        return validate_in_worker(self, batch)
 
     def _pack_and_verify(
         self, batch: Batch, to_pack: list[FileRow], present: list[FileRow], conn: Connection

@@ -22,36 +22,52 @@ __all__ = ["compare_shard", "new_verifier", "split_already_packed"]
 def split_already_packed(
     orch: MigrationOrchestrator, batch: Batch, rows: list[FileRow]
 ) -> tuple[list[FileRow], list[FileRow]]:
-    """Rows whose uid is already in its shard (an earlier run packed it) vs. rows to pack."""
-    from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectNotFound
+    """Rows whose uid is already in its shard (an earlier run packed it) vs. rows to pack.
+
+    Each shard's index is read once for all its rows (the shard locks are held: nothing
+    appends to it meanwhile), and each row is one lookup in it, in row order; a shard that
+    does not exist yet means all its rows are to pack."""
+    from des_format import DesFormatError, ObjectNotFound, ShardIndex, StoreSource, read_index
 
     present: list[FileRow] = []
     to_pack: list[FileRow] = []
-    retriever = orch.retriever()
+    store = orch.object_store()
+    indexes: dict[str, ShardIndex | DesFormatError | None] = {}
     with step_errors("pack"):
-        absent: set[str] = set()  # shard keys with no object yet: nothing to look up
         for row in rows:
             key = batch.keys[row.uid]
-            if key in absent:
+            if key in indexes:
+                index = indexes[key]
+            else:
+                try:
+                    index = read_index(StoreSource(store, key))
+                except ObjectNotFound:
+                    index = None
+                except DesFormatError as exc:
+                    if is_store_outage(exc):
+                        raise
+                    index = exc
+                indexes[key] = index
+            if index is None:
                 to_pack.append(row)
                 continue
             try:
-                retriever.stat(key, row.uid)
-            except ObjectNotFound:
-                absent.add(key)
+                if isinstance(index, DesFormatError):
+                    raise index
+                entry = index.lookup(row.uid)
+            except DesFormatError as exc:
+                if is_store_outage(exc):
+                    raise
+                batch.fail(row, "pack", f"shard {key} cannot be read: {brief(exc)}")
+                continue
+            if entry is None:
                 to_pack.append(row)
-            except EntryNotFound:
-                to_pack.append(row)
-            except EntryDeleted:
+            elif entry.deleted:
                 batch.fail(
                     row,
                     "pack",
                     f"shard {key} holds a deletion marker for this uid; not packing it again",
                 )
-            except DesFormatError as exc:
-                if is_store_outage(exc):
-                    raise
-                batch.fail(row, "pack", f"shard {key} cannot be read: {brief(exc)}")
             else:
                 present.append(row)
     return present, to_pack

@@ -15,9 +15,12 @@ import signal
 import stat
 import struct
 import sys
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from des_format import ObjectStore
 
 #: How a worker process builds the store: ["local", base_dir] or
@@ -35,6 +38,8 @@ Answer = tuple[str, str | None, int | None]
 ShardAnswer = tuple[str | None, list[Answer]]
 #: A row to validate: uid, created_at (ISO 8601), file location, size_bytes (-1: NULL)
 Row = tuple[str, str, str, int]
+#: The same, validated in the migrator itself: created_at as the row's datetime
+LocalRow = tuple[str, "datetime", str, int]
 #: (the shard key of each row, None where it does not route; (row index, reason) of each
 #: row refused, in row order)
 Validated = tuple[list[str | None], list[tuple[int, str]]]
@@ -83,30 +88,32 @@ def check_local_source(location: str, size_bytes: int) -> str | None:
     return None
 
 
-def validate_rows(rows: list[Row], n_bits: int) -> Validated:
-    """The validate step for rows whose sources are local files (see the orchestrator's
-    ``_validate``, which gives the same keys and the same reasons in the same order)."""
-    from des_routing import RoutingError, locate_shard
+def validate_rows(rows: Sequence[Row | LocalRow], n_bits: int) -> Validated:
+    """The validate step for rows whose sources are local files (the orchestrator's
+    ``validate`` gives the same keys and the same reasons in the same order). Only the shard
+    key is computed per row (``locate_shard_key``, no ``ShardLocation``), and one ``stat``."""
+    from des_routing import RoutingError, locate_shard_key
 
     keys: list[str | None] = []
     refused: list[tuple[int, str]] = []
     seen: set[str] = set()
+    add_key, refuse, see = keys.append, refused.append, seen.add
     for i, (uid, created_at, location, size_bytes) in enumerate(rows):
         if uid in seen:
-            keys.append(None)
-            refused.append((i, duplicate_uid(uid)))
+            add_key(None)
+            refuse((i, duplicate_uid(uid)))
             continue
         try:
-            key = locate_shard(uid, created_at, n_bits).object_key
+            key = locate_shard_key(uid, created_at, n_bits)
         except RoutingError as exc:
-            keys.append(None)
-            refused.append((i, f"cannot route uid: {exc}"))
+            add_key(None)
+            refuse((i, f"cannot route uid: {exc}"))
             continue
-        seen.add(uid)
-        keys.append(key)
+        see(uid)
+        add_key(key)
         problem = source_problem(location, size_bytes)
         if problem is not None:
-            refused.append((i, problem))
+            refuse((i, problem))
     return keys, refused
 
 
