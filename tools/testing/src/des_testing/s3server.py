@@ -17,6 +17,11 @@ SECRET_KEY = "testing"
 REGION = "us-east-1"
 
 
+class DesTestingError(RuntimeError):
+    """Base of every error des_testing raises: a test server that is missing or does not
+    start."""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -87,14 +92,14 @@ def start_s3_server(port: int | None = None, timeout: float = 30.0) -> S3Server:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with code {proc.returncode}")
+            raise DesTestingError(f"moto_server exited with code {proc.returncode}")
         try:
             urllib.request.urlopen(f"{server.endpoint_url}/moto-api/", timeout=1).read()
             return server
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"moto_server did not answer on port {port} within {timeout} s")
+    raise DesTestingError(f"moto_server did not answer on port {port} within {timeout} s")
 
 
 def delete_bucket(client: Any, bucket: str) -> None:

