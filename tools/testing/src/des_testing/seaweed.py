@@ -29,7 +29,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .s3server import ACCESS_KEY, SECRET_KEY, DesTestingError, S3Server
+from .s3server import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    START_ATTEMPTS,
+    DesTestingError,
+    S3Server,
+    _Exited,
+)
 
 VERSION = "4.48"
 #: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
@@ -121,9 +128,21 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
     gateway takes a signed write.
 
     Raises :class:`SeaweedUnavailable` when the binary is missing, :class:`DesTestingError`
-    (with the log's tail) when the server exits or does not answer in ``timeout`` seconds.
+    (with the log's tail) when the server does not answer in ``timeout`` seconds, or exits
+    while starting on new free ports each of :data:`START_ATTEMPTS` times (another process may
+    take a port between its choice and its use).
     """
     weed = weed_binary()
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return _start_weed(weed, timeout)
+        except _Exited:
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_weed(weed: str, timeout: float) -> SeaweedServer:
     workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
     (workdir / "data").mkdir()
     (workdir / "master.toml").write_text(_MASTER_TOML)
@@ -180,7 +199,7 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
         if proc.poll() is not None:
             tail = _log_tail(workdir)
             server.stop()
-            raise DesTestingError(f"weed server exited with code {proc.returncode}:\n{tail}")
+            raise _Exited(f"weed server exited with code {proc.returncode}:\n{tail}")
         if _answers(server):
             return server
         time.sleep(0.2)
