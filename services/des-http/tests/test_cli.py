@@ -97,6 +97,7 @@ def test_help_of_both_commands(
     assert "Usage: des-http [OPTIONS]" in out
     assert "'des-http hash-token'" in out
     assert _run_main(["serve", "--help"], capsys, monkeypatch)[1] == out
+    assert _run_main(["-h"], capsys, monkeypatch)[1] == out
     code, out, _ = _run_main(["hash-token", "--help"], capsys, monkeypatch)
     assert code == 0
     assert "Usage: des-http hash-token [OPTIONS]" in out

@@ -33,7 +33,8 @@ LINE_HELP = (
     "Exit codes: 0 printed; 2 no token given, or a usage error."
 )
 
-_SETTINGS = {"help_option_names": ["--help"]}
+# -h too: the argparse command had it.
+_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 serve_app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, context_settings=_SETTINGS
