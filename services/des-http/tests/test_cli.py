@@ -48,6 +48,12 @@ def _run_main(
         ),
         (
             [],
+            {"DES_HTTP_PORT": "²"},
+            "des-http: error: DES_HTTP_PORT='²' (the default of --port) is not a port "
+            "number (0..65535); fix or unset it, or give --port",
+        ),
+        (
+            [],
             {"DES_HTTP_PORT": "65536"},
             "des-http: error: DES_HTTP_PORT='65536' (the default of --port) is not a port "
             "number (0..65535); fix or unset it, or give --port",

@@ -50,7 +50,7 @@ def _port_from_env() -> int:
     text = os.environ.get("DES_HTTP_PORT", "").strip()
     if not text:
         return 8000
-    if not text.isdigit() or int(text) > MAX_PORT:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_PORT:
         typer.echo(
             f"des-http: error: DES_HTTP_PORT={text!r} (the default of --port) is not a port "
             f"number (0..{MAX_PORT}); fix or unset it, or give --port",
