@@ -157,6 +157,7 @@ def test_rule_groups_and_alert_names() -> None:
         "DesRetrievalLatencyHigh",
         "DesS3CallsPerReadHigh",
         "DesIndexCacheHitRatioLow",
+        "DesStoreLayoutChanged",
         "DesS3SourceReadErrors",
         "DesMigrationNotRunning",
         "DesMigrationCycleFailed",

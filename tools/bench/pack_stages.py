@@ -20,6 +20,13 @@ around the library calls des-pack makes for it, over every file of the manifest:
 The sum is what one core would spend; des-pack spreads read, checksum and compress over its
 workers. Numbers are medians per file of ``--rounds`` passes (the page cache warmed by the
 first pass).
+
+The last line, ``des_packer.pack``, is the CPU per file of the packer's own library call on
+the same manifest, median of as many passes (one process and one worker: the plan, the
+pipeline and the shard writer run in this thread, the fsyncs and renames in the packer's
+commit thread; process CPU time): the stages above plus what the packer spends around them.
+With ``PYTHONPATH`` set to another tree's ``packages/*/src``, both measure that tree's code
+(before/after in one run).
 """
 
 from __future__ import annotations
@@ -127,6 +134,26 @@ def _crc_cost(files: list[tuple[str, bytes, dict[str, Any]]]) -> float:
     return _CRC_PER_BYTE[0] * sum(len(b) for _, b, _ in files)
 
 
+def whole_pass(data: Path, n_bits: int, level: int, block_size: int, fsync: bool) -> float:
+    """CPU seconds of this process (all its threads: the commits run in one) for
+    ``des_packer.pack`` of the manifest, one packing process."""
+    from des_packer import PackOptions, pack
+
+    opts = PackOptions(
+        n_bits=n_bits,
+        codec="zstd",
+        level=level,
+        processes=1,
+        workers=1,
+        fsync=fsync,
+        block_size=block_size,
+    )
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        t = time.process_time()
+        pack(read_manifest(data / "manifests" / "to-pack.json"), tmp, opts)
+        return time.process_time() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="gen_dataset.py output directory")
@@ -148,6 +175,13 @@ def main() -> None:
         total += us
         print(f"  {stage:<9} {us:7.2f} us/file")
     print(f"  {'total':<9} {total:7.2f} us/file")
+    fsync = not args.no_fsync
+    whole = [
+        whole_pass(args.data, args.n_bits, args.level, args.block_size, fsync)
+        for _ in range(args.rounds + 1)
+    ][1:]
+    us = statistics.median(whole) / files * 1e6
+    print(f"  des_packer.pack (one process, one worker): {us:7.2f} us/file")
 
 
 if __name__ == "__main__":

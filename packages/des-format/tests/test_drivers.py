@@ -350,3 +350,27 @@ def test_stream_decoder_bounds_lz4_too() -> None:
     frame = lz4.frame.compress(good)
     assert b"".join(decoder.feed(frame[i : i + 7]) for i in range(0, len(frame), 7)) == good
     decoder.finish()
+
+
+def test_a_file_of_one_chunk_is_whole_at_open_and_a_longer_one_streams() -> None:
+    mem = MemoryObjectStore()
+    out = io.BytesIO()
+    w = ShardWriter(out)
+    small, empty, large = b"inline bytes" * 10, b"", bytes(range(256)) * 20
+    w.add("small", small)
+    w.add("empty", empty)
+    w.add("large", large)
+    w.close()
+    mem.put(KEY, out.getvalue())
+    retriever = AsyncShardRetriever(AsyncView(mem), chunk_size=1024)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        for uid, data in (("small", small), ("empty", empty)):
+            opened = await retriever.open(KEY, uid)
+            assert opened.whole == data
+            assert await opened.read() == data  # iterating gives the same bytes
+        opened = await retriever.open(KEY, "large")  # 5,120 bytes: more than one chunk
+        assert opened.whole is None
+        assert await opened.read() == large
+
+    asyncio.run(main())

@@ -119,6 +119,9 @@ PUBLIC_API = [
     "ensure_local_layout",
     "read_store_layout",
     "zones_digest",
+    # the store port's declared capabilities (issue 19)
+    "ListEntry",
+    "ObjectStoreBase",
 ]
 
 

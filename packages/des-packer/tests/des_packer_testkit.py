@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from des_format import ObjectStoreBase
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     }
 
 
-class CountingStore:
+class CountingStore(ObjectStoreBase):
     """Wraps an ObjectStore and records every request (method, key)."""
 
     def __init__(self, inner: Any) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from des_format import ShardReader
 from des_packer import (
+    EntryFailed,
     ManifestEntry,
     PackAborted,
     PackOptions,
@@ -218,3 +219,27 @@ def test_leftovers_of_every_shard_go_with_one_listing_per_day(
     assert listed.count(str(day)) == 1  # not once per shard
     assert report.files == 60
     assert sorted(p.name for p in day.glob(".des-*")) == sorted(foreign)
+
+
+@pytest.mark.parametrize("piece", [1, 100, 999, 1000])
+def test_short_reads_are_joined_and_a_longer_source_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """Reads that return at most ``piece`` bytes (as network file systems may): a source of
+    exactly size_bytes comes back whole, one byte longer is refused, even when the first
+    read stops right at size_bytes and only the read for the end finds the extra byte."""
+    data = bytes(range(256)) * 4 + b"tail"  # 1,028 bytes
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, piece)))
+    reader = SourceReader()
+    exact = ManifestEntry("u", "2024-05-01T00:00:00Z", len(data), str(src))
+    assert reader.read(exact) == data
+    short = ManifestEntry("u", "2024-05-01T00:00:00Z", 1000, str(src))
+    with pytest.raises(EntryFailed) as failed:
+        reader.read(short)
+    assert failed.value.reason == (
+        f"source {src} has more than 1000 bytes but size_bytes is 1000; fix size_bytes in the "
+        "manifest (or the file)"
+    )

@@ -186,6 +186,13 @@ def test_multi_zone_output_goes_to_each_zone_and_reads_back(s3: Any, tmp_path: P
     assert result.exit_code == 0, result.output
     for r in ds.rows:
         assert (tmp_path / "got" / r["uid"]).read_bytes() == ds.content(r["uid"])
+    # ``des ls`` lists each day in every zone (the store's list_dir, each zone's bucket).
+    result = CliRunner().invoke(
+        des_app, ["ls", "--from", "20240301", "--to", "20240302", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    listed = sorted(json.loads(line)["uid"] for line in result.stdout.splitlines())
+    assert listed == sorted(r["uid"] for r in ds.rows)
 
 
 @pytest.mark.parametrize("tail", [None, "8192", "200000"])

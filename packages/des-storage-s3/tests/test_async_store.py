@@ -19,6 +19,7 @@ from des_format import (
     IndexCache,
     ObjectInfo,
     ObjectStore,
+    ObjectStoreBase,
     ShardRetriever,
     ShardWriter,
     TailRead,
@@ -65,7 +66,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         lp.close()
 
 
-class SyncView:
+class SyncView(ObjectStoreBase):
     """The async store behind the blocking ObjectStore methods (to run the sync suite)."""
 
     def __init__(self, store: AsyncS3ObjectStore, loop: asyncio.AbstractEventLoop) -> None:

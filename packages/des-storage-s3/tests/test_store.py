@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from des_format import (
+    ListEntry,
     ObjectNotFound,
     ObjectStore,
     PreconditionFailed,
@@ -176,3 +177,41 @@ def test_any_range_or_tail_returns_exact_bytes(store: S3ObjectStore, data: st.Da
     n = data.draw(st.integers(1, len(DATA) + 100))
     tail = store.read_tail("20240101/A7.des", n)
     assert (tail.data, tail.object_size) == (DATA[-n:], len(DATA))
+
+
+# ---- listing (ListObjectsV2, delimiter "/") ------------------------------------------------
+
+
+def test_list_dir_lists_one_level_in_one_request(
+    store: S3ObjectStore, proxy: FaultProxy, direct: Any, bucket: str
+) -> None:
+    direct.put_object(Bucket=bucket, Key="pre/20240101/_bigFiles/" + "ab" * 32, Body=b"x")
+    proxy.clear()
+    day = sorted(store.list_dir("20240101"), key=lambda e: e.name)
+    assert day == [ListEntry("A7.des", False), ListEntry("_bigFiles", True)]
+    reqs = proxy.snapshot()
+    assert [(r.method, r.status) for r in reqs] == [("GET", 200)]
+    query = reqs[0].query
+    assert "list-type=2" in query
+    assert "delimiter=%2F" in query
+    assert "prefix=pre%2F20240101%2F" in query
+    proxy.clear()
+    # S3 lists in key order: "pre/20240101/" comes before "pre/empty".
+    assert list(store.list_dir("", limit=1)) == [ListEntry("20240101", True)]
+    reqs = proxy.snapshot()
+    assert len(reqs) == 1
+    assert "max-keys=1" in reqs[0].query
+
+
+def test_list_dir_retries_a_server_error(store: S3ObjectStore, proxy: FaultProxy) -> None:
+    proxy.clear()
+    proxy.inject("error500", method="GET")
+    assert list(store.list_dir("20240101")) == [ListEntry("A7.des", False)]
+    assert [r.status for r in proxy.snapshot()] == [500, 200]
+
+
+def test_list_dir_of_a_missing_bucket_names_it(client: Any, fast_retry: RetryPolicy) -> None:
+    store = S3ObjectStore(client, "des-no-such-bucket-here", retry=fast_retry)
+    with pytest.raises(S3ObjectNotFound, match="no such bucket") as info:
+        store.list_dir("20240101")
+    assert info.value.code == "NoSuchBucket"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from des_format import LocalBigFileSink, ObjectInfo, ShardWriter, TailRead
+from des_format import LocalBigFileSink, ObjectInfo, ObjectStoreBase, ShardWriter, TailRead
 from des_http import HttpSettings
 from des_routing import locate_shard
 from fastapi.testclient import TestClient
@@ -82,7 +82,7 @@ def write_dataset(base: Path, files: tuple[SampleFile, ...] = SAMPLES, **writer:
 
 
 @dataclass
-class RecordingStore:
+class RecordingStore(ObjectStoreBase):
     """An ObjectStore wrapper that records each call; ``fail`` makes every call raise."""
 
     inner: Any

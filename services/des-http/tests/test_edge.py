@@ -116,6 +116,8 @@ class _Entry:
 
 
 class _File:
+    whole: bytes | None = None  # streamed through aiter_bytes
+
     def __init__(self, entry: _Entry, data: bytes) -> None:
         self._entry = entry
         self._data = data
@@ -134,6 +136,8 @@ class _File:
 
 class _Retriever:
     """An in-process AsyncRetriever holding one file per uid."""
+
+    cache = None
 
     def __init__(self, files: dict[str, tuple[_Entry, bytes]]) -> None:
         self.files = files

@@ -121,7 +121,7 @@ def test_openapi_describes_every_endpoint_and_error(harness: Harness) -> None:
     assert get["responses"]["404"]["content"]["application/problem+json"]["schema"] == {
         "$ref": "#/components/schemas/Problem"
     }
-    assert set(paths["/files/batch"]["post"]["responses"]) == {"200", "400", "413"}
+    assert set(paths["/files/batch"]["post"]["responses"]) == {"200", "400", "413", "503"}
     assert "503" in paths["/ready"]["get"]["responses"]
     text = json.dumps(doc)
     assert "422" not in text

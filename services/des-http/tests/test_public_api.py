@@ -72,6 +72,7 @@ def test_error_table_statuses() -> None:
         "RangeNotSatisfiableForFile": 416,
         "StorageUnavailable": 503,
         "PreconditionFailed": 503,
+        "StoreLayoutChanged": 503,
         "NotReady": 503,
         "ChecksumMismatch": 500,
         "CodecNotInstalled": 500,

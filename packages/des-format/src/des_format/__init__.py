@@ -47,6 +47,7 @@ from ._errors import (
     UnsupportedFormatVersion,
 )
 from ._index import ShardIndex
+from ._index_writer import WriteSummary
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     DEFAULT_BIGFILES_PREFIX,
@@ -89,10 +90,12 @@ from ._source import (
     ByteRange,
     ByteSource,
     BytesSource,
+    ListEntry,
     LocalFileSource,
     LocalObjectStore,
     ObjectInfo,
     ObjectStore,
+    ObjectStoreBase,
     StoreSource,
     TailRead,
 )
@@ -105,7 +108,7 @@ from ._store_layout import (
     zones_digest,
 )
 from ._verify import DEFAULT_VERIFY_WINDOW, FileCheck, verify_files
-from ._writer import ShardWriter, WriteSummary
+from ._writer import ShardWriter
 
 #: The installed distribution's version (read from its metadata on first use, so that
 #: importing the package does not load ``importlib.metadata``).
@@ -165,6 +168,7 @@ __all__ = [
     "IndexCache",
     "IndexEntry",
     "LayoutMismatch",
+    "ListEntry",
     "LocalBigFileSink",
     "LocalFileSource",
     "LocalObjectStore",
@@ -173,6 +177,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "ObjectStoreBase",
     "OpenedFile",
     "PayloadVerifier",
     "PreconditionFailed",

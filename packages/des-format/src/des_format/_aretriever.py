@@ -94,7 +94,10 @@ class AsyncOpenedFile:
     """A file found in a shard whose first bytes are already read and verified (a file of at
     most ``chunk_size`` bytes is verified whole). :meth:`aiter_bytes` gives the original
     bytes in verified chunks of at most ``chunk_size`` bytes; a failure past the first chunk
-    ends the stream with the error (``ChecksumMismatch``...), never with wrong bytes."""
+    ends the stream with the error (``ChecksumMismatch``...), never with wrong bytes.
+
+    ``whole``: the file's verified bytes when it was read whole at open (it fits one chunk),
+    else None; a caller may answer from it without iterating."""
 
     def __init__(
         self,
@@ -107,6 +110,9 @@ class AsyncOpenedFile:
         self.entry = entry
         self._held = held
         self._rest = rest
+        self.whole: bytes | None = None
+        if rest is None and len(held) <= 1:
+            self.whole = held[0] if held else b""
 
     @property
     def size(self) -> int:
@@ -201,7 +207,12 @@ class AsyncShardRetriever:
         """Find ``uid`` and read its first ``chunk_size`` original bytes (all of them, verified,
         for a file that fits); returns once that read succeeded. Until then a failure that a
         stale cached index explains re-reads the index once, cold, and starts again."""
-        loc: Located = await self._run(self.pipeline.locate(key, uid))
+        loc = self.pipeline.located_in_cache(key, uid)
+        if loc is None:
+            loc = await self._run(self.pipeline.locate(key, uid))
+        else:
+            assert self.cache is not None
+            self.cache.get(key)  # the hit locate() would have counted
         attempt = 0
         while True:
             step = self.pipeline.payload_read(key, loc.entry, loc.etag)
@@ -248,23 +259,20 @@ class AsyncShardRetriever:
     async def _read_whole(self, key: str, loc: Located, step: ReadRange | None) -> bytes:
         """The verified bytes of a file that fits one chunk, in one read. Its request is
         reported as a stream's is, failed or not (``(kind, 0)`` when the store refused it)."""
-        observer = self._observer
-        told = False
-
-        def tell(kind: str, nbytes: int) -> None:
-            nonlocal told
-            told = True
+        stored = b""
+        if step is not None:  # the pipeline's read_entry, its one read awaited here
+            observer = self._observer
+            try:
+                stored = await self.store.read_range(
+                    step.key, step.start, step.end, if_match=step.if_match
+                )
+            except BaseException:
+                if observer is not None:
+                    observer(step.kind, 0)
+                raise
             if observer is not None:
-                observer(kind, nbytes)
-
-        steps = self.pipeline.read_entry(key, loc.entry, loc.etag, loc.index.dictionary)
-        try:
-            data: bytes = await run_steps_async(steps, self.store, tell)
-        except BaseException:
-            if step is not None and not told and observer is not None:
-                observer(step.kind, 0)
-            raise
-        return data
+                observer(step.kind, len(stored))
+        return self.pipeline.decode_entry(loc.entry, stored, loc.index.dictionary)
 
     async def _verified_pieces(self, key: str, loc: Located) -> AsyncGenerator[bytes, None]:
         entry = loc.entry
@@ -305,21 +313,9 @@ class AsyncShardRetriever:
     def stat_nowait(self, key: str, uid: str) -> IndexEntry | None:
         """:meth:`stat` when it needs no request (the shard's index and the uid's bucket
         cached, the uid live), else None; counts a cache hit when it answers."""
-        cache = self.cache
-        if cache is None:
+        loc = self.pipeline.located_in_cache(key, uid)
+        if loc is None:
             return None
-        hit = cache.peek(key)
-        if hit is None:
-            return None
-        index = hit[1]
-        before = index.nbytes
-        try:
-            loaded, entry = index.lookup_loaded(uid)
-        except DesFormatError:
-            return None
-        if index.nbytes != before:  # a bucket decoded from the area held in memory
-            cache.resize(key, index)
-        if not loaded or entry is None or entry.deleted:
-            return None
-        cache.get(key)
-        return entry
+        assert self.cache is not None
+        self.cache.get(key)
+        return loc.entry

@@ -119,20 +119,34 @@ def parse_codec(value: str | int | Codec) -> Codec:
 def is_precompressed(name: str | None = None, content_type: str | None = None) -> bool:
     """True when the file's own name or content type marks it as already compressed."""
     if name:
-        base = name.replace("\\", "/").rsplit("/", 1)[-1]
-        if "." in base:
-            ext = base.rsplit(".", 1)[1].lower()
-            if ext in COMPRESSED_EXTENSIONS:
-                return True
-    if content_type:
-        ctype = content_type.split(";", 1)[0].strip().lower()
-        if ctype in COMPRESSED_CONTENT_TYPES:
-            return True
-        if ctype not in UNCOMPRESSED_IMAGE_TYPES and ctype.startswith(
-            COMPRESSED_CONTENT_TYPE_PREFIXES
+        dot = name.rfind(".")
+        # the extension of the last path component (after the last "/" or "\\")
+        if (
+            dot > name.rfind("/")
+            and dot > name.rfind("\\")
+            and name[dot + 1 :].lower() in COMPRESSED_EXTENSIONS
         ):
             return True
+    if content_type:
+        known = _CONTENT_TYPES.get(content_type)
+        if known is None:
+            known = _compressed_content_type(content_type)
+            if len(_CONTENT_TYPES) < 1024:  # a handful of distinct values in practice
+                _CONTENT_TYPES[content_type] = known
+        return known
     return False
+
+
+_CONTENT_TYPES: dict[str, bool] = {}  # content type -> _compressed_content_type (a cache)
+
+
+def _compressed_content_type(content_type: str) -> bool:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in COMPRESSED_CONTENT_TYPES:
+        return True
+    return ctype not in UNCOMPRESSED_IMAGE_TYPES and ctype.startswith(
+        COMPRESSED_CONTENT_TYPE_PREFIXES
+    )
 
 
 _modules: dict[Codec, ModuleType] = {}

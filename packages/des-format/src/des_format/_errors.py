@@ -69,7 +69,13 @@ class EntryDeleted(DesFormatError, LookupError):
 
 
 class StoreError(DesFormatError):
-    """Base class of errors raised by object stores (local directory, S3, ...)."""
+    """Base class of errors raised by object stores (local directory, S3, ...).
+
+    ``code``: the backend's own name for the error when it gives one (S3's ``NoSuchBucket``,
+    ``AccessDenied``...), else ``""``.
+    """
+
+    code: str = ""
 
     def __init__(self, message: str, *, key: str = "", location: str = "") -> None:
         super().__init__(message)

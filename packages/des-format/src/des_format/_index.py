@@ -77,20 +77,71 @@ def canonical_meta(meta: dict[str, Any]) -> bytes:
     return _ENCODE_META(meta).encode()
 
 
-def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
-    """Encode one bucket: its metadata table, then its entries sorted by UTF-8 uid bytes."""
-    return serialize_bucket_with_meta(
-        [(ub, e, canonical_meta(e.meta) if e.meta else None) for ub, e in entries]
+#: An entry ready to be serialized: the 12 fields of :class:`IndexEntry` in order, then the
+#: uid's UTF-8 bytes and the canonical JSON of its metadata (None: no metadata). Writers keep
+#: new entries in this form (a tuple is far cheaper to build than an ``IndexEntry``).
+Record = tuple[Any, ...]
+REC_UID_BYTES = 12
+REC_META_JSON = 13
+
+
+def entry_record(e: IndexEntry, ub: bytes | None = None, blob: bytes | None = None) -> Record:
+    """The :data:`Record` of an entry (``ub``/``blob``: its uid bytes and metadata JSON when
+    already known; built here otherwise)."""
+    if ub is None:
+        ub = e.uid.encode("utf-8")
+    if blob is None and e.meta:
+        blob = canonical_meta(e.meta)
+    return (
+        e.uid,
+        e.size,
+        e.stored_size,
+        e.codec,
+        e.checksum,
+        e.offset,
+        e.part,
+        e.is_bigfile,
+        e.bigfile_hash,
+        e.deleted,
+        e.meta,
+        e.block_offset,
+        ub,
+        blob,
     )
 
 
-def serialize_bucket_with_meta(items: list[tuple[bytes, IndexEntry, bytes | None]]) -> bytes:
-    """:func:`serialize_bucket` for entries whose canonical metadata JSON is already known."""
+def as_entry(value: IndexEntry | Record) -> IndexEntry:
+    """The ``IndexEntry`` of an entry kept as an ``IndexEntry`` or as a :data:`Record`."""
+    if isinstance(value, IndexEntry):
+        return value
+    return IndexEntry(*value[:12])
+
+
+def is_live(value: IndexEntry | Record | None) -> bool:
+    """Whether an entry kept by a writer is there and not deleted (records always are)."""
+    if value is None:
+        return False
+    return type(value) is not IndexEntry or not value.deleted
+
+
+def serialize_bucket(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
+    """Encode one bucket: its metadata table, then its entries sorted by UTF-8 uid bytes."""
+    return serialize_records([entry_record(e, ub) for ub, e in entries])
+
+
+def _record_key(rec: Record) -> bytes:
+    key: bytes = rec[REC_UID_BYTES]
+    return key
+
+
+def serialize_records(items: list[Record]) -> bytes:
+    """:func:`serialize_bucket` for entries given as :data:`Record` (sorted here, in place)."""
     if not items:
         return b""
-    items.sort(key=lambda item: item[0])
+    items.sort(key=_record_key)
     metas: dict[bytes, int] = {}
-    for _ub, _e, blob in items:
+    for rec in items:
+        blob = rec[REC_META_JSON]
         if blob is not None and blob not in metas:
             metas[blob] = len(metas)
     out = bytearray()
@@ -103,46 +154,74 @@ def serialize_bucket_with_meta(items: list[tuple[bytes, IndexEntry, bytes | None
         wv(out, len(blob))
         out += blob
     wv(out, len(items))
-    for uid_b, e, mblob in items:
-        flags = e.codec.value
-        if e.is_bigfile:
+    for uid, size, stored, codec, crc, offset, part, big, sha, deleted, _m, boff, ub, blob in items:
+        flags = codec | 0  # a plain int
+        if big:
             flags |= F_BIGFILE
-        if e.deleted:
+        if deleted:
             flags |= F_DELETED
-        if e.part and not e.is_bigfile:
+        if part and not big:
             flags |= F_PART
-        if mblob is not None:
+        if blob is not None:
             flags |= F_META
-        if e.checksum is None:
+        if crc is None:
             flags |= F_NO_CRC
-        n = len(uid_b)
+        n = len(ub)
         if n < 0x80:
             out.append(n)
         else:
             wv(out, n)
-        out += uid_b
+        out += ub
         if flags < 0x80:
             out.append(flags)
         else:
             wv(out, flags)
-        if e.is_bigfile:
-            if e.bigfile_hash is None or len(e.bigfile_hash) != 64:
-                raise ValueError(f"big file {e.uid!r} needs a sha256 hex digest")
-            out += bytes.fromhex(e.bigfile_hash)
-            wv(out, e.size)
+        if big:
+            if sha is None or len(sha) != 64:
+                raise ValueError(f"big file {uid!r} needs a sha256 hex digest")
+            out += bytes.fromhex(sha)
+            wv(out, size)
         else:
-            wv(out, e.offset)
-            wv(out, e.size)
-            if e.codec is not none:
-                wv(out, e.stored_size)
-                if e.codec is block:
-                    wv(out, e.block_offset)
-            if e.part:
-                wv(out, e.part)
-        if e.checksum is not None:
-            out += pack_crc(e.checksum)
-        if mblob is not None:
-            wv(out, metas[mblob])
+            # varints written in line for the common values (one or two bytes)
+            if offset < 0x4000:
+                if offset < 0x80:
+                    out.append(offset)
+                else:
+                    out.append((offset & 0x7F) | 0x80)
+                    out.append(offset >> 7)
+            elif offset < 0x200000:  # offsets in a shard of up to 2 MiB: three bytes
+                out.append((offset & 0x7F) | 0x80)
+                out.append(((offset >> 7) & 0x7F) | 0x80)
+                out.append(offset >> 14)
+            else:
+                wv(out, offset)
+            if size < 0x80:
+                out.append(size)
+            elif size < 0x4000:
+                out.append((size & 0x7F) | 0x80)
+                out.append(size >> 7)
+            else:
+                wv(out, size)
+            if codec is not none:
+                if stored < 0x80:
+                    out.append(stored)
+                elif stored < 0x4000:
+                    out.append((stored & 0x7F) | 0x80)
+                    out.append(stored >> 7)
+                else:
+                    wv(out, stored)
+                if codec is block:
+                    wv(out, boff)
+            if part:
+                wv(out, part)
+        if crc is not None:
+            out += pack_crc(crc)
+        if blob is not None:
+            mid = metas[blob]
+            if mid < 0x80:
+                out.append(mid)
+            else:
+                wv(out, mid)
     return bytes(out)
 
 

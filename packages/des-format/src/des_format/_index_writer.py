@@ -6,12 +6,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ._checksum import crc32
 from ._codecs import Codec
-from ._index import canonical_meta, serialize_bucket_with_meta
-from ._layout import DIR_ENTRY, IndexEntry, bucket_of, plan_bucket_count, serialize_footer
+from ._index import REC_META_JSON, Record, canonical_meta, entry_record, serialize_records
+from ._layout import _UID_HASHER, DIR_ENTRY, IndexEntry, plan_bucket_count, serialize_footer
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSummary:
+    """What :meth:`~des_format.ShardWriter.close` wrote."""
+
+    entry_count: int
+    added: int
+    deleted: int
+    data_bytes: int
+    index_bytes: int
+    head_size: int
+    parts: tuple[int, ...] = ()
+    bigfiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,44 +36,62 @@ class WrittenIndex:
 
 def write_index(
     out: BinaryIO,
-    entries: Iterable[IndexEntry],
+    entries: Iterable[IndexEntry | Record],
     *,
     index_offset: int,
-    meta_json: dict[int, bytes],
     dictionary: bytes | None,
 ) -> WrittenIndex:
-    """Write the index of ``entries`` to ``out``, whose next byte is at ``index_offset`` of
-    the head object. ``meta_json`` maps ``id(entry.meta)`` to its canonical JSON when the
-    writer already has it (entries sharing one metadata object are serialized once)."""
-    keyed: list[tuple[bytes, IndexEntry, bytes | None]] = []
-    by_id: dict[int, bytes] = {}  # interned or read from an index: shared meta objects
-    distinct_meta: dict[bytes, bytes] = {}
+    """Write the index of ``entries`` (``IndexEntry`` values, or :data:`Record` tuples as the
+    writer keeps new entries) to ``out``, whose next byte is at ``index_offset`` of the head
+    object. Entries sharing one metadata object are serialized once."""
+    records: list[Record] = []
+    by_id: dict[int, bytes | None] = {}  # shared meta objects (e.g. read from an index)
+    distinct_meta: set[bytes] = set()
     estimate = 0
+    with_meta = 0
     blocks = False
+    block = Codec.ZSTD_BLOCK
     for e in entries:
-        if e.codec is Codec.ZSTD_BLOCK:
+        if type(e) is tuple:
+            rec: Record = e
+            if rec[REC_META_JSON] is None and rec[10]:
+                canonical_meta(rec[10])  # metadata JSON cannot hold: raise why
+        else:
+            assert isinstance(e, IndexEntry)
+            blob: bytes | None = None
+            if e.meta:
+                key = id(e.meta)
+                if key in by_id:
+                    blob = by_id[key]
+                else:
+                    blob = by_id[key] = canonical_meta(e.meta)
+            rec = entry_record(e, None, blob)
+        if rec[3] is block:
             blocks = True
-        ub = e.uid.encode("utf-8")
-        estimate += len(ub) + 20
-        blob: bytes | None = None
-        if e.meta:
-            estimate += 2
-            blob = by_id.get(id(e.meta))
-            if blob is None:
-                blob = meta_json.get(id(e.meta)) or canonical_meta(e.meta)
-                blob = distinct_meta.setdefault(blob, blob)
-                by_id[id(e.meta)] = blob
-        keyed.append((ub, e, blob))
-    estimate += sum(len(m) + 2 for m in distinct_meta)
+        estimate += len(rec[12]) + 20
+        blob = rec[REC_META_JSON]
+        if blob is not None:
+            with_meta += 1
+            distinct_meta.add(blob)
+        records.append(rec)
+    estimate += 2 * with_meta + sum(len(m) + 2 for m in distinct_meta)
     n_buckets = plan_bucket_count(estimate)
-    groups: list[list[tuple[bytes, IndexEntry, bytes | None]]] = [[] for _ in range(n_buckets)]
-    for item in keyed:
-        groups[bucket_of(item[0], n_buckets)].append(item)
+    groups: list[list[Record]] = [[] for _ in range(n_buckets)]
+    shift = 64 - (n_buckets.bit_length() - 1)
+    if shift == 64:
+        groups[0] = records
+    else:
+        copy = _UID_HASHER.copy
+        from_bytes = int.from_bytes
+        for rec in records:
+            h: Any = copy()
+            h.update(rec[12])
+            groups[from_bytes(h.digest(), "big") >> shift].append(rec)
     directory = bytearray()
     rel = 0
     written = 0
     for group in groups:
-        encoded = serialize_bucket_with_meta(group)
+        encoded = serialize_records(group)
         if encoded:
             out.write(encoded)
         rel += len(encoded)
@@ -75,7 +107,7 @@ def write_index(
     out.write(directory)
     footer = serialize_footer(
         index_offset=index_offset,
-        entry_count=len(keyed),
+        entry_count=len(records),
         bucket_count=n_buckets,
         directory_crc=crc32(directory),
         dictionary_size=len(dictionary) if dictionary is not None else 0,
@@ -83,4 +115,4 @@ def write_index(
     )
     out.write(footer)
     index_bytes = written + len(directory) + len(footer)
-    return WrittenIndex(len(keyed), index_bytes)
+    return WrittenIndex(len(records), index_bytes)

@@ -354,6 +354,32 @@ class RetrievalPipeline:
             pass
         return (yield from self.relocate(key, uid, index))
 
+    def located_in_cache(self, key: str, uid: str) -> Located | None:
+        """:meth:`locate` answered without a request: the index of ``key`` cached and the
+        bucket of ``uid`` in memory, ``uid`` live; None for anything else (a miss or a
+        tombstone needs a HEAD, a bucket not decoded needs a read, a corrupt bucket an
+        error: :meth:`locate` decides those). Counts no cache hit or miss: the caller
+        counts a hit with ``cache.get`` once it answers."""
+        cache = self.cache
+        if cache is None:
+            return None
+        hit = cache.peek(key)
+        if hit is None:
+            return None
+        etag, index = hit
+        before = index.nbytes
+        try:
+            loaded, entry = index.lookup_loaded(uid)
+        except DesFormatError:  # a corrupt bucket
+            return None
+        if not loaded:
+            return None
+        if index.nbytes != before:  # as entry(): a bucket decoded from the area
+            cache.resize(key, index)
+        if entry is None or entry.deleted:
+            return None
+        return Located(etag, index, entry, True)
+
     def relocate(self, key: str, uid: str, stale: ShardIndex | None = None) -> Steps[Located]:
         """Drop the cached index of ``key`` (only ``stale``, when given) and find ``uid`` in
         a fresh one."""
@@ -385,6 +411,12 @@ class RetrievalPipeline:
         """The verified original bytes of ``entry`` (one read at most)."""
         step = self.payload_read(key, entry, etag)
         stored: bytes = b"" if step is None else (yield step)
+        return self.decode_entry(entry, stored, dictionary)
+
+    @staticmethod
+    def decode_entry(entry: IndexEntry, stored: bytes, dictionary: bytes | None) -> bytes:
+        """The verified original bytes of ``entry`` from the answer to its
+        :meth:`payload_read` (``b""`` when there was none)."""
         if entry.is_bigfile:
             check_payload(entry, stored)
             if (

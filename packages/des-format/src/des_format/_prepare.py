@@ -6,8 +6,9 @@ thread-safe, so packers run it in a pool while one writer streams the results.""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from ._codecs import (
     DEFAULT_DICT_MAX_FILE_SIZE,
     MAX_BLOCK_SIZE,
     Codec,
+    _module,
     compress,
     is_precompressed,
     parse_codec,
@@ -39,6 +41,10 @@ class PreparedPayload:
     sha256: str | None = None  # set when the payload is a big file
     dictionary_crc: int | None = None  # CRC-32 of the dictionary used (codec ZSTD_DICT)
     block_offset: int = 0  # codec ZSTD_BLOCK: where the file starts in its block
+    #: The canonical JSON of ``meta`` (:func:`canonical_meta`) when :func:`prepare_payload`
+    #: made it, so the writer does not build it again; None otherwise. Not an argument:
+    #: ``dataclasses.replace`` gives a copy without it, which the writer then builds.
+    meta_json: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def is_bigfile(self) -> bool:
@@ -74,17 +80,51 @@ def build_meta(
     meta: dict[str, Any] | None, name: str | None = None, content_type: str | None = None
 ) -> dict[str, Any]:
     """The metadata object stored for a file (``name``/``content_type`` override ``meta``)."""
+    return meta_with_json(meta, name, content_type)[0]
+
+
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def meta_with_json(
+    meta: dict[str, Any] | None, name: str | None = None, content_type: str | None = None
+) -> tuple[dict[str, Any], bytes | None]:
+    """:func:`build_meta` and the canonical JSON of its result (None when it is empty).
+
+    The common case of a packer, a name and a content type (strings) and nothing else, is
+    written directly: ``{"content_type":...,"name":...}`` is what :func:`canonical_meta`
+    makes of it (keys sorted, the same string escapes)."""
+    if not meta:
+        if type(name) is str and type(content_type) is str:
+            blob = _name_type_json(name, content_type)
+            if blob is not None:
+                return {"name": name, "content_type": content_type}, blob
+    elif name is None and content_type is None and len(meta) == 2:
+        n, c = meta.get("name"), meta.get("content_type")
+        if type(n) is str and type(c) is str:
+            blob = _name_type_json(n, c)
+            if blob is not None:
+                return dict(meta), blob
     out = dict(meta) if meta else {}
     if name is not None:
         out["name"] = name
     if content_type is not None:
         out["content_type"] = content_type
-    if out:
-        try:
-            canonical_meta(out)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata must be a JSON object of plain values: {exc}") from None
-    return out
+    if not out:
+        return out, None
+    try:
+        return out, canonical_meta(out)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be a JSON object of plain values: {exc}") from None
+
+
+def _name_type_json(name: str, content_type: str) -> bytes | None:
+    """``canonical_meta({"name": name, "content_type": content_type})``, or None when a
+    string cannot be encoded (a lone surrogate; the general path says what is wrong)."""
+    try:
+        return f'{{"content_type":{_json_str(content_type)},"name":{_json_str(name)}}}'.encode()
+    except UnicodeEncodeError:
+        return None
 
 
 def check_uid(uid: str) -> bytes:
@@ -125,15 +165,19 @@ def prepare_payload(
     """
     if not _checked:
         check_uid(uid)
-    chosen = parse_codec(codec)
+    chosen = codec if type(codec) is Codec else parse_codec(codec)
     if chosen is Codec.ZSTD_BLOCK:  # refused whatever the data (even empty or big)
         raise ValueError("solid blocks are made by prepare_block")
-    data = bytes(data)
-    full_meta = build_meta(meta, name, content_type)
+    if type(data) is not bytes:
+        data = bytes(data)
+    full_meta, meta_json = meta_with_json(meta, name, content_type)
     crc = crc32(data)
-    if big_file_threshold is not None and len(data) > big_file_threshold:
+    size = len(data)
+    if big_file_threshold is not None and size > big_file_threshold:
         sha = hashlib.sha256(data).hexdigest()
-        return PreparedPayload(uid, len(data), data, Codec.NONE, crc, full_meta, sha)
+        out = PreparedPayload(uid, size, data, Codec.NONE, crc, full_meta, sha)
+        object.__setattr__(out, "meta_json", meta_json)
+        return out
     stored = data
     if chosen is not Codec.NONE and data:
         fname = name if name is not None else full_meta.get("name")
@@ -144,21 +188,23 @@ def prepare_payload(
             chosen = Codec.NONE
         else:
             use_dict = (
-                dictionary is not None and chosen is Codec.ZSTD and len(data) <= dict_max_file_size
+                dictionary is not None and chosen is Codec.ZSTD and size <= dict_max_file_size
             )
             if use_dict:
                 chosen = Codec.ZSTD_DICT
             elif chosen is Codec.ZSTD_DICT:
                 raise ValueError("codec zstd_dict is chosen by giving a dictionary")
             packed = compress(chosen, data, level, dictionary=dictionary if use_dict else None)
-            if len(packed) < len(data):
+            if len(packed) < size:
                 stored = packed
             else:
                 chosen = Codec.NONE
     else:
         chosen = Codec.NONE
     dict_crc = crc32(dictionary) if chosen is Codec.ZSTD_DICT and dictionary else None
-    return PreparedPayload(uid, len(data), stored, chosen, crc, full_meta, None, dict_crc)
+    out = PreparedPayload(uid, size, stored, chosen, crc, full_meta, None, dict_crc)
+    object.__setattr__(out, "meta_json", meta_json)
+    return out
 
 
 def prepare_block(
@@ -197,17 +243,12 @@ def prepare_block(
         prepared: list[PreparedPayload] = []
         pos = 0
         for uid, data, meta in members:
-            prepared.append(
-                PreparedPayload(
-                    uid,
-                    len(data),
-                    b"",
-                    Codec.ZSTD_BLOCK,
-                    crc32(data),
-                    build_meta(meta),
-                    block_offset=pos,
-                )
+            full_meta, meta_json = meta_with_json(meta)
+            member = PreparedPayload(
+                uid, len(data), b"", Codec.ZSTD_BLOCK, crc32(data), full_meta, block_offset=pos
             )
+            object.__setattr__(member, "meta_json", meta_json)
+            prepared.append(member)
             pos += len(data)
         out.append(PreparedBlock(frame, tuple(prepared)))
     else:
@@ -217,6 +258,15 @@ def prepare_block(
             prepare_payload(uid, data, meta=meta, codec=Codec.ZSTD, level=level, _checked=True)
         )
     return out
+
+
+def block_frame_size(stored: bytes) -> int:
+    """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
+    zstd = _module(Codec.ZSTD)
+    try:
+        return int(zstd.frame_content_size(stored))
+    except zstd.ZstdError:
+        return -1
 
 
 def hash_file(path: str | os.PathLike[str]) -> FileDigest:

@@ -132,9 +132,7 @@ class ShardReader:
 
     def close(self) -> None:
         for src in [self.source, *self._parts.values()]:
-            closer = getattr(src, "close", None)
-            if callable(closer):
-                closer()
+            src.close()
 
     def __enter__(self) -> ShardReader:
         return self
@@ -181,9 +179,7 @@ class ShardReader:
             try:
                 tail = src.read_tail(entry.size + 1)
             finally:
-                closer = getattr(src, "close", None)
-                if callable(closer):
-                    closer()
+                src.close()
             if tail.object_size != entry.size:
                 raise CorruptShard(
                     f"big file of {entry.uid!r} is {tail.object_size} bytes,"

@@ -161,28 +161,10 @@ class ShardRetriever:
     # ---- answers without I/O (for an event loop; every None means: use the methods above) ----
 
     def _cached_entry(self, key: str, uid: str) -> tuple[str | None, ShardIndex, IndexEntry] | None:
-        """(etag, index, entry) of a live ``uid`` from a cached index whose bucket of ``uid``
-        is in memory, else None. Counts no cache hit or miss (the caller counts a hit with
-        ``cache.get`` once it answers, so the counters read as if ``stat``/``read`` ran)."""
-        cache = self.cache
-        if cache is None:
-            return None
-        hit = cache.peek(key)
-        if hit is None:
-            return None
-        etag, index = hit
-        before = index.nbytes
-        try:
-            loaded, entry = index.lookup_loaded(uid)
-        except DesFormatError:  # a corrupt bucket
-            return None
-        if not loaded:
-            return None
-        if index.nbytes != before:  # as _entry: a bucket decoded from the area
-            cache.resize(key, index)
-        if entry is None or entry.deleted:  # missing or deleted: needs a HEAD
-            return None
-        return etag, index, entry
+        """(etag, index, entry) of a live ``uid`` when the pipeline locates it without a
+        request, else None (see ``RetrievalPipeline.located_in_cache``: no hit counted)."""
+        loc = self.pipeline.located_in_cache(key, uid)
+        return None if loc is None else (loc.etag, loc.index, loc.entry)
 
     def stat_nowait(self, key: str, uid: str) -> IndexEntry | None:
         """:meth:`stat` when it needs no request to the store (the shard's index and the
@@ -209,14 +191,14 @@ class ShardRetriever:
 
         Answers only from a cached index, for an inline entry of at most ``max_bytes``
         stored and original bytes (the decode and checksum run on the caller's thread), and
-        only through a store with ``read_range_nowait`` (``LocalObjectStore``: data in the
-        page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
+        only through a store declaring ``supports_nowait_reads`` (``LocalObjectStore``: data
+        in the page cache, shard not replaced); the same ``if_match`` as :meth:`read` applies.
         Anything unusual (a miss, a tombstone, data not in memory, a checksum failure) gives
         None, and nothing is counted or reported for it; an answer counts one cache hit and,
         when the payload was read, one ``payload`` request, as :meth:`read` would.
         """
-        reader = getattr(self.store, "read_range_nowait", None)
-        if reader is None and only_if is None:
+        nowait = self.store.supports_nowait_reads
+        if not nowait and only_if is None:
             return None
         found = self._cached_entry(key, uid)
         if found is None:
@@ -226,14 +208,14 @@ class ShardRetriever:
         if only_if is not None and not only_if(entry):
             self.cache.get(key)
             return entry, None
-        if reader is None:
+        if not nowait:
             return None
         if entry.is_bigfile or entry.size > max_bytes or entry.stored_size > max_bytes:
             return None
         stored: bytes | None = b""
         if entry.stored_size:
             okey = key if entry.part == 0 else part_key(key, entry.part)
-            stored = reader(
+            stored = self.store.read_range_nowait(
                 okey,
                 entry.offset,
                 entry.offset + entry.stored_size,

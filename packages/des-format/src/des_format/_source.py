@@ -11,10 +11,10 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ._errors import ObjectNotFound, RangeNotSatisfiable, StoreError
 
@@ -63,6 +63,15 @@ class ObjectInfo:
     etag: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One name directly under a listed prefix: an object, or a "directory" (a prefix that
+    more keys continue, S3's common prefix)."""
+
+    name: str
+    is_dir: bool
+
+
 @runtime_checkable
 class ByteSource(Protocol):
     """One object, read by ranges. The reader core needs nothing else."""
@@ -75,6 +84,10 @@ class ByteSource(Protocol):
         """Return the last ``min(n, size)`` bytes, the object size and its ETag if known."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds open (a descriptor); a no-op for most sources."""
+        ...
+
 
 @runtime_checkable
 class ObjectStore(Protocol):
@@ -82,7 +95,27 @@ class ObjectStore(Protocol):
 
     ``if_match``: the read fails with ``PreconditionFailed`` when the object's current ETag
     differs, so a cached index never serves offsets of a rebuilt object.
+
+    Besides reads, every store declares what else it can do, so that no caller has to guess
+    from its type (:class:`ObjectStoreBase` gives the defaults of a store that can do none of
+    it):
+
+    - ``supports_listing`` / :meth:`list_dir`: the names directly under a prefix;
+    - ``supports_nowait_reads`` / :meth:`read_range_nowait`: a read answered only if no I/O
+      has to be waited for (page-cached local files);
+    - :meth:`parts`: the stores it is made of (each zone of a multi-zone store), by name;
+    - :meth:`close`: release descriptors and connections.
     """
+
+    @property
+    def supports_listing(self) -> bool:
+        """Whether :meth:`list_dir` answers (else it raises ``StoreError``)."""
+        ...
+
+    @property
+    def supports_nowait_reads(self) -> bool:
+        """Whether :meth:`read_range_nowait` can ever answer (else it always gives None)."""
+        ...
 
     def read_tail(self, key: str, n: int) -> TailRead: ...
 
@@ -105,6 +138,66 @@ class ObjectStore(Protocol):
     def describe(self, key: str = "") -> str:
         """A human-readable location for messages: ``/data/des/20240101/A7.des``, ``s3://b/p/k``."""
         ...
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        """What is directly under ``prefix`` (``""``: the store's root; ``"20240101"``: one
+        day), in no set order, each entry once: objects, and directories more keys continue.
+        A prefix with nothing under it lists nothing. A multi-zone store lists every zone.
+        ``limit``: stop after that many entries (``limit=1`` is the cheapest request that
+        proves the store answers)."""
+        ...
+
+    def read_range_nowait(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes | None:
+        """:meth:`read_range` if it needs no I/O to be waited for, else None (then call
+        :meth:`read_range`). Never raises for a missing object or a bad range: None."""
+        ...
+
+    def parts(self) -> Mapping[str, ObjectStore]:
+        """The stores this one is made of, by name: each zone's store (by zone name) for a
+        multi-zone store; ``{"": self}`` for any other. Each part is itself a plain store."""
+        ...
+
+    def close(self) -> None:
+        """Release descriptors and connections (the store may still be used afterwards:
+        it reopens what it needs)."""
+        ...
+
+
+class ObjectStoreBase:
+    """The optional capabilities of an :class:`ObjectStore`, as a store that has none of
+    them: subclass it and override what a store can do (declaring ``supports_*`` True).
+
+    It cannot list, never answers a read without waiting, is its own only part and has
+    nothing to close.
+    """
+
+    @property
+    def supports_listing(self) -> bool:
+        return False
+
+    @property
+    def supports_nowait_reads(self) -> bool:
+        return False
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        raise StoreError(
+            f"{type(self).__name__} cannot list its keys (supports_listing is False); "
+            "use a store that can (LocalObjectStore, S3ObjectStore, MultiZoneObjectStore)",
+            key=prefix,
+        )
+
+    def read_range_nowait(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes | None:
+        return None
+
+    def parts(self) -> Mapping[str, ObjectStore]:
+        return {"": cast("ObjectStore", self)}
+
+    def close(self) -> None:
+        return None
 
 
 class StoreSource:
@@ -144,6 +237,9 @@ class StoreSource:
             self._on_read("range", len(data))
         return data
 
+    def close(self) -> None:
+        """Nothing to release: the store keeps its own connections."""
+
 
 class BytesSource:
     """An object held in memory (tests, and shards just built)."""
@@ -162,6 +258,9 @@ class BytesSource:
     def read_tail(self, n: int) -> TailRead:
         size = len(self._data)
         return TailRead(self._data[max(0, size - n) :], size, self._etag)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _etag_of(st: os.stat_result) -> str:
@@ -253,7 +352,7 @@ class LocalFileSource:
         return bytes(buf)
 
 
-class LocalObjectStore:
+class LocalObjectStore(ObjectStoreBase):
     """Objects as files under a base directory; keys can never escape it.
 
     Descriptors are cached per key and re-validated by ``stat`` so a file replaced by an
@@ -269,6 +368,32 @@ class LocalObjectStore:
         #: Whether :meth:`read_range_nowait` may read at all: the platform has non-blocking
         #: reads and ``base_dir`` is on a local filesystem (see ``LOCAL_FILESYSTEMS``).
         self.nowait_reads = NOWAIT_READS and filesystem_type(self.base_dir) in LOCAL_FILESYSTEMS
+
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    @property
+    def supports_nowait_reads(self) -> bool:
+        return self.nowait_reads
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        prefix = prefix.strip("/")
+        folder = self._path_str(prefix) if prefix else self._base_str
+        found: list[ListEntry] = []
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if limit is not None and len(found) >= limit:
+                        break
+                    found.append(ListEntry(e.name, e.is_dir()))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot list {folder}: {exc.strerror or exc}", key=prefix, location=folder
+            ) from exc
+        yield from found
 
     def path_for(self, key: str) -> Path:
         """The file behind ``key``; raises ``StoreError`` for keys that would leave base_dir."""

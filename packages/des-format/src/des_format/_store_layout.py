@@ -24,6 +24,7 @@ from typing import Any
 
 from ._errors import DesFormatError, ObjectNotFound
 from ._layout import DEFAULT_BIGFILES_PREFIX, FORMAT_VERSION
+from ._source import ObjectStore
 
 __all__ = [
     "LAYOUT_KEY",
@@ -140,16 +141,11 @@ def zones_digest(zones: Iterable[tuple[str, int, int]]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _stores(store: Any) -> list[Any]:
-    inner = getattr(store, "stores", None)  # a multi-zone store: each zone has its record
-    return list(inner.values()) if isinstance(inner, dict) else [store]
-
-
-def read_store_layout(store: Any) -> StoreLayout | None:
+def read_store_layout(store: ObjectStore) -> StoreLayout | None:
     """The layout record of ``store`` (one read; one per zone of a multi-zone store), or None
     for a store written before records existed. Zones that disagree raise LayoutMismatch."""
     found: list[tuple[str, StoreLayout]] = []
-    for s in _stores(store):
+    for s in store.parts().values():  # a multi-zone store: each zone has its record
         try:
             tail = s.read_tail(LAYOUT_KEY, _MAX_BYTES)
         except ObjectNotFound:

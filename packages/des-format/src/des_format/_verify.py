@@ -136,6 +136,9 @@ class _Window:
             return self.data[start - self.start : end - self.start]
         return self._store.read_range(self._key, start, end, if_match=self.etag)
 
+    def close(self) -> None:
+        """Nothing to release: the store keeps its own connections."""
+
     def extend(self, start: int) -> None:
         """Hold ``[start, size)`` in memory (one read of the missing bytes)."""
         if start < self.start:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,12 +19,11 @@ from ._codecs import (
     MAX_BLOCK_SIZE,
     MAX_DICTIONARY_SIZE,
     Codec,
-    _module,
     parse_codec,
 )
 from ._errors import DuplicateUid, EntryNotFound
-from ._index import ShardIndex, canonical_meta
-from ._index_writer import write_index
+from ._index import Record, ShardIndex, as_entry, canonical_meta, is_live
+from ._index_writer import WriteSummary, write_index
 from ._layout import (
     DEFAULT_BIG_FILE_THRESHOLD,
     HEADER_SIZE,
@@ -39,36 +38,13 @@ from ._prepare import (
     hash_file,
     prepare_payload,
 )
+from ._prepare import block_frame_size as _block_frame_size
 
-_COPY_CHUNK = 1 << 20
 # Payloads are written to the output in pieces of about _COALESCE bytes (one write call, and
 # one kernel write, per ~1 MiB instead of one per file); those of _DIRECT_WRITE bytes or more
 # are written as they are.
 _COALESCE = 1 << 20
 _DIRECT_WRITE = 256 << 10
-
-
-@dataclass(frozen=True, slots=True)
-class WriteSummary:
-    """What :meth:`ShardWriter.close` wrote."""
-
-    entry_count: int
-    added: int
-    deleted: int
-    data_bytes: int
-    index_bytes: int
-    head_size: int
-    parts: tuple[int, ...] = ()
-    bigfiles: tuple[str, ...] = ()
-
-
-def _block_frame_size(stored: bytes) -> int:
-    """The content size a solid block's zstd frame declares (-1: none, or not a frame)."""
-    zstd = _module(Codec.ZSTD)
-    try:
-        return int(zstd.frame_content_size(stored))
-    except zstd.ZstdError:
-        return -1
 
 
 class ShardWriter:
@@ -134,9 +110,10 @@ class ShardWriter:
         self._max_size = max_size
         self._open_part = open_part
         self._head = out
-        self._entries: dict[str, IndexEntry] = {}
-        self._metas: dict[bytes, dict[str, Any]] = {}  # canonical JSON -> shared meta
-        self._meta_json: dict[int, bytes] = {}  # id(shared meta) -> its canonical JSON
+        # uid -> entry: an IndexEntry, or for new inline files a Record (cheaper to build)
+        self._entries: dict[str, IndexEntry | Record] = {}
+        # canonical JSON -> (shared meta, that JSON): one dict per distinct metadata object
+        self._metas: dict[bytes, tuple[dict[str, Any], bytes]] = {}
         self._empty_meta: dict[str, Any] = {}
         self._added = 0
         self._deleted = 0
@@ -179,8 +156,7 @@ class ShardWriter:
     # ---- state ----
 
     def __contains__(self, uid: object) -> bool:
-        entry = self._entries.get(uid) if isinstance(uid, str) else None
-        return entry is not None and not entry.deleted
+        return isinstance(uid, str) and is_live(self._entries.get(uid))
 
     @property
     def entry_count(self) -> int:
@@ -198,31 +174,35 @@ class ShardWriter:
 
     # ---- adding ----
 
-    def _intern_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+    def _intern_meta(
+        self, meta: dict[str, Any], blob: bytes | None = None
+    ) -> tuple[dict[str, Any], bytes | None]:
         """One shared dict per distinct metadata object (entries treat meta as read-only), so
-        a million files with the same content type hold one dict, not a million. Its
-        canonical JSON is kept for ``close``."""
+        a million files with the same content type hold one dict, not a million; with its
+        canonical JSON (``blob`` when the caller has it; None for metadata JSON cannot hold,
+        which ``close`` reports)."""
         if not meta:
-            return self._empty_meta
-        try:
-            blob = canonical_meta(meta)
-        except (TypeError, ValueError):  # close() reports it
-            return meta
+            return self._empty_meta, None
+        if blob is None:
+            try:
+                blob = canonical_meta(meta)
+            except (TypeError, ValueError):  # close() reports it
+                return meta, None
         shared = self._metas.get(blob)
-        if shared is None:
-            if len(self._metas) >= 65536:
-                return meta
-            shared = self._metas[blob] = meta
-            self._meta_json[id(meta)] = blob
-        return shared
+        if shared is not None:
+            return shared
+        if len(self._metas) < 65536:
+            self._metas[blob] = (meta, blob)
+        return meta, blob
 
-    def _check_new(self, uid: str) -> None:
+    def _check_new(self, uid: str) -> bytes:
+        """The uid's UTF-8 bytes, once checked that it may be added."""
         if self._closed:
             raise ValueError("this ShardWriter is closed")
-        check_uid(uid)
-        old = self._entries.get(uid)
-        if old is not None and not old.deleted:
+        raw = check_uid(uid)
+        if is_live(self._entries.get(uid)):
             raise DuplicateUid(uid)
+        return raw
 
     def _write_payload(self, stored: bytes) -> tuple[int, int]:
         n = len(stored)
@@ -277,7 +257,7 @@ class ShardWriter:
         level: int | None = None,
     ) -> IndexEntry:
         """Add one file; returns its index entry. ``DuplicateUid`` if the uid is present."""
-        self._check_new(uid)
+        ub = self._check_new(uid)
         prepared = prepare_payload(
             uid,
             data,
@@ -291,71 +271,103 @@ class ShardWriter:
             dict_max_file_size=self._dict_max,
             _checked=True,
         )
-        return self._add_prepared(prepared)
+        return as_entry(self._add_prepared(prepared, ub))
 
     def add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
         """Add a payload made by :func:`prepare_payload` (possibly in another thread)."""
-        self._check_new(prepared.uid)
-        return self._add_prepared(prepared)
+        ub = self._check_new(prepared.uid)
+        return as_entry(self._add_prepared(prepared, ub))
 
-    def _add_prepared(self, prepared: PreparedPayload) -> IndexEntry:
-        if prepared.codec is Codec.ZSTD_BLOCK:
+    def add_prepared_many(self, items: Iterable[PreparedPayload | PreparedBlock]) -> int:
+        """Add payloads made by :func:`prepare_payload` and blocks made by
+        :func:`prepare_block`, in order, as :meth:`add_prepared` and :meth:`add_block`
+        would; returns the number of files added. No entry is returned, which makes it the
+        cheaper call for many small files."""
+        files = 0
+        check = self._check_new
+        add = self._add_prepared
+        for item in items:
+            if type(item) is PreparedBlock:
+                files += len(self._add_block(item))
+            else:
+                assert isinstance(item, PreparedPayload)
+                add(item, check(item.uid))
+                files += 1
+        return files
+
+    def _add_prepared(self, prepared: PreparedPayload, ub: bytes) -> IndexEntry | Record:
+        codec = prepared.codec
+        if codec is Codec.ZSTD_BLOCK:
             raise ValueError(f"{prepared.uid!r} is a block member: add its block with add_block")
-        if prepared.is_bigfile or (self._sink is not None and prepared.size > self._threshold):
-            if self._sink is None:
-                raise ValueError(
-                    f"{prepared.uid!r} was prepared as a big file but this writer has no"
-                    " bigfile_sink"
-                )
-            data = prepared.stored
-            if prepared.codec is not Codec.NONE:
-                from ._codecs import decompress
-
-                data = decompress(
-                    prepared.codec, prepared.stored, prepared.size, dictionary=self._dictionary
-                )
-            sha = prepared.sha256 or hashlib.sha256(data).hexdigest()
-            self._sink.put_bytes(sha, data)
-            return self.add_bigfile(
-                prepared.uid,
-                sha256=sha,
-                size=prepared.size,
-                meta=prepared.meta,
-                checksum=prepared.checksum,
-            )
-        if prepared.codec is Codec.ZSTD_DICT and (
+        if prepared.sha256 is not None or (
+            self._sink is not None and prepared.size > self._threshold
+        ):
+            return self._add_prepared_bigfile(prepared)
+        if codec is Codec.ZSTD_DICT and (
             self._dict_crc is None or prepared.dictionary_crc != self._dict_crc
         ):
             raise ValueError(
                 f"{prepared.uid!r} was compressed with another dictionary than this shard's"
             )
-        part, offset = self._write_payload(prepared.stored)
-        entry = IndexEntry(
-            prepared.uid,
+        stored = prepared.stored
+        part, offset = self._write_payload(stored)
+        meta, blob = self._intern_meta(prepared.meta, prepared.meta_json)
+        uid = prepared.uid
+        record = (
+            uid,
             prepared.size,
-            len(prepared.stored),
-            prepared.codec,
+            len(stored),
+            codec,
             prepared.checksum,
             offset,
             part,
             False,
             None,
             False,
-            self._intern_meta(prepared.meta),
+            meta,
+            0,
+            ub,
+            blob,
         )
-        self._entries[prepared.uid] = entry
+        self._entries[uid] = record
         self._added += 1
-        return entry
+        return record
+
+    def _add_prepared_bigfile(self, prepared: PreparedPayload) -> IndexEntry:
+        if self._sink is None:
+            raise ValueError(
+                f"{prepared.uid!r} was prepared as a big file but this writer has no bigfile_sink"
+            )
+        data = prepared.stored
+        if prepared.codec is not Codec.NONE:
+            from ._codecs import decompress
+
+            data = decompress(
+                prepared.codec, prepared.stored, prepared.size, dictionary=self._dictionary
+            )
+        sha = prepared.sha256 or hashlib.sha256(data).hexdigest()
+        self._sink.put_bytes(sha, data)
+        return self.add_bigfile(
+            prepared.uid,
+            sha256=sha,
+            size=prepared.size,
+            meta=prepared.meta,
+            checksum=prepared.checksum,
+        )
 
     def add_block(self, block: PreparedBlock) -> list[IndexEntry]:
         """Add a solid block made by :func:`prepare_block` (possibly in another thread): its
         frame is written once and every member gets an entry pointing at it. Nothing is
         added when a member's uid is already present (``DuplicateUid``)."""
+        return [as_entry(r) for r in self._add_block(block)]
+
+    def _add_block(self, block: PreparedBlock) -> list[Record]:
         members = block.members
         seen: set[str] = set()
+        uid_bytes: list[bytes] = []
         pos = 0
         for m in members:
-            self._check_new(m.uid)
+            uid_bytes.append(self._check_new(m.uid))
             if m.uid in seen:
                 raise DuplicateUid(m.uid)
             seen.add(m.uid)
@@ -374,9 +386,10 @@ class ShardWriter:
             )
         part, offset = self._write_payload(block.stored)
         stored_size = len(block.stored)
-        entries = []
-        for m in members:
-            entry = IndexEntry(
+        records: list[Record] = []
+        for m, ub in zip(members, uid_bytes, strict=True):
+            meta, blob = self._intern_meta(m.meta, m.meta_json)
+            record = (
                 m.uid,
                 m.size,
                 stored_size,
@@ -387,13 +400,15 @@ class ShardWriter:
                 False,
                 None,
                 False,
-                self._intern_meta(m.meta),
+                meta,
                 m.block_offset,
+                ub,
+                blob,
             )
-            self._entries[m.uid] = entry
-            entries.append(entry)
-        self._added += len(entries)
-        return entries
+            self._entries[m.uid] = record
+            records.append(record)
+        self._added += len(records)
+        return records
 
     def add_bigfile(
         self,
@@ -420,7 +435,7 @@ class ShardWriter:
             checksum=checksum,
             is_bigfile=True,
             bigfile_hash=sha256,
-            meta=self._intern_meta(build_meta(meta, name, content_type)),
+            meta=self._intern_meta(build_meta(meta, name, content_type))[0],
         )
         self._entries[uid] = entry
         self._added += 1
@@ -469,7 +484,7 @@ class ShardWriter:
             dict_max_file_size=self._dict_max,
         )
         if name is None:
-            prepared = replace(prepared, meta=build_meta(meta, None, content_type))
+            prepared = replace(prepared, meta=build_meta(meta, None, content_type))  # no JSON
         return self.add_prepared(prepared)
 
     def delete(self, uid: str) -> IndexEntry:
@@ -479,6 +494,7 @@ class ShardWriter:
         entry = self._entries.get(uid)
         if entry is None:
             raise EntryNotFound(uid, "this shard")
+        entry = as_entry(entry)
         if not entry.deleted:
             entry = replace(entry, deleted=True)
             self._entries[uid] = entry
@@ -492,7 +508,7 @@ class ShardWriter:
             raise ValueError("this ShardWriter is closed")
         check_uid(uid)
         old = self._entries.get(uid)
-        if old is not None and not old.deleted:
+        if is_live(old):
             raise DuplicateUid(uid)
         entry = IndexEntry(uid=uid, size=0, stored_size=0, deleted=True)
         self._entries[uid] = entry
@@ -565,7 +581,6 @@ class ShardWriter:
             self._head,
             self._entries.values(),
             index_offset=self._pos,
-            meta_json=self._meta_json,
             dictionary=self._dictionary,
         )
         index_bytes = written.index_bytes

@@ -36,15 +36,17 @@ from typing import BinaryIO
 from ._bigfiles import LocalBigFileSink
 from ._codecs import Codec
 from ._editor_conformance import ShardEditorConformance
-from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable
+from ._errors import ObjectNotFound, PreconditionFailed, RangeNotSatisfiable, StoreError
 from ._layout import DEFAULT_BIG_FILE_THRESHOLD, IndexEntry, part_key
 from ._read_index import read_index
 from ._source import (
     DEFAULT_CHUNK_SIZE,
     ByteSource,
+    ListEntry,
     LocalFileSource,
     ObjectInfo,
     ObjectStore,
+    ObjectStoreBase,
     TailRead,
 )
 from ._writer import ShardWriter
@@ -146,12 +148,17 @@ class _Log:
             self.requests.append(req)
 
 
-class CountingStore:
-    """An :class:`ObjectStore` wrapper recording every request (method, key, range, bytes)."""
+class CountingStore(ObjectStoreBase):
+    """An :class:`ObjectStore` wrapper recording every request (method, key, range, bytes).
 
-    def __init__(self, inner: ObjectStore) -> None:
+    It lists what the inner store lists (each listing is a ``list_dir`` request) and never
+    reads without waiting; its parts are the inner store's parts, each counted into the same
+    log.
+    """
+
+    def __init__(self, inner: ObjectStore, *, _log: _Log | None = None) -> None:
         self.inner = inner
-        self._log = _Log()
+        self._log = _log if _log is not None else _Log()
 
     @property
     def requests(self) -> list[Request]:
@@ -211,6 +218,24 @@ class CountingStore:
     def describe(self, key: str = "") -> str:
         return self.inner.describe(key)
 
+    @property
+    def supports_listing(self) -> bool:
+        return self.inner.supports_listing
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        entries = list(self.inner.list_dir(prefix, limit=limit))
+        self._log.add(Request("list_dir", prefix, None, None, 0))
+        return iter(entries)
+
+    def parts(self) -> Mapping[str, ObjectStore]:
+        inner = self.inner.parts()
+        if list(inner.values()) == [self.inner]:
+            return {name: self for name in inner}
+        return {name: CountingStore(part, _log=self._log) for name, part in inner.items()}
+
+    def close(self) -> None:
+        self.inner.close()
+
 
 class CountingSource:
     """A :class:`ByteSource` wrapper counting reads and bytes."""
@@ -235,10 +260,14 @@ class CountingSource:
         self.ranges.append(f"tail:{n}")
         return tail
 
+    def close(self) -> None:
+        self.inner.close()
 
-class MemoryObjectStore:
+
+class MemoryObjectStore(ObjectStoreBase):
     """An in-memory :class:`ObjectStore` for unit tests. ``put`` replaces an object and gives
-    it a new ETag (a counter, so equal bytes written twice still change the ETag)."""
+    it a new ETag (a counter, so equal bytes written twice still change the ETag). It lists
+    its keys as S3 does (a directory is a prefix that keys continue)."""
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
@@ -297,6 +326,21 @@ class MemoryObjectStore:
     def describe(self, key: str = "") -> str:
         return f"mem://{key}"
 
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        start = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        with self._lock:
+            keys = [k for k in self.objects if k.startswith(start)]
+        found: dict[str, bool] = {}
+        for key in keys:
+            name, sep, _rest = key[len(start) :].partition("/")
+            found[name] = found.get(name, False) or bool(sep)
+        entries = [ListEntry(name, is_dir) for name, is_dir in found.items()]
+        return iter(entries[:limit])
+
 
 def _raises(exc_type: type[BaseException], fn: Callable[[], object]) -> BaseException:
     try:
@@ -312,6 +356,11 @@ class ObjectStoreConformance:
     ``put(key, data)`` must create or replace an object (a replacement gets a new ETag).
     Keys are DES object keys (``YYYYMMDD/HH.des``), with shard indexes on both sides of
     0x80, so a multi-zone store routes them to more than one zone.
+
+    The declared capabilities are checked as declared: a store with ``supports_listing``
+    must list exactly what was put (one without must refuse with ``StoreError``), every key
+    lives in exactly one of ``parts()``, ``read_range_nowait`` gives None or exactly the
+    bytes (always None without ``supports_nowait_reads``), and a closed store still reads.
     """
 
     payload = bytes(range(256)) * 40 + b"tail-end"  # 10,248 bytes
@@ -408,3 +457,82 @@ class ObjectStoreConformance:
     def test_describe_names_the_key(self) -> None:
         store = self._store_with("20240101/B7.des", self.payload)
         assert "20240101/B7.des" in store.describe("20240101/B7.des")
+
+    # -- declared capabilities: listing, parts, reads without waiting, close ----------------
+
+    #: Keys on both sides of 0x80 (two zones of a multi-zone store), in two days, and a big
+    #: file one level deeper.
+    listed = (
+        "20240101/A7.des",
+        "20240101/5A.des",
+        "20240102/B7.des",
+        "20240101/_bigFiles/" + "ab" * 32,
+    )
+
+    def _store_with_listed(self) -> ObjectStore:
+        store, put = self.make_store()
+        for key in self.listed:
+            put(key, key.encode())
+        return store
+
+    def test_list_dir(self) -> None:
+        store = self._store_with_listed()
+        if not store.supports_listing:
+            _raises(StoreError, lambda: list(store.list_dir("20240101")))
+            return
+        root = sorted(store.list_dir(""), key=lambda e: e.name)
+        assert root == [ListEntry("20240101", True), ListEntry("20240102", True)]
+        day = sorted(store.list_dir("20240101"), key=lambda e: e.name)
+        assert day == [
+            ListEntry("5A.des", False),
+            ListEntry("A7.des", False),
+            ListEntry("_bigFiles", True),
+        ]
+        assert list(store.list_dir("20240102/")) == [ListEntry("B7.des", False)]
+        assert list(store.list_dir("20240101/_bigFiles")) == [ListEntry("ab" * 32, False)]
+        assert list(store.list_dir("20991231")) == []
+        one = list(store.list_dir("20240101", limit=1))
+        assert len(one) == 1
+        assert one[0] in set(store.list_dir("20240101"))
+
+    def test_parts_hold_every_key_once(self) -> None:
+        store = self._store_with_listed()
+        parts = store.parts()
+        assert parts
+        for part in parts.values():
+            assert dict(part.parts()) == {"": part}  # a part is a plain store
+        for key in self.listed:
+            holders = []
+            for name, part in parts.items():
+                try:
+                    part.head(key)
+                except ObjectNotFound:
+                    continue
+                holders.append(name)
+            assert len(holders) == 1, (key, holders)
+        if len(parts) == 1:
+            assert list(parts.values()) == [store]
+        if store.supports_listing:
+            listed = {e for part in parts.values() for e in part.list_dir("20240101")}
+            assert listed == set(store.list_dir("20240101"))
+
+    def test_read_range_nowait(self) -> None:
+        store = self._store_with("20240101/B7.des", self.payload)
+        etag = store.head("20240101/B7.des").etag
+        assert store.read_range("20240101/B7.des", 0, 10) == self.payload[:10]
+        got = store.read_range_nowait("20240101/B7.des", 0, 10, if_match=etag)
+        if not store.supports_nowait_reads:
+            assert got is None
+        # None whenever the read would need I/O; else exactly the bytes read_range gives.
+        assert got in (None, self.payload[:10])
+        assert store.read_range_nowait("20240101/FF.des", 0, 1) is None
+        size = len(self.payload)
+        assert store.read_range_nowait("20240101/B7.des", size, size + 1) is None
+        assert store.read_range_nowait("20240101/B7.des", 0, 4, if_match='"other"') is None
+
+    def test_close_then_read_again(self) -> None:
+        store = self._store_with("20240101/B7.des", self.payload)
+        assert store.read_range("20240101/B7.des", 0, 4) == self.payload[:4]
+        store.close()
+        store.close()
+        assert store.read_range("20240101/B7.des", 4, 8) == self.payload[4:8]

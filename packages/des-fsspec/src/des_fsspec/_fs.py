@@ -25,6 +25,7 @@ from des_format import (
     EntryNotFound,
     IndexCache,
     ObjectNotFound,
+    ObjectStore,
     ShardRetriever,
     bigfile_key,
     entry_payload_key,
@@ -76,7 +77,7 @@ def settings_from_options(
     return DesSettings.from_env(merged)
 
 
-def open_store(settings: DesSettings) -> Any:
+def open_store(settings: DesSettings) -> ObjectStore:
     """The ObjectStore of ``settings`` (S3 backends need ``des-fsspec[s3]``)."""
     if settings.backend == "local":
         from des_format import LocalObjectStore
@@ -91,7 +92,9 @@ def open_store(settings: DesSettings) -> Any:
     return des_storage_s3.open_store(settings)
 
 
-def _after_layout(settings: DesSettings, store: Any, options: Mapping[str, Any]) -> DesSettings:
+def _after_layout(
+    settings: DesSettings, store: ObjectStore, options: Mapping[str, Any]
+) -> DesSettings:
     """The settings after the store's layout record (read once, here): n_bits and the
     big-file prefix come from it unless given (option or ``DES_*``); a given value that
     differs raises ``des_format.LayoutMismatch`` (a ValueError) naming both."""
@@ -134,7 +137,7 @@ class DesFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
     protocol = "des"
     root_marker = ""
 
-    def __init__(self, store: Any = None, **options: Any) -> None:
+    def __init__(self, store: ObjectStore | None = None, **options: Any) -> None:
         super().__init__(store=store, **options)
         des_options = {k: v for k, v in options.items() if k not in _FSSPEC_OPTIONS}
         self.settings = settings_from_options(des_options)
@@ -337,53 +340,17 @@ class DesFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no type
 # ---- store listings (a local directory, an S3 prefix, each zone of a multi-zone store) ----
 
 
-def _stores(store: Any) -> Iterator[Any]:
-    inner = getattr(store, "stores", None)
-    if isinstance(inner, dict):
-        for zone_store in inner.values():
-            yield from _stores(zone_store)
-    else:
-        yield store
+def _list_days(store: ObjectStore) -> Iterator[str]:
+    for entry in store.list_dir(""):
+        if entry.is_dir and _DAY.fullmatch(entry.name):
+            yield entry.name
 
 
-def _list(store: Any, prefix: str) -> Iterator[tuple[str, bool]]:
-    """(name, is_directory) of what is directly under ``prefix`` in one store."""
-    path_for = getattr(store, "path_for", None)
-    if path_for is not None:
-        folder = path_for(prefix) if prefix else store.base_dir
-        try:
-            for p in folder.iterdir():
-                yield p.name, p.is_dir()
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        return
-    client = getattr(store, "client", None)
-    if client is None:
-        raise NotImplementedError(f"cannot list {store.describe()}")
-    root = store.prefix.strip("/")
-    full = "/".join(x for x in (root, prefix) if x)
-    full = f"{full}/" if full else ""
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
-        for obj in page.get("Contents", []):
-            yield obj["Key"][len(full) :], False
-        for sub in page.get("CommonPrefixes", []):
-            yield sub["Prefix"][len(full) :].rstrip("/"), True
-
-
-def _list_days(store: Any) -> Iterator[str]:
-    for s in _stores(store):
-        for name, is_dir in _list(s, ""):
-            if is_dir and _DAY.fullmatch(name):
-                yield name
-
-
-def _list_days_for(store: Any, day: str) -> set[str]:
+def _list_days_for(store: ObjectStore, day: str) -> set[str]:
     return {day} if any(True for _ in _list_day(store, day)) else set()
 
 
-def _list_day(store: Any, day: str) -> Iterator[str]:
-    for s in _stores(store):
-        for name, is_dir in _list(s, day):
-            if not is_dir and _HEAD.fullmatch(name):
-                yield f"{day}/{name}"
+def _list_day(store: ObjectStore, day: str) -> Iterator[str]:
+    for entry in store.list_dir(day):
+        if not entry.is_dir and _HEAD.fullmatch(entry.name):
+            yield f"{day}/{entry.name}"

@@ -65,9 +65,7 @@ def open_store(spec: StoreSpec) -> ObjectStore:
 
 
 def close_store(store: ObjectStore) -> None:
-    closer = getattr(store, "close", None)
-    if callable(closer):
-        closer()
+    store.close()
 
 
 def check_local_source(location: str, size_bytes: int) -> str | None:

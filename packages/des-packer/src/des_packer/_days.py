@@ -8,9 +8,9 @@ bucket for ``multi_s3``): one listing per day, never one request per possible sh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import date, timedelta
-from typing import Any
+
+from des_format import ObjectStore
 
 from ._errors import PackerError
 
@@ -53,40 +53,13 @@ def day_range(start: str, end: str | None) -> list[str]:
     return [f"{first + timedelta(days=i):%Y%m%d}" for i in range(count)]
 
 
-def day_shard_keys(store: Any, day: str) -> list[str]:
-    """The head shard keys (``20240101/A7.des``) present for ``day`` in ``store``, sorted.
+def day_shard_keys(store: ObjectStore, day: str) -> list[str]:
+    """The head shard keys (``20240101/A7.des``) present for ``day`` in ``store``, sorted:
+    one listing of the day (each zone's for a multi-zone store).
 
-    ``store`` is a ``des_format.LocalObjectStore``, a ``des_storage_s3.S3ObjectStore`` or a
-    ``des_storage_s3.MultiZoneObjectStore`` (each zone's store is listed).
+    ``store`` must declare ``supports_listing`` (local, S3 and multi-zone stores do); another
+    raises ``StoreError``.
     """
-    return sorted(set(_keys(store, day)))
-
-
-def _keys(store: Any, day: str) -> Iterator[str]:
-    stores = getattr(store, "stores", None)
-    if isinstance(stores, dict):  # multi-zone: every zone may hold shards of the day
-        for zone_store in stores.values():
-            yield from _keys(zone_store, day)
-        return
-    path_for = getattr(store, "path_for", None)
-    if path_for is not None:  # LocalObjectStore
-        folder = path_for(day)
-        try:
-            names = [p.name for p in folder.iterdir() if p.is_file()]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for name in names:
-            if _HEAD.fullmatch(name):
-                yield f"{day}/{name}"
-        return
-    client = getattr(store, "client", None)
-    if client is None:
-        raise TypeError(f"cannot list the shards of {store.describe()}")
-    root = store.prefix.strip("/")
-    full = f"{root}/{day}/" if root else f"{day}/"
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
-        for obj in page.get("Contents", []):
-            name = obj["Key"][len(full) :]
-            if _HEAD.fullmatch(name):
-                yield f"{day}/{name}"
+    return sorted(
+        f"{day}/{e.name}" for e in store.list_dir(day) if not e.is_dir and _HEAD.fullmatch(e.name)
+    )

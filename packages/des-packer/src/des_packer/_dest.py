@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from des_format import ByteSource
+
 from ._errors import PackConfigError, PackerError
 
 __all__ = ["Destination", "ExistingShard", "LocalDestination", "Transaction"]
@@ -30,12 +32,11 @@ class ExistingShard:
     index: Any  # des_format.ShardIndex
     size: int
     etag: str | None
-    source: Any = None  # kept open while the index is in use; see ``release``
+    source: ByteSource | None = None  # kept open while the index is in use; see ``release``
 
     def release(self) -> None:
-        closer = getattr(self.source, "close", None)
-        if callable(closer):
-            closer()
+        if self.source is not None:
+            self.source.close()
 
 
 class Transaction(Protocol):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._days import DayError, day_range, day_shard_keys
 from ._inspect import (
@@ -30,6 +30,9 @@ from ._inspect import (
     open_read_store,
     with_store_layout,
 )
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore, ShardRetriever
 
 __all__ = ["MANIFEST_NAME", "run_export", "run_find", "run_ls_days"]
 
@@ -68,8 +71,8 @@ class _Reader:
     """The ``des`` read side: settings, store and one retriever with an index cache."""
 
     settings: Any
-    store: Any
-    retriever: Any
+    store: ObjectStore
+    retriever: ShardRetriever
 
     @classmethod
     def open(cls, overrides: Mapping[str, str | None]) -> _Reader:

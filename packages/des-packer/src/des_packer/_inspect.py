@@ -10,10 +10,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 from urllib.parse import quote
 
 from ._errors import PackerError
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore
 
 __all__ = [
     "EXIT_DELETED",
@@ -62,7 +65,9 @@ def given_settings(
     return {k for k in merged if k.startswith("DES_")}
 
 
-def with_store_layout(settings: Any, store: Any, overrides: Mapping[str, str | None]) -> Any:
+def with_store_layout(
+    settings: Any, store: ObjectStore, overrides: Mapping[str, str | None]
+) -> Any:
     """``settings`` after the store's layout record (``_store_check.settings_from_store``); a
     mismatch or an unreadable record is a UsageError naming both values."""
     from des_format import DesFormatError
@@ -86,13 +91,14 @@ def s3_extra(settings: Any) -> Any:
     return des_storage_s3
 
 
-def open_read_store(settings: Any) -> Any:
+def open_read_store(settings: Any) -> ObjectStore:
     """The ObjectStore of ``settings``: local needs nothing more, S3 needs ``des-packer[s3]``."""
     if settings.backend == "local":
         from des_format import LocalObjectStore
 
         return LocalObjectStore(settings.base_dir)
-    return s3_extra(settings).open_store(settings)
+    store: ObjectStore = s3_extra(settings).open_store(settings)
+    return store
 
 
 def safe_file_name(uid: str) -> str:
@@ -112,7 +118,7 @@ def _key_for(uid: str, created_at: str, n_bits: int) -> str:
         raise UsageError(str(exc)) from None
 
 
-def _explain(exc: BaseException, store: Any, key: str) -> str:
+def _explain(exc: BaseException, store: ObjectStore, key: str) -> str:
     from des_format import EntryDeleted, EntryNotFound, ObjectNotFound
 
     if isinstance(exc, ObjectNotFound):
@@ -392,19 +398,25 @@ def _local_shards(base: Path) -> Iterator[Path]:
         yield path
 
 
-def _s3_keys(store: Any, prefix: str) -> Iterator[str]:
-    """Shard keys under ``prefix`` in an S3ObjectStore (the one place des lists)."""
+def _s3_keys(store: ObjectStore, prefix: str) -> Iterator[str]:
+    """Head shard keys (``.des``, not ``.pN.des``) whose key starts with ``prefix``, found
+    through the store's listing (one per directory walked)."""
     import re
 
     part = re.compile(r"\.p\d+\.des$")
-    client, bucket, root = store.client, store.bucket, store.prefix.strip("/")
-    full = f"{root}/{prefix}" if root else prefix
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=full):
-        for obj in page.get("Contents", []):
-            key = obj["Key"][len(root) + 1 :] if root else obj["Key"]
-            if key.endswith(".des") and not part.search(key):
+    folder, _, start = prefix.rpartition("/")
+
+    def walk(under: str, start: str) -> Iterator[str]:
+        for entry in sorted(store.list_dir(under), key=lambda e: e.name):
+            if not entry.name.startswith(start):
+                continue
+            key = f"{under}/{entry.name}" if under else entry.name
+            if entry.is_dir:
+                yield from walk(key, "")
+            elif key.endswith(".des") and not part.search(key):
                 yield key
+
+    yield from walk(folder, start)
 
 
 def _verify_one(reader: Any, deep: bool) -> tuple[int, str | None]:

@@ -68,8 +68,9 @@ def _batches(
     items: Iterator[tuple[ShardState, WorkItem | None]],
     cost: Callable[[WorkItem], int],
     tuning: PackTuning,
-) -> Iterator[list[tuple[ShardState, WorkItem | None]]]:
-    """The work items in order, cut into batches (a batch may span shards)."""
+) -> Iterator[tuple[list[tuple[ShardState, WorkItem | None]], int]]:
+    """The work items in order, cut into batches (a batch may span shards), each with its
+    cost (the bytes it holds in flight)."""
     batch: list[tuple[ShardState, WorkItem | None]] = []
     nbytes = 0
     max_files, max_bytes = tuning.batch_files, tuning.batch_bytes
@@ -78,11 +79,11 @@ def _batches(
         if entry is not None:
             nbytes += cost(entry)
         if len(batch) >= max_files or nbytes >= max_bytes:
-            yield batch
+            yield batch, nbytes
             batch = []
             nbytes = 0
     if batch:
-        yield batch
+        yield batch, nbytes
 
 
 def run_pipeline(
@@ -117,12 +118,12 @@ def run_pipeline(
             while not exhausted and len(pending) < max_pending:
                 if pending and inflight >= max_inflight_bytes:
                     break
-                batch = next(batches, None)
-                if batch is None:
+                next_batch = next(batches, None)
+                if next_batch is None:
                     exhausted = True
                     break
+                batch, c = next_batch
                 work = [(st.shard.key, st.dictionary, e) for st, e in batch if e is not None]
-                c = sum(cost(e) for _k, _d, e in work)
                 inflight += c
                 job = pool.submit(preparer.prepare_batch, work) if work else None
                 pending.append(_Pending(batch, job, c))

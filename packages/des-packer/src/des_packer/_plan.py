@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
+from operator import attrgetter
 
 from des_routing import (
     RoutingError,
@@ -26,6 +27,8 @@ from ._errors import ManifestError, PackConfigError
 from ._manifest import ManifestEntry
 
 __all__ = ["PackPlan", "PlannedShard", "parse_shard_range", "plan_shards"]
+
+_uid = attrgetter("uid")  # the sort key of a shard's entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ def plan_shards(
     shards: list[PlannedShard] = []
     for key in sorted(located):
         date_dir, index, hexa, items = located.pop(key)
-        items.sort(key=lambda e: e.uid)  # stable: the first of equal uids stays first
+        items.sort(key=_uid)  # stable: the first of equal uids stays first
         kept: list[ManifestEntry] = []
         for entry in items:
             if kept and kept[-1].uid == entry.uid:

@@ -19,6 +19,7 @@ from des_format import (
     PreparedBlock,
     PreparedPayload,
     build_meta,
+    parse_codec,
     prepare_block,
     prepare_payload,
 )
@@ -82,20 +83,24 @@ class Preparer:
         self.dest = dest
         self.opts = options
         self.sources = sources
+        self._threshold = options.big_file_threshold
+        self._codec = parse_codec(options.codec)
 
     def cost(self, item: WorkItem) -> int:
         """Bytes an item holds in memory between its read and its write."""
-        if isinstance(item, Block):
+        if type(item) is Block:
             return max(item.size_bytes, 1)
-        if item.size_bytes > self.opts.big_file_threshold:
+        size = item.size_bytes
+        if size > self._threshold:
             return _BIGFILE_COST
-        return max(item.size_bytes, 1)
+        return size or 1
 
     def prepare(self, shard_key: str, dictionary: bytes | None, item: WorkItem) -> Any:
         """One item's result (see the module); ``EntryFailed`` raised for a bad file."""
-        if isinstance(item, Block):
+        if type(item) is Block:
             return self._prepare_block(item)
-        if item.size_bytes > self.opts.big_file_threshold:
+        assert isinstance(item, ManifestEntry)
+        if item.size_bytes > self._threshold:
             staged = self.dest.stage_path(shard_key)
             try:
                 with staged.open("wb") as out:
@@ -105,6 +110,7 @@ class Preparer:
                 raise
             return StagedBigFile(staged, sha, crc, item.size_bytes)
         data = self.sources.read(item)
+        opts = self.opts
         try:
             return prepare_payload(
                 item.uid,
@@ -112,10 +118,10 @@ class Preparer:
                 name=source_name(item.source),
                 content_type=item.content_type,
                 meta=dict(item.meta) if item.meta else None,
-                codec=self.opts.codec,
-                level=self.opts.level,
+                codec=self._codec,
+                level=opts.level,
                 dictionary=dictionary,
-                dict_max_file_size=self.opts.dict_max_file_size,
+                dict_max_file_size=opts.dict_max_file_size,
             )
         except (ValueError, TypeError) as exc:  # e.g. meta that is not plain JSON values
             raise EntryFailed(item.uid, f"cannot pack this entry: {exc}") from None

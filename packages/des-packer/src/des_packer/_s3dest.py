@@ -13,11 +13,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._dest import Destination, ExistingShard
 from ._errors import PackConfigError, PackerError
 from ._options import PackOptions
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore
+    from des_storage_s3 import MultiZoneShardStore, S3ShardStore
 
 __all__ = ["S3Destination", "open_s3_destination", "parse_s3_output"]
 
@@ -91,7 +95,12 @@ def _remove_stale_staging() -> None:
 
 
 class S3Destination:
-    def __init__(self, store: Any, shard_store: Any, where: str) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        shard_store: S3ShardStore | MultiZoneShardStore,
+        where: str,
+    ) -> None:
         self.store = store
         self.shard_store = shard_store
         self.where = where
@@ -171,7 +180,7 @@ class S3Transaction:
                 info = store.head(pkey)
                 res = (
                     store.replace_shard(path, pkey, info.etag)
-                    if info
+                    if info is not None and info.etag is not None
                     else store.put_shard(path, pkey)
                 )
             stored += res.size

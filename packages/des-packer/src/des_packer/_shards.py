@@ -25,6 +25,7 @@ from des_format import (
     MIN_DICT_SAMPLES,
     DesFormatError,
     PreparedBlock,
+    PreparedPayload,
     ShardWriter,
     bigfile_key,
     train_dictionary,
@@ -41,6 +42,11 @@ from ._report import PackReport, ShardResult
 from ._sources import SourceReader
 
 __all__ = ["ShardSink", "ShardState", "Totals", "default_workers"]
+
+# Prepared small files wait in their shard's state until this many (or this many stored
+# bytes) are there, then go to the writer in one call (ShardWriter.add_prepared_many).
+_READY_FILES = 64
+_READY_BYTES = 1 << 20
 
 
 def default_workers() -> int:
@@ -64,6 +70,8 @@ class ShardState:
     dictionary: bytes | None = None
     blocks: int = 0
     block_files: int = 0
+    ready: list[PreparedPayload] = field(default_factory=list)  # not yet given to the writer
+    ready_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -266,7 +274,27 @@ class ShardSink:
 
     def add(self, state: ShardState, item: WorkItem, result: Any) -> None:
         """Add one prepared item (a file, a block, or a failure) and close the shard after
-        its last one."""
+        its last one. Small files are handed to the writer a few at a time, in order."""
+        if type(result) is PreparedPayload:  # the common case: one small file
+            ready = state.ready
+            ready.append(result)
+            state.ready_bytes += len(result.stored)
+            if len(ready) >= _READY_FILES or state.ready_bytes >= _READY_BYTES:
+                self._flush_ready(state)
+            size = result.size
+            state.files += 1
+            state.bytes_in += size
+            if self.progress is not None:
+                self._progress(1, size)
+            else:
+                t = self.totals
+                t.files_seen += 1
+                t.bytes_seen += size
+            state.remaining -= 1
+            if state.remaining == 0:
+                self._close_shard(state)
+            return
+        self._flush_ready(state)
         if isinstance(item, Block):
             self._add_block(state, result)
             state.remaining -= len(item.entries)
@@ -278,6 +306,13 @@ class ShardSink:
             state.remaining -= 1
         if state.remaining == 0:
             self._close_shard(state)
+
+    def _flush_ready(self, state: ShardState) -> None:
+        if state.ready:
+            ready = state.ready
+            state.ready = []
+            state.ready_bytes = 0
+            state.writer.add_prepared_many(ready)
 
     def _add_file(self, state: ShardState, entry: ManifestEntry, result: Any) -> None:
         assert state.txn is not None
@@ -351,6 +386,8 @@ class ShardSink:
 
     def abort_shard(self, state: ShardState) -> None:
         """Drop the shard being written (nothing of it becomes visible)."""
+        state.ready = []
+        state.ready_bytes = 0
         if state.txn is not None:
             state.txn.abort()
             state.txn = None
@@ -391,6 +428,7 @@ class ShardSink:
             self._progress(0, 0, state.shard.key, "failed")
             return
         try:
+            self._flush_ready(state)
             summary = state.writer.close()  # the index: a full disk can fail it
         except BaseException:
             txn.abort()

@@ -130,10 +130,24 @@ class SourceReader:
         """One ``read`` of size_bytes + 1 and one more to see the end of the file (no chunk
         joining for small files, no file object)."""
         want = entry.size_bytes
-        fd = _open_local(entry)
         try:
-            data = _read_fd(entry, fd, want + 1)
-            if len(data) <= want:  # the end, or a short read (pipes, network file systems)
+            fd = os.open(entry.source, os.O_RDONLY)
+        except OSError:
+            fd = _open_local(entry)  # once more, to say what is wrong
+        try:
+            try:
+                data = os.read(fd, want + 1)
+            except OSError:
+                data = _read_fd(entry, fd, want + 1)  # once more, to say what is wrong
+            if len(data) == want:  # the common case: one more read to see the end
+                try:
+                    extra = os.read(fd, 1)
+                except OSError:
+                    extra = _read_fd(entry, fd, 1)
+                if not extra:
+                    return data
+                data += extra  # longer than size_bytes: reported below
+            elif len(data) < want:  # a short read (pipes, network file systems) or the end
                 parts = [data]
                 got = len(data)
                 while got <= want:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import PackConfigError
 from ._options import PackOptions
+
+if TYPE_CHECKING:
+    from des_format import ObjectStore
 
 __all__ = ["check_destination_layout", "expected_layout"]
 
@@ -69,13 +72,9 @@ def _check_s3(output: str, options: PackOptions) -> None:
 
     settings, _ = s3_settings_for(output, options)
     expected = expected_layout(options, settings.zones)
-    readers: Any = open_store(settings)
-    writers: Any = open_shard_store(settings)
-    pairs: list[tuple[Any, Any]]
-    if isinstance(getattr(readers, "stores", None), dict):
-        pairs = [(readers.stores[name], writers.stores[name]) for name in readers.stores]
-    else:
-        pairs = [(readers, writers)]
+    readers = open_store(settings).parts()  # each zone has its own record
+    writers = open_shard_store(settings).parts()
+    pairs = [(readers[name], writers[name]) for name in readers]
     data = expected.to_bytes()
     for reader, writer in pairs:
         where = reader.describe(LAYOUT_KEY)
@@ -103,7 +102,7 @@ def _check_s3(output: str, options: PackOptions) -> None:
             raise _mismatch(exc) from None
 
 
-def settings_from_store(settings: Any, store: Any, given: set[str]) -> Any:
+def settings_from_store(settings: Any, store: ObjectStore, given: set[str]) -> Any:
     """A reader's settings after the store's layout record (one read; see the module doc):
     n_bits and the big-file prefix come from it unless ``given`` names their variables,
     and a given value that differs raises ``des_format.LayoutMismatch`` naming both. A

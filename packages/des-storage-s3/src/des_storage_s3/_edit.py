@@ -119,9 +119,7 @@ class S3ShardEditor:
         return self.shard_store
 
     def _all(self) -> list[S3ShardStore]:
-        if isinstance(self.shard_store, MultiZoneShardStore):
-            return list(self.shard_store.stores.values())
-        return [self.shard_store]
+        return list(self.shard_store.parts().values())
 
     def append(self, key: str, tail_path: str | os.PathLike[str], expected_etag: str) -> None:
         self.shard_store.append_shard(key, tail_path, expected_etag)

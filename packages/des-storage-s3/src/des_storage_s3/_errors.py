@@ -44,7 +44,7 @@ class S3StoreError(StoreError):
         super().__init__(message, key=key, location=location)
         self.bucket = bucket
         self.byte_range = byte_range
-        self.code = code
+        self.code = code  # S3's error code (StoreError.code)
         self.status = status
         if retryable is not None:
             self.retryable = retryable

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from des_format import ByteRange, ObjectInfo, TailRead
+from des_format import ByteRange, ListEntry, ObjectInfo, ObjectStoreBase, TailRead
 
 from ._errors import (
     S3ProtocolError,
@@ -51,8 +51,9 @@ def join_key(prefix: str, key: str) -> str:
     return f"{p}/{key}" if p else key
 
 
-class S3ObjectStore:
-    """Objects in one bucket under an optional key prefix, read by byte ranges.
+class S3ObjectStore(ObjectStoreBase):
+    """Objects in one bucket under an optional key prefix, read by byte ranges, and listed
+    (``ListObjectsV2`` with a ``/`` delimiter).
 
     ``client`` is a boto3 S3 client (see :func:`make_client`); the store retries throttling,
     server errors, timeouts and cut connections under ``retry`` and nothing else.
@@ -95,6 +96,35 @@ class S3ObjectStore:
         )
 
     # -- ObjectStore -----------------------------------------------------------------------
+
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        """Objects and common prefixes directly under ``prefix``: every page of a
+        ``ListObjectsV2`` with delimiter ``/``, fetched (and retried as a whole) before the
+        first entry is given; with ``limit``, one request for at most ``limit`` entries."""
+        under = prefix.strip("/")
+        full = join_key(self.prefix, under) if under else self.prefix
+        full = f"{full}/" if full else ""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "Delimiter": "/"}
+
+        def entries_of(page: Any) -> Iterator[ListEntry]:
+            for obj in page.get("Contents", []):
+                yield ListEntry(obj["Key"][len(full) :], False)
+            for sub in page.get("CommonPrefixes", []):
+                yield ListEntry(sub["Prefix"][len(full) :].rstrip("/"), True)
+
+        def go() -> list[ListEntry]:
+            if limit is not None:
+                page = self.client.list_objects_v2(**args, MaxKeys=max(1, limit))
+                return list(entries_of(page))[:limit]
+            pages = self.client.get_paginator("list_objects_v2").paginate(**args)
+            return [entry for page in pages for entry in entries_of(page)]
+
+        entries: list[ListEntry] = self._call(go, full, None, "LIST")
+        return iter(entries)
 
     def head(self, key: str) -> ObjectInfo:
         s3_key = self.s3_key(key)

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +105,10 @@ class S3ShardStore:
 
     def s3_key(self, key: str) -> str:
         return join_key(self.prefix, key)
+
+    def parts(self) -> Mapping[str, S3ShardStore]:
+        """``{"": self}``: one bucket and prefix (a multi-zone store has one part per zone)."""
+        return {"": self}
 
     def describe(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self.s3_key(key)}" if key else f"s3://{self.bucket}"

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from des_format import ObjectInfo, ObjectStore, TailRead
+from des_format import ListEntry, ObjectInfo, ObjectStore, ObjectStoreBase, TailRead
 from des_routing import Zone, ZoneMap, parse_object_key
 
 from ._http import DEFAULT_CHUNK_SIZE
@@ -52,8 +52,41 @@ class ZoneRouter(Generic[S]):
         return self.stores[zone_of_key(self.zones, key).name]
 
 
-class MultiZoneObjectStore(ZoneRouter[ObjectStore]):
-    """An ObjectStore that sends each key to its zone's store (``stores[zone.name]``)."""
+class MultiZoneObjectStore(ObjectStoreBase, ZoneRouter[ObjectStore]):
+    """An ObjectStore that sends each key to its zone's store (``stores[zone.name]``).
+
+    Its :meth:`parts` are the zones' stores, by zone name in the map's order; it lists what
+    every zone lists (a day's directory once, though every zone has one).
+    """
+
+    @property
+    def supports_listing(self) -> bool:
+        return all(s.supports_listing for s in self.stores.values())
+
+    @property
+    def supports_nowait_reads(self) -> bool:
+        return any(s.supports_nowait_reads for s in self.stores.values())
+
+    def parts(self) -> Mapping[str, ObjectStore]:
+        return {z.name: self.stores[z.name] for z in self.zones.zones}
+
+    def list_dir(self, prefix: str = "", *, limit: int | None = None) -> Iterator[ListEntry]:
+        seen: dict[ListEntry, None] = {}
+        for store in self.parts().values():
+            for entry in store.list_dir(prefix, limit=limit):
+                seen[entry] = None
+                if limit is not None and len(seen) >= limit:
+                    return iter(list(seen))
+        return iter(list(seen))
+
+    def read_range_nowait(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes | None:
+        return self.store_for(key).read_range_nowait(key, start, end, if_match=if_match)
+
+    def close(self) -> None:
+        for store in self.parts().values():
+            store.close()
 
     def read_tail(self, key: str, n: int) -> TailRead:
         return self.store_for(key).read_tail(key, n)
@@ -102,6 +135,10 @@ class MultiZoneShardStore:
 
     def shard_store_for(self, key: str) -> S3ShardStore:
         return self.stores[zone_of_key(self.zones, key).name]
+
+    def parts(self) -> Mapping[str, S3ShardStore]:
+        """The zones' shard stores, by zone name in the map's order."""
+        return {z.name: self.stores[z.name] for z in self.zones.zones}
 
     def put_shard(self, local_path: str | os.PathLike[str], key: str) -> UploadResult:
         return self.shard_store_for(key).put_shard(local_path, key)

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from des_format import DesFormatError, EntryDeleted, EntryNotFound, ObjectStore
+from des_format import (
+    DesFormatError,
+    EntryDeleted,
+    EntryNotFound,
+    IndexCache,
+    ObjectStore,
+    ShardEditor,
+)
 from des_routing import DesSettings, RoutingError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,12 +38,14 @@ from ._auth import TokenTable, read_token_file
 from ._cors import CorsPolicy
 from ._edge import Edge
 from ._files import FilesEndpoint, slice_chunks
+from ._layout_watch import LayoutWatch
 from ._metrics import ServiceMetrics
 from ._openapi import BATCH_RESPONSES, FILE_RESPONSES, READY_RESPONSES, install_openapi
 from ._params import CREATED_AT_DESCRIPTION, FILE_PARAMETERS, UID_DESCRIPTION
 from ._problems import (
     BatchTooLarge,
     ServiceError,
+    StoreLayoutChanged,
     describe_exception,
     plan_problem,
     problem_body,
@@ -46,6 +55,7 @@ from ._problems import (
 from ._readers import open_async_retriever
 from ._retrieval import AsyncRetriever, FileEntry, Retriever, plan_object_key
 from ._settings import HttpSettings
+from ._threaded import ThreadedRetriever
 
 log = logging.getLogger("des_http.errors")
 
@@ -90,8 +100,9 @@ class _Service:
     retriever: AsyncRetriever
     store: ObjectStore | None
     metrics: ServiceMetrics
-    cache: Any
+    cache: IndexCache | None
     executor: ThreadPoolExecutor
+    layout: LayoutWatch | None = None  # the layout record's watch (None: not watched)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (storage I/O, deletes, the metrics text) on the I/O threads."""
@@ -100,6 +111,12 @@ class _Service:
     @property
     def n_bits(self) -> int:
         return self.settings.des.n_bits
+
+    def check_layout(self) -> None:
+        """Raise ``StoreLayoutChanged`` while the layout record disagrees (no file is then
+        looked up, deleted or listed)."""
+        if self.layout is not None and self.layout.fault is not None:
+            raise StoreLayoutChanged(self.layout.fault)
 
     def sync_cache(self) -> None:
         """After a request: fold the index cache's counters into the metrics now when the
@@ -162,7 +179,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     store: ObjectStore | None = None,
     tokens: TokenTable | None = None,
-    editor: Any = None,
+    editor: ShardEditor | None = None,
     async_retriever: AsyncRetriever | None = None,
     tracer_provider: Any = None,
 ) -> FastAPI:
@@ -187,8 +204,9 @@ def create_app(
     # Idle threads cost nothing; the pool lives as long as the app (lifespan events may come
     # and go several times, e.g. one per TestClient).
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="des-io")
-    cache: Any = None
+    cache: IndexCache | None = None
     tracing = None
+    watch: LayoutWatch | None = None
     if settings.otel:  # tracing: nothing of it is imported or run otherwise
         from ._tracing import Tracing
 
@@ -207,8 +225,15 @@ def create_app(
                 from ._store_layout import settings_after_layout
 
                 store = open_store(des)
-                settings = settings_after_layout(settings, store)  # once, at start
+                settings, records = settings_after_layout(settings, store)  # once, at start
                 des = settings.des
+                if settings.layout_check_seconds > 0:  # then re-checked in the background
+                    watch = LayoutWatch(
+                        records,
+                        n_bits=des.n_bits,
+                        bigfiles_prefix=des.bigfiles_prefix,
+                        on_fault=metrics.observe_layout_fault,
+                    )
             cache = IndexCache(des.index_cache_bytes) if des.index_cache_bytes > 0 else None
         async_retriever = open_async_retriever(
             settings,
@@ -219,14 +244,13 @@ def create_app(
             retriever=retriever,
         )
     if cache is None:
-        cache = getattr(async_retriever, "cache", None)
-    on_nowait = getattr(async_retriever, "on_nowait", False)
-    if on_nowait is None:
-        async_retriever.on_nowait = metrics.observe_nowait  # type: ignore[attr-defined]
+        cache = async_retriever.cache
+    if isinstance(async_retriever, ThreadedRetriever) and async_retriever.on_nowait is None:
+        async_retriever.on_nowait = metrics.observe_nowait
     if tokens is None and settings.auth_tokens_file is not None:
         tokens = read_token_file(settings.auth_tokens_file)
 
-    service = _Service(settings, async_retriever, store, metrics, cache, executor)
+    service = _Service(settings, async_retriever, store, metrics, cache, executor, watch)
     metrics.watch_cache(cache)
 
     app = _DesApp(
@@ -236,6 +260,10 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         redirect_slashes=False,  # no redirect built from the client's Host header
+        # While the server runs (its lifespan): the layout record's checks, if watched.
+        lifespan=None
+        if watch is None
+        else watch.lifespan(settings.layout_check_seconds, service.in_thread),
     )
     app.state.des = service
     edge_ref: list[Edge] = []
@@ -245,16 +273,18 @@ def create_app(
 
     endpoint = FilesEndpoint if tracing is None else tracing.endpoint
     files = endpoint(async_retriever, settings, metrics, send_problem, service.sync_cache)
+    files.layout = watch
     _install_error_handlers(app, service)
     _install_routes(app, service, files)
     from ._delete import install_delete_route
 
-    def make_editor() -> Any:
+    def make_editor() -> ShardEditor:
         if editor is not None:
             return editor
         from des_storage_s3 import open_editor
 
-        return open_editor(des)
+        opened: ShardEditor = open_editor(des)
+        return opened
 
     install_delete_route(app, service, make_editor)
     install_openapi(app, auth=tokens is not None, max_batch_items=settings.max_batch_items)
@@ -325,6 +355,10 @@ def _install_routes(app: FastAPI, service: _Service, files: FilesEndpoint) -> No
         tags=["files"],
     )
     async def get_files_batch(request: Request, batch: BatchRequest) -> Response:
+        try:
+            service.check_layout()
+        except StoreLayoutChanged as exc:
+            return service.error(request, exc)
         if len(batch.items) > settings.max_batch_items:
             return service.error(request, BatchTooLarge(len(batch.items), settings.max_batch_items))
         boundary = uuid.uuid4().hex
@@ -390,6 +424,7 @@ def _install_routes(app: FastAPI, service: _Service, files: FilesEndpoint) -> No
         from ._readiness import probe_store
 
         try:
+            service.check_layout()
             await service.in_thread(probe_store, settings.des, service.store)
         except Exception as exc:  # noqa: BLE001 - any failure of the probe: not ready
             return service.error(request, exc)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from des_format import EntryNotFound, delete_entries
+from des_format import EntryNotFound, ShardEditor, delete_entries
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +25,9 @@ from starlette.routing import Match
 from ._params import FILE_PARAMETERS, checked_uid
 from ._problems import BadRequest
 from ._retrieval import plan_object_key
+
+if TYPE_CHECKING:
+    from ._app import _Service
 
 __all__ = ["DeleteResponse", "install_delete_route"]
 
@@ -53,24 +56,31 @@ DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or unknown bearer token (when auth is on)."},
     403: {"description": "The token lacks the admin scope."},
     404: {"description": "No such file."},
-    503: {"description": "Storage unreachable or the shard kept changing; retry."},
+    503: {
+        "description": (
+            "Storage unreachable, the shard kept changing, or the store's layout record "
+            "changed under the service; retry."
+        )
+    },
 }
 
 
 class _LazyEditor:
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], ShardEditor]) -> None:
         self._make = make
-        self._editor: Any = None
+        self._editor: ShardEditor | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Any:
+    def get(self) -> ShardEditor:
         with self._lock:
             if self._editor is None:
                 self._editor = self._make()
             return self._editor
 
 
-def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], Any]) -> None:
+def install_delete_route(
+    app: FastAPI, service: _Service, make_editor: Callable[[], ShardEditor]
+) -> None:
     """Add ``DELETE /files/{uid}`` to ``app``. ``make_editor()`` builds the shard editor on
     the first delete (``des_storage_s3.open_editor(settings)`` by default)."""
 
@@ -80,9 +90,8 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
         result = delete_entries(editor.get(), key, [uid])
         if result.missing:
             raise EntryNotFound(uid)
-        cache = getattr(service, "cache", None)
-        if cache is not None:
-            cache.discard(key)
+        if service.cache is not None:
+            service.cache.discard(key)
         kept = result.why_kept(uid)
         return DeleteResponse(
             uid=uid,
@@ -107,7 +116,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
                 exc = StarletteHTTPException(
                     405, detail=exc.detail, headers={"Allow": ", ".join(sorted(methods))}
                 )
-        return service.error(request, exc)  # type: ignore[no-any-return]
+        return service.error(request, exc)
 
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
 
@@ -128,6 +137,7 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
     )
     async def delete_file(request: Request) -> Response:
         try:
+            service.check_layout()
             uid = checked_uid(request)
             created_at = request.query_params.get("created_at")
             if created_at is None:
@@ -138,5 +148,5 @@ def install_delete_route(app: FastAPI, service: Any, make_editor: Callable[[], A
             key = plan_object_key(uid, created_at, service.n_bits)
             body = await service.in_thread(tombstone, key, uid)
         except Exception as exc:  # noqa: BLE001 - every error becomes a problem answer
-            return service.error(request, exc)  # type: ignore[no-any-return]
+            return service.error(request, exc)
         return JSONResponse(body.model_dump(), 200)

@@ -22,8 +22,9 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from des_format import CorruptShard
 from des_routing import InvalidUid
 
+from ._layout_watch import LayoutWatch
 from ._metrics import ServiceMetrics
-from ._problems import BadRequest, RangeNotSatisfiableForFile, status_of
+from ._problems import BadRequest, RangeNotSatisfiableForFile, StoreLayoutChanged, status_of
 from ._ranges import RangeKind, if_range_holds, none_match, plan_range, serialize_content_range
 from ._retrieval import AsyncOpenedFile, AsyncRetriever, FileEntry, media_type_of, plan_object_key
 from ._settings import HttpSettings
@@ -120,6 +121,9 @@ class FilesEndpoint:
     """The GET/HEAD handler (see the module's docs). ``send_problem`` answers errors."""
 
     locate = staticmethod(plan_object_key)  # (uid, created_at, n_bits) -> shard key
+    # The layout record's watch (``_layout_watch``): while it reports a fault, no file is
+    # looked up (set by ``create_app``; None: not watched).
+    layout: LayoutWatch | None = None
 
     def __init__(
         self,
@@ -159,6 +163,7 @@ class FilesEndpoint:
         started = time.perf_counter()
         status = 500
         streaming: list[int] = []  # the status of a streamed answer once its headers left
+        tries = self.metrics.file_request()  # its nowait lookups: one request
         try:
             status = await self._answer(scope, send, streaming)
         except Exception as exc:
@@ -168,10 +173,14 @@ class FilesEndpoint:
             status = status_of(exc)
             await self.send_problem(scope, send, exc)
         finally:
+            self.metrics.file_request_done(tries)
             self.metrics.observe_retrieval(status, time.perf_counter() - started)
             self.after_request()
 
     async def _answer(self, scope: Scope, send: Send, streaming: list[int]) -> int:
+        layout = self.layout
+        if layout is not None and layout.fault is not None:
+            raise StoreLayoutChanged(layout.fault)
         uid, created_at, range_header, if_none_match, if_range = file_params(scope)
         key = self.locate(uid, created_at, self.n_bits)
         head = scope["method"] == "HEAD"
@@ -223,8 +232,8 @@ class FilesEndpoint:
                 await send({"type": "http.response.body", "body": b""})
                 return status
             if size <= self.stream_threshold:
-                whole = getattr(opened, "whole", None)  # a file already in memory
-                if isinstance(whole, bytes):
+                whole = opened.whole  # a file already in memory
+                if whole is not None:
                     data = whole
                 else:
                     data = b"".join([chunk async for chunk in opened.aiter_bytes()])

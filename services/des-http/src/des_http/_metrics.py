@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextvars import ContextVar, Token
 from typing import Any
 
 from des_format import CacheStats
@@ -28,6 +29,11 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+
+
+# The nowait tries of the file request being answered in this task (see
+# ``ServiceMetrics.file_request``); None outside one.
+_REQUEST_TRIES: ContextVar[list[bool] | None] = ContextVar("des_nowait_tries", default=None)
 
 
 def multiprocess_dir() -> str | None:
@@ -134,8 +140,17 @@ class ServiceMetrics:
         self.nowait_lookups = Counter(
             "des_nowait_lookups",
             "GET/HEAD /files requests tried on the event loop without waiting for I/O: "
-            "answered there (result=served), or handed to the I/O threads (result=fallback).",
+            "answered there (result=served), or handed to the I/O threads for at least one "
+            "lookup (result=fallback); one per request.",
             ["backend", "result"],
+            registry=reg,
+        )
+        self.layout_faults = Counter(
+            "des_store_layout_faults",
+            "Times the store's layout record stopped agreeing with the service's settings "
+            "while it ran (reason=mismatch, missing, unreadable): files are not served "
+            "until it agrees again.",
+            ["backend", "reason"],
             registry=reg,
         )
         self._lock = threading.Lock()
@@ -199,11 +214,36 @@ class ServiceMetrics:
             self._latency.observe(seconds)
 
     def observe_nowait(self, served: bool) -> None:
+        """The retriever's: one lookup tried on the event loop. Inside a file request (see
+        :meth:`file_request`) it is held, and the request counted once at its end."""
+        tries = _REQUEST_TRIES.get()
+        if tries is not None:
+            tries.append(served)
+            return
+        self._count_nowait(served)
+
+    def file_request(self) -> Token[list[bool] | None]:
+        """Start a ``GET``/``HEAD /files`` request: its lookups (an index entry, then the
+        payload, for a ranged or conditional GET) are one request to the nowait counter."""
+        return _REQUEST_TRIES.set([])
+
+    def file_request_done(self, token: Token[list[bool] | None]) -> None:
+        """End it: counted ``served`` when every lookup was, ``fallback`` when one went to
+        the I/O threads, not at all when none was tried."""
+        tries = _REQUEST_TRIES.get()
+        _REQUEST_TRIES.reset(token)
+        if tries:
+            self._count_nowait(all(tries))
+
+    def _count_nowait(self, served: bool) -> None:
         if self.sync_each_request:
             self._nowait_children[0 if served else 1].inc()
             return
         with self._warm_lock:
             self._pending[2 if served else 3] += 1
+
+    def observe_layout_fault(self, reason: str) -> None:
+        self.layout_faults.labels(self.backend, reason).inc()
 
     def watch_cache(self, cache: Any) -> None:
         """The index cache whose ``stats()`` :meth:`sync_cache` folds in at collection."""

@@ -84,7 +84,11 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
         {**_NO_STORE, "Content-Range": _header("`bytes */size`.")},
     ),
     500: _problem("Stored data failed verification or cannot be read.", _NO_STORE),
-    503: _problem("The storage backend is unreachable; retry later.", _RETRY),
+    503: _problem(
+        "The storage backend is unreachable, or the store's layout record changed to other "
+        "settings while the service ran (`store-layout-changed`); retry later.",
+        _RETRY,
+    ),
 }
 
 BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -98,10 +102,19 @@ BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     400: _problem('The body is not a JSON object `{"items": [{uid, created_at}, ...]}`.'),
     413: _problem("More items than DES_MAX_BATCH_ITEMS.", _NO_STORE),
+    503: _problem(
+        "The store's layout record changed to other settings while the service ran "
+        "(`store-layout-changed`); retry later.",
+        _RETRY,
+    ),
 }
 
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: _problem("The storage backend did not answer.", _RETRY),
+    503: _problem(
+        "The storage backend did not answer, or the store's layout record no longer agrees "
+        "with the service's settings (the detail names both values).",
+        _RETRY,
+    ),
 }
 
 API_DESCRIPTION = """\

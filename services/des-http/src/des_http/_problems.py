@@ -92,6 +92,11 @@ class NotReady(ServiceError):
     """The storage backend did not answer the readiness probe."""
 
 
+class StoreLayoutChanged(NotReady):
+    """The store's layout record changed while the service ran and no longer agrees with
+    the settings it serves with (``_layout_watch``): files are not served."""
+
+
 class UriTooLong(ServiceError):
     """The request's path and query are longer than ``DES_HTTP_MAX_URL_BYTES``."""
 
@@ -151,6 +156,10 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ProblemKind], ...] = (
             "Shard being rewritten",
             "the shard changed while it was read (an append or repack); retry shortly",
         ),
+    ),
+    (
+        StoreLayoutChanged,
+        ProblemKind(503, "store-layout-changed", "Store layout changed"),
     ),
     (
         NotReady,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from des_routing import locate_shard_key, parse_created_at
 
 if TYPE_CHECKING:
-    pass
+    from des_format import IndexCache
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
@@ -45,14 +45,6 @@ class OpenedFile(Protocol):
     def iter_bytes(self) -> Iterator[bytes]: ...
 
 
-class Retriever(Protocol):
-    """The subset of ``des_format.ShardRetriever`` the service calls."""
-
-    def stat(self, key: str, uid: str) -> FileEntry: ...
-    def open(self, key: str, uid: str) -> OpenedFile: ...
-    def read_many(self, key: str, uids: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
-
-
 class NowaitRetriever(Protocol):
     """What ``des_format.ShardRetriever`` adds for answers on the event loop: each returns
     None whenever the answer would need I/O (or anything unusual), never waiting for it."""
@@ -68,6 +60,17 @@ class NowaitRetriever(Protocol):
     ) -> tuple[FileEntry, bytes | None] | None: ...
 
 
+class Retriever(NowaitRetriever, Protocol):
+    """The subset of ``des_format.ShardRetriever`` the service calls: its reads, the answers
+    without waiting (:class:`NowaitRetriever`) and its index cache (None: none)."""
+
+    @property
+    def cache(self) -> IndexCache | None: ...
+    def stat(self, key: str, uid: str) -> FileEntry: ...
+    def open(self, key: str, uid: str) -> OpenedFile: ...
+    def read_many(self, key: str, uids: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
+
+
 Observer = Callable[[str, int], None]
 
 
@@ -76,6 +79,12 @@ class AsyncOpenedFile(Protocol):
 
     @property
     def entry(self) -> FileEntry: ...
+    @property
+    def whole(self) -> bytes | None:
+        """All of the file's bytes when they are already in memory (the handler sends them
+        without iterating), else None."""
+        ...
+
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...  # verified, decompressed, bounded chunks
     async def aclose(self) -> None: ...
 
@@ -84,6 +93,12 @@ class AsyncRetriever(Protocol):
     """What the HTTP edge awaits: every backend answers through one of these. Errors are
     those of ``des_format.ShardRetriever`` (``EntryNotFound``, ``EntryDeleted``, store
     errors)."""
+
+    @property
+    def cache(self) -> IndexCache | None:
+        """The index cache the retriever reads through (deletes drop entries from it), or
+        None."""
+        ...
 
     async def stat(self, key: str, uid: str) -> FileEntry: ...
     async def open(self, key: str, uid: str) -> AsyncOpenedFile: ...  # after the first read

@@ -25,6 +25,7 @@ DEFAULT_MAX_HEADER_BYTES = 64 << 10
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_MAX_BATCH_BODY_BYTES = 2 << 20
+DEFAULT_LAYOUT_CHECK_SECONDS = 60
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -68,6 +69,8 @@ class HttpSettings:
     server_header: str | None = None
     # OpenTelemetry spans for GET/HEAD /files (``_tracing``; needs des-http[otel]).
     otel: bool = False
+    # Seconds between checks of the store's layout record (``_layout_watch``; 0: none).
+    layout_check_seconds: int = DEFAULT_LAYOUT_CHECK_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -137,6 +140,13 @@ class HttpSettings:
                 DEFAULT_MAX_BATCH_BODY_BYTES,
                 lower=1024,
                 upper=1 << 30,
+            ),
+            layout_check_seconds=_positive_int(
+                env,
+                "DES_LAYOUT_CHECK_SECONDS",
+                DEFAULT_LAYOUT_CHECK_SECONDS,
+                lower=0,
+                upper=86_400,
             ),
         )
 

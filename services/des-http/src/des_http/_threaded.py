@@ -9,7 +9,7 @@ anything else takes one trip to the pool (and one per further chunk of a streame
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,9 +111,8 @@ class _ThreadedFile:
 
     async def aclose(self) -> None:
         rest, self._rest = self._rest, None
-        close = getattr(rest, "close", None)
-        if close is not None:
-            await self._owner.run(close)
+        if isinstance(rest, Generator):  # a generator holds the store's response open
+            await self._owner.run(rest.close)
 
 
 class ThreadedRetriever:
@@ -134,16 +133,13 @@ class ThreadedRetriever:
         on_nowait: Callable[[bool], None] | None = None,
     ) -> None:
         self.sync = sync
-        self.cache = getattr(sync, "cache", None)
+        self.cache = sync.cache
         self.executor = executor or ThreadPoolExecutor(
             settings.io_threads, thread_name_prefix="des-io"
         )
         self.on_nowait = on_nowait
-        self._stat_nowait: Callable[[str, str], FileEntry | None] | None = None
-        self._read_nowait: Any = None
-        if settings.nowait_reads:
-            self._stat_nowait = getattr(sync, "stat_nowait", None)
-            self._read_nowait = getattr(sync, "read_nowait", None)
+        #: The sync retriever's answers without waiting, when ``DES_NOWAIT_READS`` allows.
+        self._nowait = sync if settings.nowait_reads else None
         # Only files answered whole from memory: never one that would be streamed.
         self._nowait_limit = min(settings.nowait_max_bytes, settings.stream_threshold_bytes)
         self._whole_limit = settings.stream_threshold_bytes
@@ -157,19 +153,20 @@ class ThreadedRetriever:
             self.on_nowait(served)
 
     async def stat(self, key: str, uid: str) -> FileEntry:
-        if self._stat_nowait is not None:
-            entry = self._stat_nowait(key, uid)
+        if self._nowait is not None:
+            entry = self._nowait.stat_nowait(key, uid)
             self._counted(entry is not None)
             if entry is not None:
                 return entry
         return await self.run(self.sync.stat, key, uid)
 
     async def open(self, key: str, uid: str) -> AsyncOpenedFile:
-        if self._read_nowait is not None:
-            found = self._read_nowait(key, uid, max_bytes=self._nowait_limit)
+        if self._nowait is not None:
+            found = self._nowait.read_nowait(key, uid, max_bytes=self._nowait_limit)
             self._counted(found is not None)
             if found is not None:
                 entry, data = found
+                assert data is not None  # no ``only_if``: the payload was read
                 return _MemoryFile(entry, data[: entry.size])
         return await self.run(self._open_sync, key, uid)
 
@@ -203,6 +200,5 @@ class ThreadedRetriever:
                 uid, value = item
                 yield uid, value
         finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                await self.run(close)
+            if isinstance(results, Generator):
+                await self.run(results.close)

@@ -131,7 +131,7 @@ class TracedRetriever:
     def __init__(self, inner: AsyncRetriever, tracer: Tracer) -> None:
         self.inner = inner
         self.tracer = tracer
-        self.cache = getattr(inner, "cache", None)
+        self.cache = inner.cache
 
     def _start(self, request: _Request, name: str, key: str) -> Span:
         now = time.time_ns()
@@ -195,8 +195,7 @@ class _TracedFile:
 
     @property
     def whole(self) -> bytes | None:
-        whole = getattr(self.inner, "whole", None)
-        return whole if isinstance(whole, bytes) else None
+        return self.inner.whole
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
