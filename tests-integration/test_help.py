@@ -40,7 +40,10 @@ def test_des_verify_help_lists_its_own_exit_codes() -> None:
 def test_des_http_help_shows_the_defaults_of_host_and_port() -> None:
     text = _help("des-http")
     assert (
-        "--host HOST address to listen on (default: $DES_HTTP_HOST, else 127.0.0.1; "
-        "0.0.0.0 for every interface)" in text
+        "--host HOST Address to listen on (0.0.0.0 for every interface). "
+        "[default: ($DES_HTTP_HOST, else 127.0.0.1)]" in text
     )
-    assert "--port PORT port to listen on (default: $DES_HTTP_PORT, else 8000)" in text
+    assert (
+        "--port PORT [0<=x<=65535] Port to listen on. [default: ($DES_HTTP_PORT, else 8000)]"
+        in text
+    )

@@ -15,9 +15,12 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMBER_DIRS = sorted(p.parent for p in ROOT.glob("packages/*/pyproject.toml")) + sorted(
-    p.parent for p in ROOT.glob("services/*/pyproject.toml")
-)
+MEMBER_DIRS = [
+    ROOT / member
+    for member in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"][
+        "members"
+    ]
+]
 
 
 def load_release() -> ModuleType:
@@ -143,9 +146,9 @@ def test_write_version_changes_only_the_project_version(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- checks on a copy
 
 
-def test_read_workspace_sees_all_seven_distributions(workspace: Path) -> None:
+def test_read_workspace_sees_the_seven_distributions_and_des_testing(workspace: Path) -> None:
     members = release.read_workspace(workspace)
-    assert sorted(m.name for m in members.values()) == [
+    assert sorted(m.name for m in members.values() if not m.private) == [
         "des-format",
         "des-fsspec",
         "des-http",
@@ -154,7 +157,9 @@ def test_read_workspace_sees_all_seven_distributions(workspace: Path) -> None:
         "des-routing",
         "des-storage-s3",
     ]
+    assert [m.name for m in members.values() if m.private] == ["des-testing"]
     assert members["des-packer"].path == workspace / "packages" / "des-packer"
+    assert members["des-testing"].path == workspace / "tools" / "testing"
 
 
 def test_missing_changelog_entry_stops_the_release(workspace: Path) -> None:
@@ -248,6 +253,12 @@ def test_version_not_newer_is_refused(workspace: Path) -> None:
             ["des-nothing", "--bump", "patch"],
             "release: no distribution named 'des-nothing' in the workspace (known: des-format, "
             "des-fsspec, des-http, des-migrate, des-packer, des-routing, des-storage-s3)\n",
+        ),
+        (
+            ["des-testing", "--bump", "patch"],
+            "release: des-testing is never released (its classifiers say 'Private :: Do Not "
+            "Upload'); the distributions to release: des-format, des-fsspec, des-http, "
+            "des-migrate, des-packer, des-routing, des-storage-s3\n",
         ),
         (["des-routing", "--version", "one"], "release: --version 'one' is not a valid version\n"),
     ],

@@ -17,6 +17,7 @@ BASES = [
     ("des_packer", "des_packer", "PackerError"),
     ("des_migrate", "des_migrate", "MigrateError"),
     ("des_http", "des_http._problems", "ServiceError"),
+    ("des_testing", "des_testing", "DesTestingError"),
 ]
 
 

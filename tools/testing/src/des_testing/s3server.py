@@ -17,6 +17,11 @@ SECRET_KEY = "testing"
 REGION = "us-east-1"
 
 
+class DesTestingError(RuntimeError):
+    """Base of every error des_testing raises: a test server that is missing or does not
+    start."""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -72,9 +77,30 @@ class S3Server:
                 self.process.wait()
 
 
-def start_s3_server(port: int | None = None, timeout: float = 30.0) -> S3Server:
-    """Start ``moto_server`` on 127.0.0.1 and wait until it answers."""
-    port = port or free_port()
+class _Exited(DesTestingError):
+    """The server process exited while starting (e.g. its free port was taken meanwhile)."""
+
+
+#: How many times a server on a free port is started before giving up (another process, e.g.
+#: another pytest-xdist worker's server, may take the port between its choice and its use).
+START_ATTEMPTS = 3
+
+
+def start_s3_server(port: int | None = None, timeout: float = 60.0) -> S3Server:
+    """Start ``moto_server`` on 127.0.0.1 (on ``port``, else a free port, tried again on a
+    new port if the server exits while starting) and wait until it answers."""
+    if port is not None:
+        return _start_moto(port, timeout)
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return _start_moto(free_port(), timeout)
+        except _Exited:
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_moto(port: int, timeout: float) -> S3Server:
     env = dict(os.environ)
     env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
     proc = subprocess.Popen(
@@ -87,14 +113,14 @@ def start_s3_server(port: int | None = None, timeout: float = 30.0) -> S3Server:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with code {proc.returncode}")
+            raise _Exited(f"moto_server exited with code {proc.returncode}")
         try:
             urllib.request.urlopen(f"{server.endpoint_url}/moto-api/", timeout=1).read()
             return server
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"moto_server did not answer on port {port} within {timeout} s")
+    raise DesTestingError(f"moto_server did not answer on port {port} within {timeout} s")
 
 
 def delete_bucket(client: Any, bucket: str) -> None:
