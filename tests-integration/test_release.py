@@ -181,30 +181,30 @@ def test_unreleased_entry_stops_the_release(workspace: Path) -> None:
 
 
 def test_sibling_ranges_that_exclude_the_new_version_are_each_reported(workspace: Path) -> None:
-    add_changelog_entry(workspace, "des-format", "## 0.2.0 - 2026-11-25")
+    add_changelog_entry(workspace, "des-format", "## 0.3.0 - 2026-12-08")
     result = run_release(workspace, "des-format", "--bump", "minor", "--dry-run")
     assert result.returncode == 1
     problems = result.stderr.splitlines()
     assert problems[-1] == "release: 4 problem(s), nothing written"
     assert sorted(problems[:-1]) == [
-        "release: des-fsspec requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
-        "0.2.0: widen the range in packages/des-fsspec/pyproject.toml (e.g. "
-        "'des-format[lz4,zstd]>=0.1,<0.3') and release des-fsspec too",
-        "release: des-http requires 'des-format[zstd,lz4]>=0.1,<0.2', which does not admit "
-        "0.2.0: widen the range in services/des-http/pyproject.toml (e.g. "
-        "'des-format[lz4,zstd]>=0.1,<0.3') and release des-http too",
-        "release: des-packer requires 'des-format[zstd,lz4,fast]>=0.1,<0.2', which does not admit "
-        "0.2.0: widen the range in packages/des-packer/pyproject.toml (e.g. "
-        "'des-format[fast,lz4,zstd]>=0.1,<0.3') and release des-packer too",
-        "release: des-storage-s3 requires 'des-format>=0.1,<0.2', which does not admit 0.2.0: "
+        "release: des-fsspec requires 'des-format[zstd,lz4]>=0.2,<0.3', which does not admit "
+        "0.3.0: widen the range in packages/des-fsspec/pyproject.toml (e.g. "
+        "'des-format[lz4,zstd]>=0.2,<0.4') and release des-fsspec too",
+        "release: des-http requires 'des-format[zstd,lz4]>=0.2,<0.3', which does not admit "
+        "0.3.0: widen the range in services/des-http/pyproject.toml (e.g. "
+        "'des-format[lz4,zstd]>=0.2,<0.4') and release des-http too",
+        "release: des-packer requires 'des-format[zstd,lz4,fast]>=0.2,<0.3', which does not admit "
+        "0.3.0: widen the range in packages/des-packer/pyproject.toml (e.g. "
+        "'des-format[fast,lz4,zstd]>=0.2,<0.4') and release des-packer too",
+        "release: des-storage-s3 requires 'des-format>=0.2,<0.3', which does not admit 0.3.0: "
         "widen the range in packages/des-storage-s3/pyproject.toml (e.g. "
-        "'des-format>=0.1,<0.3') and release des-storage-s3 too",
+        "'des-format>=0.2,<0.4') and release des-storage-s3 too",
     ]
 
 
 def test_widened_sibling_ranges_let_the_release_through(workspace: Path) -> None:
-    add_changelog_entry(workspace, "des-format", "## 0.2.0 - 2026-11-25")
-    set_requirement(workspace, "des-storage-s3", '"des-format>=0.1,<0.2"', '"des-format>=0.1,<0.3"')
+    add_changelog_entry(workspace, "des-format", "## 0.3.0 - 2026-12-08")
+    set_requirement(workspace, "des-storage-s3", '"des-format>=0.2,<0.3"', '"des-format>=0.2,<0.4"')
     for member, extras in (
         ("des-packer", "zstd,lz4,fast"),
         ("des-http", "zstd,lz4"),
@@ -213,18 +213,18 @@ def test_widened_sibling_ranges_let_the_release_through(workspace: Path) -> None
         set_requirement(
             workspace,
             member,
-            f'"des-format[{extras}]>=0.1,<0.2"',
-            f'"des-format[{extras}]>=0.1,<0.3"',
+            f'"des-format[{extras}]>=0.2,<0.3"',
+            f'"des-format[{extras}]>=0.2,<0.4"',
         )
     before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
     current = project(workspace, "des-format")["version"]
     result = run_release(workspace, "des-format", "--bump", "minor", "--dry-run")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines()[:2] == [
-        f"des-format: {current} -> 0.2.0 (tag des-format-v0.2.0)",
+        f"des-format: {current} -> 0.3.0 (tag des-format-v0.3.0)",
         "checks passed: changelog entry, sibling ranges",
     ]
-    assert "dry run: would write version 0.2.0 to packages/des-format/pyproject.toml," in (
+    assert "dry run: would write version 0.3.0 to packages/des-format/pyproject.toml," in (
         result.stdout
     )
     after = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
@@ -233,11 +233,11 @@ def test_widened_sibling_ranges_let_the_release_through(workspace: Path) -> None
 
 def test_a_range_in_an_extra_is_checked_too(workspace: Path) -> None:
     """des-packer's [s3] extra pins des-storage-s3: a minor bump of it must be caught."""
-    add_changelog_entry(workspace, "des-storage-s3", "## 0.2.0")
+    add_changelog_entry(workspace, "des-storage-s3", "## 0.3.0")
     result = run_release(workspace, "des-storage-s3", "--bump", "minor", "--dry-run")
     assert result.returncode == 1
-    assert "release: des-packer requires 'des-storage-s3>=0.1,<0.2'" in result.stderr
-    assert "release: des-http requires 'des-storage-s3>=0.1,<0.2'" in result.stderr
+    assert "release: des-packer requires 'des-storage-s3>=0.2,<0.3'" in result.stderr
+    assert "release: des-http requires 'des-storage-s3>=0.2,<0.3'" in result.stderr
 
 
 def test_version_not_newer_is_refused(workspace: Path) -> None:
