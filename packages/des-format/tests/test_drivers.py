@@ -355,7 +355,7 @@ def test_stream_decoder_bounds_lz4_too() -> None:
 def test_a_file_of_one_chunk_is_whole_at_open_and_a_longer_one_streams() -> None:
     mem = MemoryObjectStore()
     out = io.BytesIO()
-    w = ShardWriter(out)
+    w = ShardWriter(out, codec=Codec.NONE)  # stored as they are: no optional codec needed
     small, empty, large = b"inline bytes" * 10, b"", bytes(range(256)) * 20
     w.add("small", small)
     w.add("empty", empty)

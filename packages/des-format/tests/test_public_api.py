@@ -118,6 +118,7 @@ PUBLIC_API = [
     "StoreLayout",
     "ensure_local_layout",
     "read_store_layout",
+    "agreed_layout",
     "zones_digest",
     # the store port's declared capabilities (issue 19)
     "ListEntry",

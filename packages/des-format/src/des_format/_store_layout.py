@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,13 @@ def read_store_layout(store: ObjectStore) -> StoreLayout | None:
             continue
         where = s.describe(LAYOUT_KEY)
         found.append((where, StoreLayout.from_bytes(tail.data, where)))
+    return agreed_layout(found)
+
+
+def agreed_layout(found: Sequence[tuple[str, StoreLayout]]) -> StoreLayout | None:
+    """The layout the records ``(where, record)`` of a store's zones agree on: the first
+    one (None when there is none); a record with another n_bits or big-file prefix raises
+    ``LayoutMismatch`` naming both places."""
     if not found:
         return None
     first_where, first = found[0]

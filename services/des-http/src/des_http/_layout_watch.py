@@ -33,10 +33,10 @@ from des_format import (
     FORMAT_VERSION,
     LAYOUT_KEY,
     DesFormatError,
-    LayoutMismatch,
     ObjectNotFound,
     ObjectStore,
     StoreLayout,
+    agreed_layout,
 )
 
 __all__ = ["LayoutWatch", "ZoneRecord", "combined_layout", "read_zone_records"]
@@ -80,18 +80,7 @@ def read_zone_records(zones: list[tuple[str, ObjectStore]]) -> list[tuple[ZoneRe
 def combined_layout(records: list[tuple[ZoneRecord, str]]) -> StoreLayout | None:
     """The store's layout: the first zone's record (None when no zone has one); zones whose
     records disagree raise ``LayoutMismatch`` naming both."""
-    found = [(where, r.layout) for r, where in records if r.layout is not None]
-    if not found:
-        return None
-    first_where, first = found[0]
-    for where, other in found[1:]:
-        if other.n_bits != first.n_bits or other.bigfiles_prefix != first.bigfiles_prefix:
-            raise LayoutMismatch(
-                f"{where} (n_bits {other.n_bits}, big-file prefix {other.bigfiles_prefix!r}) "
-                f"disagrees with {first_where} (n_bits {first.n_bits}, big-file prefix "
-                f"{first.bigfiles_prefix!r}): the zones were written with different settings"
-            )
-    return first
+    return agreed_layout([(where, r.layout) for r, where in records if r.layout is not None])
 
 
 class LayoutWatch:
