@@ -29,7 +29,7 @@ import httpx
 import pytest
 from des_packer import PackOptions, pack, read_manifest
 from des_routing import sign_link, signed_link_path
-from des_testing import free_port
+from des_testing import free_port, stop_process
 
 pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
 
@@ -129,12 +129,7 @@ def des_http(tmp: Path, env: dict[str, str]) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def run_page(chromium: str, url: str, profile: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from des_testing import S3Server, free_port, start_s3_server
+from des_testing import S3Server, free_port, start_s3_server, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.heavy  # left out of the quick run: tools/test --quick
@@ -150,12 +150,7 @@ def run_service(tmp: Path, env: dict[str, str], argv: list[str] | None = None) -
             time.sleep(0.1)
         yield svc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def file_url(row: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from des_http.cli import main
-from des_testing import free_port
+from des_testing import free_port, stop_process
 
 
 def _run_main(
@@ -166,12 +166,7 @@ def test_serve_with_environment_defaults_and_every_option(tmp_path: Path) -> Non
         assert (answer.status, body) == (200, b'{"status":"ok"}')
         assert answer.getheader("server") == "des-http"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     text = log.read_text()
     assert "authentication is off" in text  # the start-up warning: stderr is in the log
     assert '"event":"access"' not in text

@@ -25,7 +25,7 @@ from des_format import LocalFileSource, read_index
 from des_http_testkit import SampleFile, object_key, write_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "testing"))
-from des_testing import free_port
+from des_testing import free_port, stop_process
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
@@ -179,12 +179,7 @@ def _start_server(data: Path, log: Path, **extra: str) -> Server:
 
 
 def _stop(srv: Server) -> None:
-    srv.proc.terminate()
-    try:
-        srv.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        srv.proc.kill()
-        srv.proc.wait()
+    stop_process(srv.proc)
 
 
 @pytest.fixture(scope="module")

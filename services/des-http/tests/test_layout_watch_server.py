@@ -24,7 +24,7 @@ from des_format import LAYOUT_KEY, StoreLayout, ensure_local_layout
 from des_http_testkit import files_url, object_key, sample, write_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "testing"))
-from des_testing import FaultProxy, free_port
+from des_testing import FaultProxy, free_port, stop_process
 
 pytestmark = pytest.mark.heavy  # the service end to end: left out of tools/test --quick
 
@@ -85,12 +85,7 @@ def stopped() -> Iterator[list[Server]]:
     servers: list[Server] = []
     yield servers
     for srv in servers:
-        srv.proc.terminate()
-        try:
-            srv.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            srv.proc.kill()
-            srv.proc.wait()
+        stop_process(srv.proc)
 
 
 def exercise(srv: Server, rewrite: Callable[[int], None], count_reads: Callable[[], int]) -> None:

@@ -408,7 +408,7 @@ def test_the_real_server_exports_a_continued_trace(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    from des_testing import free_port
+    from des_testing import free_port, stop_process
 
     data = tmp_path / "data"
     write_dataset(data)
@@ -457,12 +457,7 @@ def test_the_real_server_exports_a_continued_trace(tmp_path: Path) -> None:
         with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
             metrics = r.read().decode()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     counted = sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()

