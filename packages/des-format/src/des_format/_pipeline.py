@@ -42,7 +42,7 @@ from ._index import Fetch, ShardIndex
 from ._layout import DEFAULT_BIGFILES_PREFIX, DEFAULT_TAIL_SIZE, IndexEntry, bigfile_key, part_key
 from ._read_index import read_index_steps
 from ._reader import check_payload, decode_payload
-from ._source import ByteRange, ObjectInfo, TailRead
+from ._source import ByteRange, ObjectInfo, ObjectStore, TailRead
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ def answer_size(step: Step, answer: object) -> int:
     return 0
 
 
-def run_steps(steps: Steps[T], store: Any, observer: Observer | None = None) -> T:
+def run_steps(steps: Steps[T], store: ObjectStore, observer: Observer | None = None) -> T:
     """Drive ``steps`` with a blocking :class:`~des_format.ObjectStore`; each answered
     request is reported to ``observer(kind, bytes)``."""
     answer: Any = None

@@ -37,6 +37,7 @@ from ._zones import ZoneRouter, zone_of_key
 
 if TYPE_CHECKING:
     from des_routing import DesSettings
+    from obstore.store import S3Store
 
     from ._client import ClientSettings
 
@@ -79,7 +80,7 @@ class AsyncS3ObjectStore:
 
     def __init__(
         self,
-        store: Any,
+        store: S3Store,
         bucket: str,
         prefix: str = "",
         *,
@@ -357,7 +358,7 @@ class AsyncMultiZoneObjectStore(ZoneRouter[AsyncS3ObjectStore]):
         )
 
 
-def make_obstore(bucket: str, settings: ClientSettings | None = None) -> Any:
+def make_obstore(bucket: str, settings: ClientSettings | None = None) -> S3Store:
     """An obstore ``S3Store`` for ``bucket`` with the package's defaults: the timeouts of
     ``settings`` (connect, and read as a stall timeout), no retries of its own, idle
     connections kept without a count limit (a limit below the requests in flight would close
