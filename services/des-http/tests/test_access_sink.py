@@ -189,3 +189,16 @@ def test_many_lines_of_one_turn_leave_in_pipe_sized_writes() -> None:
     # 100 lines of ~260 bytes: 15 to a write of at most 4 KiB
     assert stream.writes == 7
     assert max(stream.sizes) <= PIPE_BUF
+
+
+def test_a_character_the_stream_cannot_encode_is_escaped_not_lost() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", write_through=True)
+    sink = AccessSink(stream)
+    sink.append('{"path":"/files/caf\u00e9"}')  # no loop: written at once
+    sink.append('{"path":"/files/plain"}')
+    lines = raw.getvalue().decode("ascii").splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith(',"path":"/files/caf\\u00e9"}')  # a JSON escape: same text once read
+    assert json.loads(lines[0])["path"] == "/files/caf\u00e9"
+    assert json.loads(lines[1])["path"] == "/files/plain"

@@ -7,8 +7,8 @@ that look like secrets (``access_token``, signatures, keys) are logged as ``REDA
 Under the service's own logging (:func:`configure_logging`: the CLI, ``des_http:app``) the
 access lines bypass the ``logging`` machinery: each line is rendered straight to JSON (the
 same text :class:`JsonFormatter` makes of the record) and the lines of one event-loop turn
-leave in one write at its end. That is a fifth of the CPU of a warm S3-backed request
-saved (docs/bench/http.md); a line is held at most until the loop next runs its ready
+leave at its end, in writes of whole lines of at most ``PIPE_BUF`` bytes (docs/bench/http.md
+measures the CPU it saves); a line is held at most until the loop next runs its ready
 callbacks, and whatever is pending at exit is written then. An app embedded elsewhere (no
 ``configure_logging``) logs through ``logging.getLogger("des_http.access")`` as before.
 """
@@ -41,12 +41,14 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 # one value as _encode writes it inside an object (a str: a JSON string)
 _quote = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class _Timestamps:
     """``2024-01-01T00:00:00.123+00:00`` (what ``datetime.isoformat(timespec=
-    "milliseconds")`` writes in UTC) for a ``time.time()`` value or, cheaper, a
-    ``time.time_ns()`` one; the part up to the second made once per second."""
+    "milliseconds")`` writes in UTC) for a ``time.time()`` value or, cheaper
+    (:meth:`of_ns`, the part up to the second made once per second), a ``time.time_ns()``
+    one."""
 
     def __init__(self) -> None:
         self._second = -1
@@ -114,7 +116,12 @@ class AccessSink:
             return
         try:
             for chunk in whole_line_chunks(lines):
-                self.stream.write(chunk)
+                try:
+                    self.stream.write(chunk)
+                except UnicodeEncodeError:  # a character the stream cannot encode: the
+                    # lines again, every non-ASCII character as a JSON \u escape
+                    again = [_encode_ascii(json.loads(line)) for line in chunk.splitlines()]
+                    self.stream.write("\n".join(again) + "\n")
                 self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stdout: as logging's handlers do
             pass
