@@ -142,9 +142,10 @@ class AsyncOpenedFile:
 
 
 async def _aclose(it: AsyncIterator[bytes]) -> None:
-    closer = getattr(it, "aclose", None)
-    if closer is not None:
-        await closer()
+    """Close a stream of chunks that can be closed (an async generator: a store's
+    ``iter_range``), so its response is released now rather than when it is collected."""
+    if isinstance(it, AsyncGenerator):
+        await it.aclose()
 
 
 def _split(piece: bytes, size: int) -> list[bytes]:
