@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._http import DEFAULT_CHUNK_SIZE
 from ._retry import RetryPolicy, _spent, plan_retry
-from ._store import check_range_args, join_key
+from ._store import S3Location, check_range_args
 from ._zones import ZoneRouter, zone_of_key
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _as_botocore(exc: BaseException, operation: str) -> BaseException:
     return ClientError(response, operation)
 
 
-class AsyncS3ObjectStore:
+class AsyncS3ObjectStore(S3Location):
     """Objects in one bucket under an optional key prefix, read by byte ranges through an
     obstore ``S3Store`` (see :func:`make_obstore`), awaited without a thread."""
 
@@ -97,14 +97,6 @@ class AsyncS3ObjectStore:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._draw = draw
-
-    def s3_key(self, key: str) -> str:
-        return join_key(self.prefix, key)
-
-    def describe(self, key: str = "") -> str:
-        if key:
-            return f"s3://{self.bucket}/{self.s3_key(key)}"
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def _translate(
         self, exc: BaseException, s3_key: str, br: ByteRange | None, op: str

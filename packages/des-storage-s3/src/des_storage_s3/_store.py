@@ -51,7 +51,24 @@ def join_key(prefix: str, key: str) -> str:
     return f"{p}/{key}" if p else key
 
 
-class S3ObjectStore(ObjectStoreBase):
+class S3Location:
+    """A bucket and a key prefix: the S3 key behind a store key and a place for messages
+    (``s3://bucket/prefix/key``), shared by the blocking and the async store."""
+
+    bucket: str
+    prefix: str
+
+    def s3_key(self, key: str) -> str:
+        """The S3 object key behind store key ``key``."""
+        return join_key(self.prefix, key)
+
+    def describe(self, key: str = "") -> str:
+        if key:
+            return f"s3://{self.bucket}/{self.s3_key(key)}"
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+class S3ObjectStore(S3Location, ObjectStoreBase):
     """Objects in one bucket under an optional key prefix, read by byte ranges, and listed
     (``ListObjectsV2`` with a ``/`` delimiter).
 
@@ -77,15 +94,6 @@ class S3ObjectStore(ObjectStoreBase):
         self._draw = draw
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def s3_key(self, key: str) -> str:
-        """The S3 object key behind store key ``key``."""
-        return join_key(self.prefix, key)
-
-    def describe(self, key: str = "") -> str:
-        if key:
-            return f"s3://{self.bucket}/{self.s3_key(key)}"
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def _call(self, fn: Callable[[], Any], key: str, br: ByteRange | None, op: str) -> Any:
         def translate(exc: BaseException) -> S3StoreError:
