@@ -160,21 +160,15 @@ class ShardRetriever:
 
     # ---- answers without I/O (for an event loop; every None means: use the methods above) ----
 
-    def _cached_entry(self, key: str, uid: str) -> tuple[str | None, ShardIndex, IndexEntry] | None:
-        """(etag, index, entry) of a live ``uid`` when the pipeline locates it without a
-        request, else None (see ``RetrievalPipeline.located_in_cache``: no hit counted)."""
-        loc = self.pipeline.located_in_cache(key, uid)
-        return None if loc is None else (loc.etag, loc.index, loc.entry)
-
     def stat_nowait(self, key: str, uid: str) -> IndexEntry | None:
         """:meth:`stat` when it needs no request to the store (the shard's index and the
         uid's bucket cached, the uid live), else None."""
-        found = self._cached_entry(key, uid)
-        if found is None:
+        loc = self.pipeline.located_in_cache(key, uid)
+        if loc is None:
             return None
         assert self.cache is not None
         self.cache.get(key)
-        return found[2]
+        return loc.entry
 
     def read_nowait(
         self,
@@ -200,10 +194,10 @@ class ShardRetriever:
         nowait = self.store.supports_nowait_reads
         if not nowait and only_if is None:
             return None
-        found = self._cached_entry(key, uid)
-        if found is None:
+        loc = self.pipeline.located_in_cache(key, uid)  # counts no hit: done once it answers
+        if loc is None:
             return None
-        etag, index, entry = found
+        etag, index, entry = loc.etag, loc.index, loc.entry
         assert self.cache is not None
         if only_if is not None and not only_if(entry):
             self.cache.get(key)
